@@ -1,0 +1,100 @@
+"""One factory for Gymnasium MuJoCo (v5), ALE Atari and rlkit's own envs, into SB3 VecEnvs."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from difflib import get_close_matches
+
+import ale_py
+import gymnasium as gym
+from stable_baselines3.common.atari_wrappers import AtariWrapper
+from stable_baselines3.common.monitor import Monitor
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecFrameStack
+
+from envs.render_state import RenderStateInfo
+from rlkit.core.errors import UserError
+
+gym.register_envs(ale_py)
+
+ATARI_FRAME_STACK = 4
+
+
+def env_kind(env_id: str) -> str:
+    """``"atari"``, ``"mujoco"`` or ``"other"`` for a registered Gymnasium id."""
+    spec = gym.spec(env_id)
+    entry = str(spec.entry_point)
+    if "ale_py" in entry or env_id.startswith("ALE/"):
+        return "atari"
+    if "mujoco" in entry:
+        return "mujoco"
+    return "other"
+
+
+def check_env_id(env_id: str) -> None:
+    """Raise a one-line UserError (exit code 2) naming close matches if ``env_id`` is unknown."""
+    import envs  # noqa: F401  (registers rlkit's own ids)
+
+    if env_id in gym.registry:
+        return
+    close = get_close_matches(env_id, list(gym.registry), n=3, cutoff=0.5)
+    hint = f"; did you mean {', '.join(close)}?" if close else "; see gymnasium.pprint_registry()"
+    raise UserError(f"unknown env id {env_id!r}{hint}")
+
+
+@dataclasses.dataclass(frozen=True)
+class EnvSpec:
+    """How to build one environment.
+
+    Attributes:
+        env_id: a Gymnasium id (``Hopper-v5``, ``ALE/Pong-v5``, ``rlkit/Collect-v0``).
+        training: Atari only: end an episode on life loss (for training, never for evaluation).
+        render_state: put the simulator state of each step into ``info["render_state"]``.
+        sticky_actions: Atari only: ALE's repeat-action probability (0 as in the 2017 papers).
+    """
+
+    env_id: str
+    training: bool = True
+    render_state: bool = False
+    sticky_actions: float = 0.0
+
+
+def make_env(spec: EnvSpec, seed: int, rank: int = 0) -> Callable[[], gym.Env]:
+    """A thunk building one env, seeded with ``seed + rank``.
+
+    Atari gets the standard preprocessing: no-op reset (up to 30), frame skip 4 with max
+    pooling, 84x84 grayscale, terminal on life loss when training, and unclipped reward
+    (the true reward is what teachers and evaluation see). Frame stacking happens in the
+    VecEnv (:func:`make_vec_env`).
+    """
+
+    def thunk() -> gym.Env:
+        kind = env_kind(spec.env_id)
+        if kind == "atari":
+            env = gym.make(spec.env_id, frameskip=1, repeat_action_probability=spec.sticky_actions)
+            env = Monitor(env)
+            env = AtariWrapper(
+                env, terminal_on_life_loss=spec.training, clip_reward=False, frame_skip=4
+            )
+        else:
+            env = Monitor(gym.make(spec.env_id))
+        if spec.render_state:
+            env = RenderStateInfo(env, kind)
+        env.action_space.seed(seed + rank)
+        env.reset(seed=seed + rank)
+        return env
+
+    return thunk
+
+
+def make_vec_env(spec: EnvSpec, n_envs: int, seed: int, subprocess: bool = False) -> VecEnv:
+    """``n_envs`` copies of ``spec`` as an SB3 VecEnv (Atari frames stacked 4 deep, channels last)."""
+    check_env_id(spec.env_id)
+    if n_envs < 1:
+        raise UserError(f"n_envs must be >= 1, got {n_envs}")
+    thunks = [make_env(spec, seed, rank) for rank in range(n_envs)]
+    venv: VecEnv = SubprocVecEnv(thunks) if subprocess else DummyVecEnv(thunks)
+    venv.seed(seed)
+    if env_kind(spec.env_id) == "atari":
+        venv = VecFrameStack(venv, ATARI_FRAME_STACK)
+    return venv

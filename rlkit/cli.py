@@ -1,0 +1,88 @@
+"""The ``rlkit`` command: ``rlkit GROUP COMMAND [options]``.
+
+Each command lives in its own module under :mod:`rlkit.commands` (imported only when
+run, so ``rlkit ird ...`` never loads Ray or the web stack) and exposes ``main(argv)``,
+which parses its options with tyro from a config dataclass. Bad input anywhere surfaces
+as :class:`rlkit.core.errors.UserError`: one line on stderr, a non-zero exit code.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from difflib import get_close_matches
+
+# (group, command) -> (module:function, one-line help)
+COMMANDS: dict[tuple[str, str], tuple[str, str]] = {
+    ("prefs", "train"): (
+        "rlkit.commands.prefs:train",
+        "learn a reward from preferences and a policy on it",
+    ),
+    ("prefs", "eval"): (
+        "rlkit.commands.prefs:evaluate",
+        "evaluate a run's policy on the true reward",
+    ),
+    ("label", "serve"): ("rlkit.commands.label:serve", "serve the clip-labeling web UI for a run"),
+    ("label", "export"): ("rlkit.commands.label:export", "export a run's labels as jsonl or csv"),
+    ("vpn", "train"): ("rlkit.commands.vpn:train", "train a Value Prediction Network"),
+    ("vpn", "eval"): ("rlkit.commands.vpn:evaluate", "evaluate a VPN run greedily"),
+    ("ird", "lavaland"): ("rlkit.commands.ird:lavaland", "Inverse Reward Design on Lavaland"),
+}
+
+
+def usage() -> str:
+    lines = ["usage: rlkit GROUP COMMAND [options]   (rlkit GROUP COMMAND --help for options)", ""]
+    for (group, cmd), (_, help_) in COMMANDS.items():
+        lines.append(f"  rlkit {group} {cmd:<8} {help_}")
+    return "\n".join(lines)
+
+
+def _fail(message: str, code: int = 2) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage())
+        return 0 if argv else 2
+    groups = sorted({g for g, _ in COMMANDS})
+    group = argv[0]
+    if group not in groups:
+        close = get_close_matches(group, groups, n=1)
+        hint = f"; did you mean {close[0]}?" if close else f"; choose one of {', '.join(groups)}"
+        return _fail(f"unknown command group {group!r}{hint}")
+    cmds = sorted(c for g, c in COMMANDS if g == group)
+    if len(argv) < 2 or argv[1] in ("-h", "--help"):
+        print(usage())
+        return 0 if len(argv) >= 2 else 2
+    if (group, argv[1]) not in COMMANDS:
+        return _fail(f"unknown command 'rlkit {group} {argv[1]}'; choose one of {', '.join(cmds)}")
+    target, _ = COMMANDS[(group, argv[1])]
+    module_name, func_name = target.split(":")
+    os.environ.setdefault("MUJOCO_GL", "egl")
+
+    from rlkit.core.errors import UserError
+
+    try:
+        func = getattr(importlib.import_module(module_name), func_name)
+        result = func(argv[2:])
+    except UserError as exc:
+        return _fail(str(exc), exc.exit_code)
+    except KeyboardInterrupt:
+        print("interrupted; the last checkpoint and every stored label are intact", file=sys.stderr)
+        return 130
+    return int(result or 0)
+
+
+def run_tyro(config_type: type, argv: list[str], prog: str, description: str | None = None):
+    """Parse ``argv`` into ``config_type`` with tyro; ``--help`` prints and exits 0, bad flags exit 2."""
+    import tyro
+
+    return tyro.cli(config_type, args=argv, prog=prog, description=description)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,134 @@
+"""Atomic checkpoints: write to a temporary name, fsync, then rename into place.
+
+A checkpoint is a directory ``checkpoints/step_<N>/`` holding ``state.pt`` and any other
+files the caller writes (an SB3 policy zip, say). It only gets its final name once every
+file in it is on disk, and ``checkpoints/latest`` (written atomically too) names the newest
+complete one, so a kill -9 at any moment leaves the previous checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rlkit.core.errors import UserError
+
+
+class CheckpointError(UserError):
+    """A checkpoint is missing or unreadable; nothing has been overwritten."""
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see either the old file or the new one."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> None:
+    """``torch.save`` a dict atomically."""
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Load a dict written by :func:`save_checkpoint`; a missing or corrupt file is a CheckpointError."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # torch raises many kinds for a truncated or foreign file
+        raise CheckpointError(
+            f"checkpoint {path} is corrupt or unreadable ({type(exc).__name__})"
+        ) from exc
+    if not isinstance(payload, dict):
+        raise CheckpointError(f"checkpoint {path} does not hold a checkpoint dict")
+    return payload
+
+
+class CheckpointManager:
+    """Versioned, atomic checkpoint directories under ``run_dir/checkpoints``.
+
+    Args:
+        run_dir: the run directory.
+        keep: how many complete checkpoints to keep (the oldest are deleted after a save).
+    """
+
+    def __init__(self, run_dir: str | os.PathLike, keep: int = 2) -> None:
+        self.root = Path(run_dir) / "checkpoints"
+        self.keep = max(1, keep)
+
+    @property
+    def latest_file(self) -> Path:
+        return self.root / "latest"
+
+    def save(
+        self,
+        step: int,
+        state: dict[str, Any],
+        writers: dict[str, Callable[[Path], None]] | None = None,
+    ) -> Path:
+        """Write ``state`` (as ``state.pt``) and call each ``writers[name](path)`` to write ``name``."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        final = self.root / f"step_{step:010d}"
+        tmp = self.root / f".step_{step:010d}.tmp{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        save_checkpoint(tmp / "state.pt", state)
+        for name, write in (writers or {}).items():
+            write(tmp / name)
+            with open(tmp / name, "rb") as f:
+                os.fsync(f.fileno())
+        _fsync_dir(tmp)
+        if final.exists():  # a re-save at the same step (after a resume) replaces it
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        _fsync_dir(self.root)
+        atomic_write_bytes(self.latest_file, final.name.encode())
+        self._prune(keep_name=final.name)
+        return final
+
+    def _prune(self, keep_name: str) -> None:
+        done = sorted(p for p in self.root.glob("step_*") if p.is_dir())
+        for old in done[: -self.keep]:
+            if old.name != keep_name:
+                shutil.rmtree(old, ignore_errors=True)
+
+    def latest(self) -> Path:
+        """The newest complete checkpoint directory; CheckpointError if there is none."""
+        if not self.latest_file.is_file():
+            raise CheckpointError(
+                f"no checkpoint in {self.root.parent} to resume from; run without --resume to start anew"
+            )
+        name = self.latest_file.read_text().strip()
+        path = self.root / name
+        if not name.startswith("step_") or not (path / "state.pt").is_file():
+            raise CheckpointError(
+                f"checkpoint pointer {self.latest_file} names a missing checkpoint {name!r}"
+            )
+        return path
+
+    def load_latest(self) -> tuple[Path, dict[str, Any]]:
+        path = self.latest()
+        return path, load_checkpoint(path / "state.pt")

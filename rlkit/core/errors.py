@@ -1,0 +1,12 @@
+"""Errors that reach the user as one line and a non-zero exit code, never a traceback."""
+
+
+class UserError(Exception):
+    """Bad input from the user: the CLI prints ``error: <message>`` and exits with ``exit_code``.
+
+    The message should say what was wrong and what to do instead, on one line.
+    """
+
+    def __init__(self, message: str, exit_code: int = 2) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code

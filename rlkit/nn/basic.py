@@ -1,0 +1,127 @@
+"""The two basic backbones: an MLP for vector observations and the Nature DQN CNN for pixels."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import nn
+
+from rlkit.nn.registry import register_backbone
+
+_ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "relu": nn.ReLU,
+    "leaky_relu": nn.LeakyReLU,
+    "tanh": nn.Tanh,
+    "elu": nn.ELU,
+}
+
+
+def make_norm(kind: str, num_features: int, conv: bool = False) -> nn.Module:
+    """A normalization layer by name: ``none`` or ``batchnorm``.
+
+    Further kinds (batch renormalization) are added to ``NORMS`` by their own modules.
+    """
+    if kind not in NORMS:
+        raise ValueError(f"unknown norm {kind!r}; known: {', '.join(sorted(NORMS))}")
+    return NORMS[kind](num_features, conv)
+
+
+NORMS: dict[str, callable] = {
+    "none": lambda n, conv: nn.Identity(),
+    "batchnorm": lambda n, conv: nn.BatchNorm2d(n) if conv else nn.BatchNorm1d(n),
+}
+
+
+class MLP(nn.Module):
+    """Flatten, then ``Linear -> norm -> activation -> dropout`` for each hidden size.
+
+    Input ``(B, *obs_shape)``, output ``(B, out_dim)`` with ``out_dim = hidden[-1]``.
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        hidden: Sequence[int] = (64, 64),
+        activation: str = "leaky_relu",
+        norm: str = "none",
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if not hidden:
+            raise ValueError("an MLP needs at least one hidden layer")
+        layers: list[nn.Module] = [nn.Flatten()]
+        prev = in_dim
+        for width in hidden:
+            layers += [nn.Linear(prev, width), make_norm(norm, width), _ACTIVATIONS[activation]()]
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+            prev = width
+        self.net = nn.Sequential(*layers)
+        self.out_dim = int(prev)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.net(obs.float())
+
+
+@register_backbone("mlp")
+def make_mlp(observation_space: gym.spaces.Space, **kwargs) -> MLP:
+    if observation_space.shape is None:
+        raise ValueError("the mlp backbone needs an observation space with a shape")
+    return MLP(int(np.prod(observation_space.shape)), **kwargs)
+
+
+def is_channels_last(shape: Sequence[int]) -> bool:
+    """Image layout guess: SB3's Atari stack is ``(84, 84, 4)``, PyTorch's ``(4, 84, 84)``."""
+    return len(shape) == 3 and shape[-1] < shape[0] and shape[-1] <= 16
+
+
+class NatureCNN(nn.Module):
+    """The DQN Nature network (Mnih et al. 2015) as a feature extractor.
+
+    Input ``(B, H, W, C)`` or ``(B, C, H, W)`` images (uint8 scaled by 1/255), output
+    ``(B, features_dim)``.
+    """
+
+    def __init__(
+        self,
+        obs_shape: Sequence[int],
+        features_dim: int = 512,
+        norm: str = "none",
+        dropout: float = 0.0,
+        scale: float = 1.0 / 255.0,
+    ) -> None:
+        super().__init__()
+        self.channels_last = is_channels_last(obs_shape)
+        c, h, w = (obs_shape[2], obs_shape[0], obs_shape[1]) if self.channels_last else obs_shape
+        self.scale = scale
+        act = nn.ReLU
+        self.conv = nn.Sequential(
+            nn.Conv2d(c, 32, 8, stride=4), make_norm(norm, 32, conv=True), act(),
+            nn.Conv2d(32, 64, 4, stride=2), make_norm(norm, 64, conv=True), act(),
+            nn.Conv2d(64, 64, 3, stride=1), make_norm(norm, 64, conv=True), act(),
+            nn.Flatten(),
+        )  # fmt: skip
+        with torch.no_grad():
+            n_flat = self.conv(torch.zeros(1, c, h, w)).shape[1]
+        head: list[nn.Module] = [nn.Linear(n_flat, features_dim), act()]
+        if dropout > 0:
+            head.append(nn.Dropout(dropout))
+        self.head = nn.Sequential(*head)
+        self.out_dim = int(features_dim)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        x = obs.float() * self.scale
+        if self.channels_last:
+            x = x.permute(0, 3, 1, 2)
+        return self.head(self.conv(x))
+
+
+@register_backbone("nature_cnn")
+def make_nature_cnn(observation_space: gym.spaces.Space, **kwargs) -> NatureCNN:
+    shape = observation_space.shape
+    if shape is None or len(shape) != 3:
+        raise ValueError(f"the nature_cnn backbone needs image observations (3 dims), got {shape}")
+    return NatureCNN(shape, **kwargs)

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Set up rlkit in ./.venv on a fresh machine with Python 3.11.
+#   bash scripts/setup.sh        the package and the CLI
+#   bash scripts/setup.sh --dev  plus test tools, the web/Ray extras and Debian's Chromium
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+py=${PYTHON:-}
+if [ -z "$py" ]; then
+  py=$(command -v python3.11 || command -v python3)
+fi
+if [ ! -x .venv/bin/python ]; then
+  "$py" -m venv .venv
+fi
+pip() { .venv/bin/python -m pip --disable-pip-version-check -q "$@"; }
+# Exactly 2.13.0: the CPU build. An open range would pull a multi-GB CUDA build.
+pip install torch==2.13.0
+if [ "${1:-}" = "--dev" ]; then
+  pip install -e ".[dev]"
+  if ! command -v chromium >/dev/null 2>&1; then
+    echo "installing Debian's chromium for the browser tests" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    sudo_cmd=""
+    [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+    $sudo_cmd apt-get update -qq
+    $sudo_cmd apt-get install -y -qq chromium >/dev/null
+  fi
+else
+  pip install -e .
+fi
