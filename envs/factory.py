@@ -51,12 +51,42 @@ class EnvSpec:
         training: Atari only: end an episode on life loss (for training, never for evaluation).
         render_state: put the simulator state of each step into ``info["render_state"]``.
         sticky_actions: Atari only: ALE's repeat-action probability (0 as in the 2017 papers).
+        terminate_when_unhealthy: MuJoCo only (Hopper, Walker2d, Ant, Humanoid): False keeps
+            episodes running to the time limit after a fall, as in Christiano et al. (2017),
+            so that fixed-length segments exist and falling shows up in the reward instead.
+            None leaves the env's default.
     """
 
     env_id: str
     training: bool = True
     render_state: bool = False
     sticky_actions: float = 0.0
+    terminate_when_unhealthy: bool | None = None
+
+
+def mujoco_kwargs(spec: EnvSpec) -> dict:
+    """``terminate_when_unhealthy`` for the MuJoCo envs that take it, else nothing."""
+    if spec.terminate_when_unhealthy is None or env_kind(spec.env_id) != "mujoco":
+        return {}
+    entry = gym.spec(spec.env_id).entry_point
+    module, _, name = str(entry).partition(":")
+    import importlib
+    import inspect
+
+    cls = getattr(importlib.import_module(module), name)
+    if "terminate_when_unhealthy" not in inspect.signature(cls.__init__).parameters:
+        return {}
+    return {"terminate_when_unhealthy": spec.terminate_when_unhealthy}
+
+
+def env_dt(env_id: str) -> float | None:
+    """Seconds of simulated time per agent step (MuJoCo's ``dt``), or None if the env has none."""
+    env = gym.make(env_id)
+    try:
+        dt = getattr(env.unwrapped, "dt", None)
+        return float(dt) if dt is not None else None
+    finally:
+        env.close()
 
 
 def make_env(spec: EnvSpec, seed: int, rank: int = 0) -> Callable[[], gym.Env]:
@@ -77,7 +107,7 @@ def make_env(spec: EnvSpec, seed: int, rank: int = 0) -> Callable[[], gym.Env]:
                 env, terminal_on_life_loss=spec.training, clip_reward=False, frame_skip=4
             )
         else:
-            env = Monitor(gym.make(spec.env_id))
+            env = Monitor(gym.make(spec.env_id, **mujoco_kwargs(spec)))
         if spec.render_state:
             env = RenderStateInfo(env, kind)
         env.action_space.seed(seed + rank)

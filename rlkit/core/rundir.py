@@ -60,3 +60,30 @@ def load_config(run_dir: Path) -> dict[str, Any]:
         return json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise UserError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno})") from exc
+
+
+def dataclass_from_dict(cls: type, data: dict[str, Any]) -> Any:
+    """Rebuild a (nested) config dataclass from :func:`save_config`'s JSON.
+
+    Unknown keys are an error (a config from another version should not half-load).
+    """
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(data) - names
+    if unknown:
+        raise UserError(f"config has unknown fields {sorted(unknown)} for {cls.__name__}")
+    kwargs = {}
+    for name, value in data.items():
+        hint = hints[name]
+        candidates = [hint, *typing.get_args(hint)]
+        sub = next((c for c in candidates if dataclasses.is_dataclass(c)), None)
+        if sub is not None and isinstance(value, dict):
+            value = dataclass_from_dict(sub, value)
+        elif Path in candidates and isinstance(value, str):
+            value = Path(value)
+        elif isinstance(value, list):
+            value = tuple(value)
+        kwargs[name] = value
+    return cls(**kwargs)

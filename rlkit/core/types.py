@@ -133,3 +133,15 @@ class Comparison:
         object.__setattr__(self, "mu", mu)
         if self.segment_a == self.segment_b:
             raise ValueError("a comparison needs two different segments")
+
+
+# A teacher's answer to a query, as stored: "skip" is "can't tell" (stored, never trained on).
+CHOICES = ("left", "right", "equal", "skip")
+_MU_FOR_CHOICE = {"left": MU_LEFT, "right": MU_RIGHT, "equal": MU_EQUAL, "skip": None}
+
+
+def mu_for_choice(choice: str) -> tuple[float, float] | None:
+    """The label distribution for a stored choice; None for "skip" (not trained on)."""
+    if choice not in _MU_FOR_CHOICE:
+        raise ValueError(f"choice must be one of {CHOICES}, got {choice!r}")
+    return _MU_FOR_CHOICE[choice]

@@ -1,0 +1,73 @@
+"""Policy presets: TRPO for MuJoCo and A2C for Atari, as in Christiano et al. (2017)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+from stable_baselines3 import A2C
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.vec_env import VecEnv
+
+from agents.trpo_entropy import EntropyTRPO
+
+Algo = Literal["trpo", "a2c"]
+
+
+@dataclasses.dataclass(frozen=True)
+class PolicyConfig:
+    """The RL algorithm that trains against the learned reward."""
+
+    algo: Literal["auto", "trpo", "a2c"] = "auto"
+    """trpo (MuJoCo default), a2c (Atari default), or auto to pick by env kind."""
+    gamma: float | None = None
+    """Discount; default 0.995 for TRPO (the paper's), 0.99 for A2C."""
+    gae_lambda: float | None = None
+    """GAE lambda; default 0.97 for TRPO (the paper's), 1.0 for A2C."""
+    ent_coef: float = 0.0
+    """Entropy bonus (TRPO: added to the surrogate; A2C default 0.01 when left at 0 on Atari)."""
+    n_steps: int | None = None
+    """Steps per env per update; default 1024 for TRPO, 5 for A2C."""
+    learning_rate: float | None = None
+    """Default: 1e-3 (TRPO critic), 7e-4 (A2C)."""
+    hidden: tuple[int, ...] = (64, 64)
+    """TRPO policy and value MLP widths."""
+
+
+def resolve_algo(config: PolicyConfig, kind: str) -> Algo:
+    if config.algo != "auto":
+        return config.algo
+    return "a2c" if kind == "atari" else "trpo"
+
+
+def make_agent(
+    config: PolicyConfig, env: VecEnv, kind: str, seed: int, tensorboard_log: str | None = None
+) -> BaseAlgorithm:
+    """Build the agent for ``env`` (already wrapped with the learned reward)."""
+    algo = resolve_algo(config, kind)
+    if algo == "trpo":
+        net = {"pi": list(config.hidden), "vf": list(config.hidden)}
+        return EntropyTRPO(
+            "MlpPolicy", env,
+            gamma=0.995 if config.gamma is None else config.gamma,
+            gae_lambda=0.97 if config.gae_lambda is None else config.gae_lambda,
+            n_steps=1024 if config.n_steps is None else config.n_steps,
+            learning_rate=1e-3 if config.learning_rate is None else config.learning_rate,
+            ent_coef=config.ent_coef, policy_kwargs={"net_arch": net},
+            seed=seed, tensorboard_log=tensorboard_log, device="cpu", verbose=0,
+        )  # fmt: skip
+    policy = "CnnPolicy" if kind == "atari" else "MlpPolicy"
+    return A2C(
+        policy, env,
+        gamma=0.99 if config.gamma is None else config.gamma,
+        gae_lambda=1.0 if config.gae_lambda is None else config.gae_lambda,
+        n_steps=5 if config.n_steps is None else config.n_steps,
+        learning_rate=7e-4 if config.learning_rate is None else config.learning_rate,
+        ent_coef=config.ent_coef or (0.01 if kind == "atari" else 0.0), vf_coef=0.25,
+        seed=seed, tensorboard_log=tensorboard_log, device="cpu", verbose=0,
+    )  # fmt: skip
+
+
+def load_agent(algo: Algo, path: str, env: VecEnv | None = None) -> BaseAlgorithm:
+    cls = EntropyTRPO if algo == "trpo" else A2C
+    return cls.load(path, env=env, device="cpu")

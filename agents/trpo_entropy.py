@@ -1,0 +1,43 @@
+"""TRPO (sb3-contrib) with an optional entropy bonus in the surrogate objective."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch as th
+from sb3_contrib import TRPO
+
+
+class EntropyTRPO(TRPO):
+    """TRPO whose policy-gradient direction also ascends ``ent_coef * H(pi)``.
+
+    sb3-contrib's TRPO has no entropy term. We add it where the surrogate's gradient is
+    taken (``_compute_actor_grad``), using the distribution that ``train`` just built for
+    the batch; the KL trust region and line search are unchanged (the line search still
+    checks the plain surrogate improves, so the bonus only tilts the search direction).
+    """
+
+    def __init__(self, *args: Any, ent_coef: float = 0.0, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.entropy_coef = float(ent_coef)
+        self._last_distribution = None
+
+    def _setup_model(self) -> None:
+        super()._setup_model()
+        original = self.policy.get_distribution
+
+        def get_distribution(obs: th.Tensor):
+            dist = original(obs)
+            if th.is_grad_enabled():
+                self._last_distribution = dist
+            return dist
+
+        self.policy.get_distribution = get_distribution  # type: ignore[method-assign]
+
+    def _compute_actor_grad(self, kl_div: th.Tensor, policy_objective: th.Tensor):
+        if self.entropy_coef > 0 and self._last_distribution is not None:
+            entropy = self._last_distribution.entropy()
+            if entropy is not None:
+                policy_objective = policy_objective + self.entropy_coef * entropy.mean()
+                self.logger.record("train/entropy", float(entropy.mean()))
+        return super()._compute_actor_grad(kl_div, policy_objective)

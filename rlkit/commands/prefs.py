@@ -1,0 +1,123 @@
+"""``rlkit prefs train`` and ``rlkit prefs eval``."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+
+import tyro
+from rich.console import Console
+from rich.table import Table
+
+from rlkit.cli import run_tyro
+from rlkit.core.errors import UserError
+from rlkit.core.rundir import (
+    dataclass_from_dict,
+    default_run_name,
+    load_config,
+    prepare_run_dir,
+    save_config,
+)
+from rlkit.loops.preference_config import PrefsConfig
+
+
+def _parse(argv: list[str]) -> PrefsConfig:
+    try:
+        return run_tyro(PrefsConfig, argv, prog="rlkit prefs train")
+    except ValueError as exc:  # raised by the config's own checks
+        raise UserError(str(exc)) from None
+
+
+def _fmt(x: float, spec: str = ".1f") -> str:
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
+
+
+def train(argv: list[str]) -> int:
+    cfg = _parse(argv)
+    from envs import check_env_id
+
+    check_env_id(cfg.env)
+    if cfg.resume:
+        if cfg.run_dir is None:
+            raise UserError("--resume needs --run-dir: the run to continue")
+        run_dir = prepare_run_dir(cfg.run_dir, resume=True)
+        saved = dataclass_from_dict(PrefsConfig, load_config(run_dir))
+        # The saved run's settings win; only a longer --steps may be given on resume.
+        steps = cfg.steps if any(a.startswith("--steps") for a in argv) else saved.steps
+        cfg = dataclasses.replace(
+            saved, resume=True, run_dir=run_dir, steps=max(steps, saved.steps)
+        )
+    else:
+        run_dir = Path(cfg.run_dir or Path("runs") / default_run_name(cfg.env, "prefs", cfg.seed))
+        run_dir = prepare_run_dir(run_dir, resume=False)
+        cfg = dataclasses.replace(cfg, run_dir=run_dir)
+        save_config(run_dir, cfg)
+
+    from rlkit.loops.preference import PreferenceLoop
+
+    console = Console(stderr=True)
+    console.print(
+        f"[bold]rlkit prefs[/] {cfg.env}: {cfg.steps} steps, {cfg.labels} labels, run dir {run_dir}"
+    )
+    loop = PreferenceLoop(cfg, run_dir, console)
+    try:
+        summary = loop.run(resume=cfg.resume)
+    finally:
+        loop.close()
+    table = Table(title=f"rlkit prefs: {cfg.env}", show_header=False)
+    table.add_row("true return, before", _fmt(summary.true_return_before))
+    table.add_row("true return, after", _fmt(summary.true_return_after))
+    table.add_row("reward-model accuracy, held-out pairs", _fmt(summary.val_accuracy, ".3f"))
+    table.add_row("labels / policy steps", f"{summary.labels} / {summary.steps}")
+    table.add_row("wall-clock", f"{summary.wall_seconds:.0f} s")
+    table.add_row("run dir", str(summary.run_dir))
+    table.add_row("plot", str(summary.plot))
+    table.add_row(
+        "logs", f"{summary.run_dir / 'metrics.csv'}, tensorboard --logdir {summary.run_dir}"
+    )
+    Console().print(table)
+    return 0
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+    """Evaluate a preference run's latest policy on the true reward."""
+
+    run_dir: tyro.conf.Positional[Path]
+    """The run directory."""
+    episodes: int = 10
+    """Deterministic evaluation episodes."""
+    json: bool = False
+    """Print one JSON object instead of a table."""
+
+
+def evaluate(argv: list[str]) -> int:
+    args = run_tyro(EvalConfig, argv, prog="rlkit prefs eval")
+    if args.episodes < 1:
+        raise UserError(f"--episodes must be >= 1, got {args.episodes}")
+    cfg = dataclass_from_dict(PrefsConfig, load_config(args.run_dir))
+    from agents.presets import load_agent, resolve_algo
+    from envs import env_kind
+    from rlkit.core.checkpoint import CheckpointManager
+    from rlkit.loops.evaluation import evaluate_policy_true
+
+    kind = env_kind(cfg.env)
+    path = CheckpointManager(args.run_dir).latest()
+    agent = load_agent(resolve_algo(cfg.policy, kind), str(path / "policy.zip"))
+    n_envs = cfg.n_envs or (8 if kind == "atari" else 4)
+    mean = evaluate_policy_true(agent, cfg, n_envs, args.episodes)
+    result = {
+        "env": cfg.env,
+        "checkpoint": path.name,
+        "episodes": args.episodes,
+        "true_return": mean,
+    }
+    if args.json:
+        print(json.dumps(result))
+    else:
+        Console().print(
+            f"{cfg.env} {path.name}: mean true return {mean:.2f} over {args.episodes} episodes"
+        )
+    return 0

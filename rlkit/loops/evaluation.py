@@ -1,0 +1,34 @@
+"""Evaluating a policy on the true reward, in a separate env (no life-loss termination)."""
+
+from __future__ import annotations
+
+import math
+
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.evaluation import evaluate_policy
+
+from envs import EnvSpec, make_vec_env
+from rlkit.loops.preference_config import PrefsConfig
+
+
+def eval_spec(cfg: PrefsConfig) -> EnvSpec:
+    """The training env's settings, but whole Atari games (no life-loss termination)."""
+    return EnvSpec(
+        cfg.env, training=False, terminate_when_unhealthy=None if cfg.early_termination else False
+    )
+
+
+def evaluate_policy_true(
+    agent: BaseAlgorithm, cfg: PrefsConfig, n_envs: int, episodes: int, seed_offset: int = 10_000
+) -> float:
+    """Mean undiscounted true return over ``episodes`` deterministic episodes (NaN if 0)."""
+    if episodes <= 0:
+        return math.nan
+    env = make_vec_env(eval_spec(cfg), min(n_envs, episodes), cfg.seed + seed_offset)
+    try:
+        mean, _ = evaluate_policy(
+            agent, env, n_eval_episodes=episodes, deterministic=True, warn=False
+        )
+    finally:
+        env.close()
+    return float(mean)

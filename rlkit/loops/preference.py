@@ -1,0 +1,349 @@
+"""The preference-learning orchestrator: policy rollouts, segment pool, queries, teacher,
+labels, reward training and policy training, in that cycle (Christiano et al. 2017, sec. 2.2).
+
+Each round reads as a story (:meth:`PreferenceLoop.run_round`):
+
+1. the policy trains for a round of steps on the current learned reward, while the
+   :class:`SegmentRecorder` cuts its experience into segments for the pool;
+2. the label schedule says how many queries should have been asked by now; the
+   missing ones are chosen from the pool, their segments saved, and the queries stored;
+3. the teacher is asked (a synthetic one answers at once, people whenever they do);
+4. whatever labels the store holds that the trainer has not seen are ingested, and the
+   ensemble trains on them; its output normalization is refreshed on recent segments.
+
+The store is the only channel between queries and labels, so human labels that arrive
+late (or after a restart) are used as soon as they appear, and nothing blocks on them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.console import Console
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.logger import configure
+from stable_baselines3.common.vec_env import VecEnv
+
+from agents.presets import load_agent, make_agent, resolve_algo
+from envs import EnvSpec, env_dt, env_kind, make_vec_env
+from rlkit.core.buffers import SegmentPool
+from rlkit.core.checkpoint import CheckpointManager
+from rlkit.core.metrics import MetricsLogger
+from rlkit.core.progress import make_progress
+from rlkit.core.seeding import restore_rng, rng_state, seed_everything
+from rlkit.core.types import Comparison, Segment, mu_for_choice
+from rlkit.loops.evaluation import evaluate_policy_true
+from rlkit.loops.preference_config import PrefsConfig
+from rlkit.loops.segment_recorder import SegmentRecorder
+from rlkit.rewards.ensemble import RewardEnsemble, build_ensemble
+from rlkit.rewards.queries import select_queries
+from rlkit.rewards.schedule import LabelSchedule
+from rlkit.rewards.teachers import QueryRequest, SyntheticTeacher, SyntheticTeacherAdapter
+from rlkit.rewards.trainer import RewardTrainer
+from rlkit.rewards.vec_wrapper import LearnedRewardVecEnv
+from rlkit.store import Store
+
+
+@dataclasses.dataclass
+class RunSummary:
+    """What a finished run reports."""
+
+    run_dir: Path
+    true_return_before: float
+    true_return_after: float
+    val_accuracy: float
+    labels: int
+    steps: int
+    plot: Path
+    wall_seconds: float
+
+
+def segment_length(cfg: PrefsConfig, kind: str) -> int:
+    if kind == "atari":
+        return cfg.atari_segment_steps
+    dt = env_dt(cfg.env) or 0.05
+    return max(1, int(round(cfg.segment_seconds / dt)))
+
+
+class PreferenceLoop:
+    """Wires env, recorder, pool, ensemble, trainer, store, teacher and agent together.
+
+    Args:
+        cfg: the run's configuration.
+        run_dir: an existing run directory (see :func:`rlkit.core.rundir.prepare_run_dir`).
+        console: where progress and the summary go.
+    """
+
+    def __init__(self, cfg: PrefsConfig, run_dir: Path, console: Console | None = None) -> None:
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        self.console = console or Console(stderr=True)
+        self.kind = env_kind(cfg.env)
+        self.rng = seed_everything(cfg.seed)
+        self.n_envs = cfg.n_envs or (8 if self.kind == "atari" else 4)
+        self.seg_len = segment_length(cfg, self.kind)
+        self.scale = cfg.reward_scale or (0.05 if self.kind == "atari" else 1.0)
+        self.spec = EnvSpec(
+            cfg.env, training=True, render_state=True,
+            terminate_when_unhealthy=None if cfg.early_termination else False,
+        )  # fmt: skip
+        self.store = Store(self.run_dir)
+        self.pool = SegmentPool(
+            cfg.pool_size or (300 if self.kind == "atari" else 1000),
+            first_id=self.store.max_segment_id() + 1,
+        )
+        venv = self._make_venv()
+        self.recorder = SegmentRecorder(venv, self.seg_len, self.pool.add, env_id=cfg.env)
+        backbone = cfg.backbone
+        if backbone == "auto":
+            backbone = "nature_cnn" if self.kind == "atari" else "mlp"
+        self.ensemble: RewardEnsemble = build_ensemble(
+            venv.observation_space, venv.action_space, cfg.ensemble_size, backbone,
+            dropout=cfg.dropout, seed=cfg.seed,
+        )  # fmt: skip
+        self.reward_env = LearnedRewardVecEnv(self.recorder, self.ensemble, self.scale)
+        self.trainer = RewardTrainer(self.ensemble, cfg.trainer, self.rng)
+        synthetic = SyntheticTeacher(cfg.teacher_model, self.rng)
+        share = {"synthetic": 1.0, "human": 0.0, "mixed": cfg.synthetic_share}[cfg.teacher]
+        self.teacher = SyntheticTeacherAdapter(synthetic, share=share)
+        self.synthetic = synthetic
+        self.schedule = LabelSchedule.for_kind(self.kind, cfg.labels, cfg.steps)
+        self.checkpoints = CheckpointManager(self.run_dir)
+        self.metrics = MetricsLogger(self.run_dir)
+        self.algo = resolve_algo(cfg.policy, self.kind)
+        self.agent: BaseAlgorithm | None = None
+        self.last_label_id = 0
+        self.true_return_before = math.nan
+        self.random_steps = 0
+        self.last_checkpoint_step = 0
+
+    # -- construction -------------------------------------------------------------------
+    def _make_venv(self) -> VecEnv:
+        if self.cfg.ray_workers > 0:
+            from rlkit.distributed import RayVecEnv, connect  # optional dependency
+
+            connect(self.cfg.ray_address)
+            venv = RayVecEnv(self.spec, self.n_envs, self.cfg.ray_workers, self.cfg.seed)
+        else:
+            venv = make_vec_env(self.spec, self.n_envs, self.cfg.seed)
+        return venv
+
+    def _new_agent(self) -> BaseAlgorithm:
+        agent = make_agent(self.cfg.policy, self.reward_env, self.kind, self.cfg.seed)
+        agent.set_logger(configure(str(self.run_dir / "sb3"), ["csv", "tensorboard"]))
+        return agent
+
+    @property
+    def steps_done(self) -> int:
+        return 0 if self.agent is None else int(self.agent.num_timesteps)
+
+    @property
+    def round_steps(self) -> int:
+        if self.cfg.round_steps:
+            return self.cfg.round_steps
+        assert self.agent is not None
+        rollout = int(self.agent.n_steps) * self.n_envs
+        return rollout * max(1, math.ceil(4096 / rollout))
+
+    # -- the phases -----------------------------------------------------------------------
+    def collect_random_segments(self, n_segments: int) -> None:
+        """Fill the pool from a uniformly random policy (for the initial labels)."""
+        env = self.recorder
+        env.reset()
+        space = env.action_space
+        space.seed(self.cfg.seed)
+        limit = max(200_000, 50 * n_segments * self.seg_len)
+        start = env.total_steps
+        while len(self.pool) < n_segments and env.total_steps - start < limit:
+            env.step(np.stack([space.sample() for _ in range(self.n_envs)]))
+        self.random_steps += env.total_steps - start
+
+    def ask(self, n: int) -> int:
+        """Choose ``n`` new queries from the pool, persist them, and hand them to the teacher."""
+        if n <= 0 or len(self.pool) < 2:
+            return 0
+        pairs = select_queries(
+            self.ensemble, self.pool, n, self.cfg.query_strategy, self.rng, self.cfg.oversample
+        )
+        for a, b, _ in pairs:
+            self.store.add_segment(self.pool[a])
+            self.store.add_segment(self.pool[b])
+        ids = self.store.add_queries(pairs)
+        requests = [QueryRequest(q, a, b) for q, (a, b, _) in zip(ids, pairs, strict=True)]
+        self.teacher.request(requests, self.pool, self.store)
+        return len(requests)
+
+    def _segment(self, segment_id: int) -> Segment:
+        if segment_id in self.pool:
+            return self.pool[segment_id]
+        return self.store.load_segment(segment_id)
+
+    def ingest_labels(self) -> int:
+        """Add every stored label the trainer has not seen yet; "can't tell" is skipped."""
+        added = 0
+        for row in self.store.labels_after(self.last_label_id):
+            self.last_label_id = row.id
+            mu = mu_for_choice(row.choice)
+            if mu is None:
+                continue
+            comparison = Comparison(row.segment_a, row.segment_b, mu)
+            self.trainer.add(comparison, self._segment(row.segment_a), self._segment(row.segment_b))
+            added += 1
+        return added
+
+    def refresh_normalization(self, max_segments: int = 64) -> None:
+        ids = self.pool.ids()
+        if len(ids) == 0:
+            return
+        pick = self.rng.choice(ids, size=min(max_segments, len(ids)), replace=False)
+        obs = torch.as_tensor(np.concatenate([self.pool[int(i)].obs for i in pick]))
+        acts = torch.as_tensor(np.concatenate([self.pool[int(i)].acts for i in pick]))
+        self.ensemble.update_normalization(obs, acts)
+
+    def answer_pending_synthetic(self) -> None:
+        """After a crash between storing a query and its synthetic label: answer it now."""
+        if self.cfg.teacher != "synthetic":
+            return
+        pending = self.store.unanswered_queries()
+        if pending:
+            segs = {s: self._segment(s) for _, a, b in pending for s in (a, b)}
+            self.teacher.request([QueryRequest(*p) for p in pending], segs, self.store)
+
+    def start(self) -> None:
+        """A new run: random segments, the initial labels, reward pretraining."""
+        self.agent = self._new_agent()
+        n0 = self.schedule.target(0)
+        self.collect_random_segments(min(self.pool.capacity, max(2 * n0, 20)))
+        self.ask(n0)
+        if self.ingest_labels():
+            stats = self.trainer.train(self.cfg.trainer.pretrain_epochs)
+            self.metrics.log_dict(0, stats)
+        self.refresh_normalization()
+        self.true_return_before = evaluate_policy_true(
+            self.agent, self.cfg, self.n_envs, self.cfg.eval_episodes
+        )
+        self.metrics.log(0, **{"charts/true_return_eval": self.true_return_before})
+        # SB3 must reset the envs itself at the first learn().
+        self.agent._last_obs = None  # noqa: SLF001
+
+    def run_round(self) -> dict[str, float]:
+        assert self.agent is not None
+        t0 = time.perf_counter()
+        self.agent.learn(self.round_steps, reset_num_timesteps=False, progress_bar=False)
+        policy_seconds = time.perf_counter() - t0
+        step = self.steps_done
+        asked = self.ask(self.schedule.target(step) - self.store.count_queries())
+        new = self.ingest_labels()
+        stats: dict[str, float] = {}
+        t1 = time.perf_counter()
+        if new:
+            stats.update(self.trainer.train())
+        self.refresh_normalization()
+        episodes = [ep["r"] for ep in self.agent.ep_info_buffer]
+        stats.update({
+            "charts/true_return": float(np.mean(episodes)) if episodes else math.nan,
+            "charts/labels": float(self.store.count_labels()),
+            "charts/queries_asked": float(asked),
+            "charts/pool_size": float(len(self.pool)),
+            "time/policy_seconds": policy_seconds,
+            "time/reward_seconds": time.perf_counter() - t1,
+        })  # fmt: skip
+        self.metrics.log_dict(step, {k: v for k, v in stats.items() if not math.isnan(v)})
+        return stats
+
+    # -- checkpoints ----------------------------------------------------------------------
+    def save(self) -> Path:
+        assert self.agent is not None
+        state = {
+            "step": self.steps_done,
+            "ensemble": self.ensemble.state_dict(),
+            "trainer": self.trainer.state_dict(),
+            "rng": rng_state(self.rng),
+            "torch_rng": torch.random.get_rng_state(),
+            "last_label_id": self.last_label_id,
+            "pool_next_id": self.pool.next_id,
+            "true_return_before": self.true_return_before,
+            "random_steps": self.random_steps,
+        }
+        path = self.checkpoints.save(
+            self.steps_done, state, {"policy.zip": lambda p: self.agent.save(str(p))}
+        )
+        self.last_checkpoint_step = self.steps_done
+        return path
+
+    def restore(self) -> None:
+        """Continue from the latest checkpoint; labels stored after it are ingested too."""
+        path, state = self.checkpoints.load_latest()
+        self.ensemble.load_state_dict(state["ensemble"])
+        self.agent = load_agent(self.algo, str(path / "policy.zip"), env=self.reward_env)
+        self.agent.set_logger(configure(str(self.run_dir / "sb3"), ["csv", "tensorboard"]))
+        self.pool.next_id = max(self.pool.next_id, int(state["pool_next_id"]))
+        # Re-add the labels the checkpoint had seen, in order, then restore their splits.
+        checkpoint_label_id = int(state["last_label_id"])
+        for row in self.store.labels_after(0):
+            if row.id > checkpoint_label_id:
+                break
+            self.last_label_id = row.id
+            mu = mu_for_choice(row.choice)
+            if mu is not None:
+                comp = Comparison(row.segment_a, row.segment_b, mu)
+                self.trainer.add(comp, self._segment(row.segment_a), self._segment(row.segment_b))
+        self.trainer.load_state_dict(state["trainer"])
+        restored = restore_rng(state["rng"])
+        self.rng.bit_generator.state = restored.bit_generator.state
+        torch.random.set_rng_state(state["torch_rng"])
+        self.true_return_before = float(state["true_return_before"])
+        self.random_steps = int(state["random_steps"])
+        self.last_checkpoint_step = int(state["step"])
+        self.answer_pending_synthetic()
+        if self.ingest_labels():
+            self.trainer.train()
+        self.agent._last_obs = None  # noqa: SLF001  (fresh envs: SB3 resets them)
+
+    # -- the whole run --------------------------------------------------------------------
+    def run(self, resume: bool = False) -> RunSummary:
+        t_start = time.perf_counter()
+        if resume:
+            self.restore()
+        else:
+            self.start()
+        assert self.agent is not None
+        with make_progress(self.console) as progress:
+            task = progress.add_task(
+                "prefs", total=self.cfg.steps, completed=self.steps_done, status=""
+            )
+            while self.steps_done < self.cfg.steps:
+                stats = self.run_round()
+                if self.steps_done - self.last_checkpoint_step >= self.cfg.checkpoint_every:
+                    self.save()
+                acc = stats.get("charts/reward_val_accuracy", math.nan)
+                status = (
+                    f"true return {stats['charts/true_return']:.1f}  labels "
+                    f"{int(stats['charts/labels'])}/{self.cfg.labels}  val acc "
+                    + ("-" if math.isnan(acc) else f"{acc:.2f}")
+                )
+                progress.update(task, completed=min(self.steps_done, self.cfg.steps), status=status)
+        self.save()
+        after = evaluate_policy_true(self.agent, self.cfg, self.n_envs, self.cfg.eval_episodes)
+        self.metrics.log(self.steps_done, **{"charts/true_return_eval": after})
+        val_acc = (
+            self.trainer.evaluate()["charts/reward_val_accuracy"] if len(self.trainer) else math.nan
+        )
+        from rlkit.loops.plots import plot_run
+
+        plot = plot_run(self.run_dir)
+        self.metrics.close()
+        return RunSummary(
+            run_dir=self.run_dir, true_return_before=self.true_return_before,
+            true_return_after=after, val_accuracy=val_acc, labels=self.store.count_labels(),
+            steps=self.steps_done, plot=plot, wall_seconds=time.perf_counter() - t_start,
+        )  # fmt: skip
+
+    def close(self) -> None:
+        self.reward_env.close()
+        self.store.close()

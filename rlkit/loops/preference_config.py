@@ -1,0 +1,96 @@
+"""Configuration of a preference-learning run; the ``rlkit prefs train`` CLI is generated from it."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Literal
+
+from agents.presets import PolicyConfig
+from rlkit.rewards.teachers import TeacherConfig
+from rlkit.rewards.trainer import TrainerConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class PrefsConfig:
+    """Reward learning from preferences (Christiano et al. 2017) with a policy trained on it."""
+
+    env: str = "Hopper-v5"
+    """Gymnasium id: a MuJoCo v5 task (TRPO) or an ALE Atari game such as ALE/Pong-v5 (A2C)."""
+    steps: int = 1_000_000
+    """Policy environment steps (over all envs)."""
+    labels: int = 700
+    """Label budget: comparisons asked for over the whole run."""
+    seed: int = 0
+    """Seeds the envs, the networks, the teacher and query sampling."""
+    run_dir: Path | None = None
+    """Where everything is written; default runs/{env}__prefs__{seed}__{time}."""
+    resume: bool = False
+    """Continue the run in --run-dir from its latest checkpoint (every stored label is kept)."""
+    n_envs: int | None = None
+    """Parallel environments; default 4 for MuJoCo, 8 for Atari."""
+    segment_seconds: float = 1.5
+    """MuJoCo segment length in simulated seconds (steps = seconds / env dt)."""
+    atari_segment_steps: int = 25
+    """Atari segment length in agent steps."""
+    pool_size: int | None = None
+    """Recent segments kept as query candidates; default 1000 (MuJoCo), 300 (Atari)."""
+    ensemble_size: int = 3
+    """Reward predictors in the ensemble (K)."""
+    backbone: str = "auto"
+    """Reward-model backbone from the rlkit.nn registry; auto: mlp for vectors, nature_cnn for pixels."""
+    dropout: float = 0.0
+    """Dropout in each reward predictor's head."""
+    query_strategy: Literal["disagreement", "uniform", "entropy"] = "disagreement"
+    """How pairs are chosen: ensemble disagreement (the paper's), uniform, or entropy."""
+    oversample: int = 10
+    """Candidate pairs scored per query asked (disagreement and entropy)."""
+    teacher: Literal["synthetic", "human", "mixed"] = "synthetic"
+    """Who answers: the synthetic teacher, people through the labeling UI, or both."""
+    synthetic_share: float = 0.5
+    """With --teacher mixed: the share of queries the synthetic teacher answers."""
+    reward_scale: float | None = None
+    """Std of the learned reward handed to the policy; default 1 (MuJoCo), 0.05 (Atari)."""
+    round_steps: int | None = None
+    """Policy steps between reward-learning rounds; default one policy update (rounded up to 4096)."""
+    checkpoint_every: int = 50_000
+    """Policy steps between checkpoints (one is always written at the end)."""
+    eval_episodes: int = 5
+    """Episodes for the before/after evaluation on the true reward."""
+    early_termination: bool = False
+    """MuJoCo: end episodes when the robot falls (off, as in the paper: a fall shows in the reward)."""
+    ray_workers: int = 0
+    """Step the envs on this many Ray worker actors (0: in this process)."""
+    ray_address: str | None = None
+    """Ray cluster to use with --ray-workers: auto, HOST:PORT, or unset for a local instance."""
+    teacher_model: TeacherConfig = dataclasses.field(default_factory=TeacherConfig)
+    """The synthetic teacher's noise model."""
+    trainer: TrainerConfig = dataclasses.field(default_factory=TrainerConfig)
+    """The reward trainer."""
+    policy: PolicyConfig = dataclasses.field(default_factory=PolicyConfig)
+    """The RL algorithm."""
+
+    def __post_init__(self) -> None:
+        checks = {
+            "steps": self.steps > 0,
+            "labels": self.labels >= 0,
+            "seed": self.seed >= 0,
+            "ensemble_size": self.ensemble_size >= 1,
+            "segment_seconds": self.segment_seconds > 0,
+            "atari_segment_steps": self.atari_segment_steps >= 1,
+            "oversample": self.oversample >= 1,
+            "checkpoint_every": self.checkpoint_every > 0,
+            "eval_episodes": self.eval_episodes >= 0,
+            "ray_workers": self.ray_workers >= 0,
+            "synthetic_share": 0.0 <= self.synthetic_share <= 1.0,
+            "dropout": 0.0 <= self.dropout < 1.0,
+        }
+        for name, ok in checks.items():
+            if not ok:
+                raise ValueError(
+                    f"--{name.replace('_', '-')} has an invalid value {getattr(self, name)!r}"
+                )
+        for name in ("n_envs", "pool_size", "round_steps"):
+            value = getattr(self, name)
+            if value is not None and value < (2 if name == "pool_size" else 1):
+                raise ValueError(f"--{name.replace('_', '-')} has an invalid value {value!r}")

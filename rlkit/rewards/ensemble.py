@@ -1,0 +1,249 @@
+"""An ensemble of reward predictors r(o, a), all members computed in one batched forward pass.
+
+Each member is ``head(concat(backbone(o), enc(a)))``. The K members share one module
+structure; their parameters are stacked along a leading member dimension and evaluated
+with ``torch.func.vmap`` over ``functional_call``, so K members cost one pass of batched
+kernels rather than a Python loop over modules.
+
+The reward handed to the policy is each member's output normalized on its own (zero mean,
+unit std over recent data, Christiano et al. 2017, sec. 2.2.1), then averaged.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import nn
+from torch.func import functional_call, stack_module_state, vmap
+
+from rlkit.nn import make_backbone
+from rlkit.nn.basic import MLP
+
+# Layers the stacked-matmul fast path knows how to evaluate for K members at once.
+_ELEMENTWISE = (nn.Identity, nn.LeakyReLU, nn.ReLU, nn.Tanh, nn.ELU, nn.Dropout)
+
+
+def action_dim(action_space: gym.spaces.Space) -> int:
+    """Width of the action encoding: one-hot for Discrete, flattened for Box."""
+    if isinstance(action_space, gym.spaces.Discrete):
+        return int(action_space.n)
+    if isinstance(action_space, gym.spaces.Box):
+        return int(np.prod(action_space.shape))
+    raise TypeError(f"unsupported action space {action_space}")
+
+
+class RewardNet(nn.Module):
+    """One member: ``(B, *obs_shape), (B, *act_shape) -> (B,)`` rewards."""
+
+    def __init__(
+        self,
+        observation_space: gym.spaces.Space,
+        action_space: gym.spaces.Space,
+        backbone: str = "mlp",
+        backbone_kwargs: dict | None = None,
+        head_hidden: int = 64,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.discrete = isinstance(action_space, gym.spaces.Discrete)
+        self.act_dim = action_dim(action_space)
+        self.backbone = make_backbone(backbone, observation_space, **(backbone_kwargs or {}))
+        layers: list[nn.Module] = [
+            nn.Linear(self.backbone.out_dim + self.act_dim, head_hidden),
+            nn.LeakyReLU(),
+        ]
+        if dropout > 0:
+            layers.append(nn.Dropout(dropout))
+        layers.append(nn.Linear(head_hidden, 1))
+        self.head = nn.Sequential(*layers)
+
+    def encode_actions(self, acts: torch.Tensor) -> torch.Tensor:
+        if self.discrete:
+            return nn.functional.one_hot(acts.long().reshape(-1), self.act_dim).float()
+        return acts.float().reshape(acts.shape[0], -1)
+
+    def forward(self, obs: torch.Tensor, acts: torch.Tensor) -> torch.Tensor:
+        feats = self.backbone(obs)
+        return self.head(torch.cat([feats, self.encode_actions(acts)], dim=-1)).squeeze(-1)
+
+
+class RewardEnsemble(nn.Module):
+    """K reward members with stacked parameters and per-member output normalization.
+
+    Args:
+        observation_space, action_space: the env's spaces.
+        n_members: K.
+        backbone: name in the :mod:`rlkit.nn` registry (``mlp``, ``nature_cnn``, ...).
+        backbone_kwargs: passed to the backbone factory.
+        head_hidden: width of the head's hidden layer.
+        dropout: dropout probability in the head (drawn independently per member).
+        seed: initialization seed (members are initialized independently).
+    """
+
+    def __init__(
+        self,
+        observation_space: gym.spaces.Space,
+        action_space: gym.spaces.Space,
+        n_members: int = 3,
+        backbone: str = "mlp",
+        backbone_kwargs: dict | None = None,
+        head_hidden: int = 64,
+        dropout: float = 0.0,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if n_members < 1:
+            raise ValueError(f"n_members must be >= 1, got {n_members}")
+        self.n_members = n_members
+        gen_state = torch.random.get_rng_state()
+        torch.manual_seed(seed)
+        members = [
+            RewardNet(
+                observation_space, action_space, backbone, backbone_kwargs, head_hidden, dropout
+            )
+            for _ in range(n_members)
+        ]
+        torch.random.set_rng_state(gen_state)
+        params, buffers = stack_module_state(members)
+        # The template holds the structure only; its own tensors are never used.
+        self._template = [copy.deepcopy(members[0]).to("meta")]
+        self._names = list(params)
+        self.params = nn.ParameterList([nn.Parameter(params[n]) for n in self._names])
+        self._buffer_names = list(buffers)
+        for i, n in enumerate(self._buffer_names):
+            self.register_buffer(f"member_buffer_{i}", buffers[n])
+        template = self._template[0]
+        self._fast = isinstance(template.backbone, MLP) and all(
+            isinstance(m, (nn.Linear, nn.Flatten, *_ELEMENTWISE))
+            for seq in (template.backbone.net, template.head)
+            for m in seq
+        )
+        self.register_buffer("out_mean", torch.zeros(n_members))
+        self.register_buffer("out_std", torch.ones(n_members))
+
+    # -- batched evaluation -------------------------------------------------------------
+    def _stacked(self) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        params = dict(zip(self._names, self.params, strict=True))
+        buffers = {n: getattr(self, f"member_buffer_{i}") for i, n in enumerate(self._buffer_names)}
+        return params, buffers
+
+    def _call_one(self, params, buffers, obs, acts):  # one member, for vmap
+        return functional_call(self._template[0], (params, buffers), (obs, acts))
+
+    def _stacked_mlp(self, obs: torch.Tensor, acts: torch.Tensor) -> torch.Tensor:
+        """Fast path for MLP members: every Linear is one ``baddbmm`` over the member dim.
+
+        ``obs`` is ``(K, B, *obs_shape)``, ``acts`` ``(K, B, *act_shape)``; returns ``(K, B)``.
+        Equal to the vmap path (tested), several times cheaper for small batches.
+        """
+        template = self._template[0]
+        params = dict(zip(self._names, self.params, strict=True))
+        k, b = obs.shape[:2]
+        x = obs.reshape(k, b, -1).float()
+        for prefix, seq in (("backbone.net", template.backbone.net), ("head", template.head)):
+            if prefix == "head":
+                enc = template.encode_actions(acts.reshape(k * b, *acts.shape[2:]).to("cpu"))
+                x = torch.cat([x, enc.reshape(k, b, -1).to(x.device)], dim=-1)
+            for i, layer in enumerate(seq):
+                if isinstance(layer, nn.Linear):
+                    w, bias = params[f"{prefix}.{i}.weight"], params[f"{prefix}.{i}.bias"]
+                    x = torch.baddbmm(bias[:, None, :], x, w.transpose(1, 2))
+                elif isinstance(layer, nn.Dropout):
+                    x = nn.functional.dropout(x, layer.p, self.training)
+                elif not isinstance(layer, nn.Flatten):
+                    x = layer(x)
+        return x.squeeze(-1)
+
+    def member_rewards(self, obs: torch.Tensor, acts: torch.Tensor) -> torch.Tensor:
+        """Raw rewards of every member on the same inputs: ``(B, ...) -> (K, B)``."""
+        if self._fast:
+            k = self.n_members
+            return self._stacked_mlp(obs.expand(k, *obs.shape), acts.expand(k, *acts.shape))
+        params, buffers = self._stacked()
+        fn = vmap(self._call_one, in_dims=(0, 0, None, None), randomness="different")
+        return fn(params, buffers, obs, acts)
+
+    def member_rewards_per_member(self, obs: torch.Tensor, acts: torch.Tensor) -> torch.Tensor:
+        """Raw rewards where member k sees its own inputs: ``(K, B, ...) -> (K, B)``."""
+        if self._fast:
+            return self._stacked_mlp(obs, acts)
+        params, buffers = self._stacked()
+        fn = vmap(self._call_one, in_dims=(0, 0, 0, 0), randomness="different")
+        return fn(params, buffers, obs, acts)
+
+    def member(self, k: int) -> RewardNet:
+        """Member ``k`` as an ordinary module (a copy; for tests and inspection)."""
+        params, buffers = self._stacked()
+        net = copy.deepcopy(self._template[0]).to_empty(device="cpu")
+        state = {n: p[k].detach().clone() for n, p in params.items()}
+        state.update({n: b[k].clone() for n, b in buffers.items()})
+        net.load_state_dict(state)
+        return net
+
+    # -- segment returns and normalized reward ----------------------------------------------
+    def segment_returns(
+        self, obs: torch.Tensor, acts: torch.Tensor, per_member: bool = False
+    ) -> torch.Tensor:
+        """Undiscounted predicted returns of segments.
+
+        Args:
+            obs: ``(N, L, *obs_shape)``, or ``(K, N, L, *obs_shape)`` when ``per_member``.
+            acts: ``(N, L, *act_shape)``, or ``(K, N, L, *act_shape)`` when ``per_member``.
+
+        Returns:
+            ``(K, N)`` raw (unnormalized) returns.
+        """
+        if per_member:
+            k, n, length = obs.shape[:3]
+            flat_obs = obs.reshape(k, n * length, *obs.shape[3:])
+            flat_acts = acts.reshape(k, n * length, *acts.shape[3:])
+            return self.member_rewards_per_member(flat_obs, flat_acts).reshape(k, n, length).sum(-1)
+        n, length = obs.shape[:2]
+        flat = self.member_rewards(obs.reshape(n * length, *obs.shape[2:]),
+                                   acts.reshape(n * length, *acts.shape[2:]))  # fmt: skip
+        return flat.reshape(self.n_members, n, length).sum(-1)
+
+    @torch.no_grad()
+    def update_normalization(self, obs: torch.Tensor, acts: torch.Tensor) -> None:
+        """Set each member's output mean/std from a sample of recent ``(B, ...)`` inputs."""
+        was_training = self.training
+        self.eval()
+        raw = self.member_rewards(obs, acts)
+        self.train(was_training)
+        self.out_mean.copy_(raw.mean(dim=1))
+        self.out_std.copy_(raw.std(dim=1).clamp_min(1e-6))
+
+    @torch.no_grad()
+    def reward(self, obs: torch.Tensor, acts: torch.Tensor) -> torch.Tensor:
+        """The policy's reward: mean over members of normalized outputs, ``(B, ...) -> (B,)``."""
+        raw = self.member_rewards(obs, acts)
+        return ((raw - self.out_mean[:, None]) / self.out_std[:, None]).mean(dim=0)
+
+    def parameter_l2(self) -> torch.Tensor:
+        """Sum of squared parameters, per member: ``(K,)``."""
+        return torch.stack([p.pow(2).reshape(self.n_members, -1).sum(-1) for p in self.params]).sum(
+            0
+        )
+
+
+def build_ensemble(
+    observation_space: gym.spaces.Space,
+    action_space: gym.spaces.Space,
+    n_members: int = 3,
+    backbone: str = "mlp",
+    backbone_kwargs: dict | None = None,
+    hidden: Sequence[int] | None = None,
+    dropout: float = 0.0,
+    seed: int = 0,
+) -> RewardEnsemble:
+    """The paper's defaults: a 2x64 leaky-ReLU MLP for vectors, the Nature CNN for pixels."""
+    kwargs = dict(backbone_kwargs or {})
+    if hidden is not None and backbone == "mlp":
+        kwargs.setdefault("hidden", tuple(hidden))
+    return RewardEnsemble(
+        observation_space, action_space, n_members, backbone, kwargs, dropout=dropout, seed=seed
+    )

@@ -1,0 +1,256 @@
+"""Training the reward ensemble on comparisons (Christiano et al. 2017, sec. 2.2.3).
+
+- Bagging: each member trains on its own bootstrap resample of the labels. Labels arrive
+  one by one, so resampling is online (Oza and Russell 2001): each label gets a Poisson(1)
+  count per member, and member k draws minibatches in proportion to its counts.
+- A fraction 1/e of the labels is held out for validation (decided once per label).
+- L2 regularization whose coefficient adapts so that validation loss stays between 1.1x and
+  1.5x the training loss.
+- Labels answered "can't tell" are stored but never reach the trainer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from rlkit.core.types import Comparison, Segment
+from rlkit.rewards.ensemble import RewardEnsemble
+from rlkit.rewards.preference import preference_loss, preference_probs
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainerConfig:
+    """The reward trainer."""
+
+    lr: float = 3e-4
+    """Adam learning rate."""
+    batch_size: int = 64
+    """Comparisons per member per gradient step."""
+    holdout: float = 1 / math.e
+    """Fraction of labels held out for validation (the paper's 1/e)."""
+    l2_init: float = 1e-4
+    """Initial L2 coefficient (on the sum of squared parameters of each member)."""
+    l2_low: float = 1.1
+    """Lower bound on validation loss / training loss: below it, L2 is weakened."""
+    l2_high: float = 1.5
+    """Upper bound on validation loss / training loss: above it, L2 is strengthened."""
+    l2_factor: float = 1.3
+    """Multiplicative L2 adjustment per epoch."""
+    random_response: float = 0.1
+    """Probability of a uniformly random answer in the preference model."""
+    epochs: float = 3.0
+    """Passes over the training labels after each new batch of labels."""
+    pretrain_epochs: float = 50.0
+    """Passes over the initial labels before RL starts."""
+    min_steps: int = 20
+    """Lower bound on gradient steps per training round."""
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.holdout < 1.0:
+            raise ValueError(f"holdout must be in [0, 1), got {self.holdout}")
+        if self.batch_size < 1 or self.lr <= 0:
+            raise ValueError("batch_size must be >= 1 and lr > 0")
+        if not 1.0 <= self.l2_low < self.l2_high:
+            raise ValueError("need 1 <= l2_low < l2_high")
+
+
+class _SegmentCache:
+    """Segment arrays stacked into tensors, ``(S, L, *shape)``, grown by doubling."""
+
+    def __init__(self) -> None:
+        self.row: dict[int, int] = {}
+        self.obs: torch.Tensor | None = None
+        self.acts: torch.Tensor | None = None
+        self.size = 0
+
+    def add(self, seg: Segment) -> None:
+        if seg.id in self.row:
+            return
+        obs = torch.as_tensor(np.asarray(seg.obs))
+        acts = torch.as_tensor(np.asarray(seg.acts))
+        if self.obs is None:
+            self.obs = torch.empty((16, *obs.shape), dtype=obs.dtype)
+            self.acts = torch.empty((16, *acts.shape), dtype=acts.dtype)
+        if obs.shape != self.obs.shape[1:]:
+            raise ValueError(
+                f"segment {seg.id} has shape {tuple(obs.shape)}, expected {tuple(self.obs.shape[1:])}"
+            )
+        if self.size == len(self.obs):
+            self.obs = torch.cat([self.obs, torch.empty_like(self.obs)])
+            self.acts = torch.cat([self.acts, torch.empty_like(self.acts)])
+        self.obs[self.size] = obs
+        self.acts[self.size] = acts
+        self.row[seg.id] = self.size
+        self.size += 1
+
+
+class RewardTrainer:
+    """Trains a :class:`RewardEnsemble` on a growing set of comparisons.
+
+    Args:
+        ensemble: the ensemble to train (in place).
+        config: trainer settings.
+        rng: randomness for validation splits, bootstrap counts and minibatches.
+        extra_loss: optional ``f(ensemble, obs_a, acts_a, obs_b, acts_b) -> scalar`` added to
+            each step's loss (regularizers such as cross-Lipschitz or mean-teacher consistency).
+    """
+
+    def __init__(
+        self,
+        ensemble: RewardEnsemble,
+        config: TrainerConfig,
+        rng: np.random.Generator,
+        extra_loss: Callable[..., torch.Tensor] | None = None,
+    ) -> None:
+        if rng is None:
+            raise ValueError("RewardTrainer needs an explicit rng (np.random.Generator)")
+        self.ensemble = ensemble
+        self.config = config
+        self.rng = rng
+        self.extra_loss = extra_loss
+        self.l2 = config.l2_init
+        self.optimizer = torch.optim.Adam(ensemble.parameters(), lr=config.lr)
+        self.cache = _SegmentCache()
+        self.seg_a: list[int] = []
+        self.seg_b: list[int] = []
+        self.mu_a: list[float] = []
+        self.is_val: list[bool] = []
+        self.counts = np.zeros((0, ensemble.n_members), dtype=np.int64)
+        self.steps = 0
+
+    def __len__(self) -> int:
+        return len(self.mu_a)
+
+    # -- data ---------------------------------------------------------------------------
+    def add(self, comparison: Comparison, seg_a: Segment, seg_b: Segment) -> None:
+        """Add one labelled comparison (its segments are cached as tensors)."""
+        self.cache.add(seg_a)
+        self.cache.add(seg_b)
+        self.seg_a.append(self.cache.row[comparison.segment_a])
+        self.seg_b.append(self.cache.row[comparison.segment_b])
+        self.mu_a.append(comparison.mu[0])
+        self.is_val.append(bool(self.rng.random() < self.config.holdout))
+        counts = self.rng.poisson(1.0, size=(1, self.ensemble.n_members))
+        self.counts = np.concatenate([self.counts, counts])
+
+    def _split(self, val: bool) -> np.ndarray:
+        return np.flatnonzero(np.asarray(self.is_val, dtype=bool) == val)
+
+    def _batch(self, idx: torch.Tensor):
+        """Gather ``idx`` (``(K, B)`` label indices) into per-member segment tensors."""
+        a = torch.as_tensor(self.seg_a)[idx]
+        b = torch.as_tensor(self.seg_b)[idx]
+        mu = torch.as_tensor(self.mu_a, dtype=torch.float32)[idx]
+        c = self.cache
+        return c.obs[a], c.acts[a], c.obs[b], c.acts[b], mu
+
+    # -- training -----------------------------------------------------------------------
+    def train(self, epochs: float | None = None) -> dict[str, float]:
+        """Train for ``epochs`` passes over the training labels; return metrics.
+
+        L2 adapts after every pass. Returns ``losses/reward_train``, ``losses/reward_val``,
+        ``charts/reward_val_accuracy`` (NaN where there is no validation data), ``losses/l2``.
+        """
+        cfg = self.config
+        train_idx = self._split(val=False)
+        if len(train_idx) == 0:
+            return {}
+        epochs = cfg.epochs if epochs is None else epochs
+        steps_per_epoch = max(1, math.ceil(len(train_idx) / cfg.batch_size))
+        total = max(cfg.min_steps, math.ceil(epochs * steps_per_epoch))
+        k = self.ensemble.n_members
+        weights = self.counts[train_idx].T.astype(np.float64)  # (K, N_train)
+        # A member whose bootstrap drew no label so far falls back to uniform weights.
+        weights[weights.sum(1) == 0] = 1.0
+        probs = weights / weights.sum(1, keepdims=True)
+        self.ensemble.train()
+        for step in range(total):
+            idx = np.stack(
+                [self.rng.choice(train_idx, size=cfg.batch_size, p=probs[m]) for m in range(k)]
+            )
+            obs_a, acts_a, obs_b, acts_b, mu = self._batch(torch.as_tensor(idx))
+            ret_a = self.ensemble.segment_returns(obs_a, acts_a, per_member=True)
+            ret_b = self.ensemble.segment_returns(obs_b, acts_b, per_member=True)
+            loss = preference_loss(ret_a, ret_b, mu, cfg.random_response).mean(1).sum()
+            loss = loss + self.l2 * self.ensemble.parameter_l2().sum()
+            if self.extra_loss is not None:
+                loss = loss + self.extra_loss(self.ensemble, obs_a, acts_a, obs_b, acts_b)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            self.steps += 1
+            if (step + 1) % steps_per_epoch == 0 or step == total - 1:
+                self._adapt_l2()
+        return self.evaluate()
+
+    @torch.no_grad()
+    def _losses(self, idx: np.ndarray) -> tuple[float, float]:
+        """Mean member loss and ensemble accuracy (on non-"equal" labels) over labels ``idx``."""
+        if len(idx) == 0:
+            return math.nan, math.nan
+        was_training = self.ensemble.training
+        self.ensemble.eval()
+        losses, correct, decided = [], 0, 0
+        for chunk in np.array_split(idx, max(1, math.ceil(len(idx) / 256))):
+            i = torch.as_tensor(chunk)
+            a, b = torch.as_tensor(self.seg_a)[i], torch.as_tensor(self.seg_b)[i]
+            mu = torch.as_tensor(self.mu_a, dtype=torch.float32)[i]
+            ret_a = self.ensemble.segment_returns(self.cache.obs[a], self.cache.acts[a])
+            ret_b = self.ensemble.segment_returns(self.cache.obs[b], self.cache.acts[b])
+            losses.append(preference_loss(ret_a, ret_b, mu, self.config.random_response).mean(0))
+            p = preference_probs(ret_a, ret_b, self.config.random_response).mean(0)
+            mask = mu != 0.5
+            correct += int(((p > 0.5) == (mu > 0.5))[mask].sum())
+            decided += int(mask.sum())
+        self.ensemble.train(was_training)
+        loss = float(torch.cat(losses).mean())
+        return loss, (correct / decided if decided else math.nan)
+
+    def _adapt_l2(self) -> None:
+        val_idx = self._split(val=True)
+        if len(val_idx) == 0:
+            return
+        train_loss, _ = self._losses(self._split(val=False))
+        val_loss, _ = self._losses(val_idx)
+        ratio = val_loss / max(train_loss, 1e-8)
+        if ratio > self.config.l2_high:
+            self.l2 *= self.config.l2_factor
+        elif ratio < self.config.l2_low:
+            self.l2 /= self.config.l2_factor
+
+    def evaluate(self) -> dict[str, float]:
+        train_loss, train_acc = self._losses(self._split(val=False))
+        val_loss, val_acc = self._losses(self._split(val=True))
+        return {
+            "losses/reward_train": train_loss,
+            "losses/reward_val": val_loss,
+            "charts/reward_train_accuracy": train_acc,
+            "charts/reward_val_accuracy": val_acc,
+            "losses/l2": self.l2,
+            "charts/labels_trained": float(len(self)),
+        }
+
+    # -- checkpoints --------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """Per-label split and bootstrap counts, in label order, plus optimizer state."""
+        return {
+            "l2": self.l2,
+            "is_val": list(self.is_val),
+            "counts": self.counts.copy(),
+            "optimizer": self.optimizer.state_dict(),
+            "steps": self.steps,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore after the same labels were re-added in the same order (see the loop's resume)."""
+        n = min(len(state["is_val"]), len(self))
+        self.is_val[:n] = state["is_val"][:n]
+        self.counts[:n] = state["counts"][:n]
+        self.l2 = float(state["l2"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.steps = int(state["steps"])

@@ -1,0 +1,127 @@
+"""Tiny end-to-end preference runs on real MuJoCo and Atari envs, resume and crash recovery."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from rlkit.cli import main
+from rlkit.core.checkpoint import CheckpointManager
+from rlkit.store import Store
+
+TINY_MUJOCO = [
+    "--env", "Hopper-v5", "--steps", "2048", "--labels", "24", "--n-envs", "2",
+    "--round-steps", "1024", "--policy.n-steps", "256", "--segment-seconds", "0.2",
+    "--eval-episodes", "1", "--checkpoint-every", "1024", "--trainer.pretrain-epochs", "5",
+    "--pool-size", "200",
+]  # fmt: skip
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "rlkit.cli", *args], capture_output=True, text=True, timeout=600,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+
+
+@pytest.mark.slow
+def test_mujoco_run_labels_trains_checkpoints_and_resumes(tmp_path):
+    run = tmp_path / "hopper"
+    assert main(["prefs", "train", *TINY_MUJOCO, "--seed", "0", "--run-dir", str(run)]) == 0
+    store = Store(run)
+    assert store.count_labels() == 24  # the whole budget was asked for and answered
+    assert {r.source for r in store.labels_after(0)} == {"synthetic"}
+    # each label's segments are saved, with MuJoCo qpos/qvel to render them later
+    seg = store.load_segment(store.labels_after(0)[0].segment_a)
+    assert seg.obs.shape == (25, 11) and seg.render_state.shape == (25, 12)
+    ckpt_dir, state = CheckpointManager(run).load_latest()
+    assert state["step"] >= 2048 and (ckpt_dir / "policy.zip").is_file()
+    assert (run / "progress.png").stat().st_size > 1000
+    assert (run / "metrics.csv").read_text().count("charts/reward_val_accuracy") >= 1
+    assert list((run / "tb").iterdir())
+    # resume with a longer budget: continues from the checkpoint, keeps every label
+    assert main(["prefs", "train", "--run-dir", str(run), "--resume", "--steps", "3072"]) == 0
+    _, state2 = CheckpointManager(run).load_latest()
+    assert state2["step"] >= 3072 > state["step"]
+    assert Store(run).count_labels() == 24
+    # eval prints JSON with the true return
+    out = run_cli("prefs", "eval", str(run), "--episodes", "1", "--json")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.strip().splitlines()[-1])["episodes"] == 1
+
+
+@pytest.mark.slow
+def test_atari_run_produces_labels_and_checkpoint(tmp_path):
+    run = tmp_path / "pong"
+    args = ["prefs", "train", "--env", "ALE/Pong-v5", "--steps", "400", "--labels", "12",
+            "--n-envs", "2", "--round-steps", "200", "--atari-segment-steps", "10",
+            "--eval-episodes", "0", "--trainer.pretrain-epochs", "2", "--pool-size", "40",
+            "--run-dir", str(run)]  # fmt: skip
+    assert main(args) == 0
+    store = Store(run)
+    assert store.count_labels() == 12
+    seg = store.load_segment(store.labels_after(0)[0].segment_a)
+    assert seg.obs.shape == (10, 84, 84, 4)  # stacked preprocessed frames
+    assert seg.render_state.shape == (10, 105, 80, 3)  # raw RGB frames at half resolution
+    _, state = CheckpointManager(run).load_latest()
+    assert state["step"] >= 400 and len(state["ensemble"]) > 0
+
+
+@pytest.mark.slow
+def test_kill_9_during_training_then_resume_keeps_every_label(tmp_path):
+    run = tmp_path / "crash"
+    args = [*TINY_MUJOCO, "--steps", "4096", "--labels", "40", "--run-dir", str(run)]
+    proc = subprocess.Popen([sys.executable, "-m", "rlkit.cli", "prefs", "train", *args],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline:
+            if (run / "checkpoints" / "latest").is_file() and Store(run).count_labels() > 10:
+                break
+            time.sleep(0.5)
+        else:
+            pytest.fail("no checkpoint within the deadline")
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    before = {(r.id, r.choice) for r in Store(run).labels_after(0)}
+    out = run_cli("prefs", "train", "--run-dir", str(run), "--resume")
+    assert out.returncode == 0, out.stderr[-2000:]
+    after = {(r.id, r.choice) for r in Store(run).labels_after(0)}
+    assert before <= after and len(after) == 40
+    _, state = CheckpointManager(run).load_latest()
+    assert state["step"] >= 4096
+
+
+def test_bad_input_gets_one_line_and_exit_2(tmp_path):
+    out = run_cli("prefs", "train", "--env", "Hoper-v5", "--run-dir", str(tmp_path / "x"))
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [out.stderr.strip()]
+    assert "Hopper-v5" in out.stderr and "Traceback" not in out.stderr
+    out = run_cli("prefs", "train", "--labels", "-5", "--run-dir", str(tmp_path / "y"))
+    assert out.returncode == 2 and "--labels" in out.stderr and "Traceback" not in out.stderr
+    out = run_cli("prefs", "train", "--resume", "--run-dir", str(tmp_path / "missing"))
+    assert out.returncode == 2 and "holds no run" in out.stderr
+
+
+def test_resume_from_corrupt_checkpoint_says_so_and_overwrites_nothing(tmp_path):
+    run = tmp_path / "corrupt"
+    ckpt = run / "checkpoints" / "step_0000001024"
+    ckpt.mkdir(parents=True)
+    (ckpt / "state.pt").write_bytes(b"not a checkpoint")
+    (run / "checkpoints" / "latest").write_text("step_0000001024")
+    (run / "config.json").write_text(json.dumps({"env": "Hopper-v5", "steps": 2048}))
+    snapshot = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    out = run_cli("prefs", "train", "--run-dir", str(run), "--resume")
+    assert out.returncode == 2
+    assert "corrupt" in out.stderr and "Traceback" not in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+    for path, content in snapshot.items():
+        assert path.read_bytes() == content
+    # a fresh run in an existing run directory is refused too
+    out = run_cli("prefs", "train", "--run-dir", str(run))
+    assert out.returncode == 2 and "already holds a run" in out.stderr

@@ -1,0 +1,25 @@
+import numpy as np
+import torch
+
+from envs import EnvSpec, make_vec_env
+from rlkit.rewards.ensemble import RewardEnsemble
+from rlkit.rewards.vec_wrapper import LearnedRewardVecEnv
+
+
+def test_learned_reward_replaces_reward_and_true_reward_stays_in_info():
+    venv = make_vec_env(EnvSpec("HalfCheetah-v5"), n_envs=2, seed=0)
+    ens = RewardEnsemble(venv.observation_space, venv.action_space, n_members=2, seed=0)
+    wrapped = LearnedRewardVecEnv(venv, ens, scale=0.5)
+    reference = make_vec_env(EnvSpec("HalfCheetah-v5"), n_envs=2, seed=0)
+    obs = wrapped.reset()
+    ref_obs = reference.reset()
+    np.testing.assert_array_equal(obs, ref_obs)
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        acts = rng.uniform(-1, 1, size=(2, 6)).astype(np.float32)
+        expected = 0.5 * ens.reward(torch.as_tensor(obs), torch.as_tensor(acts)).numpy()
+        obs, rews, _, infos = wrapped.step(acts)
+        _, true_rews, _, _ = reference.step(acts)
+        np.testing.assert_allclose(rews, expected, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose([i["true_reward"] for i in infos], true_rews, rtol=1e-6)
+        assert not np.allclose(rews, true_rews)
