@@ -19,14 +19,15 @@ _ACTIVATIONS: dict[str, type[nn.Module]] = {
 }
 
 
-def make_norm(kind: str, num_features: int, conv: bool = False) -> nn.Module:
-    """A normalization layer by name: ``none`` or ``batchnorm``.
+def make_norm(kind: str, num_features: int, conv: bool = False, **kwargs) -> nn.Module:
+    """A normalization layer by name: ``none``, ``batchnorm`` or ``batch_renorm``.
 
-    Further kinds (batch renormalization) are added to ``NORMS`` by their own modules.
+    Further kinds (batch renormalization) are added to ``NORMS`` by their own modules;
+    ``kwargs`` (e.g. batch renorm's r_max/d_max schedule) go to the layer's constructor.
     """
     if kind not in NORMS:
         raise ValueError(f"unknown norm {kind!r}; known: {', '.join(sorted(NORMS))}")
-    return NORMS[kind](num_features, conv)
+    return NORMS[kind](num_features, conv, **kwargs)
 
 
 NORMS: dict[str, callable] = {
@@ -39,6 +40,7 @@ class MLP(nn.Module):
     """Flatten, then ``Linear -> norm -> activation -> dropout`` for each hidden size.
 
     Input ``(B, *obs_shape)``, output ``(B, out_dim)`` with ``out_dim = hidden[-1]``.
+    ``norm_kwargs`` go to each norm layer (e.g. batch renorm's r_max/d_max schedule).
     """
 
     def __init__(
@@ -48,14 +50,17 @@ class MLP(nn.Module):
         activation: str = "leaky_relu",
         norm: str = "none",
         dropout: float = 0.0,
+        norm_kwargs: dict | None = None,
     ) -> None:
         super().__init__()
+        norm_kwargs = norm_kwargs or {}
         if not hidden:
             raise ValueError("an MLP needs at least one hidden layer")
         layers: list[nn.Module] = [nn.Flatten()]
         prev = in_dim
         for width in hidden:
-            layers += [nn.Linear(prev, width), make_norm(norm, width), _ACTIVATIONS[activation]()]
+            norm_layer = make_norm(norm, width, **norm_kwargs)
+            layers += [nn.Linear(prev, width), norm_layer, _ACTIVATIONS[activation]()]
             if dropout > 0:
                 layers.append(nn.Dropout(dropout))
             prev = width
@@ -82,7 +87,7 @@ class NatureCNN(nn.Module):
     """The DQN Nature network (Mnih et al. 2015) as a feature extractor.
 
     Input ``(B, H, W, C)`` or ``(B, C, H, W)`` images (uint8 scaled by 1/255), output
-    ``(B, features_dim)``.
+    ``(B, features_dim)``. ``norm_kwargs`` go to each norm layer (e.g. batch renorm's schedule).
     """
 
     def __init__(
@@ -92,16 +97,18 @@ class NatureCNN(nn.Module):
         norm: str = "none",
         dropout: float = 0.0,
         scale: float = 1.0 / 255.0,
+        norm_kwargs: dict | None = None,
     ) -> None:
         super().__init__()
+        nk = norm_kwargs or {}
         self.channels_last = is_channels_last(obs_shape)
         c, h, w = (obs_shape[2], obs_shape[0], obs_shape[1]) if self.channels_last else obs_shape
         self.scale = scale
         act = nn.ReLU
         self.conv = nn.Sequential(
-            nn.Conv2d(c, 32, 8, stride=4), make_norm(norm, 32, conv=True), act(),
-            nn.Conv2d(32, 64, 4, stride=2), make_norm(norm, 64, conv=True), act(),
-            nn.Conv2d(64, 64, 3, stride=1), make_norm(norm, 64, conv=True), act(),
+            nn.Conv2d(c, 32, 8, stride=4), make_norm(norm, 32, conv=True, **nk), act(),
+            nn.Conv2d(32, 64, 4, stride=2), make_norm(norm, 64, conv=True, **nk), act(),
+            nn.Conv2d(64, 64, 3, stride=1), make_norm(norm, 64, conv=True, **nk), act(),
             nn.Flatten(),
         )  # fmt: skip
         with torch.no_grad():

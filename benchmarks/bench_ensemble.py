@@ -1,0 +1,114 @@
+"""One reward-ensemble training step with K members: batched (rlkit) vs a Python loop over members.
+
+Both do the same work: K members, each on its own minibatch of segment pairs, the
+preference loss, backward and one Adam step. Timed side by side, interleaved, median of
+repeats. Prints one JSON line per setting.
+
+    .venv/bin/python benchmarks/bench_ensemble.py [--members 5] [--repeats 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from rlkit.rewards.ensemble import RewardEnsemble, RewardNet
+from rlkit.rewards.preference import preference_loss
+
+SETTINGS = {
+    # Hopper-v5: 11-d observations, 3-d actions, 1.5 s segments = 187 steps, 64 pairs.
+    "mujoco_mlp": dict(obs=gym.spaces.Box(-9, 9, (11,), np.float32),
+                       act=gym.spaces.Box(-1, 1, (3,), np.float32), length=187, pairs=64,
+                       backbone="mlp"),
+    # Atari: 84x84x4 frames, 25-step segments, 8 pairs.
+    "atari_cnn": dict(obs=gym.spaces.Box(0, 255, (84, 84, 4), np.uint8),
+                      act=gym.spaces.Discrete(6), length=25, pairs=8, backbone="nature_cnn"),
+}  # fmt: skip
+
+
+def batch(s: dict, k: int, gen: torch.Generator):
+    def seg():
+        shape = (k, s["pairs"], s["length"], *s["obs"].shape)
+        if s["obs"].dtype == np.uint8:
+            obs = torch.randint(0, 256, shape, dtype=torch.uint8, generator=gen)
+        else:
+            obs = torch.randn(shape, generator=gen)
+        if isinstance(s["act"], gym.spaces.Discrete):
+            acts = torch.randint(0, s["act"].n, (k, s["pairs"], s["length"]), generator=gen)
+        else:
+            acts = torch.randn((k, s["pairs"], s["length"], *s["act"].shape), generator=gen)
+        return obs, acts
+
+    (oa, aa), (ob, ab) = seg(), seg()
+    mu = torch.randint(0, 2, (k, s["pairs"]), generator=gen).float()
+    return oa, aa, ob, ab, mu
+
+
+def step_batched(ens: RewardEnsemble, opt, data) -> None:
+    oa, aa, ob, ab, mu = data
+    ra = ens.segment_returns(oa, aa, per_member=True)
+    rb = ens.segment_returns(ob, ab, per_member=True)
+    loss = preference_loss(ra, rb, mu).mean(1).sum()
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+
+
+def step_loop(members: list[RewardNet], opt, data) -> None:
+    oa, aa, ob, ab, mu = data
+    loss = 0.0
+    for k, m in enumerate(members):
+        n, length = oa.shape[1:3]
+        ra = m(oa[k].reshape(n * length, *oa.shape[3:]), aa[k].reshape(n * length, *aa.shape[3:]))
+        rb = m(ob[k].reshape(n * length, *ob.shape[3:]), ab[k].reshape(n * length, *ab.shape[3:]))
+        loss = loss + preference_loss(ra.reshape(n, length).sum(1), rb.reshape(n, length).sum(1), mu[k]).mean()
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--members", type=int, default=5)
+    p.add_argument("--repeats", type=int, default=30)
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    for name, s in SETTINGS.items():
+        k = args.members
+        ens = RewardEnsemble(s["obs"], s["act"], n_members=k, backbone=s["backbone"], seed=0)
+        members = [ens.member(i) for i in range(k)]
+        opt_b = torch.optim.Adam(ens.parameters(), lr=1e-4)
+        opt_l = torch.optim.Adam([q for m in members for q in m.parameters()], lr=1e-4)
+        gen = torch.Generator().manual_seed(0)
+        data = batch(s, k, gen)
+        repeats = args.repeats if name == "mujoco_mlp" else max(5, args.repeats // 3)
+        tb, tl = [], []
+        for _ in range(2):  # warm-up
+            step_batched(ens, opt_b, data)
+            step_loop(members, opt_l, data)
+        for _ in range(repeats):  # interleaved, so load changes hit both alike
+            t0 = time.perf_counter()
+            step_batched(ens, opt_b, data)
+            tb.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            step_loop(members, opt_l, data)
+            tl.append(time.perf_counter() - t0)
+        mb, ml = statistics.median(tb), statistics.median(tl)
+        print(json.dumps({
+            "bench": "ensemble_train_step", "setting": name, "members": k,
+            "path": "stacked-matmul" if ens._fast else "vmap",
+            "batched_ms": round(mb * 1e3, 2), "loop_ms": round(ml * 1e3, 2),
+            "speedup": round(ml / mb, 2), "repeats": repeats, "threads": torch.get_num_threads(),
+        }))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
