@@ -107,7 +107,9 @@ class PreferenceLoop:
             dropout=cfg.dropout, seed=cfg.seed,
         )  # fmt: skip
         self.reward_env = LearnedRewardVecEnv(self.recorder, self.ensemble, self.scale)
-        self.trainer = RewardTrainer(self.ensemble, cfg.trainer, self.rng)
+        self.trainer = RewardTrainer(
+            self.ensemble, cfg.trainer, self.rng, unlabeled=self.sample_unlabeled_steps
+        )
         synthetic = SyntheticTeacher(cfg.teacher_model, self.rng)
         share = {"synthetic": 1.0, "human": 0.0, "mixed": cfg.synthetic_share}[cfg.teacher]
         self.teacher = SyntheticTeacherAdapter(synthetic, share=share)
@@ -195,6 +197,17 @@ class PreferenceLoop:
             self.trainer.add(comparison, self._segment(row.segment_a), self._segment(row.segment_b))
             added += 1
         return added
+
+    def sample_unlabeled_steps(
+        self, n: int, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``n`` random steps ``(obs, acts)`` from the pool's segments (for semi-supervision)."""
+        ids = self.pool.ids()
+        seg_ids = rng.choice(ids, size=n)
+        steps = rng.integers(0, self.seg_len, size=n)
+        obs = np.stack([self.pool[int(i)].obs[t] for i, t in zip(seg_ids, steps, strict=True)])
+        acts = np.stack([self.pool[int(i)].acts[t] for i, t in zip(seg_ids, steps, strict=True)])
+        return obs, acts
 
     def refresh_normalization(self, max_segments: int = 64) -> None:
         ids = self.pool.ids()

@@ -21,6 +21,11 @@ import torch
 from rlkit.core.types import Comparison, Segment
 from rlkit.rewards.ensemble import RewardEnsemble
 from rlkit.rewards.preference import preference_loss, preference_probs
+from rlkit.rewards.regularizers import (
+    MeanTeacherConsistency,
+    UnlabeledSampler,
+    cross_lipschitz_preference,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +54,14 @@ class TrainerConfig:
     """Passes over the initial labels before RL starts."""
     min_steps: int = 20
     """Lower bound on gradient steps per training round."""
+    cross_lipschitz: float = 0.0
+    """Weight of the cross-Lipschitz penalty on the preference classifier (0: off)."""
+    mean_teacher_weight: float = 0.0
+    """Weight of the mean-teacher consistency loss on unlabeled pool segments (0: off)."""
+    mean_teacher_decay: float = 0.99
+    """EMA decay of the mean teacher."""
+    mean_teacher_rampup: int = 1000
+    """Gradient steps over which the consistency weight ramps up (sigmoid)."""
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.holdout < 1.0:
@@ -97,7 +110,9 @@ class RewardTrainer:
         config: trainer settings.
         rng: randomness for validation splits, bootstrap counts and minibatches.
         extra_loss: optional ``f(ensemble, obs_a, acts_a, obs_b, acts_b) -> scalar`` added to
-            each step's loss (regularizers such as cross-Lipschitz or mean-teacher consistency).
+            each step's loss (a custom regularizer).
+        unlabeled: ``sampler(n, rng) -> (obs, acts)`` of unlabeled steps, needed when
+            ``config.mean_teacher_weight > 0``.
     """
 
     def __init__(
@@ -106,6 +121,7 @@ class RewardTrainer:
         config: TrainerConfig,
         rng: np.random.Generator,
         extra_loss: Callable[..., torch.Tensor] | None = None,
+        unlabeled: UnlabeledSampler | None = None,
     ) -> None:
         if rng is None:
             raise ValueError("RewardTrainer needs an explicit rng (np.random.Generator)")
@@ -122,6 +138,14 @@ class RewardTrainer:
         self.is_val: list[bool] = []
         self.counts = np.zeros((0, ensemble.n_members), dtype=np.int64)
         self.steps = 0
+        self.mean_teacher: MeanTeacherConsistency | None = None
+        if config.mean_teacher_weight > 0:
+            if unlabeled is None:
+                raise ValueError("mean-teacher training needs an unlabeled sampler")
+            self.mean_teacher = MeanTeacherConsistency(
+                ensemble, unlabeled, config.mean_teacher_weight, config.mean_teacher_decay,
+                config.mean_teacher_rampup,
+            )  # fmt: skip
 
     def __len__(self) -> int:
         return len(self.mu_a)
@@ -178,11 +202,18 @@ class RewardTrainer:
             ret_b = self.ensemble.segment_returns(obs_b, acts_b, per_member=True)
             loss = preference_loss(ret_a, ret_b, mu, cfg.random_response).mean(1).sum()
             loss = loss + self.l2 * self.ensemble.parameter_l2().sum()
+            if cfg.cross_lipschitz > 0:
+                penalty = cross_lipschitz_preference(self.ensemble, obs_a, acts_a, obs_b, acts_b)
+                loss = loss + cfg.cross_lipschitz * penalty
+            if self.mean_teacher is not None:
+                loss = loss + self.mean_teacher.loss(self.steps, self.rng)
             if self.extra_loss is not None:
                 loss = loss + self.extra_loss(self.ensemble, obs_a, acts_a, obs_b, acts_b)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
+            if self.mean_teacher is not None:
+                self.mean_teacher.update()
             self.steps += 1
             if (step + 1) % steps_per_epoch == 0 or step == total - 1:
                 self._adapt_l2()
