@@ -127,10 +127,10 @@ class PreferenceLoop:
     # -- construction -------------------------------------------------------------------
     def _make_venv(self) -> VecEnv:
         if self.cfg.ray_workers > 0:
-            from rlkit.distributed import RayVecEnv, connect  # optional dependency
+            from rlkit.distributed import connect, make_ray_vec_env  # optional dependency
 
             connect(self.cfg.ray_address)
-            venv = RayVecEnv(self.spec, self.n_envs, self.cfg.ray_workers, self.cfg.seed)
+            venv = make_ray_vec_env(self.spec, self.n_envs, self.cfg.ray_workers, self.cfg.seed)
         else:
             venv = make_vec_env(self.spec, self.n_envs, self.cfg.seed)
         return venv
@@ -250,7 +250,7 @@ class PreferenceLoop:
         self.agent.learn(self.round_steps, reset_num_timesteps=False, progress_bar=False)
         policy_seconds = time.perf_counter() - t0
         step = self.steps_done
-        asked = self.ask(self.schedule.target(step) - self.store.count_queries())
+        asked = self.ask(self.schedule.target(step) - self.store.count_selected_queries())
         new = self.ingest_labels()
         stats: dict[str, float] = {}
         t1 = time.perf_counter()

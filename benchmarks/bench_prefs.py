@@ -1,0 +1,86 @@
+"""Preference learning vs RL on the true reward: label efficiency and wall-clock overhead.
+
+For each env and seed, side by side in one process:
+  1. ``rlkit prefs`` with a synthetic (rational) teacher and ``--labels`` labels,
+  2. the same TRPO preset trained on the true reward for the same number of steps,
+then both policies are evaluated on the true reward (deterministic, ``--eval-episodes``).
+Prints one JSON line per (env, seed) with the returns, their ratio (learned / true), and
+the wall-clock ratio (preference run / plain TRPO). Evaluation is excluded from both times.
+
+    .venv/bin/python benchmarks/bench_prefs.py --envs Hopper-v5 --steps 1000000 --labels 700 --seeds 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import tempfile
+import time
+from pathlib import Path
+
+from rich.console import Console
+
+from agents.presets import PolicyConfig, make_agent
+from envs import EnvSpec, env_kind, make_vec_env
+from rlkit.core.seeding import seed_everything
+from rlkit.loops.evaluation import evaluate_policy_true
+from rlkit.loops.preference import PreferenceLoop
+from rlkit.loops.preference_config import PrefsConfig
+
+
+def run_true_reward(cfg: PrefsConfig, n_envs: int) -> tuple[object, float]:
+    seed_everything(cfg.seed)
+    kind = env_kind(cfg.env)
+    spec = EnvSpec(cfg.env, terminate_when_unhealthy=None if cfg.early_termination else False)
+    venv = make_vec_env(spec, n_envs, cfg.seed)
+    agent = make_agent(cfg.policy, venv, kind, cfg.seed)
+    t0 = time.perf_counter()
+    agent.learn(cfg.steps)
+    return agent, time.perf_counter() - t0
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--envs", nargs="+", default=["Hopper-v5"])
+    p.add_argument("--steps", type=int, default=1_000_000)
+    p.add_argument("--labels", type=int, default=700)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--eval-episodes", type=int, default=10)
+    p.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    args = p.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    quiet = Console(quiet=True)
+    for env in args.envs:
+        for seed in args.seeds:
+            cfg = PrefsConfig(env=env, steps=args.steps, labels=args.labels, seed=seed,
+                              eval_episodes=0, checkpoint_every=10**9, policy=PolicyConfig())  # fmt: skip
+            kind = env_kind(env)
+            n_envs = cfg.n_envs or (8 if kind == "atari" else 4)
+            with tempfile.TemporaryDirectory() as tmp:
+                run_dir = Path(tmp) / "run"
+                run_dir.mkdir()
+                loop = PreferenceLoop(dataclasses.replace(cfg, run_dir=run_dir), run_dir, quiet)
+                t0 = time.perf_counter()
+                summary = loop.run()
+                prefs_wall = time.perf_counter() - t0
+                learned = evaluate_policy_true(loop.agent, cfg, n_envs, args.eval_episodes)
+                acc = summary.val_accuracy
+                plot = args.out / f"prefs_{env.replace('/', '-')}_seed{seed}.png"
+                plot.write_bytes(summary.plot.read_bytes())
+                loop.close()
+            agent, true_wall = run_true_reward(cfg, n_envs)
+            true_ret = evaluate_policy_true(agent, cfg, n_envs, args.eval_episodes)
+            print(json.dumps({
+                "bench": "prefs_vs_true_reward", "env": env, "seed": seed, "steps": args.steps,
+                "labels": summary.labels, "return_learned": round(learned, 1),
+                "return_true_reward": round(true_ret, 1),
+                "ratio": round(learned / true_ret, 3) if true_ret else None,
+                "reward_val_accuracy": round(acc, 3),
+                "wall_prefs_s": round(prefs_wall, 1), "wall_trpo_s": round(true_wall, 1),
+                "overhead": round(prefs_wall / true_wall, 3),
+            }), flush=True)  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,236 @@
+"""Env steps per second of rlkit.distributed against SB3's SubprocVecEnv, Gymnasium's
+AsyncVectorEnv and the limit (cores x one env's raw single-process step rate), plus the
+measured cost of one actor call and the throughput it predicts for bigger clusters.
+
+    nice -n 10 .venv/bin/python benchmarks/bench_ray_throughput.py
+
+Prints one JSON line per measurement and a final summary line; also writes them to
+benchmarks/results/ray_throughput_{N}envs.jsonl. All runs use random actions (drawn up front, so
+the policy costs nothing) and a local Ray instance started by rlkit.distributed.connect.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+import gymnasium as gym  # noqa: E402
+import ray  # noqa: E402
+
+from envs import EnvSpec, make_env, make_vec_env  # noqa: E402
+from rlkit.distributed import FragmentSampler, RandomPolicy, connect, make_ray_vec_env  # noqa: E402
+
+RESULTS_DIR = ROOT / "benchmarks" / "results"
+
+
+def emit(record: dict, sink: list[dict]) -> None:
+    sink.append(record)
+    print(json.dumps(record), flush=True)
+
+
+def timed(step: Callable[[], int], seconds: float, warmup: int = 3) -> float:
+    """Steps per second of ``step`` (which returns how many env steps it did) over ``seconds``."""
+    for _ in range(warmup):
+        step()
+    n, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        n += step()
+    return n / (time.perf_counter() - start)
+
+
+def raw_rate(spec: EnvSpec, seconds: float) -> float:
+    """One env, stepped in this process with no vector env around it."""
+    env = make_env(spec, seed=0)()
+    acts = [env.action_space.sample() for _ in range(1000)]
+    i = 0
+
+    def step() -> int:
+        nonlocal i
+        _, _, term, trunc, _ = env.step(acts[i % 1000])
+        i += 1
+        if term or trunc:
+            env.reset()
+        return 1
+
+    rate = timed(step, seconds)
+    env.close()
+    return rate
+
+
+def _raw_child(env_id: str, seconds: float, barrier, results) -> None:
+    torch.set_num_threads(1)
+    spec = EnvSpec(env_id)
+    barrier.wait()
+    results.put(raw_rate(spec, seconds))
+
+
+def parallel_raw_rate(spec: EnvSpec, processes: int, seconds: float) -> float:
+    """Total rate of ``processes`` independent processes each stepping one raw env at the
+    same time: what this machine's cores deliver right now, other users' load included."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    barrier, results = ctx.Barrier(processes), ctx.Queue()
+    procs = [
+        ctx.Process(target=_raw_child, args=(spec.env_id, seconds, barrier, results))
+        for _ in range(processes)
+    ]
+    for p in procs:
+        p.start()
+    total = sum(results.get() for _ in procs)
+    for p in procs:
+        p.join()
+    return total
+
+
+def vec_rate(venv, n_envs: int, seconds: float, gym_api: bool = False) -> float:
+    """A vector env stepped with pre-drawn batched actions."""
+    acts = np.stack([[venv.action_space.sample() for _ in range(n_envs)] for _ in range(64)])
+    if gym_api:  # a Gymnasium vector env samples batches itself
+        acts = np.stack([venv.action_space.sample() for _ in range(64)])
+    venv.reset()
+    i = 0
+
+    def step() -> int:
+        nonlocal i
+        venv.step(acts[i % 64])
+        i += 1
+        return n_envs
+
+    rate = timed(step, seconds)
+    venv.close()
+    return rate
+
+
+def sampling(sampler: FragmentSampler, steps: int) -> Callable[[], int]:
+    """One :meth:`FragmentSampler.sample` per call, counted as its ``steps`` env steps."""
+
+    def step() -> int:
+        sampler.sample()
+        return steps
+
+    return step
+
+
+def call_overhead(n_calls: int = 300) -> dict[str, float]:
+    """Round trip of a no-op actor method (latency), and the driver's cost per call when
+    many are in flight at once (pipelined), in microseconds."""
+    from rlkit.distributed.worker import RolloutWorker
+
+    actor = ray.remote(RolloutWorker).options(num_cpus=1).remote(EnvSpec("Hopper-v5"), 0, 0, 1)
+    ray.get(actor.ready.remote())
+    for _ in range(20):
+        ray.get(actor.ready.remote())
+    lat = []
+    for _ in range(n_calls):
+        t = time.perf_counter()
+        ray.get(actor.ready.remote())
+        lat.append(time.perf_counter() - t)
+    t = time.perf_counter()
+    ray.get([actor.ready.remote() for _ in range(n_calls)])
+    pipelined = (time.perf_counter() - t) / n_calls
+    ray.kill(actor)
+    return {"latency_us": 1e6 * statistics.median(lat), "pipelined_us": 1e6 * pipelined}
+
+
+def predict(raw: float, overhead: dict[str, float], workers: int) -> dict[str, float]:
+    """Steps/s of ``workers`` actors whose calls each carry F env steps, with F the smallest
+    that keeps the overhead under 5%: the call's latency under 5% of its stepping time, and
+    the driver's time for one round of calls under 5% of it too."""
+    t_step = 1.0 / raw
+    latency = overhead["latency_us"] * 1e-6
+    driver = overhead["pipelined_us"] * 1e-6
+    steps = math.ceil(max(latency, workers * driver) / (0.05 * t_step))
+    efficiency = steps * t_step / (steps * t_step + latency)
+    return {"workers": workers, "fragment_steps": steps, "steps_per_s": workers * raw * efficiency}
+
+
+def run(env_id: str, n_envs: int, fragment_length: int, seconds: float, out: list[dict]) -> None:
+    spec = EnvSpec(env_id)
+    cores = len(os.sched_getaffinity(0))
+    raw_before = raw_rate(spec, seconds)
+    emit({"env": env_id, "method": "raw_single_env", "steps_per_s": raw_before}, out)
+    rows = {}
+    for workers in (1, 2):
+        venv = make_ray_vec_env(spec, n_envs, workers, seed=0)
+        rows[f"ray_vec_env_{workers}w"] = vec_rate(venv, n_envs, seconds)
+        for prefetch in (False, True):
+            sampler = FragmentSampler(
+                spec, n_envs, workers, seed=0, fragment_length=fragment_length, prefetch=prefetch
+            )
+            sampler.sample(RandomPolicy(sampler.action_space))
+            name = f"ray_fragments{'_prefetch' if prefetch else ''}_{workers}w"
+            rows[name] = timed(sampling(sampler, n_envs * fragment_length), seconds, 1)
+            sampler.close()
+    rows["sb3_subproc_vec_env"] = vec_rate(
+        make_vec_env(spec, n_envs, 0, subprocess=True), n_envs, seconds
+    )
+    thunks = [make_env(spec, 0, rank) for rank in range(n_envs)]
+    rows["gym_async_vector_env"] = vec_rate(
+        gym.vector.AsyncVectorEnv(thunks), n_envs, seconds, True
+    )
+    raw_after = raw_rate(spec, seconds)
+    emit({"env": env_id, "method": "raw_single_env_again", "steps_per_s": raw_after}, out)
+    raw = (raw_before + raw_after) / 2
+    parallel = parallel_raw_rate(spec, cores, seconds)
+    emit({"env": env_id, "method": f"raw_{cores}_processes", "steps_per_s": parallel}, out)
+    for method, rate in rows.items():
+        workers = 2 if method.endswith("2w") or not method.startswith("ray") else 1
+        limit = min(workers, cores) * raw
+        emit(
+            {
+                "env": env_id,
+                "method": method,
+                "n_envs": n_envs,
+                "workers": workers,
+                "steps_per_s": rate,
+                "limit_steps_per_s": limit,
+                "fraction_of_limit": rate / limit,
+                "fraction_of_parallel_raw": rate / (parallel * min(workers, cores) / cores),
+                "vs_subproc": rate / rows["sb3_subproc_vec_env"],
+            },
+            out,
+        )
+    overhead = call_overhead()
+    emit({"env": env_id, "method": "actor_call_overhead", **overhead}, out)
+    for workers in (8, 32, 128):
+        emit({"env": env_id, "method": "predicted", **predict(raw, overhead, workers)}, out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=6.0, help="timing window per measurement")
+    parser.add_argument("--n-envs", type=int, default=8, help="envs per vector env")
+    parser.add_argument("--envs", nargs="+", default=["Hopper-v5", "ALE/Pong-v5"])
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    connect(None)
+    out: list[dict] = []
+    for env_id in args.envs:
+        run(env_id, args.n_envs, 100 if "ALE" not in env_id else 25, args.seconds, out)
+    results = RESULTS_DIR / f"ray_throughput_{args.n_envs}envs.jsonl"
+    results.parent.mkdir(parents=True, exist_ok=True)
+    results.write_text("".join(json.dumps(r) + "\n" for r in out))
+    print(
+        json.dumps(
+            {"bench": "ray_throughput", "cores": len(os.sched_getaffinity(0)), "rows": len(out)}
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,60 @@
+"""Policies that run inside rollout workers: picklable callables from a batch of observations
+to a batch of actions.
+
+A worker-side policy is any picklable object with
+``__call__(obs: np.ndarray, rng: np.random.Generator) -> np.ndarray`` mapping observations of
+shape ``(n_envs, *obs_shape)`` to actions of shape ``(n_envs, *act_shape)``; if it also has
+``load_state_dict(state_dict)``, :meth:`FragmentSampler.sample` can send it new weights
+without re-sending the policy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+import gymnasium as gym
+import numpy as np
+
+
+class WorkerPolicy(Protocol):
+    def __call__(self, obs: np.ndarray, rng: np.random.Generator) -> np.ndarray: ...
+
+
+class RandomPolicy:
+    """Uniformly random actions from ``action_space`` (Discrete or Box), drawn from the
+    worker's own generator so that a seed fixes them."""
+
+    def __init__(self, action_space: gym.spaces.Space) -> None:
+        if not isinstance(action_space, gym.spaces.Discrete | gym.spaces.Box):
+            raise TypeError(f"RandomPolicy supports Discrete and Box, got {action_space}")
+        self.action_space = action_space
+
+    def __call__(self, obs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        n = len(obs)
+        space = self.action_space
+        if isinstance(space, gym.spaces.Discrete):
+            return space.start + rng.integers(space.n, size=n)
+        low = np.broadcast_to(space.low, space.shape)
+        high = np.broadcast_to(space.high, space.shape)
+        return rng.uniform(low, high, size=(n, *space.shape)).astype(space.dtype)
+
+
+class SB3Policy:
+    """A Stable-Baselines3 policy (``model.policy``) run on the worker's CPU.
+
+    Actions are sampled (``deterministic=False``) with torch's generator, which each worker
+    seeds from the sampler's seed; :meth:`load_state_dict` takes ``model.policy.state_dict()``.
+    """
+
+    def __init__(self, policy: Any, deterministic: bool = False) -> None:
+        self.policy = policy.to("cpu")
+        self.policy.set_training_mode(False)
+        self.deterministic = deterministic
+
+    def __call__(self, obs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        actions, _ = self.policy.predict(obs, deterministic=self.deterministic)
+        return actions
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        self.policy.load_state_dict(state_dict)

@@ -1,0 +1,235 @@
+"""A pool of rollout-worker actors that re-creates a worker when its process dies.
+
+Ray can restart actors by itself (``max_restarts``), but it re-runs the constructor with
+the same arguments, so the envs would replay the same seeds, and a queued call on a
+restarting actor may wait rather than fail. The pool instead kills the dead actor's handle
+and creates a fresh one with a new seed, counting restarts per worker.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import ray
+from ray.exceptions import GetTimeoutError, RayActorError, RayError
+
+from envs.factory import EnvSpec
+from rlkit.core.errors import UserError
+from rlkit.distributed.connection import connect
+from rlkit.distributed.worker import RolloutWorker
+
+logger = logging.getLogger("rlkit.distributed")
+
+#: A restarted worker's envs are seeded ``seed + RESTART_SEED_STRIDE * k`` for its k-th
+#: restart, so that they do not replay the episodes they played before dying.
+RESTART_SEED_STRIDE = 1_000_003
+
+
+class WorkerFailedError(UserError, RuntimeError):
+    """A rollout worker died more often than allowed, or could not be started.
+
+    A :class:`UserError` with exit code 1: the CLI prints it as one line.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, exit_code=1)
+
+
+def split_envs(n_envs: int, n_workers: int) -> list[range]:
+    """Global env indices of each worker: contiguous, sizes differing by at most one."""
+    if n_workers < 1:
+        raise UserError(f"the number of Ray workers must be >= 1, got {n_workers}")
+    if n_envs < n_workers:
+        raise UserError(f"n_envs ({n_envs}) must be >= the number of Ray workers ({n_workers})")
+    base, extra = divmod(n_envs, n_workers)
+    bounds = [0]
+    for i in range(n_workers):
+        bounds.append(bounds[-1] + base + (i < extra))
+    return [range(a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+
+
+@functools.cache
+def _remote_worker() -> Any:
+    """The :class:`RolloutWorker` actor class, registered with Ray once per process."""
+    return ray.remote(RolloutWorker)
+
+
+class WorkerPool:
+    """``n_workers`` :class:`RolloutWorker` actors sharing ``n_envs`` envs.
+
+    Args:
+        spec, n_envs, n_workers, seed: as for :class:`RolloutWorker`.
+        max_restarts: how many times each worker may be re-created after dying; one more
+            death raises :class:`WorkerFailedError` with the last error.
+        frame_stack: stack Atari frames in the workers.
+        num_cpus: CPUs each actor reserves; lowered to ``cluster CPUs / n_workers`` when
+            the cluster is smaller, so that the actors can always be placed.
+        startup_timeout_s: how long to wait for the actors to be placed and build their envs.
+        on_restart: called with a fresh worker's index before it is used (to give it back
+            state the dead one had, such as a policy).
+    """
+
+    def __init__(
+        self,
+        spec: EnvSpec,
+        n_envs: int,
+        n_workers: int,
+        seed: int,
+        max_restarts: int = 3,
+        frame_stack: bool = False,
+        num_cpus: float = 1.0,
+        startup_timeout_s: float = 120.0,
+        on_restart: Callable[[int], None] | None = None,
+    ) -> None:
+        self.ranges = split_envs(n_envs, n_workers)
+        connect(None)
+        cluster_cpus = float(ray.cluster_resources().get("CPU", 1.0))
+        self.spec = spec
+        self.seed = seed
+        self.max_restarts = max_restarts
+        self.frame_stack = frame_stack
+        self.num_cpus = min(num_cpus, cluster_cpus / n_workers)
+        self.startup_timeout_s = startup_timeout_s
+        self.on_restart = on_restart
+        self.restarts = 0
+        self.worker_restarts = [0] * n_workers
+        self.handles: list[Any] = [self._create(i) for i in range(n_workers)]
+        try:
+            self._start()
+        except BaseException:
+            self.close()
+            raise
+
+    def _start(self) -> None:
+        try:
+            ray.get([h.ready.remote() for h in self.handles], timeout=self.startup_timeout_s)
+        except GetTimeoutError:
+            raise WorkerFailedError(self._timeout_message()) from None
+        except RayActorError:
+            # Some worker died while starting: bring each one up on its own, with restarts.
+            for i in range(self.n_workers):
+                self.call(i, "ready")
+
+    @property
+    def n_workers(self) -> int:
+        return len(self.handles)
+
+    def _create(self, i: int) -> Any:
+        first = self.ranges[i].start
+        seed = self.seed + RESTART_SEED_STRIDE * self.worker_restarts[i]
+        options = {"num_cpus": self.num_cpus, "max_restarts": 0, "scheduling_strategy": "SPREAD"}
+        return (
+            _remote_worker()
+            .options(**options)
+            .remote(
+                self.spec,
+                seed,
+                first,
+                len(self.ranges[i]),
+                frame_stack=self.frame_stack,
+                policy_seed=seed + first,
+            )
+        )
+
+    def _timeout_message(self) -> str:
+        return (
+            f"Ray workers did not start within {self.startup_timeout_s:g} s: {self.n_workers} "
+            f"workers need {self.num_cpus:g} CPU each and the cluster has "
+            f"{ray.available_resources().get('CPU', 0):g} of "
+            f"{ray.cluster_resources().get('CPU', 0):g} CPUs free"
+        )
+
+    def restart(self, i: int, error: BaseException) -> None:
+        """Replace dead worker ``i`` by a fresh one (fresh envs, not yet reset).
+
+        Raises:
+            WorkerFailedError: worker ``i`` has died more than ``max_restarts`` times.
+        """
+        self.worker_restarts[i] += 1
+        self.restarts += 1
+        cause = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        if self.worker_restarts[i] > self.max_restarts:
+            raise WorkerFailedError(
+                f"Ray rollout worker {i} died {self.worker_restarts[i]} times "
+                f"(max_restarts={self.max_restarts}); last error: {cause}"
+            ) from error
+        logger.warning(
+            "Ray rollout worker %d died (%s); restarting it with fresh envs (restart %d of %d)",
+            i,
+            cause,
+            self.worker_restarts[i],
+            self.max_restarts,
+        )
+        ray.kill(self.handles[i], no_restart=True)
+        self.handles[i] = self._create(i)
+        try:
+            ray.get(self.handles[i].ready.remote(), timeout=self.startup_timeout_s)
+        except GetTimeoutError:
+            raise WorkerFailedError(self._timeout_message()) from None
+        except RayActorError as exc:
+            self.restart(i, exc)
+            return
+        if self.on_restart is not None:
+            self.on_restart(i)
+
+    def submit(self, i: int, method: str, *args: Any) -> ray.ObjectRef:
+        """Start ``method(*args)`` on worker ``i``; collect it with :meth:`result`."""
+        return getattr(self.handles[i], method).remote(*args)
+
+    def call(self, i: int, method: str, *args: Any) -> Any:
+        """Run ``method(*args)`` on worker ``i`` and return its result, re-creating the
+        worker and running it again if the worker dies."""
+        return self.result(i, self.submit(i, method, *args), retry=(method, args))
+
+    def result(
+        self,
+        i: int,
+        ref: ray.ObjectRef,
+        retry: tuple[str, tuple] | None = None,
+        on_death: Callable[[int], Any] | None = None,
+    ) -> Any:
+        """The result of ``ref`` from worker ``i``. If the worker died, restart it and either
+        run ``retry = (method, args)`` again or return ``on_death(i)``."""
+        try:
+            return ray.get(ref)
+        except RayActorError as exc:
+            self.restart(i, exc)
+        if on_death is not None:
+            return on_death(i)
+        if retry is None:
+            raise RuntimeError("a worker died and the call has neither retry nor on_death")
+        return self.call(i, retry[0], *retry[1])
+
+    def results(
+        self,
+        refs: list[ray.ObjectRef],
+        retry: list[tuple[str, tuple]] | None = None,
+        on_death: Callable[[int], Any] | None = None,
+    ) -> list[Any]:
+        """The results of one call per worker (``refs[i]`` from worker ``i``), in one
+        ``ray.get`` unless a worker died; then each as in :meth:`result`."""
+        try:
+            return ray.get(refs)
+        except RayActorError:
+            return [
+                self.result(i, ref, None if retry is None else retry[i], on_death)
+                for i, ref in enumerate(refs)
+            ]
+
+    def pid(self, i: int) -> int:
+        """Process id of worker ``i``."""
+        return int(self.call(i, "pid"))
+
+    def close(self) -> None:
+        """Close every worker's envs and end the actors (safe to call twice)."""
+        refs = [h.close.remote() for h in self.handles]
+        try:
+            ray.get(refs, timeout=10)
+        except RayError:
+            pass  # a dead or stuck worker is killed below all the same
+        for h in self.handles:
+            ray.kill(h, no_restart=True)
+        self.handles = []

@@ -1,0 +1,210 @@
+"""RayVecEnv: an SB3 VecEnv whose envs live in Ray actors, one batched call per worker per step."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import ray
+from stable_baselines3.common.vec_env import VecEnv, VecFrameStack
+from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices, VecEnvObs, VecEnvStepReturn
+
+from envs.factory import ATARI_FRAME_STACK, EnvSpec, check_env_id, env_kind
+from envs.render_state import RENDER_STATE_KEY
+from rlkit.distributed.pool import WorkerPool
+
+#: ``info`` key set on the step where a worker's death cut its envs' episodes.
+WORKER_RESTARTED_KEY = "worker_restarted"
+
+
+class RayVecEnv(VecEnv):
+    """``n_envs`` copies of ``spec`` spread over ``n_workers`` Ray actors.
+
+    Each worker holds a contiguous block of envs in a DummyVecEnv; a step sends each worker
+    its block of actions and gets back numpy arrays (observations ``(n_i, *obs_shape)``,
+    rewards, dones, infos), so one vector step is one round trip per worker, all in
+    parallel. Env ``k`` is seeded as in ``envs.make_vec_env(spec, n_envs, seed)``, so the
+    two give the same observations and rewards for the same actions. Atari observations are
+    single preprocessed frames ``(84, 84, 1)``; :func:`make_ray_vec_env` adds the 4-frame
+    stack on the driver, as ``make_vec_env`` does.
+
+    Fault tolerance: if a worker's process dies, the worker is re-created with fresh envs
+    (a new seed) and its envs' episodes end on that step as time-limit truncations: ``done``
+    True, reward 0, ``info["TimeLimit.truncated"] = True``, ``info["terminal_observation"]``
+    the last observation seen from that env, and the new episode's first observation in
+    ``obs`` (SB3 then bootstraps from the value of the last observation). A warning is
+    logged and :attr:`restarts` counts the re-creations; a worker that dies more than
+    ``max_restarts`` times raises :class:`~rlkit.distributed.pool.WorkerFailedError`.
+    ``get_attr``/``set_attr``/``env_method`` on a dead worker run again on its replacement.
+
+    Args:
+        spec: the env.
+        n_envs: total number of envs (>= n_workers).
+        n_workers: number of Ray actors.
+        seed: env ``k`` is seeded ``seed + k``.
+        max_restarts: re-creations allowed per worker.
+        num_cpus: CPUs reserved per actor (lowered when the cluster has fewer).
+    """
+
+    def __init__(
+        self,
+        spec: EnvSpec,
+        n_envs: int,
+        n_workers: int,
+        seed: int,
+        max_restarts: int = 3,
+        num_cpus: float = 1.0,
+    ) -> None:
+        check_env_id(spec.env_id)
+        self.spec = spec
+        self.pool = WorkerPool(spec, n_envs, n_workers, seed, max_restarts, num_cpus=num_cpus)
+        observation_space, action_space = self.pool.call(0, "spaces")
+        self._last_obs: np.ndarray | None = None
+        self._last_states: list[Any] = [None] * n_envs
+        self._pending: list[ray.ObjectRef] | None = None
+        super().__init__(n_envs, observation_space, action_space)
+        self.seed(seed)
+
+    @property
+    def restarts(self) -> int:
+        """How many times a worker was re-created after its process died."""
+        return self.pool.restarts
+
+    def worker_pid(self, worker: int) -> int:
+        """Process id of worker ``worker`` (for monitoring, and for tests that kill it)."""
+        return self.pool.pid(worker)
+
+    # -- reset and step -----------------------------------------------------------------
+
+    def reset(self) -> VecEnvObs:
+        """Reset every env (with the seeds/options of :meth:`seed`/:meth:`set_options`, once).
+
+        Returns: observations, shape ``(n_envs, *obs_shape)``.
+        """
+        self._pending = None
+        args = [
+            (self._seeds[r.start : r.stop], self._options[r.start : r.stop])
+            for r in self.pool.ranges
+        ]
+        refs = [self.pool.submit(i, "reset", *a) for i, a in enumerate(args)]
+        results = self.pool.results(refs, retry=[("reset", a) for a in args])
+        obs = np.concatenate([o for o, _ in results])
+        self.reset_infos = [info for _, infos in results for info in infos]
+        self._reset_seeds()
+        self._reset_options()
+        self._remember(obs, self.reset_infos, np.ones(self.num_envs, dtype=bool))
+        return obs
+
+    def step_async(self, actions: np.ndarray) -> None:
+        """Send each worker its block of ``actions`` (shape ``(n_envs, *act_shape)``)."""
+        actions = np.asarray(actions)
+        self._pending = [
+            self.pool.submit(i, "step", actions[r.start : r.stop])
+            for i, r in enumerate(self.pool.ranges)
+        ]
+
+    def step_wait(self) -> VecEnvStepReturn:
+        """Collect every worker's step: ``(obs, rews, dones, infos)`` as from a DummyVecEnv."""
+        if self._pending is None:
+            raise RuntimeError("step_wait called without step_async")
+        refs, self._pending = self._pending, None
+        results = self.pool.results(refs, on_death=self._truncated_step)
+        obs = np.concatenate([r[0] for r in results])
+        rews = np.concatenate([r[1] for r in results])
+        dones = np.concatenate([r[2] for r in results])
+        infos = [info for r in results for info in r[3]]
+        for k, reset_info in enumerate(info for r in results for info in r[4]):
+            if dones[k]:
+                self.reset_infos[k] = reset_info
+        self._remember(obs, infos, dones)
+        return obs, rews, dones, infos
+
+    def _remember(self, obs: np.ndarray, infos: list[dict[str, Any]], dones: np.ndarray) -> None:
+        """Keep what a truncation needs if a worker dies during the next step."""
+        self._last_obs = obs
+        if self.spec.render_state:
+            for k, info in enumerate(infos):
+                key_info = self.reset_infos[k] if dones[k] else info
+                self._last_states[k] = key_info.get(RENDER_STATE_KEY)
+
+    def _truncated_step(self, i: int) -> tuple:
+        """The step of freshly re-created worker ``i``: its envs' episodes end, truncated."""
+        envs = self.pool.ranges[i]
+        obs, reset_infos = self.pool.call(i, "reset")
+        assert self._last_obs is not None
+        infos = []
+        for k in envs:
+            info = {
+                "TimeLimit.truncated": True,
+                "terminal_observation": self._last_obs[k],
+                WORKER_RESTARTED_KEY: True,
+            }
+            if self.spec.render_state:
+                info[RENDER_STATE_KEY] = self._last_states[k]
+            infos.append(info)
+        n = len(envs)
+        return obs, np.zeros(n, dtype=np.float32), np.ones(n, dtype=bool), infos, reset_infos
+
+    # -- attributes and methods of the envs -----------------------------------------------
+
+    def _by_worker(self, indices: VecEnvIndices) -> tuple[list[int], dict[int, list[int]]]:
+        """The requested global indices, and the local indices each worker holds of them."""
+        wanted = list(self._get_indices(indices))
+        local: dict[int, list[int]] = {}
+        for k in wanted:
+            i = next(i for i, r in enumerate(self.pool.ranges) if k in r)
+            local.setdefault(i, []).append(k - self.pool.ranges[i].start)
+        return wanted, local
+
+    def _gather(self, method: str, indices: VecEnvIndices, *args: Any) -> list[Any]:
+        wanted, local = self._by_worker(indices)
+        refs = {i: self.pool.submit(i, method, *args, idx) for i, idx in local.items()}
+        by_index: dict[int, Any] = {}
+        for i, ref in refs.items():
+            values = self.pool.result(i, ref, retry=(method, (*args, local[i])))
+            start = self.pool.ranges[i].start
+            by_index.update({start + j: v for j, v in zip(local[i], values, strict=True)})
+        return [by_index[k] for k in wanted]
+
+    def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:
+        return self._gather("get_attr", indices, attr_name)
+
+    def set_attr(self, attr_name: str, value: Any, indices: VecEnvIndices = None) -> None:
+        self._gather("set_attr", indices, attr_name, value)
+
+    def env_method(
+        self,
+        method_name: str,
+        *method_args: Any,
+        indices: VecEnvIndices = None,
+        **method_kwargs: Any,
+    ) -> list[Any]:
+        return self._gather("env_method", indices, method_name, method_args, method_kwargs)
+
+    def env_is_wrapped(
+        self, wrapper_class: type[gym.Wrapper], indices: VecEnvIndices = None
+    ) -> list[bool]:
+        return self._gather("env_is_wrapped", indices, wrapper_class)
+
+    def get_images(self) -> Sequence[np.ndarray | None]:
+        if self.render_mode != "rgb_array":
+            return [None] * self.num_envs
+        return self.env_method("render")
+
+    def close(self) -> None:
+        """End the workers (their envs are closed first); safe to call twice."""
+        self._pending = None
+        self.pool.close()
+
+
+def make_ray_vec_env(
+    spec: EnvSpec, n_envs: int, n_workers: int, seed: int, max_restarts: int = 3
+) -> VecEnv:
+    """Like ``envs.make_vec_env(spec, n_envs, seed)``, with the envs on ``n_workers`` Ray
+    actors: a :class:`RayVecEnv`, wrapped in a 4-frame ``VecFrameStack`` for Atari."""
+    venv: VecEnv = RayVecEnv(spec, n_envs, n_workers, seed, max_restarts)
+    if env_kind(spec.env_id) == "atari":
+        venv = VecFrameStack(venv, ATARI_FRAME_STACK)
+    return venv

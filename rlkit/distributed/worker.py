@@ -1,0 +1,167 @@
+"""The rollout worker: one process stepping a contiguous block of a vector env's envs.
+
+:class:`RolloutWorker` is a plain class (the pool makes it a Ray actor with ``ray.remote``),
+so everything it does is also usable, and tested, in-process. Each call steps all its envs
+at once and returns numpy arrays, so a vector step costs one round trip per worker.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecFrameStack
+
+from envs.factory import ATARI_FRAME_STACK, EnvSpec, env_kind, make_env
+from rlkit.core.types import Trajectory
+from rlkit.distributed.fragments import FragmentRecorder
+from rlkit.distributed.policies import WorkerPolicy
+
+
+class RolloutWorker:
+    """Envs ``first_rank .. first_rank + n_envs - 1`` of a vector env, in a DummyVecEnv.
+
+    Env ``first_rank + k`` is built by ``envs.make_env(spec, seed, first_rank + k)`` and its
+    first reset uses seed ``seed + first_rank + k``, exactly as in ``envs.make_vec_env``, so
+    workers together reproduce one ``make_vec_env(spec, n_envs, seed)``. Auto-reset, and the
+    ``terminal_observation`` / ``TimeLimit.truncated`` infos, are the DummyVecEnv's.
+
+    Args:
+        spec: which env.
+        seed: the vector env's seed.
+        first_rank: global index of this worker's first env.
+        n_envs: number of envs in this worker.
+        frame_stack: stack Atari frames here (for worker-side policies); the vector env
+            stacks them on the driver instead.
+        policy_seed: seeds the generator passed to worker-side policies and torch's.
+    """
+
+    def __init__(
+        self,
+        spec: EnvSpec,
+        seed: int,
+        first_rank: int,
+        n_envs: int,
+        frame_stack: bool = False,
+        policy_seed: int = 0,
+    ) -> None:
+        # One core per worker: intra-op threads would only fight the other workers.
+        torch.set_num_threads(1)
+        self.spec = spec
+        self.base = DummyVecEnv([make_env(spec, seed, first_rank + k) for k in range(n_envs)])
+        self.base.seed(seed + first_rank)
+        stack = frame_stack and env_kind(spec.env_id) == "atari"
+        self.venv: VecEnv = VecFrameStack(self.base, ATARI_FRAME_STACK) if stack else self.base
+        self.rng = np.random.default_rng(policy_seed)
+        torch.manual_seed(policy_seed)
+        self.policy: WorkerPolicy | None = None
+        self.recorder: FragmentRecorder | None = None
+        self._obs: np.ndarray | None = None
+
+    # -- bookkeeping ---------------------------------------------------------------------
+
+    def ready(self) -> bool:
+        """Answers once the envs are built (the pool waits on it)."""
+        return True
+
+    def pid(self) -> int:
+        """This worker's process id (lets tests and operators signal it)."""
+        return os.getpid()
+
+    def spaces(self) -> tuple[gym.Space, gym.Space]:
+        """``(observation_space, action_space)`` of the (possibly frame-stacked) envs."""
+        return self.venv.observation_space, self.venv.action_space
+
+    # -- the VecEnv interface --------------------------------------------------------------
+
+    def reset(
+        self,
+        seeds: Sequence[int | None] | None = None,
+        options: Sequence[dict[str, Any]] | None = None,
+    ) -> tuple[np.ndarray, list[dict[str, Any]]]:
+        """Reset every env; ``seeds``/``options`` (one per env) as in SB3's ``VecEnv.seed``.
+
+        Returns: observations ``(n_envs, *obs_shape)`` and the reset infos.
+        """
+        if seeds is not None:
+            self.base._seeds = list(seeds)
+        if options is not None:
+            self.base._options = [dict(o) for o in options]
+        obs = self.venv.reset()
+        self._obs = obs
+        return obs, [dict(info) for info in self.base.reset_infos]
+
+    def step(
+        self, actions: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[dict[str, Any]], list[dict[str, Any]]]:
+        """Step every env with ``actions`` (shape ``(n_envs, *act_shape)``).
+
+        Returns: ``(obs, rews, dones, infos, reset_infos)`` as from an SB3 VecEnv, plus the
+        reset infos of the envs that auto-reset (empty dicts for the others).
+        """
+        obs, rews, dones, infos = self.venv.step(actions)
+        self._obs = obs
+        reset_infos = [dict(self.base.reset_infos[k]) if d else {} for k, d in enumerate(dones)]
+        return obs, rews, dones, infos, reset_infos
+
+    def get_attr(self, name: str, indices: Sequence[int]) -> list[Any]:
+        return self.base.get_attr(name, list(indices))
+
+    def set_attr(self, name: str, value: Any, indices: Sequence[int]) -> list[None]:
+        self.base.set_attr(name, value, list(indices))
+        return [None] * len(indices)
+
+    def env_method(
+        self, name: str, args: tuple, kwargs: dict[str, Any], indices: Sequence[int]
+    ) -> list[Any]:
+        return self.base.env_method(name, *args, indices=list(indices), **kwargs)
+
+    def env_is_wrapped(self, wrapper_class: type[gym.Wrapper], indices: Sequence[int]) -> list:
+        return self.base.env_is_wrapped(wrapper_class, list(indices))
+
+    def close(self) -> None:
+        self.venv.close()
+
+    # -- fragments ---------------------------------------------------------------------------
+
+    def set_policy(self, policy: WorkerPolicy) -> None:
+        """Use ``policy`` for :meth:`sample` from now on."""
+        self.policy = policy
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Give the policy new weights (through its ``load_state_dict``)."""
+        if self.policy is None:
+            raise RuntimeError("no policy: call set_policy first")
+        self.policy.load_state_dict(state_dict)  # type: ignore[attr-defined]
+
+    def sample(
+        self, fragment_length: int, state_dict: Mapping[str, Any] | None = None
+    ) -> list[tuple[int, Trajectory]]:
+        """Step every env ``fragment_length`` times with the worker's policy.
+
+        Episodes carry over from one call to the next. Args: ``state_dict``: new weights for
+        the policy (its ``load_state_dict``) before stepping.
+
+        Returns: ``(local env index, piece)`` pairs, ordered by time of completion; each env's
+        pieces hold ``fragment_length`` steps together (a piece ends at an episode's end or
+        at the end of the call).
+        """
+        if state_dict is not None:
+            self.load_state_dict(state_dict)
+        if self.policy is None:
+            raise RuntimeError("no policy: call set_policy first")
+        if self.recorder is None:
+            self.recorder = FragmentRecorder(self.venv.num_envs, self.spec.render_state)
+            obs, infos = self.reset()
+            self.recorder.start(obs, infos)
+        pieces = []
+        for _ in range(fragment_length):
+            assert self._obs is not None
+            acts = np.asarray(self.policy(self._obs, self.rng))
+            obs, rews, dones, infos, reset_infos = self.step(acts)
+            pieces += self.recorder.record(acts, obs, rews, dones, infos, reset_infos)
+        return pieces + self.recorder.flush()

@@ -1,0 +1,268 @@
+"""rlkit.distributed against a real `ray start --head` on localhost (2 CPUs).
+
+One head serves the whole module. It runs with `--block` in its own process group, with its
+own temp dir and ports, and is stopped by signalling that group: `ray stop` would also stop
+every other Ray instance on this shared machine.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ray = pytest.importorskip("ray")
+
+from envs import EnvSpec, make_vec_env  # noqa: E402
+from rlkit.distributed import (  # noqa: E402
+    FragmentSampler,
+    SB3Policy,
+    WorkerFailedError,
+    connect,
+    make_ray_vec_env,
+    shutdown,
+)
+
+RAY_BIN = Path(sys.executable).with_name("ray")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """SIGTERM to `ray start --block` (it stops its children in order), then SIGKILL to
+    its whole process group if it takes too long."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def ray_head():
+    """The address ``127.0.0.1:PORT`` of a fresh head node, connected to this process."""
+    port = _free_port()
+    temp_dir = tempfile.mkdtemp(prefix="rlray")  # short: Ray's socket paths must fit 107 bytes
+    cmd = [
+        str(RAY_BIN),
+        "start",
+        "--head",
+        f"--port={port}",
+        "--num-cpus=2",
+        "--include-dashboard=false",
+        "--disable-usage-stats",
+        "--block",
+        f"--temp-dir={temp_dir}",
+        f"--ray-client-server-port={_free_port()}",
+        f"--dashboard-port={_free_port()}",
+        f"--dashboard-agent-listen-port={_free_port()}",
+    ]
+    log = open(os.path.join(temp_dir, "head.log"), "w")  # noqa: SIM115
+    # No token authentication for this throwaway localhost head: Ray turns it on when a
+    # token exists in ~/.ray, and a driver given an explicit address does not send it.
+    # A test head has nothing to drain: shut down at once on SIGTERM.
+    env = {
+        **os.environ,
+        "CI": "true",
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "RAY_AUTH_MODE": "disabled",
+        "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",
+    }
+    env.pop("RAY_ADDRESS", None)
+    proc = subprocess.Popen(
+        cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
+        start_new_session=True,
+    )  # fmt: skip
+    address = f"127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"ray start exited with {proc.returncode}: {open(log.name).read()}")
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    pytest.fail("ray start --head did not open its port within 60 s")
+                time.sleep(0.2)
+        shutdown()
+        connect(address)
+        yield address
+    finally:
+        shutdown()
+        _stop(proc)
+        log.close()
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def _assert_same_steps(ray_env, ref_env, actions: np.ndarray) -> int:
+    """Step both with the same actions; returns how many episode ends were compared."""
+    np.testing.assert_array_equal(ray_env.reset(), ref_env.reset())
+    n_done = 0
+    for acts in actions:
+        got_obs, got_rews, got_dones, got_infos = ray_env.step(acts)
+        want_obs, want_rews, want_dones, want_infos = ref_env.step(acts)
+        np.testing.assert_array_equal(got_obs, want_obs)
+        np.testing.assert_array_equal(got_rews, want_rews)
+        np.testing.assert_array_equal(got_dones, want_dones)
+        for got, want in zip(got_infos, want_infos, strict=True):
+            assert got.keys() == want.keys()
+            np.testing.assert_array_equal(got["render_state"], want["render_state"])
+            if "terminal_observation" in want:
+                n_done += 1
+                np.testing.assert_array_equal(
+                    got["terminal_observation"], want["terminal_observation"]
+                )
+    return n_done
+
+
+def test_mujoco_matches_make_vec_env(ray_head):
+    spec = EnvSpec("Hopper-v5", render_state=True)
+    venv = make_ray_vec_env(spec, n_envs=3, n_workers=2, seed=7)
+    try:
+        assert venv.num_envs == 3 and venv.observation_space.shape == (11,)
+        actions = np.random.default_rng(0).uniform(-1, 1, size=(40, 3, 3)).astype(np.float32)
+        assert _assert_same_steps(venv, make_vec_env(spec, 3, seed=7), actions) > 0
+        assert venv.get_attr("spec", indices=[2, 0])[0].id == "Hopper-v5"
+        venv.set_attr("custom_flag", 5, indices=[1, 2])
+        assert venv.get_attr("custom_flag", indices=[1, 2]) == [5, 5]
+        dt = venv.env_method("get_wrapper_attr", "dt")
+        assert dt == pytest.approx([0.008] * 3)
+    finally:
+        venv.close()
+
+
+def test_atari_matches_make_vec_env(ray_head):
+    spec = EnvSpec("ALE/Pong-v5", render_state=True)
+    venv = make_ray_vec_env(spec, n_envs=2, n_workers=2, seed=3)
+    try:
+        assert venv.observation_space.shape == (84, 84, 4)
+        actions = np.random.default_rng(1).integers(6, size=(30, 2))
+        _assert_same_steps(venv, make_vec_env(spec, 2, seed=3), actions)
+    finally:
+        venv.close()
+
+
+def test_fragment_sampler_broadcasts_weights_and_survives_a_kill(ray_head):
+    """Worker-side SB3 policy: the weights sent decide the actions; a killed worker is
+    re-created with the policy and weights and the sample still comes back whole."""
+    import torch
+    from stable_baselines3 import A2C
+
+    spec = EnvSpec("Hopper-v5", render_state=True)
+    model = A2C("MlpPolicy", make_vec_env(spec, 1, seed=0), seed=0, device="cpu")
+    sampler = FragmentSampler(spec, n_envs=4, n_workers=2, seed=1, fragment_length=20)
+    try:
+
+        def weights(bias: float) -> dict:
+            state = {k: v.clone() for k, v in model.policy.state_dict().items()}
+            state["action_net.weight"] = torch.zeros_like(state["action_net.weight"])
+            state["action_net.bias"] = torch.full_like(state["action_net.bias"], bias)
+            return state
+
+        policy = SB3Policy(model.policy, deterministic=True)
+        first = sampler.sample_indexed(policy, weights(0.5))
+        for k in range(4):
+            mine = [t for i, t in first if i == k]
+            assert sum(len(t) for t in mine) == 20
+            assert mine[0].obs.shape[1:] == (11,) and mine[0].render_states.shape[1:] == (12,)
+        assert all(np.allclose(t.acts, 0.5) for _, t in first)
+
+        os.kill(sampler.pool.pid(0), signal.SIGKILL)
+        second = sampler.sample_indexed()
+        assert sampler.restarts == 1
+        assert {k for k, _ in second} == {0, 1, 2, 3}
+        assert all(sum(len(t) for i, t in second if i == k) == 20 for k in range(4))
+        assert all(np.allclose(t.acts, 0.5) for _, t in second)
+        # The surviving worker's episodes go on where they stopped.
+        last_of_env2 = [t for i, t in first if i == 2][-1]
+        np.testing.assert_array_equal(
+            [t for i, t in second if i == 2][0].obs[0], last_of_env2.obs[-1]
+        )
+
+        third = sampler.sample(state_dict=weights(-0.25))
+        assert all(np.allclose(t.acts, -0.25) for t in third)
+
+        # With prefetch the fragment in flight was begun under the previous weights.
+        sampler.prefetch = True
+        assert all(np.allclose(t.acts, -0.25) for t in sampler.sample())
+        stale = sampler.sample(state_dict=weights(0.1))
+        assert all(np.allclose(t.acts, -0.25) for t in stale)
+        fresh = sampler.sample_indexed()
+        assert all(np.allclose(t.acts, 0.1) for _, t in fresh)
+        assert all(sum(len(t) for i, t in fresh if i == k) == 20 for k in range(4))
+    finally:
+        sampler.close()
+
+
+def test_killed_worker_truncates_its_episodes_then_too_many_deaths_stop(ray_head, caplog):
+    spec = EnvSpec("Hopper-v5", render_state=True)
+    venv = make_ray_vec_env(spec, n_envs=4, n_workers=2, seed=0, max_restarts=1)
+    rng = np.random.default_rng(2)
+    try:
+        obs = venv.reset()
+        for _ in range(3):
+            obs, _, dones, _ = venv.step(rng.uniform(-1, 1, size=(4, 3)))
+        assert not dones.any()
+        os.kill(venv.worker_pid(1), signal.SIGKILL)
+        with caplog.at_level(logging.WARNING, logger="rlkit.distributed"):
+            new_obs, rews, dones, infos = venv.step(rng.uniform(-1, 1, size=(4, 3)))
+        assert new_obs.shape == (4, 11) and rews.shape == (4,)
+        assert dones.tolist() == [False, False, True, True]
+        for k in (2, 3):
+            assert infos[k]["TimeLimit.truncated"] and infos[k]["worker_restarted"]
+            np.testing.assert_array_equal(infos[k]["terminal_observation"], obs[k])
+            assert infos[k]["render_state"].shape == (12,)
+            assert not np.array_equal(new_obs[k], obs[k])
+        assert not infos[0]["TimeLimit.truncated"]
+        assert venv.restarts == 1
+        assert "worker 1 died" in caplog.text
+        for _ in range(3):  # training goes on
+            new_obs, _, dones, _ = venv.step(rng.uniform(-1, 1, size=(4, 3)))
+            assert new_obs.shape == (4, 11)
+
+        os.kill(venv.worker_pid(1), signal.SIGKILL)
+        start = time.monotonic()
+        with pytest.raises(WorkerFailedError, match=r"worker 1 died 2 times \(max_restarts=1\)"):
+            venv.step(rng.uniform(-1, 1, size=(4, 3)))
+        assert time.monotonic() - start < 30
+    finally:
+        venv.close()
+
+
+def test_prefs_train_runs_on_ray_workers(ray_head, tmp_path):
+    from rlkit.cli import main
+    from rlkit.store import Store
+
+    run = tmp_path / "ray_prefs"
+    args = ["prefs", "train", "--env", "Hopper-v5", "--steps", "1024", "--labels", "10",
+            "--n-envs", "2", "--round-steps", "512", "--policy.n-steps", "256",
+            "--segment-seconds", "0.2", "--eval-episodes", "0", "--pool-size", "100",
+            "--trainer.pretrain-epochs", "2", "--ray-workers", "2", "--ray-address", ray_head,
+            "--run-dir", str(run)]  # fmt: skip
+    assert main(args) == 0
+    store = Store(run)
+    assert store.count_labels() == 10
+    # segments rolled out on the workers keep their MuJoCo render state
+    seg = store.load_segment(store.labels_after(0)[0].segment_a)
+    assert seg.render_state is not None and seg.render_state.shape == (25, 12)

@@ -1,0 +1,177 @@
+"""rlkit.distributed without a Ray cluster: env splitting, the worker in-process, fragments,
+and the one-line error for an unreachable address."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import numpy as np
+import pytest
+
+pytest.importorskip("ray")
+
+from envs import EnvSpec, make_vec_env  # noqa: E402
+from rlkit import cli  # noqa: E402
+from rlkit.core.errors import UserError  # noqa: E402
+from rlkit.distributed import RandomPolicy, connect  # noqa: E402
+from rlkit.distributed.pool import split_envs  # noqa: E402
+from rlkit.distributed.worker import RolloutWorker  # noqa: E402
+
+
+def test_split_envs_is_contiguous_and_balanced():
+    ranges = split_envs(7, 3)
+    assert [list(r) for r in ranges] == [[0, 1, 2], [3, 4], [5, 6]]
+    with pytest.raises(UserError, match="must be >= the number of Ray workers"):
+        split_envs(2, 3)
+    with pytest.raises(UserError, match=">= 1"):
+        split_envs(2, 0)
+
+
+def test_worker_blocks_reproduce_make_vec_env():
+    """Two workers holding envs 0-1 and 2 step exactly like make_vec_env(n_envs=3)."""
+    spec = EnvSpec("Hopper-v5", render_state=True)
+    ref = make_vec_env(spec, 3, seed=5)
+    workers = [RolloutWorker(spec, 5, 0, 2), RolloutWorker(spec, 5, 2, 1)]
+    obs = np.concatenate([w.reset()[0] for w in workers])
+    np.testing.assert_array_equal(obs, ref.reset())
+    rng = np.random.default_rng(0)
+    n_done = 0
+    for _ in range(40):
+        acts = rng.uniform(-1, 1, size=(3, 3)).astype(np.float32)
+        out = [workers[0].step(acts[:2]), workers[1].step(acts[2:])]
+        want_obs, want_rews, want_dones, want_infos = ref.step(acts)
+        np.testing.assert_array_equal(np.concatenate([o[0] for o in out]), want_obs)
+        np.testing.assert_array_equal(np.concatenate([o[1] for o in out]), want_rews)
+        np.testing.assert_array_equal(np.concatenate([o[2] for o in out]), want_dones)
+        infos = out[0][3] + out[1][3]
+        for got, want in zip(infos, want_infos, strict=True):
+            np.testing.assert_array_equal(got["render_state"], want["render_state"])
+            assert got["TimeLimit.truncated"] == want["TimeLimit.truncated"]
+            if "terminal_observation" in want:
+                n_done += 1
+                np.testing.assert_array_equal(
+                    got["terminal_observation"], want["terminal_observation"]
+                )
+    assert n_done > 0, "the rollout should cross an episode end"
+    assert workers[1].get_attr("spec", [0])[0].id == "Hopper-v5"
+
+
+def test_worker_fragments_match_a_vec_env_rollout():
+    """Fragments cut by the worker hold exactly the stream of a make_vec_env rollout."""
+    spec = EnvSpec("Hopper-v5", render_state=True)
+    worker = RolloutWorker(spec, 11, 0, 2, policy_seed=3)
+    worker.set_policy(RandomPolicy(worker.spaces()[1]))
+    pieces = worker.sample(30) + worker.sample(30)
+
+    ref = make_vec_env(spec, 2, seed=11)
+    obs = ref.reset()
+    states = [info["render_state"] for info in ref.reset_infos]
+    rng = np.random.default_rng(3)
+    policy = RandomPolicy(ref.action_space)
+    per_env: list[list] = [[], []]
+    for k, traj in pieces:
+        per_env[k].append(traj)
+    for k in range(2):
+        assert sum(len(t) for t in per_env[k]) == 60
+    cursor = [(0, 0), (0, 0)]  # (piece, step) of each env
+    n_terminal = 0
+    for _ in range(60):
+        acts = policy(obs, rng)
+        next_obs, rews, dones, infos = ref.step(acts)
+        for k in range(2):
+            p, t = cursor[k]
+            traj = per_env[k][p]
+            np.testing.assert_array_equal(traj.obs[t], obs[k])
+            np.testing.assert_array_equal(traj.render_states[t], states[k])
+            np.testing.assert_array_equal(traj.acts[t], acts[k])
+            assert traj.rews[t] == pytest.approx(rews[k])
+            if dones[k]:
+                np.testing.assert_array_equal(traj.obs[t + 1], infos[k]["terminal_observation"])
+                assert traj.terminal == (not infos[k]["TimeLimit.truncated"])
+                assert t + 1 == len(traj)
+                n_terminal += traj.terminal
+                cursor[k] = (p + 1, 0)
+                states[k] = ref.reset_infos[k]["render_state"]
+            else:
+                np.testing.assert_array_equal(traj.obs[t + 1], next_obs[k])
+                cursor[k] = (p + 1, 0) if t + 1 == len(traj) else (p, t + 1)
+                states[k] = infos[k]["render_state"]
+        obs = next_obs
+    assert n_terminal > 0
+
+
+def test_worker_stacks_atari_frames_like_make_vec_env():
+    spec = EnvSpec("ALE/Pong-v5")
+    worker = RolloutWorker(spec, 2, 0, 1, frame_stack=True)
+    worker.set_policy(lambda obs, rng: rng.integers(6, size=len(obs)))
+    (k, traj), *rest = worker.sample(12)
+    assert k == 0 and not rest
+    assert traj.obs.shape == (13, 84, 84, 4) and traj.obs.dtype == np.uint8
+
+    ref = make_vec_env(spec, 1, seed=2)
+    obs = ref.reset()
+    for t in range(12):
+        np.testing.assert_array_equal(traj.obs[t], obs[0])
+        obs, rews, _, _ = ref.step(traj.acts[t : t + 1])
+        assert traj.rews[t] == rews[0]
+    np.testing.assert_array_equal(traj.obs[12], obs[0])
+
+
+def test_random_policy_is_seeded_and_in_bounds():
+    import gymnasium as gym
+
+    box = RandomPolicy(gym.spaces.Box(-2.0, 0.5, shape=(3,), dtype=np.float32))
+    a = box(np.zeros((5, 4)), np.random.default_rng(1))
+    assert a.shape == (5, 3) and a.dtype == np.float32
+    assert (a >= -2).all() and (a <= 0.5).all()
+    np.testing.assert_array_equal(a, box(np.zeros((5, 4)), np.random.default_rng(1)))
+    disc = RandomPolicy(gym.spaces.Discrete(4))
+    assert set(disc(np.zeros((200, 1)), np.random.default_rng(0))) == {0, 1, 2, 3}
+
+
+def test_unreachable_address_is_a_quick_one_line_error():
+    start = time.monotonic()
+    with pytest.raises(UserError) as info:
+        connect("127.0.0.1:1")
+    assert time.monotonic() - start < 10
+    assert info.value.exit_code == 2
+    message = str(info.value)
+    assert message.startswith("cannot reach Ray cluster at 127.0.0.1:1: ")
+    assert "\n" not in message
+    with pytest.raises(UserError, match="expected HOST:PORT"):
+        connect("not-an-address")
+
+
+def _connect_command(argv: list[str]) -> int:
+    """A stand-in for `rlkit prefs train --ray-address ADDR`: connect, then stop."""
+    connect(argv[0])
+    return 0
+
+
+def test_unreachable_address_exits_2_with_one_line(monkeypatch, capsys):
+    module = sys.modules[__name__].__name__
+    monkeypatch.setitem(cli.COMMANDS, ("prefs", "train"), (f"{module}:_connect_command", ""))
+    assert cli.main(["prefs", "train", "127.0.0.1:1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith("error: cannot reach Ray cluster at 127.0.0.1:1: ")
+
+
+def test_local_instance_is_started_on_demand_with_a_small_footprint():
+    import os
+
+    import ray
+
+    from rlkit.distributed import shutdown
+
+    shutdown()
+    try:
+        connect(None)
+        connect(None)  # reuses the running instance
+        resources = ray.cluster_resources()
+        assert resources["CPU"] == len(os.sched_getaffinity(0))
+        assert resources["object_store_memory"] == pytest.approx(512 * 1024**2, rel=0.01)
+    finally:
+        shutdown()
+    assert not ray.is_initialized()
