@@ -85,6 +85,7 @@ class PreferenceLoop:
         self.console = console or Console(stderr=True)
         self.kind = env_kind(cfg.env)
         self.rng = seed_everything(cfg.seed)
+        torch.set_num_threads(cfg.torch_threads)
         self.n_envs = cfg.n_envs or (8 if self.kind == "atari" else 4)
         self.seg_len = segment_length(cfg, self.kind)
         self.scale = cfg.reward_scale or (0.05 if self.kind == "atari" else 1.0)

@@ -59,6 +59,9 @@ class PrefsConfig:
     """Episodes for the before/after evaluation on the true reward."""
     early_termination: bool = False
     """MuJoCo: end episodes when the robot falls (off, as in the paper: a fall shows in the reward)."""
+    torch_threads: int = 1
+    """Torch intra-op threads. One is fastest for the small per-step forward passes here and
+    does not fight the envs for cores; raise it for big CNNs on a machine with spare cores."""
     ray_workers: int = 0
     """Step the envs on this many Ray worker actors (0: in this process)."""
     ray_address: str | None = None
@@ -82,6 +85,7 @@ class PrefsConfig:
             "checkpoint_every": self.checkpoint_every > 0,
             "eval_episodes": self.eval_episodes >= 0,
             "ray_workers": self.ray_workers >= 0,
+            "torch_threads": self.torch_threads >= 1,
             "synthetic_share": 0.0 <= self.synthetic_share <= 1.0,
             "dropout": 0.0 <= self.dropout < 1.0,
         }

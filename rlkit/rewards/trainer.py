@@ -193,6 +193,7 @@ class RewardTrainer:
         weights[weights.sum(1) == 0] = 1.0
         probs = weights / weights.sum(1, keepdims=True)
         self.ensemble.train()
+        epoch_losses: list[float] = []
         for step in range(total):
             idx = np.stack(
                 [self.rng.choice(train_idx, size=cfg.batch_size, p=probs[m]) for m in range(k)]
@@ -200,8 +201,9 @@ class RewardTrainer:
             obs_a, acts_a, obs_b, acts_b, mu = self._batch(torch.as_tensor(idx))
             ret_a = self.ensemble.segment_returns(obs_a, acts_a, per_member=True)
             ret_b = self.ensemble.segment_returns(obs_b, acts_b, per_member=True)
-            loss = preference_loss(ret_a, ret_b, mu, cfg.random_response).mean(1).sum()
-            loss = loss + self.l2 * self.ensemble.parameter_l2().sum()
+            data_loss = preference_loss(ret_a, ret_b, mu, cfg.random_response).mean(1)  # (K,)
+            epoch_losses.append(float(data_loss.detach().mean()))
+            loss = data_loss.sum() + self.l2 * self.ensemble.parameter_l2().sum()
             if cfg.cross_lipschitz > 0:
                 penalty = cross_lipschitz_preference(self.ensemble, obs_a, acts_a, obs_b, acts_b)
                 loss = loss + cfg.cross_lipschitz * penalty
@@ -216,7 +218,8 @@ class RewardTrainer:
                 self.mean_teacher.update()
             self.steps += 1
             if (step + 1) % steps_per_epoch == 0 or step == total - 1:
-                self._adapt_l2()
+                self._adapt_l2(float(np.mean(epoch_losses)))
+                epoch_losses.clear()
         return self.evaluate()
 
     @torch.no_grad()
@@ -242,11 +245,15 @@ class RewardTrainer:
         loss = float(torch.cat(losses).mean())
         return loss, (correct / decided if decided else math.nan)
 
-    def _adapt_l2(self) -> None:
+    def _adapt_l2(self, train_loss: float) -> None:
+        """Keep validation loss within [l2_low, l2_high] x training loss.
+
+        ``train_loss`` is the mean minibatch loss of the epoch just finished (on each
+        member's bootstrap sample), which spares a full pass over the training labels.
+        """
         val_idx = self._split(val=True)
         if len(val_idx) == 0:
             return
-        train_loss, _ = self._losses(self._split(val=False))
         val_loss, _ = self._losses(val_idx)
         ratio = val_loss / max(train_loss, 1e-8)
         if ratio > self.config.l2_high:
