@@ -11,15 +11,24 @@ Each round reads as a story (:meth:`PreferenceLoop.run_round`):
 4. whatever labels the store holds that the trainer has not seen are ingested, and the
    ensemble trains on them; its output normalization is refreshed on recent segments.
 
+Reward training runs on a background thread while the policy trains (as in the paper,
+where the reward predictor trained asynchronously): the trainer updates a *learner*
+ensemble while the env wrapper reads an *actor* copy, and at each round boundary the
+loop waits for the learner, copies it into the actor, and starts the next round of
+training. The policy thus sees a reward that lags one round, deterministically, and the
+two cores of a small machine both work (torch releases the GIL inside its kernels).
+
 The store is the only channel between queries and labels, so human labels that arrive
 late (or after a restart) are used as soon as they appear, and nothing blocks on them.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -107,10 +116,21 @@ class PreferenceLoop:
             venv.observation_space, venv.action_space, cfg.ensemble_size, backbone,
             dropout=cfg.dropout, seed=cfg.seed,
         )  # fmt: skip
-        self.reward_env = LearnedRewardVecEnv(self.recorder, self.ensemble, self.scale)
+        # The actor is what the policy's reward wrapper reads; the learner (self.ensemble)
+        # trains in the background and is copied into the actor at round boundaries.
+        self.actor: RewardEnsemble = copy.deepcopy(self.ensemble)
+        self.reward_env = LearnedRewardVecEnv(self.recorder, self.actor, self.scale)
         self.trainer = RewardTrainer(
-            self.ensemble, cfg.trainer, self.rng, unlabeled=self.sample_unlabeled_steps
+            self.ensemble, cfg.trainer, self.rng.spawn(1)[0], unlabeled=self.sample_unlabeled_steps
         )
+        self._executor = ThreadPoolExecutor(
+            max_workers=1,
+            thread_name_prefix="reward-trainer",
+            initializer=torch.set_num_threads,  # per-thread in OpenMP: set it there too
+            initargs=(cfg.torch_threads,),
+        )
+        self._training: Future | None = None
+        self._unlabeled: list[Segment] = []
         synthetic = SyntheticTeacher(cfg.teacher_model, self.rng)
         share = {"synthetic": 1.0, "human": 0.0, "mixed": cfg.synthetic_share}[cfg.teacher]
         self.teacher = SyntheticTeacherAdapter(synthetic, share=share)
@@ -202,13 +222,32 @@ class PreferenceLoop:
     def sample_unlabeled_steps(
         self, n: int, rng: np.random.Generator
     ) -> tuple[np.ndarray, np.ndarray]:
-        """``n`` random steps ``(obs, acts)`` from the pool's segments (for semi-supervision)."""
-        ids = self.pool.ids()
-        seg_ids = rng.choice(ids, size=n)
+        """``n`` random steps ``(obs, acts)`` from recent pool segments (for semi-supervision).
+
+        Reads a snapshot taken when training was started, never the live pool, which the
+        policy's rollouts change meanwhile on the main thread.
+        """
+        segs = self._unlabeled
+        which = rng.integers(0, len(segs), size=n)
         steps = rng.integers(0, self.seg_len, size=n)
-        obs = np.stack([self.pool[int(i)].obs[t] for i, t in zip(seg_ids, steps, strict=True)])
-        acts = np.stack([self.pool[int(i)].acts[t] for i, t in zip(seg_ids, steps, strict=True)])
+        obs = np.stack([segs[i].obs[t] for i, t in zip(which, steps, strict=True)])
+        acts = np.stack([segs[i].acts[t] for i, t in zip(which, steps, strict=True)])
         return obs, acts
+
+    def start_reward_training(self, epochs: float | None = None) -> None:
+        """Train the learner ensemble on a background thread (see the module docstring)."""
+        self._unlabeled = [self.pool[int(i)] for i in self.pool.ids()]
+        self._training = self._executor.submit(self.trainer.train, epochs)
+
+    def finish_reward_training(self) -> dict[str, float]:
+        """Wait for the learner, refresh its normalization, copy it into the actor."""
+        stats: dict[str, float] = {}
+        if self._training is not None:
+            stats = self._training.result()
+            self._training = None
+        self.refresh_normalization()
+        self.actor.load_state_dict(self.ensemble.state_dict())
+        return stats
 
     def refresh_normalization(self, max_segments: int = 64) -> None:
         ids = self.pool.ids()
@@ -235,9 +274,8 @@ class PreferenceLoop:
         self.collect_random_segments(min(self.pool.capacity, max(2 * n0, 20)))
         self.ask(n0)
         if self.ingest_labels():
-            stats = self.trainer.train(self.cfg.trainer.pretrain_epochs)
-            self.metrics.log_dict(0, stats)
-        self.refresh_normalization()
+            self.start_reward_training(self.cfg.trainer.pretrain_epochs)
+        self.metrics.log_dict(0, self.finish_reward_training())
         self.true_return_before = evaluate_policy_true(
             self.agent, self.cfg, self.n_envs, self.cfg.eval_episodes
         )
@@ -251,13 +289,11 @@ class PreferenceLoop:
         self.agent.learn(self.round_steps, reset_num_timesteps=False, progress_bar=False)
         policy_seconds = time.perf_counter() - t0
         step = self.steps_done
+        stats = self.finish_reward_training()
+        wait_seconds = time.perf_counter() - t0 - policy_seconds
         asked = self.ask(self.schedule.target(step) - self.store.count_selected_queries())
-        new = self.ingest_labels()
-        stats: dict[str, float] = {}
-        t1 = time.perf_counter()
-        if new:
-            stats.update(self.trainer.train())
-        self.refresh_normalization()
+        if self.ingest_labels():
+            self.start_reward_training()
         episodes = [ep["r"] for ep in self.agent.ep_info_buffer]
         stats.update({
             "charts/true_return": float(np.mean(episodes)) if episodes else math.nan,
@@ -265,14 +301,16 @@ class PreferenceLoop:
             "charts/queries_asked": float(asked),
             "charts/pool_size": float(len(self.pool)),
             "time/policy_seconds": policy_seconds,
-            "time/reward_seconds": time.perf_counter() - t1,
+            "time/reward_wait_seconds": wait_seconds,
         })  # fmt: skip
         self.metrics.log_dict(step, {k: v for k, v in stats.items() if not math.isnan(v)})
         return stats
 
     # -- checkpoints ----------------------------------------------------------------------
     def save(self) -> Path:
+        """Checkpoint at a round boundary (waits for any reward training in flight)."""
         assert self.agent is not None
+        self.finish_reward_training()
         state = {
             "step": self.steps_done,
             "ensemble": self.ensemble.state_dict(),
@@ -316,7 +354,8 @@ class PreferenceLoop:
         self.last_checkpoint_step = int(state["step"])
         self.answer_pending_synthetic()
         if self.ingest_labels():
-            self.trainer.train()
+            self.start_reward_training()
+        self.finish_reward_training()
         self.agent._last_obs = None  # noqa: SLF001  (fresh envs: SB3 resets them)
 
     # -- the whole run --------------------------------------------------------------------
@@ -359,5 +398,8 @@ class PreferenceLoop:
         )  # fmt: skip
 
     def close(self) -> None:
+        if self._training is not None:
+            self._training.cancel()
+        self._executor.shutdown(wait=True)
         self.reward_env.close()
         self.store.close()

@@ -48,11 +48,11 @@ class TrainerConfig:
     """Multiplicative L2 adjustment per epoch."""
     random_response: float = 0.1
     """Probability of a uniformly random answer in the preference model."""
-    epochs: float = 3.0
-    """Passes over the training labels after each new batch of labels."""
+    epochs: float = 1.0
+    """Passes over the training labels in each round (rounds are frequent: every ~4k steps)."""
     pretrain_epochs: float = 50.0
     """Passes over the initial labels before RL starts."""
-    min_steps: int = 20
+    min_steps: int = 10
     """Lower bound on gradient steps per training round."""
     cross_lipschitz: float = 0.0
     """Weight of the cross-Lipschitz penalty on the preference classifier (0: off)."""

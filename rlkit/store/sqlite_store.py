@@ -219,6 +219,11 @@ class Store:
     def count_queries(self) -> int:
         return int(self.conn.execute("SELECT COUNT(*) FROM queries").fetchone()[0])
 
+    def count_selected_queries(self) -> int:
+        """Queries the trainer asked, without the gold queries the labeling UI mixes in."""
+        q = "SELECT COUNT(*) FROM queries WHERE gold = 0"
+        return int(self.conn.execute(q).fetchone()[0])
+
     def unanswered_queries(self) -> list[tuple[int, int, int]]:
         """``(query_id, segment_a, segment_b)`` of queries with fewer labels than wanted."""
         rows = self.conn.execute(
