@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from rlkit.cli import run_tyro
+from rlkit.core.checkpoint import CheckpointManager
 from rlkit.core.errors import UserError
 from rlkit.core.rundir import (
     dataclass_from_dict,
@@ -49,6 +50,8 @@ def train(argv: list[str]) -> int:
         cfg = dataclasses.replace(
             saved, resume=True, run_dir=run_dir, steps=max(steps, saved.steps)
         )
+        # A missing or corrupt checkpoint stops us here, before anything is written.
+        CheckpointManager(run_dir).load_latest()
     else:
         run_dir = Path(cfg.run_dir or Path("runs") / default_run_name(cfg.env, "prefs", cfg.seed))
         run_dir = prepare_run_dir(run_dir, resume=False)
@@ -100,7 +103,6 @@ def evaluate(argv: list[str]) -> int:
     cfg = dataclass_from_dict(PrefsConfig, load_config(args.run_dir))
     from agents.presets import load_agent, resolve_algo
     from envs import env_kind
-    from rlkit.core.checkpoint import CheckpointManager
     from rlkit.loops.evaluation import evaluate_policy_true
 
     kind = env_kind(cfg.env)
