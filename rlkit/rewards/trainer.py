@@ -46,6 +46,11 @@ class TrainerConfig:
     """Upper bound on validation loss / training loss: above it, L2 is strengthened."""
     l2_factor: float = 1.3
     """Multiplicative L2 adjustment per epoch."""
+    l2_max: float = 1e-2
+    """Upper bound on the L2 coefficient: with few labels every model overfits, and an
+    unbounded coefficient would flatten the reward to a constant."""
+    l2_min: float = 1e-7
+    """Lower bound on the L2 coefficient."""
     random_response: float = 0.1
     """Probability of a uniformly random answer in the preference model."""
     epochs: float = 1.0
@@ -260,6 +265,7 @@ class RewardTrainer:
             self.l2 *= self.config.l2_factor
         elif ratio < self.config.l2_low:
             self.l2 /= self.config.l2_factor
+        self.l2 = min(max(self.l2, self.config.l2_min), self.config.l2_max)
 
     def evaluate(self) -> dict[str, float]:
         train_loss, train_acc = self._losses(self._split(val=False))
