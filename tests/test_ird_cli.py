@@ -1,0 +1,59 @@
+"""``rlkit ird lavaland``: table, JSON lines, PNG, errors, seeding."""
+
+import json
+
+import pytest
+
+from rlkit.cli import main
+
+SMALL = ["--maps", "2", "--samples", "60", "--proxy-samples", "60", "--size", "8"]
+
+
+@pytest.fixture(autouse=True)
+def _restore_torch_threads():
+    import torch
+
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
+
+def _json_lines(out: str) -> list[dict]:
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+def test_json_output_has_one_object_per_planner_and_condition_and_is_seeded(tmp_path, capsys):
+    args = ["ird", "lavaland", *SMALL, "--seed", "3", "--json", "--out-dir", str(tmp_path)]
+    assert main(args) == 0
+    rows = _json_lines(capsys.readouterr().out)
+    assert len(rows) == 14
+    assert {(r["planner"], r["condition"]) for r in rows} >= {
+        ("proxy", "onehot"),
+        ("maxmin-traj-base", "latent"),
+        ("cvar", "onehot"),
+    }
+    for r in rows:
+        assert {"planner", "condition", "lava_rate", "regret", "regret_lava_free"} <= set(r)
+        assert 0.0 <= r["lava_rate"] <= 1.0 and r["regret"] >= -1e-6
+    assert (tmp_path / "paths.png").stat().st_size > 1000
+    assert len((tmp_path / "results.jsonl").read_text().splitlines()) == 14
+    assert main(args) == 0
+    assert _json_lines(capsys.readouterr().out) == rows
+
+
+def test_table_output_and_one_condition(tmp_path, capsys):
+    args = ["ird", "lavaland", *SMALL, "--conditions", "onehot", "--plot-maps", "0"]
+    assert main([*args, "--out-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "maxmin-traj-base" in out and "onehot" in out and "latent" not in out
+    assert not (tmp_path / "paths.png").exists()
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [["--maps", "0"], ["--samples", "1"], ["--beta", "0"], ["--alpha", "1.5"], ["--size", "3"]],
+)
+def test_invalid_numbers_give_one_line_and_exit_code_2(tmp_path, capsys, bad):
+    assert main(["ird", "lavaland", *bad, "--out-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --") and "\n" not in err
