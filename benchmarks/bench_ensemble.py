@@ -26,6 +26,10 @@ SETTINGS = {
     "mujoco_mlp": dict(obs=gym.spaces.Box(-9, 9, (11,), np.float32),
                        act=gym.spaces.Box(-1, 1, (3,), np.float32), length=187, pairs=64,
                        backbone="mlp"),
+    # HalfCheetah-v5: 17-d observations, 6-d actions, 1.5 s = 30 steps, 16 pairs: small batches.
+    "mujoco_mlp_small": dict(obs=gym.spaces.Box(-9, 9, (17,), np.float32),
+                             act=gym.spaces.Box(-1, 1, (6,), np.float32), length=30, pairs=16,
+                             backbone="mlp"),
     # Atari: 84x84x4 frames, 25-step segments, 8 pairs.
     "atari_cnn": dict(obs=gym.spaces.Box(0, 255, (84, 84, 4), np.uint8),
                       act=gym.spaces.Discrete(6), length=25, pairs=8, backbone="nature_cnn"),
@@ -67,7 +71,12 @@ def step_loop(members: list[RewardNet], opt, data) -> None:
         n, length = oa.shape[1:3]
         ra = m(oa[k].reshape(n * length, *oa.shape[3:]), aa[k].reshape(n * length, *aa.shape[3:]))
         rb = m(ob[k].reshape(n * length, *ob.shape[3:]), ab[k].reshape(n * length, *ab.shape[3:]))
-        loss = loss + preference_loss(ra.reshape(n, length).sum(1), rb.reshape(n, length).sum(1), mu[k]).mean()
+        loss = (
+            loss
+            + preference_loss(
+                ra.reshape(n, length).sum(1), rb.reshape(n, length).sum(1), mu[k]
+            ).mean()
+        )
     opt.zero_grad()
     loss.backward()
     opt.step()
@@ -89,7 +98,7 @@ def main() -> None:
         opt_l = torch.optim.Adam([q for m in members for q in m.parameters()], lr=1e-4)
         gen = torch.Generator().manual_seed(0)
         data = batch(s, k, gen)
-        repeats = args.repeats if name == "mujoco_mlp" else max(5, args.repeats // 3)
+        repeats = args.repeats if name.startswith("mujoco") else max(5, args.repeats // 3)
         tb, tl = [], []
         for _ in range(2):  # warm-up
             step_batched(ens, opt_b, data)

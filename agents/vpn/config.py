@@ -1,0 +1,141 @@
+"""Configuration of VPN training and evaluation (the ``rlkit vpn`` CLI is generated from it)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from rlkit.core.errors import UserError
+
+
+@dataclasses.dataclass
+class VPNConfig:
+    """Train a Value Prediction Network (or the DQN baseline on the same options)."""
+
+    env: str = "rlkit/Collect-v0"
+    """Gymnasium id: rlkit/Collect-v0, rlkit/CollectStochastic-v0, or an Atari id like ALE/Pong-v5."""
+    algo: str = "vpn"
+    """``vpn``, or ``dqn`` for the Stable-Baselines3 DQN baseline on the same envs and options."""
+    plan: str = "4,4,4,1,1"
+    """Branching factor per planning depth: VPN(5) is 4,4,4,1,1, VPN(3) 4,4,4, VPN(1) 4."""
+    steps: int | None = None
+    """Env steps (option decisions, summed over the parallel envs) to train for; default
+    100000, or on ``--resume`` the run's saved value (pass a larger one to extend the run)."""
+    seed: int = 0
+    """Seed for networks, exploration, replay sampling and env layouts."""
+    run_dir: str | None = None
+    """Run directory; default ``runs/{env}__vpn__{seed}__{time}``."""
+    resume: bool = False
+    """Continue the run in ``--run-dir`` from its latest checkpoint."""
+    n_envs: int = 8
+    """Synchronous parallel environments."""
+    gamma: float | None = None
+    """Discount per primitive step; default 0.98 for Collect (as in the paper), 0.99 otherwise."""
+    n_step: int = 10
+    """Length ``n`` of the n-step Q-learning returns (and of the replayed sequences)."""
+    prediction_steps: int = 3
+    """``k``: how many options the model is unrolled for the reward/discount/value losses."""
+    lr: float = 5e-4
+    """Adam learning rate."""
+    batch_sequences: int = 16
+    """Sequences of ``n_step`` transitions per gradient step."""
+    train_freq: int = 4
+    """Vector-env steps between gradient steps."""
+    replay_size: int = 20_000
+    """Transitions kept in the replay buffer (the paper is on-policy; replay makes small budgets count)."""
+    learning_starts: int = 1_000
+    """Env steps of experience collected before the first gradient step."""
+    target_sync: int = 2_000
+    """Env steps between copies of the network into the target network."""
+    eps_start: float = 1.0
+    """Initial exploration epsilon."""
+    eps_end: float = 0.05
+    """Final exploration epsilon."""
+    eps_fraction: float = 0.4
+    """Fraction of ``steps`` over which epsilon is annealed linearly."""
+    channels: int = 16
+    """Abstract-state channels (the paper uses 64; 16 keeps 4,4,4,1,1 planning fast on a CPU)."""
+    hidden: int = 64
+    """Hidden units of the value, reward and duration heads (the paper's ``dim``)."""
+    backbone: str = "auto"
+    """Encoder: ``auto`` (the paper's conv for Collect grids, ``nature_cnn`` for Atari, ``mlp`` for
+    vectors), ``collect_conv``, or a backbone name from the rlkit.nn registry."""
+    max_grad_norm: float = 10.0
+    """Gradient norm clip."""
+    checkpoint_every: int = 10_000
+    """Env steps between checkpoints."""
+    eval_every: int = 10_000
+    """Env steps between greedy evaluations for the learning curve (0: never)."""
+    eval_episodes: int = 100
+    """Greedy episodes per learning-curve evaluation."""
+    device: str = "cpu"
+    """Torch device."""
+
+    def validate(self) -> None:
+        """Raise a one-line UserError for values that cannot work."""
+        positive = {
+            "steps": self.total_steps(), "n_envs": self.n_envs, "n_step": self.n_step,
+            "prediction_steps": self.prediction_steps, "batch_sequences": self.batch_sequences,
+            "train_freq": self.train_freq, "replay_size": self.replay_size,
+            "target_sync": self.target_sync, "channels": self.channels, "hidden": self.hidden,
+            "checkpoint_every": self.checkpoint_every, "eval_episodes": self.eval_episodes,
+        }  # fmt: skip
+        for name, value in positive.items():
+            if value < 1:
+                raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+        from rlkit.nn import backbone_names
+
+        known = ["auto", "collect_conv", *backbone_names()]
+        if self.backbone not in known:
+            raise UserError(f"--backbone must be one of {', '.join(known)}, got {self.backbone!r}")
+        if self.algo not in ("vpn", "dqn"):
+            raise UserError(f"--algo must be vpn or dqn, got {self.algo!r}")
+        if self.seed < 0:
+            raise UserError(f"--seed must be >= 0, got {self.seed}")
+        if self.eval_every < 0 or self.learning_starts < 0:
+            raise UserError("--eval-every and --learning-starts must be >= 0")
+        if not self.lr > 0:
+            raise UserError(f"--lr must be > 0, got {self.lr}")
+        if self.gamma is not None and not 0 < self.gamma <= 1:
+            raise UserError(f"--gamma must be in (0, 1], got {self.gamma}")
+        for name in ("eps_start", "eps_end", "eps_fraction"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise UserError(f"--{name.replace('_', '-')} must be in [0, 1]")
+        if self.replay_size < self.n_envs * (self.n_step + 1):
+            raise UserError(
+                f"--replay-size must hold at least n_envs * (n_step + 1) = {self.n_envs * (self.n_step + 1)} transitions"
+            )
+
+    def total_steps(self) -> int:
+        return 100_000 if self.steps is None else self.steps
+
+    def discount(self) -> float:
+        """The per-primitive-step discount: ``gamma`` or the env's default."""
+        if self.gamma is not None:
+            return self.gamma
+        return 0.98 if self.env.startswith("rlkit/Collect") else 0.99
+
+
+@dataclasses.dataclass
+class EvalConfig:
+    """Evaluate a VPN or DQN run greedily (epsilon 0) on its env or another one."""
+
+    run_dir: str
+    """The run directory written by ``rlkit vpn train``."""
+    episodes: int = 2000
+    """Greedy episodes to average over."""
+    env: str | None = None
+    """Evaluate on this env id instead of the training env (e.g. rlkit/CollectFewerGoals-v0)."""
+    plan: str | None = None
+    """VPN only: plan with this branching instead of the training one (e.g. 4,4,4)."""
+    seed: int = 10_000
+    """Seed of the evaluation env layouts (distinct from training seeds)."""
+    n_envs: int = 50
+    """Parallel evaluation envs (episodes are split evenly among them)."""
+    output: str | None = None
+    """Also write the result as JSON to this file."""
+
+    def validate(self) -> None:
+        if self.episodes < 1 or self.n_envs < 1:
+            raise UserError("--episodes and --n-envs must be >= 1")
+        if self.seed < 0:
+            raise UserError(f"--seed must be >= 0, got {self.seed}")

@@ -1,0 +1,84 @@
+"""Evaluate a finished (or checkpointed) VPN or DQN run greedily, with a progress bar."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from agents.vpn.config import EvalConfig, VPNConfig
+from agents.vpn.evaluation import evaluate_episodes
+from agents.vpn.planner import parse_branching
+from envs import EnvSpec, check_env_id, make_vec_env
+from rlkit.core.checkpoint import CheckpointError, CheckpointManager
+from rlkit.core.errors import UserError
+from rlkit.core.progress import make_progress
+from rlkit.core.rundir import load_config
+
+
+def load_run_config(run_dir: Path) -> VPNConfig:
+    """The run's saved VPNConfig; UserError if the directory holds no VPN/DQN run."""
+    if not run_dir.is_dir():
+        raise UserError(f"run directory {run_dir} does not exist")
+    try:
+        return VPNConfig(**load_config(run_dir))
+    except TypeError as exc:
+        raise UserError(f"{run_dir}/config.json is not a VPN run config ({exc})") from exc
+
+
+def greedy_policy(run_dir: Path, cfg: VPNConfig, env_id: str, plan: str | None) -> Any:
+    """A callable mapping observations ``(N, *obs_shape)`` to greedy options ``(N,)``."""
+    if cfg.algo == "dqn":
+        from stable_baselines3 import DQN
+
+        from agents.vpn.dqn import dqn_greedy
+
+        path = run_dir / "model_dqn.zip"
+        if not path.is_file():
+            path = CheckpointManager(run_dir).latest() / "dqn.zip"
+        try:
+            model = DQN.load(path, device=cfg.device)
+        except Exception as exc:  # SB3 raises many kinds for a foreign or truncated zip
+            raise CheckpointError(f"cannot load DQN model {path} ({type(exc).__name__})") from exc
+        return dqn_greedy(model)
+
+    from agents.vpn.trainer import load_vpn_agent
+
+    probe = make_vec_env(EnvSpec(env_id, training=False), 1, 0)
+    space, num_options = probe.observation_space, int(probe.action_space.n)
+    probe.close()
+    if plan is not None:
+        cfg = dataclasses.replace(cfg, plan=plan)
+    agent = load_vpn_agent(run_dir, cfg, space, num_options)
+    agent.branching = parse_branching(cfg.plan, num_options)
+
+    def policy(obs: np.ndarray) -> np.ndarray:
+        return agent.plan(obs).option.cpu().numpy()
+
+    return policy
+
+
+def evaluate_run(cfg: EvalConfig) -> dict[str, Any]:
+    """Mean greedy score over ``cfg.episodes`` episodes, with what was evaluated."""
+    run_dir = Path(cfg.run_dir)
+    run_cfg = load_run_config(run_dir)
+    env_id = cfg.env or run_cfg.env
+    check_env_id(env_id)
+    if cfg.plan is not None:
+        parse_branching(cfg.plan)
+    policy = greedy_policy(run_dir, run_cfg, env_id, cfg.plan)
+    with make_progress() as progress:
+        task = progress.add_task(f"eval on {env_id}", total=cfg.episodes, status="")
+        result = evaluate_episodes(
+            policy, env_id, cfg.episodes, cfg.seed, cfg.n_envs,
+            on_episode=lambda k: progress.update(task, advance=k),
+        )  # fmt: skip
+    return {
+        "run_dir": str(run_dir),
+        "algo": run_cfg.algo,
+        "plan": (cfg.plan or run_cfg.plan) if run_cfg.algo == "vpn" else None,
+        "env": env_id,
+        **result,
+    }

@@ -1,0 +1,212 @@
+"""The VPN training loop: act by planning in synchronous vector envs, replay sequences, learn.
+
+``collect -> replay -> update``: every vector step each env takes one epsilon-greedy
+option (greedy = best planned option), the transitions go into a sequence replay, and
+every ``train_freq`` vector steps one Adam step is taken on ``batch_sequences`` replayed
+sequences of ``n_step`` options (see :mod:`agents.vpn.agent` for the loss). The target
+network is a copy synchronized every ``target_sync`` env steps. The run directory gets the
+config, TensorBoard + CSV logs, atomic checkpoints (``--resume`` continues from the latest;
+episodes in flight at the checkpoint are restarted) and ``model.pt`` at the end.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from agents.vpn.agent import VPNAgent
+from agents.vpn.config import VPNConfig
+from agents.vpn.evaluation import evaluate_episodes, step_score
+from agents.vpn.planner import parse_branching
+from agents.vpn.replay import SequenceReplay
+from envs import EnvSpec, check_env_id, make_vec_env
+from rlkit.core.checkpoint import (
+    CheckpointError,
+    CheckpointManager,
+    load_checkpoint,
+    save_checkpoint,
+)
+from rlkit.core.errors import UserError
+from rlkit.core.metrics import MetricsLogger
+from rlkit.core.progress import make_progress
+from rlkit.core.rundir import default_run_name, load_config, prepare_run_dir, save_config
+from rlkit.core.seeding import restore_rng, rng_state, seed_everything
+
+LOG_EVERY = 1_000  # env steps between logs of the mean training-episode score
+
+
+def epsilon_at(step: int, cfg: VPNConfig, total: int) -> float:
+    """Linear anneal from ``eps_start`` to ``eps_end`` over ``eps_fraction * total`` env steps."""
+    span = max(1.0, cfg.eps_fraction * total)
+    frac = min(1.0, step / span)
+    return cfg.eps_start + frac * (cfg.eps_end - cfg.eps_start)
+
+
+def build_agent(cfg: VPNConfig, observation_space: Any, num_options: int) -> VPNAgent:
+    return VPNAgent(
+        observation_space,
+        num_options,
+        parse_branching(cfg.plan, num_options),
+        cfg.discount(),
+        channels=cfg.channels,
+        hidden=cfg.hidden,
+        backbone=cfg.backbone,
+        lr=cfg.lr,
+        prediction_steps=cfg.prediction_steps,
+        max_grad_norm=cfg.max_grad_norm,
+        device=cfg.device,
+    )
+
+
+def resolve_run(cfg: VPNConfig) -> tuple[VPNConfig, Path]:
+    """Check the config and prepare the run directory; on ``--resume`` the saved config wins
+    (except ``steps``, which may extend the run)."""
+    cfg.validate()
+    check_env_id(cfg.env)
+    parse_branching(cfg.plan)
+    if cfg.resume and cfg.run_dir is None:
+        raise UserError("--resume needs --run-dir naming the run to continue")
+    run_dir = Path(cfg.run_dir or Path("runs") / default_run_name(cfg.env, cfg.algo, cfg.seed))
+    prepare_run_dir(run_dir, cfg.resume)
+    if cfg.resume:
+        saved = load_config(run_dir)
+        try:
+            old = VPNConfig(**saved)
+        except TypeError as exc:
+            raise UserError(f"{run_dir}/config.json is not a VPN run config ({exc})") from exc
+        steps = old.steps if cfg.steps is None else cfg.steps
+        cfg = dataclasses.replace(old, steps=steps, resume=True, run_dir=str(run_dir))
+        cfg.validate()
+    else:
+        cfg = dataclasses.replace(cfg, run_dir=str(run_dir), steps=cfg.total_steps())
+        save_config(run_dir, cfg)
+    return cfg, run_dir
+
+
+def _crossed(before: int, after: int, every: int) -> bool:
+    return every > 0 and after // every > before // every
+
+
+def train_vpn(cfg: VPNConfig) -> Path:
+    """Train (or resume) a VPN run; returns the run directory."""
+    cfg, run_dir = resolve_run(cfg)
+    rng = seed_everything(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    venv = make_vec_env(EnvSpec(cfg.env), cfg.n_envs, cfg.seed)
+    space, num_options = venv.observation_space, int(venv.action_space.n)
+    agent = build_agent(cfg, space, num_options)
+    replay = SequenceReplay(cfg.replay_size, cfg.n_envs, space.shape, space.dtype)
+    ckpt = CheckpointManager(run_dir)
+    step, updates, episodes = 0, 0, 0
+    if cfg.resume:
+        _, state = ckpt.load_latest()
+        try:
+            agent.load_state_dict(state["agent"])
+            replay.load_state_dict(state["replay"])
+            rng = restore_rng(state["rng"])
+            torch.set_rng_state(state["torch_rng"])
+            step, updates, episodes = state["step"], state["updates"], state["episodes"]
+        except (KeyError, RuntimeError, ValueError) as exc:
+            raise CheckpointError(
+                f"checkpoint in {run_dir} does not match this VPN run ({exc})"
+            ) from exc
+        # A fresh layout stream after a resume; episodes in flight at the checkpoint restart.
+        venv.seed(cfg.seed + step)
+    total = cfg.total_steps()
+    logger = MetricsLogger(run_dir)
+
+    def save() -> None:
+        ckpt.save(step, {
+            "agent": agent.state_dict(), "replay": replay.state_dict(), "rng": rng_state(rng),
+            "torch_rng": torch.get_rng_state(), "step": step, "updates": updates,
+            "episodes": episodes,
+        })  # fmt: skip
+
+    def greedy(o: np.ndarray) -> np.ndarray:
+        return agent.plan(o).option.cpu().numpy()
+
+    obs = venv.reset()
+    scores = np.zeros(cfg.n_envs)
+    recent: list[float] = []
+    logged = 0
+    stats: dict[str, float] = {}
+    try:
+        with make_progress() as progress:
+            task = progress.add_task(
+                f"vpn {cfg.plan} on {cfg.env}", total=total, completed=step, status=""
+            )
+            while step < total:
+                eps = epsilon_at(step, cfg, total)
+                acts = agent.act(obs, eps, rng)
+                next_obs, rews, dones, infos = venv.step(acts)
+                real_next = next_obs.copy()
+                truncated = np.zeros(cfg.n_envs, dtype=bool)
+                for i, info in enumerate(infos):
+                    scores[i] += step_score(rews[i], info)
+                    if dones[i]:
+                        real_next[i] = info["terminal_observation"]
+                        truncated[i] = info.get("TimeLimit.truncated", False)
+                        recent.append(scores[i])
+                        scores[i], episodes = 0.0, episodes + 1
+                durations = np.array([info.get("duration", 1) for info in infos], dtype=np.float32)
+                replay.add(obs, acts, rews, real_next, dones & ~truncated, durations, dones)
+                obs = next_obs
+                before, step = step, step + cfg.n_envs
+                if step >= cfg.learning_starts and (step // cfg.n_envs) % cfg.train_freq == 0:
+                    batch = replay.sample(cfg.batch_sequences, cfg.n_step, rng)
+                    stats = agent.update(batch)
+                    updates += 1
+                if _crossed(before, step, LOG_EVERY) or step >= total:
+                    logger.log(step, epsilon=eps, updates=updates, **stats)
+                    if len(recent) > logged:
+                        logger.log(
+                            step, **{"charts/episode_reward": float(np.mean(recent[logged:]))}
+                        )
+                        logged = len(recent)
+                if _crossed(before, step, cfg.target_sync):
+                    agent.sync_target()
+                if _crossed(before, step, cfg.eval_every) or (cfg.eval_every and step >= total):
+                    result = evaluate_episodes(
+                        greedy, cfg.env, cfg.eval_episodes, seed=cfg.seed + 777
+                    )
+                    logger.log(step, **{"charts/eval_reward": result["mean"]})
+                if _crossed(before, step, cfg.checkpoint_every):
+                    save()
+                mean = np.mean(recent[-100:]) if recent else float("nan")
+                drop = max(0, len(recent) - 1000)  # keep memory flat on long runs
+                del recent[:drop]
+                logged = max(0, logged - drop)
+                progress.update(
+                    task,
+                    advance=cfg.n_envs,
+                    status=f"eps {eps:.2f} ep_rew {mean:.2f} updates {updates}",
+                )
+        save()
+        save_checkpoint(run_dir / "model.pt", {"net": agent.net.state_dict()})
+    finally:
+        logger.close()
+        venv.close()
+    return run_dir
+
+
+def load_vpn_agent(
+    run_dir: Path, cfg: VPNConfig, observation_space: Any, num_options: int
+) -> VPNAgent:
+    """The run's trained network: ``model.pt`` if the run finished, else its latest checkpoint."""
+    agent = build_agent(cfg, observation_space, num_options)
+    model = run_dir / "model.pt"
+    try:
+        if model.is_file():
+            agent.net.load_state_dict(load_checkpoint(model)["net"])
+        else:
+            agent.net.load_state_dict(CheckpointManager(run_dir).load_latest()[1]["agent"]["net"])
+    except (KeyError, RuntimeError) as exc:
+        raise CheckpointError(
+            f"{run_dir} holds a model that does not fit its config ({exc})"
+        ) from exc
+    agent.net.eval()
+    return agent

@@ -1,0 +1,50 @@
+"""``rlkit vpn train`` and ``rlkit vpn eval``: the Value Prediction Network and its DQN baseline."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from rlkit.cli import run_tyro
+from rlkit.core.errors import UserError
+from rlkit.core.rundir import load_config
+
+
+def train(argv: list[str]) -> int:
+    """Train a VPN (``--algo vpn``, default) or the DQN baseline (``--algo dqn``)."""
+    from agents.vpn.config import VPNConfig
+
+    cfg = run_tyro(VPNConfig, argv, prog="rlkit vpn train", description=VPNConfig.__doc__)
+    algo = cfg.algo
+    if cfg.resume and cfg.run_dir and (Path(cfg.run_dir) / "config.json").is_file():
+        algo = load_config(Path(cfg.run_dir)).get("algo", algo)  # a resumed run keeps its algorithm
+    if algo == "dqn":
+        from agents.vpn.dqn import train_dqn
+
+        run_dir = train_dqn(cfg)
+    else:
+        from agents.vpn.trainer import train_vpn
+
+        run_dir = train_vpn(cfg)
+    print(f"run finished: {run_dir}")
+    return 0
+
+
+def evaluate(argv: list[str]) -> int:
+    """Greedy evaluation of a run; prints one JSON line (and writes it to ``--output``)."""
+    from agents.vpn.config import EvalConfig
+    from agents.vpn.run_eval import evaluate_run
+
+    if argv and not argv[0].startswith("-"):  # `rlkit vpn eval DIR ...`: the run dir comes first
+        argv = ["--run-dir", argv[0], *argv[1:]]
+    cfg = run_tyro(EvalConfig, argv, prog="rlkit vpn eval DIR", description=EvalConfig.__doc__)
+    cfg.validate()
+    result = evaluate_run(cfg)
+    line = json.dumps(result)
+    print(line)
+    if cfg.output:
+        try:
+            Path(cfg.output).write_text(line + "\n")
+        except OSError as exc:
+            raise UserError(f"cannot write --output {cfg.output}: {exc.strerror}") from exc
+    return 0

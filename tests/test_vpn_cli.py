@@ -1,0 +1,157 @@
+"""`rlkit vpn train` / `rlkit vpn eval` end to end at tiny budgets: runs, resume, errors, Atari, DQN."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from rlkit.cli import main
+from rlkit.core.metrics import read_metrics
+
+TINY = ["--n-envs", "4", "--n-step", "4", "--batch-sequences", "4", "--learning-starts", "40",
+        "--train-freq", "2", "--checkpoint-every", "80", "--eval-every", "0", "--channels", "8",
+        "--hidden", "16", "--seed", "0"]  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Small tensors on a shared 2-core machine: extra threads only contend."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def train(run_dir: Path, *extra: str) -> int:
+    return main(
+        [
+            "vpn",
+            "train",
+            "--env",
+            "rlkit/Collect-v0",
+            "--plan",
+            "4,1",
+            "--run-dir",
+            str(run_dir),
+            *TINY,
+            *extra,
+        ]
+    )
+
+
+def test_train_eval_and_resume(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    run = tmp_path / "run"
+    assert train(run, "--steps", "160", "--eval-every", "80", "--eval-episodes", "4") == 0
+    for name in ("config.json", "metrics.csv", "model.pt", "checkpoints/latest", "tb"):
+        assert (run / name).exists(), name
+    assert (run / "checkpoints/latest").read_text() == "step_0000000160"
+    metrics = read_metrics(run)
+    assert [s for s, _ in metrics["charts/eval_reward"]] == [80, 160]
+    assert "losses/value" in metrics or "charts/episode_reward" in metrics
+
+    out = tmp_path / "eval.json"
+    code = main(
+        ["vpn", "eval", str(run), "--episodes", "10", "--n-envs", "5", "--output", str(out)]
+    )
+    assert code == 0
+    result = json.loads(out.read_text())
+    assert result["episodes"] == 10 and result["plan"] == "4,1" and -10.0 <= result["mean"] <= 16.0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == result
+
+    # --resume continues from step 160 with the saved config (plan 4,1, not the default).
+    code = main(["vpn", "train", "--run-dir", str(run), "--resume", "--steps", "320", *TINY])
+    assert code == 0
+    assert (run / "checkpoints/latest").read_text() == "step_0000000320"
+    assert json.loads((run / "config.json").read_text())["plan"] == "4,1"
+    # Evaluating with a deeper plan than trained works too.
+    assert (
+        main(["vpn", "eval", str(run), "--episodes", "4", "--n-envs", "2", "--plan", "4,4,1"]) == 0
+    )
+    assert '"plan": "4,4,1"' in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--env", "rlkit/Colect-v0"], "unknown env id 'rlkit/Colect-v0'; did you mean"),
+        (["--plan", "4,x"], "--plan must be comma-separated integers"),
+        (["--plan", "4,0"], "branching factors >= 1"),
+        (["--steps", "0"], "--steps must be >= 1"),
+        (["--lr", "-1"], "--lr must be > 0"),
+        (["--algo", "ppo"], "--algo must be vpn or dqn"),
+        (["--backbone", "resnet"], "--backbone must be one of auto, collect_conv"),
+    ],
+)
+def test_bad_input_is_one_line_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture, args: list[str], message: str
+) -> None:
+    code = main(["vpn", "train", "--run-dir", str(tmp_path / "r"), *args])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("error: ") and message in err and "\n" not in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_run_dir_protection_and_resume_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    run = tmp_path / "run"
+    assert main(["vpn", "train", "--run-dir", str(run), "--resume"]) == 2
+    assert "holds no run" in capsys.readouterr().err
+    assert train(run, "--steps", "80") == 0
+    assert train(run, "--steps", "80") == 2  # a fresh run refuses to overwrite
+    assert "already holds a run" in capsys.readouterr().err
+    # A corrupt checkpoint: one-line error, and the file is left as it was.
+    state = run / "checkpoints" / (run / "checkpoints/latest").read_text() / "state.pt"
+    state.write_bytes(b"not a checkpoint")
+    assert main(["vpn", "train", "--run-dir", str(run), "--resume", "--steps", "160"]) == 2
+    err = capsys.readouterr().err
+    assert "corrupt or unreadable" in err and err.count("\n") == 1
+    assert state.read_bytes() == b"not a checkpoint"
+    assert (run / "checkpoints/latest").read_text() == "step_0000000080"
+    # Missing checkpoint pointer.
+    (run / "checkpoints/latest").unlink()
+    assert main(["vpn", "train", "--run-dir", str(run), "--resume"]) == 2
+    assert "no checkpoint" in capsys.readouterr().err
+    assert main(["vpn", "eval", str(tmp_path / "nope")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_dqn_baseline_trains_resumes_and_evaluates(tmp_path: Path) -> None:
+    run = tmp_path / "dqn"
+    assert (
+        main(["vpn", "train", "--algo", "dqn", "--steps", "80", "--run-dir", str(run), *TINY]) == 0
+    )
+    assert (run / "model_dqn.zip").is_file()
+    assert main(["vpn", "train", "--run-dir", str(run), "--resume", "--steps", "160", *TINY]) == 0
+    assert (run / "checkpoints/latest").read_text() == "step_0000000160"
+    out = tmp_path / "e.json"
+    assert (
+        main(["vpn", "eval", str(run), "--episodes", "6", "--n-envs", "3", "--output", str(out)])
+        == 0
+    )
+    assert json.loads(out.read_text())["algo"] == "dqn"
+
+
+def test_vpn_runs_on_atari_through_the_env_factory(tmp_path: Path) -> None:
+    from agents.vpn.modules import BackboneEncoder
+    from agents.vpn.run_eval import load_run_config
+    from agents.vpn.trainer import load_vpn_agent
+    from envs import EnvSpec, make_vec_env
+
+    run = tmp_path / "pong"
+    code = main(["vpn", "train", "--env", "ALE/Pong-v5", "--plan", "2,1", "--steps", "48", "--n-envs", "2",
+                 "--n-step", "4", "--batch-sequences", "2", "--learning-starts", "16", "--replay-size", "64",
+                 "--eval-every", "0", "--channels", "8", "--run-dir", str(run)])  # fmt: skip
+    assert code == 0
+    cfg = load_run_config(run)
+    venv = make_vec_env(EnvSpec("ALE/Pong-v5"), 1, 0)
+    agent = load_vpn_agent(run, cfg, venv.observation_space, int(venv.action_space.n))
+    obs = venv.reset()
+    venv.close()
+    assert obs.shape == (1, 84, 84, 4)
+    assert isinstance(agent.net.encoder, BackboneEncoder)
+    assert agent.gamma == 0.99 and agent.net.num_options == 6
+    assert agent.plan(obs).q.shape == (1, 6)
