@@ -63,6 +63,10 @@ def main(argv: list[str] | None = None) -> int:
     target, _ = COMMANDS[(group, argv[1])]
     module_name, func_name = target.split(":")
     os.environ.setdefault("MUJOCO_GL", "egl")
+    # rlkit's networks are small and its envs step in the same process: one intra-op
+    # thread is faster than several fighting the envs (and each other) for the cores.
+    # Set OMP_NUM_THREADS yourself to override (e.g. for big CNNs on a many-core machine).
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
     from rlkit.core.errors import UserError
 
