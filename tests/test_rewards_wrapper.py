@@ -23,3 +23,24 @@ def test_learned_reward_replaces_reward_and_true_reward_stays_in_info():
         np.testing.assert_allclose(rews, expected, rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose([i["true_reward"] for i in infos], true_rews, rtol=1e-6)
         assert not np.allclose(rews, true_rews)
+
+
+def test_ird_posterior_prior_is_added_to_the_learned_reward():
+    from rlkit.rewards.ird.posterior import Posterior
+    from rlkit.rewards.ird.rollouts import posterior_reward_fn
+
+    venv = make_vec_env(EnvSpec("HalfCheetah-v5"), n_envs=2, seed=0)
+    ens = RewardEnsemble(venv.observation_space, venv.action_space, n_members=2, seed=0)
+
+    def phi(obs, acts):  # forward velocity and control cost
+        return np.stack([obs[:, 8], -np.square(acts).sum(1)], axis=1)
+
+    post = Posterior(samples=np.array([[1.0, 0.1], [3.0, 0.3]]), weights=np.array([0.5, 0.5]))
+    prior = posterior_reward_fn(post, phi, mode="mean")
+    wrapped = LearnedRewardVecEnv(venv, ens, scale=1.0, prior=prior, prior_weight=2.0)
+    obs = wrapped.reset()
+    acts = np.full((2, 6), 0.5, dtype=np.float32)
+    learned = ens.reward(torch.as_tensor(obs), torch.as_tensor(acts)).numpy()
+    _, rews, _, _ = wrapped.step(acts)
+    expected = learned + 2.0 * (2.0 * obs[:, 8] - 0.2 * 1.5)
+    np.testing.assert_allclose(rews, expected, rtol=1e-5, atol=1e-5)
