@@ -131,10 +131,10 @@ class PreferenceLoop:
         )
         self._training: Future | None = None
         self._unlabeled: list[Segment] = []
-        synthetic = SyntheticTeacher(cfg.teacher_model, self.rng)
         share = {"synthetic": 1.0, "human": 0.0, "mixed": cfg.synthetic_share}[cfg.teacher]
-        self.teacher = SyntheticTeacherAdapter(synthetic, share=share)
-        self.synthetic = synthetic
+        self.teacher = SyntheticTeacherAdapter(
+            SyntheticTeacher(cfg.teacher_model, self.rng), share=share
+        )
         self.schedule = LabelSchedule.for_kind(self.kind, cfg.labels, cfg.steps)
         self.checkpoints = CheckpointManager(self.run_dir)
         self.metrics = MetricsLogger(self.run_dir)
