@@ -1,0 +1,285 @@
+"""The labeling web app (FastAPI): the page, its JSON API and the clips.
+
+Routes:
+
+- ``GET /``: the labeling page; ``GET /status``: the status page (static shells).
+- ``GET /api/auth``: whether this server wants a token and whether the request carries it.
+- ``POST /api/queries/next``: lease the labeler's next query; its two clip URLs.
+- ``POST /api/labels``: store a label (idempotent on its key).
+- ``GET /api/clips/{segment_id}``: a segment's clip, rendered first if needed.
+- ``GET /api/status``: the status page's numbers.
+
+Request handlers are plain functions run in the server's thread pool; each thread has
+its own store connection, and write transactions take one process-wide lock (see
+:class:`feedback_ui.queue.LabelQueue`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import numpy as np
+from fastapi import FastAPI, HTTPException, Request
+from fastapi import Path as PathParam
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, ConfigDict, Field
+
+from feedback_ui.auth import TokenGuard
+from feedback_ui.clips import MEDIA_TYPE, ClipError, ClipOptions
+from feedback_ui.queue import LabelQueue, Lease, QueueError, open_queries
+from feedback_ui.render_worker import RenderWorker
+from feedback_ui.status import ModelAgreementWorker, status
+from rlkit.store import Store
+
+STATIC = Path(__file__).parent / "static"
+MAX_ID = 2**53  # ids beyond what JSON numbers hold exactly are not ids of ours
+
+LabelerName = Annotated[
+    str,
+    Field(min_length=1, max_length=64, pattern=r"^[\w.@-]+( [\w.@-]+)*$",
+          description="The labeler's name: letters, digits, . @ - _ and single spaces."),
+]  # fmt: skip
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class NextIn(Strict):
+    labeler: LabelerName
+
+
+class LabelIn(Strict):
+    query_id: int = Field(ge=1, le=MAX_ID)
+    choice: Literal["left", "right", "equal", "skip"] = Field(
+        description="left/right: that clip is better; equal: equally good; skip: can't tell."
+    )
+    labeler: LabelerName
+    idempotency_key: str = Field(
+        min_length=8, max_length=128, pattern=r"^[A-Za-z0-9_-]+$",
+        description="Unique per intended label; a repeated POST with it stores nothing new.",
+    )  # fmt: skip
+    watch_seconds: float | None = Field(
+        default=None, ge=0, le=86400, allow_inf_nan=False,
+        description="How long the clips were watched before answering.",
+    )  # fmt: skip
+
+
+class Clip(BaseModel):
+    segment_id: int
+    url: str
+    ready: bool
+
+
+class Query(BaseModel):
+    id: int
+    left: Clip
+    right: Clip
+    lease_until: float
+
+
+class Progress(BaseModel):
+    labels_done: int = Field(description="Labels this labeler has given.")
+    queue_depth: int = Field(description="Queries still waiting for a person's label.")
+
+
+class NextOut(BaseModel):
+    query: Query | None
+    progress: Progress
+
+
+class LabelOut(BaseModel):
+    label_id: int
+    created: bool = Field(description="False when the idempotency key had stored it already.")
+    progress: Progress
+
+
+class AuthOut(BaseModel):
+    token_required: bool
+    authorized: bool
+
+
+class Error(BaseModel):
+    detail: str | list[dict[str, Any]] = Field(
+        description="What was wrong: a message, or FastAPI's list of validation errors."
+    )
+
+
+class Service:
+    """Per-thread stores and queues over one run, and the background workers."""
+
+    def __init__(
+        self,
+        run_dir: Path,
+        lease_seconds: float,
+        labels_per_query: int,
+        gold_every: int,
+        clip_options: ClipOptions,
+        render_ahead: int,
+        seed: int,
+        model_every_seconds: float,
+    ) -> None:
+        self.run_dir = Path(run_dir)
+        self.kwargs = {"lease_seconds": lease_seconds, "labels_per_query": labels_per_query,
+                       "gold_every": gold_every}  # fmt: skip
+        self.rng = np.random.default_rng(seed)
+        self.lock = threading.Lock()
+        self.local = threading.local()
+        self.clip_options = clip_options
+        self.queue()  # create the index once, up front
+        self.render = RenderWorker(self.run_dir, clip_options, self._upcoming, render_ahead)
+        self.model = ModelAgreementWorker(self.run_dir, model_every_seconds)
+        self.stop = threading.Event()
+        self.checkpointer = threading.Thread(target=self._checkpoint, name="wal", daemon=True)
+
+    def queue(self) -> LabelQueue:
+        if not hasattr(self.local, "queue"):
+            store = Store(self.run_dir)
+            # WAL checkpoints happen in the background thread below, not in a request.
+            store.conn.execute("PRAGMA wal_autocheckpoint=0")
+            self.local.queue = LabelQueue(store, rng=self.rng, write_lock=self.lock, **self.kwargs)
+        return self.local.queue
+
+    def _checkpoint(self, every_seconds: float = 1.0) -> None:
+        """Copy the WAL into the database now and then (a passive checkpoint never blocks
+        writers), so that no label submission pays for a checkpoint."""
+        store = Store(self.run_dir)
+        try:
+            while not self.stop.wait(every_seconds):
+                store.conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        finally:
+            store.close()
+
+    def _upcoming(self, store: Store, n: int) -> list[int]:
+        pairs = open_queries(store, self.kwargs["labels_per_query"], n)
+        return [s for _, a, b in pairs for s in (a, b)]
+
+    def progress(self, labeler: str) -> Progress:
+        q = self.queue()
+        return Progress(labels_done=q.labels_by(labeler), queue_depth=q.queue_depth())
+
+    def clip_ref(self, segment_id: int) -> Clip:
+        return Clip(segment_id=segment_id, url=f"/api/clips/{segment_id}",
+                    ready=self.render.ready(segment_id))  # fmt: skip
+
+    def query_out(self, lease: Lease) -> Query:
+        return Query(id=lease.query_id, left=self.clip_ref(lease.segment_a),
+                     right=self.clip_ref(lease.segment_b), lease_until=lease.lease_until)  # fmt: skip
+
+
+def create_app(
+    run_dir: str | Path,
+    token: str | None = None,
+    lease_seconds: float = 300.0,
+    labels_per_query: int = 1,
+    gold_every: int = 10,
+    clip_options: ClipOptions | None = None,
+    render_ahead: int = 8,
+    seed: int = 0,
+    model_every_seconds: float = 15.0,
+) -> Any:
+    """The ASGI app for ``run_dir``'s store (FastAPI wrapped in the token guard).
+
+    Args:
+        run_dir: the run directory the trainer writes queries to.
+        token: required on every API request when given (see :mod:`feedback_ui.auth`).
+        lease_seconds: how long a shown query stays reserved for its labeler.
+        labels_per_query: people's labels wanted per query.
+        gold_every: one gold query after every this many ordinary ones (0: no gold).
+        clip_options: how clips look.
+        render_ahead: upcoming queries whose clips are kept rendered.
+        seed: seeds the choice of gold pairs.
+        model_every_seconds: how often agreement with the reward model is recomputed.
+    """
+    service = Service(
+        Path(run_dir), lease_seconds, labels_per_query, gold_every,
+        clip_options or ClipOptions(), render_ahead, seed, model_every_seconds,
+    )  # fmt: skip
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        service.render.start()
+        service.model.start()
+        service.checkpointer.start()
+        yield
+        service.stop.set()
+        service.render.stop()
+        service.model.stop()
+
+    app = FastAPI(title="rlkit labeling", version="1", lifespan=lifespan)
+    app.state.service = service
+    errors: dict[int | str, dict[str, Any]] = {
+        404: {"model": Error},
+        409: {"model": Error},
+        422: {"model": Error},
+    }
+
+    @app.exception_handler(QueueError)
+    async def queue_error(_request: Request, exc: QueueError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=exc.status)
+
+    @app.get("/", include_in_schema=False)
+    def page() -> FileResponse:
+        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+    @app.get("/status", include_in_schema=False)
+    def status_page() -> FileResponse:
+        return FileResponse(STATIC / "status.html", headers={"Cache-Control": "no-cache"})
+
+    @app.get("/api/auth", response_model=AuthOut)
+    def auth(request: Request) -> AuthOut:
+        headers = {k.lower().encode(): v.encode() for k, v in request.headers.items()}
+        return AuthOut(token_required=token is not None,
+                       authorized=TokenGuard(None, token).authorized(headers))  # fmt: skip
+
+    @app.post("/api/queries/next", response_model=NextOut, responses={422: {"model": Error}})
+    def next_query(body: NextIn) -> NextOut:
+        lease = service.queue().next(body.labeler)
+        if lease is not None:
+            service.render.wake()
+        return NextOut(
+            query=None if lease is None else service.query_out(lease),
+            progress=service.progress(body.labeler),
+        )
+
+    @app.post("/api/labels", response_model=LabelOut, responses=errors)
+    def submit(body: LabelIn) -> LabelOut:
+        done = service.queue().submit(
+            body.query_id, body.choice, body.labeler, body.idempotency_key, body.watch_seconds
+        )
+        return LabelOut(label_id=done.label_id, created=done.created,
+                        progress=service.progress(body.labeler))  # fmt: skip
+
+    @app.get(
+        "/api/clips/{segment_id}",
+        response_class=FileResponse,
+        responses={200: {"content": {MEDIA_TYPE[service.clip_options.codec]: {}}},
+                   404: {"model": Error}, 422: {"model": Error}, 503: {"model": Error}},
+    )  # fmt: skip
+    def clip(segment_id: Annotated[int, PathParam(ge=0, le=MAX_ID)]) -> FileResponse:
+        if not service.queue().store.has_segment(segment_id):
+            raise HTTPException(404, f"there is no segment {segment_id}")
+        try:
+            path = service.render.clip(segment_id)
+        except ClipError as exc:
+            raise HTTPException(422, str(exc)) from None
+        except TimeoutError as exc:
+            raise HTTPException(503, str(exc), headers={"Retry-After": "2"}) from None
+        return FileResponse(path, media_type=MEDIA_TYPE[service.clip_options.codec],
+                            headers={"Cache-Control": "private, max-age=86400"})  # fmt: skip
+
+    @app.get("/api/status")
+    def get_status() -> dict[str, Any]:
+        q = service.queue()
+        out = status(q.store, q, service.model)
+        out["clips_rendered"] = service.render.rendered
+        n = service.render.rendered
+        out["mean_clip_seconds"] = round(service.render.render_seconds / n, 3) if n else None
+        return out
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    return TokenGuard(app, token)

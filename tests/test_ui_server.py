@@ -1,0 +1,222 @@
+"""The labeling server as a real uvicorn process on a real store: API, auth, concurrency, kill -9."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import uuid
+
+import httpx
+import pytest
+from test_ui_helpers import Server, fake_segments, make_run
+
+from rlkit.cli import main
+from rlkit.store import Store
+
+QUIET = ("--render-ahead", "0", "--gold-every", "0")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    run = tmp_path_factory.mktemp("api")
+    make_run(run, fake_segments(8), n_queries=6)
+    srv = Server(run, *QUIET)
+    yield srv
+    srv.stop()
+
+
+def test_api_validates_every_input(server):
+    with server.client() as c:
+        bad = [
+            ("/api/queries/next", {}),
+            ("/api/queries/next", {"labeler": ""}),
+            ("/api/queries/next", {"labeler": "a" * 65}),
+            ("/api/queries/next", {"labeler": "ann", "extra": 1}),
+            ("/api/labels", {"query_id": 1, "choice": "maybe", "labeler": "ann",
+                             "idempotency_key": "k" * 10}),
+            ("/api/labels", {"query_id": 1, "choice": "left", "labeler": "ann",
+                             "idempotency_key": "short"}),
+            ("/api/labels", {"query_id": -3, "choice": "left", "labeler": "ann",
+                             "idempotency_key": "k" * 10}),
+            ("/api/labels", {"query_id": 1, "choice": "left", "labeler": "ann",
+                             "idempotency_key": "k" * 10, "watch_seconds": -1}),
+        ]  # fmt: skip
+        for path, body in bad:
+            r = c.post(path, json=body)
+            assert r.status_code == 422, (body, r.text)
+            assert r.json()["detail"]
+        r = c.post(
+            "/api/labels", content=b"{not json", headers={"content-type": "application/json"}
+        )
+        assert r.status_code == 422
+        r = c.post("/api/labels", json={"query_id": 424242, "choice": "left", "labeler": "ann",
+                                        "idempotency_key": "k" * 10})  # fmt: skip
+        assert r.status_code == 404 and r.json()["detail"] == "there is no query 424242"
+        assert c.get("/api/clips/99999").status_code == 404
+        assert c.get("/api/clips/abc").status_code == 422
+        for probe in ("/api/clips/..%2F..%2Fstore.sqlite", "/api/clips/../config.json",
+                      "/static/../store.sqlite", "/static/..%2F..%2Fapp.py"):  # fmt: skip
+            r = c.get(probe)
+            assert r.status_code in (404, 422) and b"CREATE TABLE" not in r.content, probe
+        # no token on loopback, but only loopback Host names are answered (DNS rebinding)
+        assert c.get("/api/status", headers={"host": "evil.example"}).status_code == 403
+        page = c.get("/")
+        assert page.status_code == 200
+        for text in (
+            "Left is better",
+            "Right is better",
+            "Equally good",
+            "Can't tell",
+            "<kbd>x</kbd>",
+        ):
+            assert text in page.text
+
+
+def test_next_submit_round_trip_is_idempotent(server):
+    with server.client() as c:
+        nxt = c.post("/api/queries/next", json={"labeler": "round trip"}).json()
+        qid = nxt["query"]["id"]
+        assert nxt["progress"] == {"labels_done": 0, "queue_depth": 6}
+        body = {"query_id": qid, "choice": "equal", "labeler": "round trip",
+                "idempotency_key": uuid.uuid4().hex, "watch_seconds": 4.2}  # fmt: skip
+        first = c.post("/api/labels", json=body).json()
+        again = c.post("/api/labels", json=body).json()
+        assert first["created"] and not again["created"]
+        assert first["label_id"] == again["label_id"]
+        assert first["progress"] == {"labels_done": 1, "queue_depth": 5}
+        other = c.post("/api/labels", json={**body, "choice": "left"})
+        assert other.status_code == 409
+        status = c.get("/api/status").json()
+        assert status["queue_depth"] == 5
+        assert status["labelers"][0]["name"] == "round trip"
+        assert status["labelers"][0]["mean_watch_seconds"] == 4.2
+    rows = [r for r in Store(server.run_dir).labels_after(0) if r.labeler == "round trip"]
+    assert [(r.query_id, r.choice, r.source) for r in rows] == [(qid, "equal", "human")]
+
+
+def test_non_loopback_bind_needs_the_printed_token(tmp_path):
+    make_run(tmp_path, fake_segments(4), n_queries=2)
+    srv = Server(tmp_path, "--host", "0.0.0.0", *QUIET)
+    try:
+        assert srv.token and len(srv.token) >= 32  # generated and printed
+        base = srv.base.replace("0.0.0.0", "127.0.0.1")
+        with httpx.Client(base_url=base, timeout=30) as anon:
+            for method, path in [("POST", "/api/queries/next"), ("GET", "/api/status"),
+                                 ("GET", "/api/clips/0"), ("GET", "/openapi.json"),
+                                 ("POST", "/api/labels")]:  # fmt: skip
+                r = anon.request(method, path, json={"labeler": "ann"})
+                assert r.status_code == 401, path
+                assert "token" in r.json()["detail"]
+            r = anon.get("/api/status", headers={"authorization": "Bearer wrong-token"})
+            assert r.status_code == 401
+            assert anon.get("/api/auth").json() == {"token_required": True, "authorized": False}
+            assert anon.get("/").status_code == 200  # the page shell asks for the token
+            ok = anon.get("/api/status", headers={"authorization": f"Bearer {srv.token}"})
+            assert ok.status_code == 200
+        with httpx.Client(base_url=base, timeout=30, cookies={"rlkit_token": srv.token}) as c:
+            assert c.get("/api/status").status_code == 200
+    finally:
+        srv.stop()
+
+
+def test_cli_refuses_bad_input_in_one_line(tmp_path, capsys):
+    assert main(["label", "serve", str(tmp_path / "nowhere")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "holds no run" in err and len(err.splitlines()) == 1
+    make_run(tmp_path, fake_segments(4), n_queries=1)
+    assert main(["label", "serve", str(tmp_path), "--token", "short"]) == 2
+    assert main(["label", "serve", str(tmp_path), "--clip.width", "3"]) == 2
+    assert "clip size" in capsys.readouterr().err
+    out = tmp_path / "labels.jsonl"
+    Store(tmp_path).add_label(1, "left", "ann", "human")
+    assert main(["label", "export", str(tmp_path), "--output", str(out)]) == 0
+    (row,) = [json.loads(line) for line in out.read_text().splitlines()]
+    assert row["labeler"] == "ann" and row["left"]["env_id"] == "HalfCheetah-v5"
+
+
+@pytest.mark.slow
+def test_20_clients_50_labels_each_exactly_1000_stored(tmp_path):
+    make_run(tmp_path, fake_segments(60), n_queries=1000)
+    srv = Server(tmp_path, *QUIET)
+    leased: list[list[int]] = [[] for _ in range(20)]
+    errors: list[str] = []
+
+    def labeler(i: int) -> None:
+        name = f"labeler{i:02d}"
+        try:
+            with srv.client() as c:
+                for _ in range(50):
+                    q = c.post("/api/queries/next", json={"labeler": name}).json()["query"]
+                    leased[i].append(q["id"])
+                    body = {"query_id": q["id"], "choice": "left", "labeler": name,
+                            "idempotency_key": uuid.uuid4().hex}  # fmt: skip
+                    r = c.post("/api/labels", json=body)
+                    r2 = c.post("/api/labels", json=body)  # a retried POST stores nothing
+                    if r.status_code != 200 or r2.json()["created"]:
+                        errors.append(f"{name}: {r.status_code} {r.text}")
+        except Exception as exc:  # noqa: BLE001
+            errors.append(f"{name}: {exc!r}")
+
+    threads = [threading.Thread(target=labeler, args=(i,)) for i in range(20)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=240)
+    finally:
+        srv.stop()
+    assert not errors, errors[:3]
+    store = Store(tmp_path)
+    rows = store.labels_after(0)
+    assert len(rows) == 1000 == store.count_labels()
+    assert len({r.query_id for r in rows}) == 1000  # no query labeled twice
+    every_lease = [q for ids in leased for q in ids]
+    assert len(every_lease) == len(set(every_lease)) == 1000  # no query handed to two people
+    for i, ids in enumerate(leased):  # each person labeled exactly what they were leased
+        mine = [r.query_id for r in rows if r.labeler == f"labeler{i:02d}"]
+        assert sorted(mine) == sorted(ids)
+
+
+SUBMITTER = """
+import sys, uuid, httpx
+base = sys.argv[1]
+with httpx.Client(base_url=base, timeout=30) as c:
+    while True:
+        q = c.post("/api/queries/next", json={"labeler": "crash"}).json()["query"]
+        r = c.post("/api/labels", json={"query_id": q["id"], "choice": "right",
+                   "labeler": "crash", "idempotency_key": uuid.uuid4().hex})
+        if r.status_code == 200:
+            print(r.json()["label_id"], flush=True)  # acknowledged
+"""
+
+
+@pytest.mark.slow
+def test_kill_9_server_keeps_every_acknowledged_label(tmp_path):
+    make_run(tmp_path, fake_segments(20), n_queries=400)
+    srv = Server(tmp_path, *QUIET)
+    client = subprocess.Popen([sys.executable, "-c", SUBMITTER, srv.base],
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)  # fmt: skip
+    acked = []
+    try:
+        while len(acked) < 60:
+            line = client.stdout.readline()
+            assert line, "submitter died"
+            acked.append(int(line))
+        os.kill(srv.proc.pid, signal.SIGKILL)  # mid-stream: requests are in flight
+        srv.proc.wait()
+    finally:
+        client.kill()
+        client.wait()
+        srv.kill()
+    restarted = Server(tmp_path, *QUIET)
+    try:
+        with restarted.client() as c:
+            assert c.get("/api/status").json()["human_labels"] >= len(acked)
+    finally:
+        restarted.stop()
+    store = Store(tmp_path)
+    assert store.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    stored = {r.id for r in store.labels_after(0)}
+    assert set(acked) <= stored
