@@ -91,6 +91,12 @@ class _SegmentCache:
             return
         obs = torch.as_tensor(np.asarray(seg.obs))
         acts = torch.as_tensor(np.asarray(seg.acts))
+        # MuJoCo observations arrive as float64; the networks compute in float32, so convert
+        # once here rather than on every minibatch. Pixels stay uint8 (4x smaller).
+        if obs.is_floating_point():
+            obs = obs.float()
+        if acts.is_floating_point():
+            acts = acts.float()
         if self.obs is None:
             self.obs = torch.empty((16, *obs.shape), dtype=obs.dtype)
             self.acts = torch.empty((16, *acts.shape), dtype=acts.dtype)
