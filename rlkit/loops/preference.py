@@ -279,7 +279,8 @@ class PreferenceLoop:
         self.true_return_before = evaluate_policy_true(
             self.agent, self.cfg, self.n_envs, self.cfg.eval_episodes
         )
-        self.metrics.log(0, **{"charts/true_return_eval": self.true_return_before})
+        if not math.isnan(self.true_return_before):  # NaN: evaluation switched off
+            self.metrics.log(0, **{"charts/true_return_eval": self.true_return_before})
         # SB3 must reset the envs itself at the first learn().
         self.agent._last_obs = None  # noqa: SLF001
 
@@ -383,7 +384,8 @@ class PreferenceLoop:
                 progress.update(task, completed=min(self.steps_done, self.cfg.steps), status=status)
         self.save()
         after = evaluate_policy_true(self.agent, self.cfg, self.n_envs, self.cfg.eval_episodes)
-        self.metrics.log(self.steps_done, **{"charts/true_return_eval": after})
+        if not math.isnan(after):
+            self.metrics.log(self.steps_done, **{"charts/true_return_eval": after})
         val_acc = (
             self.trainer.evaluate()["charts/reward_val_accuracy"] if len(self.trainer) else math.nan
         )
