@@ -18,7 +18,7 @@ from rlkit.core.checkpoint import CheckpointManager
 from rlkit.store import Store
 
 TRAIN = [
-    "--env", "Hopper-v5", "--steps", "8192", "--labels", "200", "--teacher", "human",
+    "--env", "Hopper-v5", "--steps", "12288", "--labels", "200", "--teacher", "human",
     "--n-envs", "2", "--round-steps", "1024", "--policy.n-steps", "256",
     "--segment-seconds", "0.2", "--eval-episodes", "0", "--pool-size", "200",
     "--checkpoint-every", "1024", "--seed", "0", "--trainer.l2-factor", "1.0", "--trainer.min-steps", "200",
@@ -83,5 +83,5 @@ def test_human_teacher_over_http_learns_the_true_reward(tmp_path):
     judge = ModelJudge(run)
     assert judge.refresh()
     agreement = held_out_agreement(judge, store, np.array(pairs))
-    print(f"held-out agreement with the true reward: {agreement:.3f} on {len(pairs)} pairs")
+    print(f"held-out agreement with the true reward: {agreement:.3f} on {len(pairs)} pairs, {len(rows)} labels")
     assert agreement >= 0.8

@@ -382,6 +382,10 @@ class PreferenceLoop:
                     + ("-" if math.isnan(acc) else f"{acc:.2f}")
                 )
                 progress.update(task, completed=min(self.steps_done, self.cfg.steps), status=status)
+        # Labels that people gave during the last round are used too, before the final save.
+        self.finish_reward_training()
+        if self.ingest_labels():
+            self.start_reward_training()
         self.save()
         after = evaluate_policy_true(self.agent, self.cfg, self.n_envs, self.cfg.eval_episodes)
         if not math.isnan(after):
