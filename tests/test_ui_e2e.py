@@ -83,5 +83,7 @@ def test_human_teacher_over_http_learns_the_true_reward(tmp_path):
     judge = ModelJudge(run)
     assert judge.refresh()
     agreement = held_out_agreement(judge, store, np.array(pairs))
-    print(f"held-out agreement with the true reward: {agreement:.3f} on {len(pairs)} pairs, {len(rows)} labels")
+    print(
+        f"held-out agreement with the true reward: {agreement:.3f} on {len(pairs)} pairs, {len(rows)} labels"
+    )
     assert agreement >= 0.8
