@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-import torch
 
 from envs.lavaland import tabular_mdp
 from envs.lavaland_maps import LAVA, PROXY_WEIGHTS, add_lava, generate_map
@@ -16,14 +15,6 @@ from rlkit.rewards.ird.planners import (
 )
 from rlkit.rewards.ird.posterior import GaussianPrior, sample_posterior, sample_z
 from rlkit.rewards.ird.value_iteration import value_iteration
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def test_robust_objectives_by_hand():

@@ -5,7 +5,6 @@ import math
 
 import numpy as np
 import pytest
-import torch
 
 from envs.lavaland import tabular_mdp
 from envs.lavaland_maps import DIRT, GRASS, TARGET, LavalandMap, add_lava, generate_map
@@ -24,14 +23,6 @@ from rlkit.rewards.ird.value_iteration import value_iteration
 PROXY = np.array([-0.1, -0.5, 1.0, -1.0, 0.0])
 # w and w + c * SHIFT give every trajectory the same return (one-hot + constant features)
 SHIFT = np.array([1.0, 1.0, 1.0, 1.0, -1.0]) / math.sqrt(5)
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _identified_cosine(a, b):

@@ -3,7 +3,6 @@
 import gymnasium as gym
 import numpy as np
 import pytest
-import torch
 
 from envs.lavaland import MOVES, LavalandEnv
 from envs.lavaland_maps import PROXY_WEIGHTS, generate_map
@@ -14,14 +13,6 @@ from rlkit.rewards.ird.rollouts import (
     posterior_reward_fn,
     rollout_feature_counts,
 )
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def lavaland_phi(obs: np.ndarray, act: np.ndarray) -> np.ndarray:
