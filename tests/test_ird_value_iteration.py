@@ -4,7 +4,6 @@ import itertools
 
 import numpy as np
 import pytest
-import torch
 
 from envs.lavaland import tabular_mdp
 from envs.lavaland_maps import DIRT, GRASS, TARGET, LavalandMap, generate_map
@@ -14,15 +13,6 @@ from rlkit.rewards.ird.value_iteration import log_partition, value_iteration
 HAND = LavalandMap(
     np.array([[DIRT, GRASS, TARGET], [DIRT, DIRT, DIRT]]), start=(0, 0), target=(0, 2)
 )
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    # small tensor ops: more threads only add synchronisation on a shared machine
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _hand_mdp(horizon=4):

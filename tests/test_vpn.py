@@ -4,22 +4,11 @@ from __future__ import annotations
 
 import gymnasium as gym
 import numpy as np
-import pytest
 import torch
 
 from agents.vpn.agent import VPNAgent, n_step_returns
 from agents.vpn.modules import VPNetwork
 from agents.vpn.replay import SequenceReplay
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Small tensors on a shared 2-core machine: extra threads only contend."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 GRID = gym.spaces.Box(0.0, 1.0, (10, 10, 4), dtype=np.float32)
 

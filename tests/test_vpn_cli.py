@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from rlkit.cli import main
 from rlkit.core.metrics import read_metrics
@@ -14,15 +13,6 @@ from rlkit.core.metrics import read_metrics
 TINY = ["--n-envs", "4", "--n-step", "4", "--batch-sequences", "4", "--learning-starts", "40",
         "--train-freq", "2", "--checkpoint-every", "80", "--eval-every", "0", "--channels", "8",
         "--hidden", "16", "--seed", "0"]  # fmt: skip
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Small tensors on a shared 2-core machine: extra threads only contend."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def train(run_dir: Path, *extra: str) -> int:

@@ -12,15 +12,6 @@ from agents.vpn.planner import parse_branching, plan
 from rlkit.core.errors import UserError
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Small tensors on a shared 2-core machine: extra threads only contend."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 class TableModel:
     """A latent model whose states are node ids ``(M, 1)``; child of node ``i`` by option ``o``
     is ``i * O + o + 1``. ``edges[(node, option)] = (reward, discount, value of child)``."""
