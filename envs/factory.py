@@ -10,9 +10,10 @@ import ale_py
 import gymnasium as gym
 from stable_baselines3.common.atari_wrappers import AtariWrapper
 from stable_baselines3.common.monitor import Monitor
-from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecFrameStack
+from stable_baselines3.common.vec_env import SubprocVecEnv, VecEnv, VecFrameStack
 
 from envs.render_state import RenderStateInfo
+from envs.shallow_dummy_vec_env import ShallowDummyVecEnv
 from rlkit.core.errors import UserError
 
 gym.register_envs(ale_py)
@@ -123,7 +124,7 @@ def make_vec_env(spec: EnvSpec, n_envs: int, seed: int, subprocess: bool = False
     if n_envs < 1:
         raise UserError(f"n_envs must be >= 1, got {n_envs}")
     thunks = [make_env(spec, seed, rank) for rank in range(n_envs)]
-    venv: VecEnv = SubprocVecEnv(thunks) if subprocess else DummyVecEnv(thunks)
+    venv: VecEnv = SubprocVecEnv(thunks) if subprocess else ShallowDummyVecEnv(thunks)
     venv.seed(seed)
     if env_kind(spec.env_id) == "atari":
         venv = VecFrameStack(venv, ATARI_FRAME_STACK)

@@ -31,6 +31,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
+import gymnasium as gym
 import numpy as np
 import torch
 from rich.console import Console
@@ -51,6 +52,7 @@ from rlkit.loops.preference_config import PrefsConfig
 from rlkit.loops.segment_recorder import SegmentRecorder
 from rlkit.rewards.ensemble import RewardEnsemble, build_ensemble
 from rlkit.rewards.queries import select_queries
+from rlkit.rewards.rollout_reward import RolloutRewardCallback
 from rlkit.rewards.schedule import LabelSchedule
 from rlkit.rewards.teachers import QueryRequest, SyntheticTeacher, SyntheticTeacherAdapter
 from rlkit.rewards.trainer import RewardTrainer
@@ -70,6 +72,15 @@ class RunSummary:
     steps: int
     plot: Path
     wall_seconds: float
+
+
+def random_actions(space: gym.Space, n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` uniformly random actions in one call (``space.sample()`` costs ~70 us each)."""
+    if isinstance(space, gym.spaces.Box) and space.is_bounded():
+        return rng.uniform(space.low, space.high, size=(n, *space.shape)).astype(space.dtype)
+    if isinstance(space, gym.spaces.Discrete):
+        return space.start + rng.integers(0, space.n, size=n)
+    return np.stack([space.sample() for _ in range(n)])
 
 
 def segment_length(cfg: PrefsConfig, kind: str) -> int:
@@ -119,7 +130,10 @@ class PreferenceLoop:
         # The actor is what the policy's reward wrapper reads; the learner (self.ensemble)
         # trains in the background and is copied into the actor at round boundaries.
         self.actor: RewardEnsemble = copy.deepcopy(self.ensemble)
-        self.reward_env = LearnedRewardVecEnv(self.recorder, self.actor, self.scale)
+        # Both presets (TRPO, A2C) are on-policy: the learned reward is computed once per
+        # rollout in one batched pass rather than once per env step (the same rewards).
+        self.reward_env = LearnedRewardVecEnv(self.recorder, self.actor, self.scale, deferred=True)
+        self.reward_callback = RolloutRewardCallback(self.reward_env)
         self.trainer = RewardTrainer(
             self.ensemble, cfg.trainer, self.rng.spawn(1)[0], unlabeled=self.sample_unlabeled_steps
         )
@@ -178,12 +192,11 @@ class PreferenceLoop:
         """Fill the pool from a uniformly random policy (for the initial labels)."""
         env = self.recorder
         env.reset()
-        space = env.action_space
-        space.seed(self.cfg.seed)
+        rng = np.random.default_rng(self.cfg.seed)
         limit = max(200_000, 50 * n_segments * self.seg_len)
         start = env.total_steps
         while len(self.pool) < n_segments and env.total_steps - start < limit:
-            env.step(np.stack([space.sample() for _ in range(self.n_envs)]))
+            env.step(random_actions(env.action_space, self.n_envs, rng))
         self.random_steps += env.total_steps - start
 
     def ask(self, n: int) -> int:
@@ -287,7 +300,10 @@ class PreferenceLoop:
     def run_round(self) -> dict[str, float]:
         assert self.agent is not None
         t0 = time.perf_counter()
-        self.agent.learn(self.round_steps, reset_num_timesteps=False, progress_bar=False)
+        self.agent.learn(
+            self.round_steps, callback=self.reward_callback, reset_num_timesteps=False,
+            progress_bar=False,
+        )  # fmt: skip
         policy_seconds = time.perf_counter() - t0
         step = self.steps_done
         stats = self.finish_reward_training()
@@ -298,6 +314,7 @@ class PreferenceLoop:
         episodes = [ep["r"] for ep in self.agent.ep_info_buffer]
         stats.update({
             "charts/true_return": float(np.mean(episodes)) if episodes else math.nan,
+            "charts/learned_reward": self.reward_callback.last_mean,
             "charts/labels": float(self.store.count_labels()),
             "charts/queries_asked": float(asked),
             "charts/pool_size": float(len(self.pool)),

@@ -28,6 +28,11 @@ class LearnedRewardVecEnv(VecEnvWrapper):
     risk-averse combination from Inverse Reward Design
     (:func:`rlkit.rewards.ird.rollouts.posterior_reward_fn`), so that what the designer's proxy
     says shapes behaviour where the comparisons have not spoken yet.
+
+    ``deferred=True`` leaves the learned part out of each step (the policy then gets only
+    the prior, or 0) for :class:`rlkit.rewards.rollout_reward.RolloutRewardCallback` to add
+    for a whole on-policy rollout in one batched pass: the same rewards, without one small
+    forward pass per env step.
     """
 
     def __init__(
@@ -37,14 +42,27 @@ class LearnedRewardVecEnv(VecEnvWrapper):
         scale: float = 1.0,
         prior: RewardPrior | None = None,
         prior_weight: float = 1.0,
+        deferred: bool = False,
     ) -> None:
         super().__init__(venv)
         self.ensemble = ensemble
         self.scale = float(scale)
         self.prior = prior
         self.prior_weight = float(prior_weight)
+        self.deferred = deferred
         self._last_obs: np.ndarray | None = None
         self._actions: np.ndarray | None = None
+
+    @torch.no_grad()
+    def learned_reward(self, obs: np.ndarray, acts: np.ndarray, chunk: int = 8192) -> np.ndarray:
+        """``scale * r_hat``: ``(B, *obs_shape), (B, *act_shape) -> (B,)`` float32, in chunks."""
+        out = [
+            self.ensemble.reward(
+                torch.as_tensor(obs[i : i + chunk]), torch.as_tensor(acts[i : i + chunk])
+            )
+            for i in range(0, len(obs), chunk)
+        ]
+        return (self.scale * torch.cat(out).numpy()).astype(np.float32)
 
     def reset(self) -> np.ndarray:
         self._last_obs = self.venv.reset()
@@ -58,11 +76,10 @@ class LearnedRewardVecEnv(VecEnvWrapper):
         obs, true_rews, dones, infos = self.venv.step_wait()
         if self._last_obs is None or self._actions is None:
             raise RuntimeError("LearnedRewardVecEnv: reset() must be called before step()")
-        with torch.no_grad():
-            learned = self.ensemble.reward(
-                torch.as_tensor(self._last_obs), torch.as_tensor(self._actions)
-            )
-        rews = self.scale * learned.numpy()
+        if self.deferred:
+            rews = np.zeros(len(true_rews), dtype=np.float32)
+        else:
+            rews = self.learned_reward(self._last_obs, self._actions)
         if self.prior is not None:
             rews = rews + self.prior_weight * np.asarray(self.prior(self._last_obs, self._actions))
         rews = rews.astype(np.float32)

@@ -1,0 +1,67 @@
+"""The batched per-rollout learned reward equals the per-step one, returns and advantages too."""
+
+import numpy as np
+import pytest
+import torch
+from stable_baselines3 import DQN
+
+from agents.presets import PolicyConfig, make_agent
+from envs import EnvSpec, make_vec_env
+from rlkit.rewards.ensemble import build_ensemble
+from rlkit.rewards.rollout_reward import RolloutRewardCallback
+from rlkit.rewards.vec_wrapper import LearnedRewardVecEnv
+
+
+def _one_rollout(env_id: str, kind: str, n_envs: int, deferred: bool, cfg: PolicyConfig):
+    venv = make_vec_env(EnvSpec(env_id, terminate_when_unhealthy=False), n_envs, seed=3)
+    backbone = "nature_cnn" if kind == "atari" else "mlp"
+    ens = build_ensemble(venv.observation_space, venv.action_space, 2, backbone, seed=1)
+    with torch.no_grad():  # a non-trivial normalization, as after training
+        ens.out_mean.copy_(torch.tensor([0.3, -0.2]))
+        ens.out_std.copy_(torch.tensor([2.0, 0.5]))
+    wrapped = LearnedRewardVecEnv(venv, ens, scale=0.7, deferred=deferred)
+    agent = make_agent(cfg, wrapped, kind, seed=5)
+    callback = RolloutRewardCallback(wrapped) if deferred else None
+    agent.learn(agent.n_steps * n_envs, callback=callback)
+    buf = agent.rollout_buffer
+    return (
+        buf.rewards.copy(),
+        buf.returns.copy(),
+        buf.advantages.copy(),
+        callback,
+        buf.episode_starts,
+    )
+
+
+def test_batched_rollout_reward_equals_per_step_on_mujoco_with_time_limit_bootstrap():
+    # Hopper's 1000-step time limit falls inside the rollout (1024 steps per env): the
+    # truncation bootstrap gamma * V(s_T) that SB3 adds to the reward must be kept.
+    cfg = PolicyConfig(algo="trpo", n_steps=1024)
+    per_step = _one_rollout("Hopper-v5", "mujoco", 2, deferred=False, cfg=cfg)
+    batched = _one_rollout("Hopper-v5", "mujoco", 2, deferred=True, cfg=cfg)
+    for a, b in zip(per_step[:3], batched[:3], strict=True):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5)
+    assert per_step[4][1:].sum() == 2  # both episodes were truncated inside the rollout
+    assert np.abs(per_step[0]).mean() > 0.1  # a real reward, not zeros
+    assert batched[3].last_mean == pytest.approx(float(batched[0][:900].mean()), abs=0.05)
+
+
+def test_batched_rollout_reward_equals_per_step_on_atari_images_and_discrete_actions():
+    cfg = PolicyConfig(algo="a2c", n_steps=5)
+    per_step = _one_rollout("ALE/Pong-v5", "atari", 2, deferred=False, cfg=cfg)
+    batched = _one_rollout("ALE/Pong-v5", "atari", 2, deferred=True, cfg=cfg)
+    for a, b in zip(per_step[:3], batched[:3], strict=True):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5)
+    assert np.abs(per_step[0]).std() > 0
+
+
+def test_rollout_reward_refuses_per_step_wrappers_and_off_policy_algorithms():
+    venv = make_vec_env(EnvSpec("CartPole-v1"), 1, seed=0)
+    ens = build_ensemble(venv.observation_space, venv.action_space, 2, "mlp", seed=0)
+    with pytest.raises(ValueError, match="deferred=True"):
+        RolloutRewardCallback(LearnedRewardVecEnv(venv, ens))
+    wrapped = LearnedRewardVecEnv(venv, ens, deferred=True)
+    with pytest.raises(TypeError, match="on-policy"):
+        DQN("MlpPolicy", wrapped, learning_starts=0).learn(
+            10, callback=RolloutRewardCallback(wrapped)
+        )
