@@ -104,8 +104,18 @@ def test_bad_input_gets_one_line_and_exit_2(tmp_path):
     assert "Hopper-v5" in out.stderr and "Traceback" not in out.stderr
     out = run_cli("prefs", "train", "--labels", "-5", "--run-dir", str(tmp_path / "y"))
     assert out.returncode == 2 and "--labels" in out.stderr and "Traceback" not in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1  # not tyro's boxed help screen
+    out = run_cli("prefs", "train", "--trainer.holdout", "1.5", "--run-dir", str(tmp_path / "v"))
+    assert out.returncode == 2 and "holdout" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
     out = run_cli("prefs", "train", "--resume", "--run-dir", str(tmp_path / "missing"))
     assert out.returncode == 2 and "holds no run" in out.stderr
+    out = run_cli("prefs", "train", "--backbone", "revnett", "--run-dir", str(tmp_path / "z"))
+    assert out.returncode == 2 and "did you mean revnet" in out.stderr
+    assert "Traceback" not in out.stderr and not (tmp_path / "z").exists()
+    out = run_cli("prefs", "train", "--backbone-kwargs", "{bad", "--run-dir", str(tmp_path / "w"))
+    assert out.returncode == 2 and "--backbone-kwargs is not valid JSON" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
 
 
 def test_resume_from_corrupt_checkpoint_says_so_and_overwrites_nothing(tmp_path):

@@ -10,3 +10,11 @@ class UserError(Exception):
     def __init__(self, message: str, exit_code: int = 2) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+
+
+class ConfigError(UserError):
+    """An invalid setting in a config dataclass, raised by its ``__post_init__``.
+
+    Not a ``ValueError`` on purpose: tyro turns a ``ValueError`` raised while it builds a
+    config into a boxed help screen; this one passes through to the CLI's one-line error.
+    """

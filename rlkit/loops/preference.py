@@ -43,6 +43,7 @@ from agents.presets import load_agent, make_agent, resolve_algo
 from envs import EnvSpec, env_dt, env_kind, make_vec_env
 from rlkit.core.buffers import SegmentPool
 from rlkit.core.checkpoint import CheckpointManager
+from rlkit.core.errors import UserError
 from rlkit.core.metrics import MetricsLogger
 from rlkit.core.progress import make_progress
 from rlkit.core.seeding import restore_rng, rng_state, seed_everything
@@ -123,10 +124,16 @@ class PreferenceLoop:
         backbone = cfg.backbone
         if backbone == "auto":
             backbone = "nature_cnn" if self.kind == "atari" else "mlp"
-        self.ensemble: RewardEnsemble = build_ensemble(
-            venv.observation_space, venv.action_space, cfg.ensemble_size, backbone,
-            dropout=cfg.dropout, seed=cfg.seed,
-        )  # fmt: skip
+        try:
+            self.ensemble: RewardEnsemble = build_ensemble(
+                venv.observation_space, venv.action_space, cfg.ensemble_size, backbone,
+                backbone_kwargs=cfg.backbone_settings(), dropout=cfg.dropout, seed=cfg.seed,
+            )  # fmt: skip
+        except TypeError as exc:  # a setting the backbone does not take
+            venv.close()
+            raise UserError(
+                f"--backbone-kwargs {cfg.backbone_kwargs!r} for {backbone}: {exc}"
+            ) from None
         # The actor is what the policy's reward wrapper reads; the learner (self.ensemble)
         # trains in the background and is copied into the actor at round boundaries.
         self.actor: RewardEnsemble = copy.deepcopy(self.ensemble)

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+from difflib import get_close_matches
 from pathlib import Path
 from typing import Literal
 
 from agents.presets import PolicyConfig
+from rlkit.core.errors import ConfigError
 from rlkit.rewards.teachers import TeacherConfig
 from rlkit.rewards.trainer import TrainerConfig
 
@@ -40,6 +43,9 @@ class PrefsConfig:
     """Reward predictors in the ensemble (K)."""
     backbone: str = "auto"
     """Reward-model backbone from the rlkit.nn registry; auto: mlp for vectors, nature_cnn for pixels."""
+    backbone_kwargs: str = ""
+    """Backbone settings as a JSON object, e.g. '{"channels": [16, 16, 16], "features_dim": 64}'
+    for a nature_cnn small enough to train on a CPU, or '{"hidden": [256, 256]}' for the mlp."""
     dropout: float = 0.0
     """Dropout in each reward predictor's head."""
     query_strategy: Literal["disagreement", "uniform", "entropy"] = "disagreement"
@@ -74,7 +80,28 @@ class PrefsConfig:
     policy: PolicyConfig = dataclasses.field(default_factory=PolicyConfig)
     """The RL algorithm."""
 
+    def backbone_settings(self) -> dict:
+        """``backbone_kwargs`` parsed (``{}`` when empty)."""
+        return json.loads(self.backbone_kwargs) if self.backbone_kwargs.strip() else {}
+
     def __post_init__(self) -> None:
+        try:
+            settings = self.backbone_settings()
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"--backbone-kwargs is not valid JSON ({exc.msg})") from None
+        if not isinstance(settings, dict):
+            raise ConfigError(
+                f"--backbone-kwargs must be a JSON object, got {self.backbone_kwargs!r}"
+            )
+        from rlkit.nn import backbone_names
+
+        names = backbone_names()
+        if self.backbone != "auto" and self.backbone not in names:
+            close = get_close_matches(self.backbone, names, n=3)
+            hint = f"did you mean {', '.join(close)}? " if close else ""
+            raise ConfigError(
+                f"unknown --backbone {self.backbone!r}; {hint}known: auto, {', '.join(names)}"
+            )
         checks = {
             "steps": self.steps > 0,
             "labels": self.labels >= 0,
@@ -92,10 +119,10 @@ class PrefsConfig:
         }
         for name, ok in checks.items():
             if not ok:
-                raise ValueError(
+                raise ConfigError(
                     f"--{name.replace('_', '-')} has an invalid value {getattr(self, name)!r}"
                 )
         for name in ("n_envs", "pool_size", "round_steps"):
             value = getattr(self, name)
             if value is not None and value < (2 if name == "pool_size" else 1):
-                raise ValueError(f"--{name.replace('_', '-')} has an invalid value {value!r}")
+                raise ConfigError(f"--{name.replace('_', '-')} has an invalid value {value!r}")

@@ -24,6 +24,7 @@ from typing import Literal, Protocol
 
 import numpy as np
 
+from rlkit.core.errors import ConfigError
 from rlkit.core.types import Segment
 
 NoiseModel = Literal["rational", "bradley_terry", "mistake", "skip", "equal", "myopic"]
@@ -48,11 +49,11 @@ class TeacherConfig:
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.eps <= 1.0:
-            raise ValueError(f"teacher eps must be in [0, 1], got {self.eps}")
+            raise ConfigError(f"teacher eps must be in [0, 1], got {self.eps}")
         if not 0.0 < self.gamma <= 1.0:
-            raise ValueError(f"teacher gamma must be in (0, 1], got {self.gamma}")
+            raise ConfigError(f"teacher gamma must be in (0, 1], got {self.gamma}")
         if self.beta < 0 or self.equal_threshold < 0:
-            raise ValueError("teacher beta and equal_threshold must be >= 0")
+            raise ConfigError("teacher beta and equal_threshold must be >= 0")
 
 
 class SyntheticTeacher:

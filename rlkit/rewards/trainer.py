@@ -18,6 +18,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from rlkit.core.errors import ConfigError
 from rlkit.core.types import Comparison, Segment
 from rlkit.rewards.ensemble import RewardEnsemble
 from rlkit.rewards.preference import preference_loss, preference_probs
@@ -70,11 +71,11 @@ class TrainerConfig:
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.holdout < 1.0:
-            raise ValueError(f"holdout must be in [0, 1), got {self.holdout}")
+            raise ConfigError(f"holdout must be in [0, 1), got {self.holdout}")
         if self.batch_size < 1 or self.lr <= 0:
-            raise ValueError("batch_size must be >= 1 and lr > 0")
+            raise ConfigError("batch_size must be >= 1 and lr > 0")
         if not 1.0 <= self.l2_low < self.l2_high:
-            raise ValueError("need 1 <= l2_low < l2_high")
+            raise ConfigError("need 1 <= l2_low < l2_high")
 
 
 class _SegmentCache:
