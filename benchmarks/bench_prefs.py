@@ -6,8 +6,14 @@ For each env and seed, side by side in one process:
 then both policies are evaluated on the true reward (deterministic, ``--eval-episodes``).
 Prints one JSON line per (env, seed) with the returns, their ratio (learned / true), and
 the wall-clock ratio (preference run / plain TRPO). Evaluation is excluded from both times.
+Besides the deterministic evaluation (``--eval-episodes``), each line has the mean true return
+of the last 100 training episodes of each run (``train_return_*``, equal frames): the
+usual Atari measure, where a deterministic policy may never press FIRE to serve again.
+On Atari the true-reward baseline gets sign-clipped rewards, as A2C is usually run.
 
     .venv/bin/python benchmarks/bench_prefs.py --envs Hopper-v5 --steps 1000000 --labels 700 --seeds 0
+    .venv/bin/python benchmarks/bench_prefs.py --envs ALE/Breakout-v5 --steps 250000 --labels 700 \
+        --eval-episodes 0 --prefs-args "--backbone-kwargs '{\"channels\": [16, 16, 16]}' ..."
 """
 
 from __future__ import annotations
@@ -15,18 +21,42 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import shlex
 import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 from rich.console import Console
+from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 
-from agents.presets import PolicyConfig, make_agent
+from agents.presets import make_agent
 from envs import EnvSpec, env_kind, make_vec_env
+from rlkit.cli import run_tyro
 from rlkit.core.seeding import seed_everything
 from rlkit.loops.evaluation import evaluate_policy_true
 from rlkit.loops.preference import PreferenceLoop
 from rlkit.loops.preference_config import PrefsConfig
+
+
+class SignReward(VecEnvWrapper):
+    """Rewards clipped to their sign (A2C's usual Atari setting); episode stats stay unclipped."""
+
+    def __init__(self, venv: VecEnv) -> None:
+        super().__init__(venv)
+
+    def reset(self) -> np.ndarray:
+        return self.venv.reset()
+
+    def step_wait(self):
+        obs, rews, dones, infos = self.venv.step_wait()
+        return obs, np.sign(rews), dones, infos
+
+
+def train_return(agent: object) -> float:
+    """Mean true return of the last (up to) 100 training episodes (SB3's Monitor stats)."""
+    episodes = [ep["r"] for ep in agent.ep_info_buffer]
+    return float(np.mean(episodes)) if episodes else float("nan")
 
 
 def run_true_reward(cfg: PrefsConfig, n_envs: int) -> tuple[object, float]:
@@ -34,6 +64,8 @@ def run_true_reward(cfg: PrefsConfig, n_envs: int) -> tuple[object, float]:
     kind = env_kind(cfg.env)
     spec = EnvSpec(cfg.env, terminate_when_unhealthy=None if cfg.early_termination else False)
     venv = make_vec_env(spec, n_envs, cfg.seed)
+    if kind == "atari":
+        venv = SignReward(venv)
     agent = make_agent(cfg.policy, venv, kind, cfg.seed)
     t0 = time.perf_counter()
     agent.learn(cfg.steps)
@@ -48,13 +80,22 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--eval-episodes", type=int, default=10)
     p.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    p.add_argument("--prefs-args", default="", help="more `rlkit prefs train` flags, one string")
     args = p.parse_args()
+    base = run_tyro(PrefsConfig, shlex.split(args.prefs_args), prog="bench_prefs --prefs-args")
     args.out.mkdir(parents=True, exist_ok=True)
     quiet = Console(quiet=True)
     for env in args.envs:
         for seed in args.seeds:
-            cfg = PrefsConfig(env=env, steps=args.steps, labels=args.labels, seed=seed,
-                              eval_episodes=0, checkpoint_every=10**9, policy=PolicyConfig())  # fmt: skip
+            cfg = dataclasses.replace(
+                base,
+                env=env,
+                steps=args.steps,
+                labels=args.labels,
+                seed=seed,
+                eval_episodes=0,
+                checkpoint_every=10**9,
+            )
             kind = env_kind(env)
             n_envs = cfg.n_envs or (8 if kind == "atari" else 4)
             with tempfile.TemporaryDirectory() as tmp:
@@ -65,21 +106,31 @@ def main() -> None:
                 summary = loop.run()
                 prefs_wall = time.perf_counter() - t0
                 learned = evaluate_policy_true(loop.agent, cfg, n_envs, args.eval_episodes)
+                learned_train = train_return(loop.agent)
                 acc = summary.val_accuracy
                 plot = args.out / f"prefs_{env.replace('/', '-')}_seed{seed}.png"
                 plot.write_bytes(summary.plot.read_bytes())
                 loop.close()
             agent, true_wall = run_true_reward(cfg, n_envs)
             true_ret = evaluate_policy_true(agent, cfg, n_envs, args.eval_episodes)
-            print(json.dumps({
-                "bench": "prefs_vs_true_reward", "env": env, "seed": seed, "steps": args.steps,
-                "labels": summary.labels, "return_learned": round(learned, 1),
+            row = {
+                "bench": "prefs_vs_true_reward",
+                "env": env,
+                "seed": seed,
+                "steps": args.steps,
+                "labels": summary.labels,
+                "return_learned": round(learned, 1),
                 "return_true_reward": round(true_ret, 1),
                 "ratio": round(learned / true_ret, 3) if true_ret else None,
+                "train_return_learned": round(learned_train, 1),
+                "train_return_true_reward": round(train_return(agent), 1),
+                "train_ratio": round(learned_train / train_return(agent), 3),
                 "reward_val_accuracy": round(acc, 3),
-                "wall_prefs_s": round(prefs_wall, 1), "wall_trpo_s": round(true_wall, 1),
+                "wall_prefs_s": round(prefs_wall, 1),
+                "wall_trpo_s": round(true_wall, 1),
                 "overhead": round(prefs_wall / true_wall, 3),
-            }), flush=True)  # fmt: skip
+            }
+            print(json.dumps({k: None if v != v else v for k, v in row.items()}), flush=True)
 
 
 if __name__ == "__main__":
