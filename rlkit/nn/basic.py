@@ -87,7 +87,9 @@ class NatureCNN(nn.Module):
     """The DQN Nature network (Mnih et al. 2015) as a feature extractor.
 
     Input ``(B, H, W, C)`` or ``(B, C, H, W)`` images (uint8 scaled by 1/255), output
-    ``(B, features_dim)``. ``norm_kwargs`` go to each norm layer (e.g. batch renorm's schedule).
+    ``(B, features_dim)``. ``channels`` are the kernel counts of the three conv layers (the
+    paper's 32, 64, 64; smaller ones make a cheaper network). ``norm_kwargs`` go to each norm
+    layer (e.g. batch renorm's schedule).
     """
 
     def __init__(
@@ -98,17 +100,21 @@ class NatureCNN(nn.Module):
         dropout: float = 0.0,
         scale: float = 1.0 / 255.0,
         norm_kwargs: dict | None = None,
+        channels: Sequence[int] = (32, 64, 64),
     ) -> None:
         super().__init__()
         nk = norm_kwargs or {}
+        if len(channels) != 3:
+            raise ValueError(f"nature_cnn has three conv layers: give 3 channels, got {channels}")
+        c1, c2, c3 = (int(n) for n in channels)
         self.channels_last = is_channels_last(obs_shape)
         c, h, w = (obs_shape[2], obs_shape[0], obs_shape[1]) if self.channels_last else obs_shape
         self.scale = scale
         act = nn.ReLU
         self.conv = nn.Sequential(
-            nn.Conv2d(c, 32, 8, stride=4), make_norm(norm, 32, conv=True, **nk), act(),
-            nn.Conv2d(32, 64, 4, stride=2), make_norm(norm, 64, conv=True, **nk), act(),
-            nn.Conv2d(64, 64, 3, stride=1), make_norm(norm, 64, conv=True, **nk), act(),
+            nn.Conv2d(c, c1, 8, stride=4), make_norm(norm, c1, conv=True, **nk), act(),
+            nn.Conv2d(c1, c2, 4, stride=2), make_norm(norm, c2, conv=True, **nk), act(),
+            nn.Conv2d(c2, c3, 3, stride=1), make_norm(norm, c3, conv=True, **nk), act(),
             nn.Flatten(),
         )  # fmt: skip
         with torch.no_grad():

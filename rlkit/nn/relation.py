@@ -100,8 +100,11 @@ class RelationNet(nn.Module):
 
     Images ``(B, H, W, C)`` or ``(B, C, H, W)`` (scaled by ``scale``) go through the paper's
     stem of ``conv_layers`` ``Conv3x3/2 -> ReLU`` layers with ``channels`` kernels; each cell of
-    the resulting map is an object. Output ``(B, out_dim)``; ``forward(obs, cond)`` takes the
-    optional conditioning vector ``(B, cond_dim)``.
+    the resulting map is an object. ``stem`` replaces that stem with one ``Conv -> ReLU`` layer
+    per ``(out_channels, kernel, stride, padding)`` tuple, e.g. a Nature-CNN-like front that
+    ends in a small map (fewer cells: the pair sum costs the square of their number).
+    Output ``(B, out_dim)``; ``forward(obs, cond)`` takes the optional conditioning vector
+    ``(B, cond_dim)``.
     """
 
     def __init__(
@@ -114,6 +117,7 @@ class RelationNet(nn.Module):
         channels: int = 24,
         conv_layers: int = 4,
         scale: float = 1.0 / 255.0,
+        stem: Sequence[Sequence[int]] | None = None,
     ) -> None:
         super().__init__()
         self.image = len(obs_shape) == 3
@@ -121,14 +125,18 @@ class RelationNet(nn.Module):
         self.scale = scale
         if self.image:
             c = obs_shape[2] if self.channels_last else obs_shape[0]
+            if stem is None:
+                stem = [(channels, 3, 2, 1)] * conv_layers
+            if not stem or any(len(layer) != 4 for layer in stem):
+                raise ValueError(
+                    f"stem needs at least one (out_channels, kernel, stride, padding), got {stem}"
+                )
             convs: list[nn.Module] = []
-            for k in range(conv_layers):
-                convs += [
-                    nn.Conv2d(c if k == 0 else channels, channels, 3, 2, padding=1),
-                    nn.ReLU(),
-                ]
+            for out, kernel, stride, padding in stem:
+                convs += [nn.Conv2d(c, int(out), int(kernel), int(stride), int(padding)), nn.ReLU()]
+                c = int(out)
             self.stem = nn.Sequential(*convs)
-            obj_dim = channels + 2
+            obj_dim = c + 2
         elif len(obs_shape) == 2:
             self.stem = nn.Identity()
             obj_dim = int(obs_shape[1])

@@ -197,8 +197,9 @@ class RevNetMLP(nn.Module):
 
 class RevNetCNN(nn.Module):
     """RevNet for images: a non-reversible strided stem (``Conv 8x8/4 -> ReLU -> Conv 4x4/2 ->
-    ReLU``, the Nature-CNN front), reversible blocks whose F and G are ``Conv3x3 -> ReLU ->
-    Conv3x3`` on half the channels, then ``ReLU -> Flatten -> Linear -> ReLU``.
+    ReLU``, the Nature-CNN front, with ``stem_channels`` then ``channels`` kernels), reversible
+    blocks whose F and G are ``Conv3x3 -> ReLU -> Conv3x3`` on half the channels, then
+    ``ReLU -> Flatten -> Linear -> ReLU``.
 
     Input ``(B, H, W, C)`` or ``(B, C, H, W)`` images (scaled by ``scale``), output
     ``(B, features_dim)``.
@@ -212,6 +213,7 @@ class RevNetCNN(nn.Module):
         features_dim: int = 256,
         reversible_backward: bool = True,
         scale: float = 1.0 / 255.0,
+        stem_channels: int = 32,
     ) -> None:
         super().__init__()
         if channels % 2 or channels < 2:
@@ -227,9 +229,9 @@ class RevNetCNN(nn.Module):
             )
 
         self.stem = nn.Sequential(
-            nn.Conv2d(c, 32, 8, stride=4),
+            nn.Conv2d(c, stem_channels, 8, stride=4),
             nn.ReLU(),
-            nn.Conv2d(32, channels, 4, stride=2),
+            nn.Conv2d(stem_channels, channels, 4, stride=2),
             nn.ReLU(),
         )
         self.blocks = ReversibleSequence(
