@@ -24,16 +24,21 @@ import pytest
 ray = pytest.importorskip("ray")
 
 from envs import EnvSpec, make_vec_env  # noqa: E402
+from rlkit.core.errors import UserError  # noqa: E402
 from rlkit.distributed import (  # noqa: E402
     FragmentSampler,
     SB3Policy,
     WorkerFailedError,
+    check_address,
     connect,
     make_ray_vec_env,
     shutdown,
 )
 
 RAY_BIN = Path(sys.executable).with_name("ray")
+
+#: Ports of the module's head node besides its GCS port (``"client"``: Ray Client's).
+HEAD_PORTS: dict[str, int] = {}
 
 
 def _free_port() -> int:
@@ -57,29 +62,15 @@ def _stop(proc: subprocess.Popen) -> None:
     proc.wait(timeout=10)
 
 
-@pytest.fixture(scope="module")
-def ray_head():
-    """The address ``127.0.0.1:PORT`` of a fresh head node, connected to this process."""
-    port = _free_port()
-    temp_dir = tempfile.mkdtemp(prefix="rlray")  # short: Ray's socket paths must fit 107 bytes
-    cmd = [
-        str(RAY_BIN),
-        "start",
-        "--head",
-        f"--port={port}",
-        "--num-cpus=2",
-        "--include-dashboard=false",
-        "--disable-usage-stats",
-        "--block",
-        f"--temp-dir={temp_dir}",
-        f"--ray-client-server-port={_free_port()}",
-        f"--dashboard-port={_free_port()}",
-        f"--dashboard-agent-listen-port={_free_port()}",
-    ]
-    log = open(os.path.join(temp_dir, "head.log"), "w")  # noqa: SIM115
-    # No token authentication for this throwaway localhost head: Ray turns it on when a
+def _ray_start(args: list[str], temp_dir: str) -> tuple[subprocess.Popen, Path]:
+    """``ray start ARGS --block`` in its own process group, with its own temp dir (so that it
+    records its address there, not in /tmp/ray where ``auto`` would find it); the log goes
+    to TEMP_DIR/start.log."""
+    cmd = [str(RAY_BIN), "start", *args, "--disable-usage-stats", "--block",
+           f"--temp-dir={temp_dir}"]  # fmt: skip
+    # No token authentication for these throwaway localhost nodes: Ray turns it on when a
     # token exists in ~/.ray, and a driver given an explicit address does not send it.
-    # A test head has nothing to drain: shut down at once on SIGTERM.
+    # A test node has nothing to drain: shut down at once on SIGTERM.
     env = {
         **os.environ,
         "CI": "true",
@@ -88,16 +79,37 @@ def ray_head():
         "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",
     }
     env.pop("RAY_ADDRESS", None)
-    proc = subprocess.Popen(
-        cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
-        start_new_session=True,
-    )  # fmt: skip
+    log_path = Path(temp_dir) / "start.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
+            start_new_session=True,
+        )  # fmt: skip
+    return proc, log_path
+
+
+@pytest.fixture(scope="module")
+def ray_head():
+    """The address ``127.0.0.1:PORT`` of a fresh head node, connected to this process."""
+    port = _free_port()
+    HEAD_PORTS["client"] = _free_port()
+    temp_dir = tempfile.mkdtemp(prefix="rlray")  # short: Ray's socket paths must fit 107 bytes
+    args = [
+        "--head",
+        f"--port={port}",
+        "--num-cpus=2",
+        "--include-dashboard=false",
+        f"--ray-client-server-port={HEAD_PORTS['client']}",
+        f"--dashboard-port={_free_port()}",
+        f"--dashboard-agent-listen-port={_free_port()}",
+    ]
+    proc, log = _ray_start(args, temp_dir)
     address = f"127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
         while True:
             if proc.poll() is not None:
-                pytest.fail(f"ray start exited with {proc.returncode}: {open(log.name).read()}")
+                pytest.fail(f"ray start exited with {proc.returncode}: {log.read_text()}")
             try:
                 socket.create_connection(("127.0.0.1", port), timeout=1).close()
                 break
@@ -111,7 +123,6 @@ def ray_head():
     finally:
         shutdown()
         _stop(proc)
-        log.close()
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
@@ -266,3 +277,88 @@ def test_prefs_train_runs_on_ray_workers(ray_head, tmp_path):
     # segments rolled out on the workers keep their MuJoCo render state
     seg = store.load_segment(store.labels_after(0)[0].segment_a)
     assert seg.render_state is not None and seg.render_state.shape == (25, 12)
+
+
+def test_a_real_head_passes_the_address_check(ray_head, monkeypatch):
+    """The quick check before ray.init (one GCS request) accepts a real head, by address
+    and through ``auto``, and tells its GCS and Ray Client ports apart."""
+    start = time.monotonic()
+    assert check_address(ray_head) == ray_head
+    monkeypatch.setenv("RAY_ADDRESS", ray_head)
+    port = ray_head.rpartition(":")[2]
+    assert check_address("auto").endswith(f":{port}")  # Ray names this host by its address
+    connect("auto")  # already connected to it: kept
+    assert ray.is_initialized()
+    client = f"127.0.0.1:{HEAD_PORTS['client']}"
+    assert check_address(f"ray://{client}") == f"ray://{client}"
+    with pytest.raises(UserError, match=f"at {client}: the port answers, but not as a Ray"):
+        check_address(client)
+    with pytest.raises(UserError, match=f"at ray://{ray_head}: this is the GCS port"):
+        check_address(f"ray://{ray_head}")
+    assert time.monotonic() - start < 10
+
+
+def test_ray_client_address_steps_envs(ray_head):
+    """``ray://HEAD:10001`` (Ray Client, for a driver on a machine outside the cluster)."""
+    spec = EnvSpec("Hopper-v5", render_state=True)
+    shutdown()
+    try:
+        connect(f"ray://127.0.0.1:{HEAD_PORTS['client']}")
+        venv = make_ray_vec_env(spec, n_envs=2, n_workers=2, seed=5)
+        try:
+            actions = np.random.default_rng(4).uniform(-1, 1, size=(5, 2, 3)).astype(np.float32)
+            _assert_same_steps(venv, make_vec_env(spec, 2, seed=5), actions)
+        finally:
+            venv.close()
+    finally:
+        shutdown()
+        connect(ray_head)
+
+
+def _alive_nodes() -> dict[str, dict]:
+    return {n["NodeID"]: n for n in ray.nodes() if n["Alive"]}
+
+
+def test_workers_spread_over_a_two_node_cluster(ray_head):
+    """A second node joins the head as the README says (`ray start --address=HEAD:PORT`,
+    here with its own CPU and a `node2` resource); two workers run on the two nodes and
+    step exactly like make_vec_env. Runs last: the node is stopped at the end."""
+    temp_dir = tempfile.mkdtemp(prefix="rlray")
+    args = [
+        f"--address={ray_head}",
+        "--num-cpus=1",
+        '--resources={"node2": 1}',
+        "--object-store-memory=100000000",
+        "--min-worker-port=0",  # random ports: the head uses the default range
+        "--max-worker-port=0",
+        f"--dashboard-agent-listen-port={_free_port()}",
+    ]
+    proc, log = _ray_start(args, temp_dir)
+    node2 = None
+    try:
+        deadline = time.monotonic() + 60
+        while node2 is None:
+            if proc.poll() is not None:
+                pytest.fail(f"ray start exited with {proc.returncode}: {log.read_text()}")
+            if time.monotonic() > deadline:
+                pytest.fail("the second node did not join within 60 s")
+            time.sleep(0.5)
+            nodes = _alive_nodes()
+            node2 = next((k for k, n in nodes.items() if "node2" in n["Resources"]), None)
+        assert len(nodes) == 2 and ray.cluster_resources()["CPU"] == 3
+
+        spec = EnvSpec("Hopper-v5", render_state=True)
+        venv = make_ray_vec_env(spec, n_envs=2, n_workers=2, seed=4)
+        try:
+            assert {venv.worker_node_id(i) for i in range(2)} == set(nodes)
+            actions = np.random.default_rng(3).uniform(-1, 1, size=(10, 2, 3)).astype(np.float32)
+            _assert_same_steps(venv, make_vec_env(spec, 2, seed=4), actions)
+        finally:
+            venv.close()
+    finally:
+        _stop(proc)
+        # Leave the head as it was: a single node (a stopped raylet says goodbye at once).
+        deadline = time.monotonic() + 30
+        while node2 in _alive_nodes() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        shutil.rmtree(temp_dir, ignore_errors=True)

@@ -130,17 +130,100 @@ def test_random_policy_is_seeded_and_in_bounds():
     assert set(disc(np.zeros((200, 1)), np.random.default_rng(0))) == {0, 1, 2, 3}
 
 
-def test_unreachable_address_is_a_quick_one_line_error():
+@pytest.fixture(scope="module")
+def non_ray_ports():
+    """Ports on 127.0.0.1 where something other than Ray listens: ``"http"``, a plain HTTP
+    server, and ``"silent"``, a TCP port that accepts connections and never answers."""
+    import http.server
+    import socket
+    import threading
+
+    class Quiet(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    try:
+        yield {"http": server.server_address[1], "silent": silent.getsockname()[1]}
+    finally:
+        server.shutdown()
+        server.server_close()
+        silent.close()
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _assert_quick_one_line_error(address: str, names: str, why: str) -> str:
     start = time.monotonic()
     with pytest.raises(UserError) as info:
-        connect("127.0.0.1:1")
-    assert time.monotonic() - start < 10
+        connect(address)
+    elapsed = time.monotonic() - start
+    assert elapsed < 15, f"connect({address!r}) took {elapsed:.1f} s to fail"
     assert info.value.exit_code == 2
     message = str(info.value)
-    assert message.startswith("cannot reach Ray cluster at 127.0.0.1:1: ")
+    assert message.startswith(f"cannot reach Ray cluster at {names}"), message
+    assert why in message
     assert "\n" not in message
-    with pytest.raises(UserError, match="expected HOST:PORT"):
-        connect("not-an-address")
+    return message
+
+
+_BAD_ADDRESSES = {
+    "refused": "Connection refused",
+    "http": "the port answers, but not as a Ray cluster",
+    "silent": "accepts connections but does not answer Ray's requests",
+    "no-such-host": "is `ray start --head` running there?",
+    "foo": "expected HOST:PORT",
+    "host:notaport": "expected HOST:PORT",
+    "127.0.0.1:99999": "expected HOST:PORT",
+    ":6379": "expected HOST:PORT",
+    "ray-http": "the port answers, but not as a Ray cluster; give the head's Ray Client port",
+}
+
+
+@pytest.mark.parametrize("kind", list(_BAD_ADDRESSES))
+def test_bad_address_is_a_quick_one_line_error(kind, non_ray_ports):
+    """Nothing listening, a non-Ray server (ray.init alone waits minutes on these), an
+    unknown host, or a malformed address: one line naming the address, in seconds."""
+    address = {
+        "refused": f"127.0.0.1:{_closed_port()}",
+        "http": f"127.0.0.1:{non_ray_ports['http']}",
+        "silent": f"127.0.0.1:{non_ray_ports['silent']}",
+        "no-such-host": "no-such-host.invalid:6379",
+        "ray-http": f"ray://127.0.0.1:{non_ray_ports['http']}",
+    }.get(kind, kind)
+    _assert_quick_one_line_error(address, f"{address}: ", _BAD_ADDRESSES[kind])
+
+
+def test_auto_without_a_cluster_is_a_one_line_error(monkeypatch):
+    """``auto`` finds no cluster (whatever runs on this machine), or finds a stale one."""
+    from ray._private import services
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+
+    def no_gcs_processes() -> frozenset:
+        return frozenset()
+
+    no_gcs_processes.cache_clear = lambda: None  # ray.shutdown() calls it
+    monkeypatch.setattr(services, "find_gcs_addresses", no_gcs_processes)
+    monkeypatch.setattr(services, "find_bootstrap_address", lambda temp_dir: None)
+    _assert_quick_one_line_error("auto", "auto: ", "no running Ray cluster found")
+
+    port = _closed_port()
+    monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{port}")
+    # Ray resolves 127.0.0.1 to this machine's address
+    message = _assert_quick_one_line_error("auto", "auto (", "Connection refused")
+    assert f":{port}): " in message
 
 
 def _connect_command(argv: list[str]) -> int:
@@ -158,13 +241,41 @@ def test_unreachable_address_exits_2_with_one_line(monkeypatch, capsys):
     assert err.startswith("error: cannot reach Ray cluster at 127.0.0.1:1: ")
 
 
-def test_local_instance_is_started_on_demand_with_a_small_footprint():
+def test_prefs_train_with_a_non_ray_address_exits_2_with_one_error_line(non_ray_ports, tmp_path):
+    """The real command, in its own process: exit code 2, the error on one line naming the
+    address, no traceback, within seconds although something answers at the address."""
+    import os
+    import subprocess
+
+    address = f"127.0.0.1:{non_ray_ports['http']}"
+    args = ["prefs", "train", "--env", "Hopper-v5", "--ray-workers", "1",
+            "--ray-address", address, "--run-dir", str(tmp_path / "run")]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    start = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "rlkit.cli", *args],
+        capture_output=True, text=True, timeout=120, env=env,
+    )  # fmt: skip
+    elapsed = time.monotonic() - start
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert proc.stderr.startswith(f"error: cannot reach Ray cluster at {address}: the port ")
+    assert not (tmp_path / "run").exists()  # checked before anything is written
+    assert elapsed < 60, f"took {elapsed:.1f} s (mostly imports)"
+
+
+def test_local_instance_is_started_on_demand_with_a_small_footprint(monkeypatch):
     import os
 
     import ray
 
     from rlkit.distributed import shutdown
 
+    # Without this, a token in ~/.ray turns token authentication on for the rest of this
+    # process, and a later test that joins the (unauthenticated) test head cannot start
+    # actors there.
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     shutdown()
     try:
         connect(None)

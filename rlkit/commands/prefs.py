@@ -40,6 +40,10 @@ def train(argv: list[str]) -> int:
     from envs import check_env_id
 
     check_env_id(cfg.env)
+    if cfg.ray_workers > 0 and cfg.ray_address is not None:
+        from rlkit.distributed import check_address  # optional dependency
+
+        check_address(cfg.ray_address)  # before anything is written: a bad address is one line
     if cfg.resume:
         if cfg.run_dir is None:
             raise UserError("--resume needs --run-dir: the run to continue")

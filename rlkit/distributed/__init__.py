@@ -1,7 +1,8 @@
 """Distributed rollouts on Ray: on one machine (a local Ray instance started on demand) or
 on an existing cluster.
 
-- :func:`connect`: join a cluster (``"auto"``, ``"HOST:PORT"``) or start a local instance.
+- :func:`connect`: join a cluster (``"auto"``, ``"HOST:PORT"``) or start a local instance;
+  :func:`check_address` checks within seconds that a Ray cluster answers at an address.
 - :class:`RayVecEnv` / :func:`make_ray_vec_env`: an SB3 VecEnv whose envs are spread over
   rollout-worker actors (one batched call per worker per step), so any SB3 algorithm
   trains on envs across the cluster.
@@ -12,7 +13,7 @@ Workers whose process dies are re-created (:class:`WorkerPool`); one that keeps 
 raises :class:`WorkerFailedError`. This package imports Ray; nothing below it does.
 """
 
-from rlkit.distributed.connection import connect, shutdown
+from rlkit.distributed.connection import check_address, connect, shutdown
 from rlkit.distributed.policies import RandomPolicy, SB3Policy, WorkerPolicy
 from rlkit.distributed.pool import WorkerFailedError, WorkerPool
 from rlkit.distributed.sampler import FragmentSampler
@@ -26,6 +27,7 @@ __all__ = [
     "WorkerFailedError",
     "WorkerPolicy",
     "WorkerPool",
+    "check_address",
     "connect",
     "make_ray_vec_env",
     "shutdown",

@@ -1,7 +1,9 @@
 """Connecting the driver to Ray: a local instance on demand, or an existing cluster.
 
-Ray's own ``ray.init`` retries an unreachable address for minutes; :func:`connect` first
-opens a plain TCP connection to the cluster's GCS port with a bounded timeout, so a wrong
+``ray.init`` waits a long time on a bad address: where something other than Ray answers
+it retries for many minutes (20 tries of about 40 s in Ray 2.60). :func:`connect` first
+checks the address with a bounded timeout: a TCP connection to the port, then one gRPC
+call to the cluster's GCS (the first call ``ray.init`` makes), so a wrong
 ``--ray-address`` becomes a one-line :class:`~rlkit.core.errors.UserError` in seconds.
 """
 
@@ -10,29 +12,37 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 
+import grpc
 import ray
 
 from rlkit.core.errors import UserError
 
 logger = logging.getLogger(__name__)
 
-#: Seconds to wait for a TCP connection to the cluster's GCS port before giving up.
+#: Seconds to wait for the cluster's GCS port to answer (TCP connection and gRPC call).
 CONNECT_TIMEOUT_S = 5.0
 
 #: Object store size of a local instance, in bytes: enough for thousands of Atari frames in
 #: flight, small next to Ray's default of 30% of the machine's memory.
 LOCAL_OBJECT_STORE_BYTES = 512 * 1024**2
 
+#: What to do when something answers at the address but it is not a Ray cluster.
+_NOT_RAY_HINT = "give the head's GCS port (`ray start --head --port=PORT`, 6379 by default)"
+_NOT_RAY_HINT_CLIENT = "give the head's Ray Client port (10001 by default)"
+
 
 def _fail(address: str, why: str) -> UserError:
     return UserError(f"cannot reach Ray cluster at {address}: {why}")
 
 
-def _host_port(address: str) -> tuple[str, int]:
-    """``"HOST:PORT"`` (optionally ``ray://HOST:PORT``) as ``(host, port)``, or a UserError."""
-    bare = address.removeprefix("ray://")
+def _host_port(address: str, target: str) -> tuple[str, int]:
+    """``"HOST:PORT"`` (optionally ``ray://HOST:PORT``, or ``[IPv6]:PORT``) as
+    ``(host, port)``, or a UserError naming ``address``."""
+    bare = target.removeprefix("ray://")
     host, sep, port = bare.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise _fail(address, "expected HOST:PORT (e.g. 10.0.0.5:6379) or auto")
     return host, int(port)
@@ -40,19 +50,26 @@ def _host_port(address: str) -> tuple[str, int]:
 
 def _resolve_auto(address: str) -> str:
     """The ``HOST:PORT`` that Ray's ``"auto"`` means on this machine (RAY_ADDRESS, then the
-    cluster of the last ``ray start``), or a UserError when there is none."""
+    cluster of the last ``ray start``, then a Ray GCS process running here), or a UserError
+    when there is none."""
     from ray._private.services import canonicalize_bootstrap_address
 
     try:
         resolved = canonicalize_bootstrap_address(address)
-    except (ConnectionError, ValueError) as exc:
-        raise _fail(address, f"{exc}".splitlines()[0]) from None
+    except ConnectionError:
+        resolved = None
+    except ValueError as exc:  # RAY_ADDRESS is malformed
+        raise _fail(address, str(exc).strip().splitlines()[0]) from None
     if resolved is None:
-        raise _fail(address, "no running Ray cluster found; start one with `ray start --head`")
+        raise _fail(
+            address,
+            "no running Ray cluster found on this machine (RAY_ADDRESS is unset and no "
+            "`ray start` ran here); start one with `ray start --head` or give HOST:PORT",
+        )
     return resolved
 
 
-def _probe(address: str, host: str, port: int, timeout_s: float) -> None:
+def _probe_tcp(address: str, host: str, port: int, timeout_s: float) -> None:
     try:
         with socket.create_connection((host, port), timeout=timeout_s):
             pass
@@ -61,6 +78,77 @@ def _probe(address: str, host: str, port: int, timeout_s: float) -> None:
         if isinstance(exc, TimeoutError | socket.timeout):
             reason = f"no answer within {timeout_s:g} s"
         raise _fail(address, f"{reason}; is `ray start --head` running there?") from None
+
+
+def _grpc_channel(target: str) -> grpc.Channel:
+    """A channel as Ray's own clients open it (TLS and token authentication included)."""
+    try:
+        from ray._private.grpc_utils import init_grpc_channel
+    except ImportError:  # a Ray version without it: plain channel
+        return grpc.insecure_channel(target)
+    return init_grpc_channel(target)
+
+
+def _probe_gcs(address: str, target: str, timeout_s: float) -> None:
+    """One ``GetClusterId`` call (the first request ``ray.init`` makes) to ``target``,
+    bounded by ``timeout_s``.
+
+    For ``HOST:PORT``, any answer that only a Ray GCS gives passes (including a refusal for
+    a missing auth token: ``ray.init`` then says what is wrong). For ``ray://HOST:PORT``,
+    a Ray Client server is a gRPC server without that method; a GCS there is the wrong
+    port. Anything else is a UserError naming ``address``.
+    """
+    from ray.core.generated import gcs_service_pb2, gcs_service_pb2_grpc
+
+    client = target.startswith("ray://")
+    channel = _grpc_channel(target.removeprefix("ray://"))
+    try:
+        stub = gcs_service_pb2_grpc.NodeInfoGcsServiceStub(channel)
+        stub.GetClusterId(gcs_service_pb2.GetClusterIdRequest(), timeout=timeout_s)
+        code = grpc.StatusCode.OK
+    except grpc.RpcError as exc:
+        code = exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNKNOWN
+    finally:
+        channel.close()
+    auth = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        why = "the port accepts connections but does not answer Ray's requests"
+    else:
+        why = "the port answers, but not as a Ray cluster"
+    if not client:
+        if code == grpc.StatusCode.OK or code in auth:
+            return
+        raise _fail(address, f"{why}; {_NOT_RAY_HINT}")
+    if code == grpc.StatusCode.UNIMPLEMENTED or code in auth:
+        return
+    if code == grpc.StatusCode.OK:
+        why = "this is the GCS port; Ray Client listens on the head's port 10001 by default"
+        raise _fail(address, why)
+    raise _fail(address, f"{why}; {_NOT_RAY_HINT_CLIENT}")
+
+
+def check_address(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> str:
+    """Check that a Ray cluster answers at ``address``, within about ``timeout_s`` seconds.
+
+    Args:
+        address: ``"auto"``, ``"HOST:PORT"`` or ``"ray://HOST:PORT"``.
+        timeout_s: the time budget for the whole check.
+
+    Returns:
+        The address to give ``ray.init`` (``"auto"`` resolved to ``HOST:PORT``).
+
+    Raises:
+        UserError: (exit code 2, one line) ``cannot reach Ray cluster at ADDRESS: ...`` when
+            the address is malformed, nothing listens there, nothing answers within
+            ``timeout_s``, or what answers is not a Ray cluster.
+    """
+    deadline = time.monotonic() + timeout_s
+    target = _resolve_auto(address) if address == "auto" else address.strip()
+    shown = f"auto ({target})" if address == "auto" else address
+    host, port = _host_port(shown, target)
+    _probe_tcp(shown, host, port, timeout_s)
+    _probe_gcs(shown, target, max(deadline - time.monotonic(), 1.0))
+    return target
 
 
 def connect(address: str | None = None, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
@@ -73,26 +161,23 @@ def connect(address: str | None = None, timeout_s: float = CONNECT_TIMEOUT_S) ->
             the cluster this machine belongs to (``RAY_ADDRESS``, or the one the last
             ``ray start`` created or joined). ``"HOST:PORT"`` joins the cluster whose head
             ran ``ray start --head --port=PORT`` (``ray://HOST:PORT`` uses Ray Client).
-        timeout_s: seconds to wait for the cluster's port to answer.
+        timeout_s: seconds to wait for the cluster to answer (see :func:`check_address`).
 
     If this process is already connected to Ray, that connection is kept (after checking
-    that ``address``, when given, is reachable).
+    that ``address``, when given, answers).
 
     Raises:
         UserError: (exit code 2, one line) ``cannot reach Ray cluster at ADDRESS: ...`` when
-            the address is malformed, nothing answers there within ``timeout_s``, or Ray
-            refuses the connection.
+            the address is malformed, nothing answers there within ``timeout_s``, what
+            answers is not a Ray cluster, or Ray refuses the connection.
     """
     # Ray reads this when it starts; usage reporting needs the network we may not have.
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    if address is not None:
-        target = _resolve_auto(address) if address == "auto" else address
-        host, port = _host_port(target)
-        _probe(address, host, port, timeout_s)
+    target = None if address is None else check_address(address, timeout_s)
     if ray.is_initialized():
         return
     try:
-        if address is None:
+        if target is None:
             ray.init(
                 address="local",
                 num_cpus=len(os.sched_getaffinity(0)),

@@ -223,6 +223,10 @@ class WorkerPool:
         """Process id of worker ``i``."""
         return int(self.call(i, "pid"))
 
+    def node_id(self, i: int) -> str:
+        """Id (hex) of the Ray node that worker ``i`` runs on."""
+        return str(self.call(i, "node_id"))
+
     def close(self) -> None:
         """Close every worker's envs and end the actors (safe to call twice)."""
         refs = [h.close.remote() for h in self.handles]

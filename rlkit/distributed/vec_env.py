@@ -76,6 +76,10 @@ class RayVecEnv(VecEnv):
         """Process id of worker ``worker`` (for monitoring, and for tests that kill it)."""
         return self.pool.pid(worker)
 
+    def worker_node_id(self, worker: int) -> str:
+        """Id (hex) of the Ray node that worker ``worker`` runs on."""
+        return self.pool.node_id(worker)
+
     # -- reset and step -----------------------------------------------------------------
 
     def reset(self) -> VecEnvObs:

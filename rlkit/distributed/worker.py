@@ -72,6 +72,12 @@ class RolloutWorker:
         """This worker's process id (lets tests and operators signal it)."""
         return os.getpid()
 
+    def node_id(self) -> str | None:
+        """The id (hex) of the Ray node this worker runs on; ``None`` outside Ray."""
+        import ray
+
+        return ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
+
     def spaces(self) -> tuple[gym.Space, gym.Space]:
         """``(observation_space, action_space)`` of the (possibly frame-stacked) envs."""
         return self.venv.observation_space, self.venv.action_space
