@@ -19,7 +19,11 @@ Parts (run one at a time, each a few minutes on 2 CPU cores):
 
     nice -n 10 .venv/bin/python benchmarks/bench_nn_reward_backbones.py --part mujoco
 
-Prints one JSON line and writes ``benchmarks/results/nn_reward_<part>.json``.
+Prints one JSON line and writes ``benchmarks/results/nn_reward_<part>.json``. ``--backbones``
+(labels as in the results: ``vq``, ``nature_cnn+batch_renorm``, ...) runs only those settings and
+merges their rows into the existing results file, replacing the rows of the same label and
+keeping all others. vq rows also report the codebook's use: codes used on the test segments'
+frames (of ``num_codes``), their perplexity, and dead-code restarts during training.
 """
 
 from __future__ import annotations
@@ -144,6 +148,38 @@ def member_params(ensemble: RewardEnsemble) -> int:
     return sum(p[0].numel() for p in ensemble.params)
 
 
+def label(backbone: str, kwargs: dict) -> str:
+    """A setting's name in the results: the backbone, ``+norm`` when it has one."""
+    return backbone + (f"+{kwargs['norm']}" if "norm" in kwargs else "")
+
+
+@torch.no_grad()
+def vq_code_usage(
+    ensemble: RewardEnsemble, segments: list[Segment], test: list[Comparison]
+) -> dict:
+    """Per-member mean of the codes used on every frame of the test segments, their perplexity,
+    and the dead-code restarts during training (a vq backbone's collapse diagnostic)."""
+    ids = sorted({c.segment_a for c in test} | {c.segment_b for c in test})
+    obs = np.concatenate([segments[i].obs for i in ids])
+    used, perplexity, restarts = [], [], []
+    for k in range(ensemble.n_members):
+        backbone = ensemble.member(k).eval().backbone
+        quantizer = backbone.quantizer
+        restarts.append(quantizer.code_stats()["restarts"])
+        quantizer.reset_usage()
+        for start in range(0, len(obs), 1000):
+            backbone(torch.as_tensor(obs[start : start + 1000]))
+        stats = quantizer.code_stats()
+        used.append(quantizer.num_codes - stats["dead_codes"])
+        perplexity.append(stats["perplexity"])
+    return {
+        "vq_num_codes": quantizer.num_codes,
+        "vq_test_codes_used": round(float(np.mean(used)), 1),
+        "vq_test_perplexity": round(float(np.mean(perplexity)), 1),
+        "vq_train_restarts": round(float(np.mean(restarts)), 1),
+    }
+
+
 def consistency(
     teacher: EMATeacher,
     segments: list[Segment],
@@ -220,6 +256,7 @@ def train_and_score(
         "train_s": round(time.perf_counter() - start, 1),
         "test_accuracy": round(score["student"], 4),
         **({"teacher_test_accuracy": round(score["teacher"], 4)} if "teacher" in score else {}),
+        **(vq_code_usage(ensemble, segments, test) if backbone == "vq" else {}),
     }
 
 
@@ -260,13 +297,12 @@ def summarize(rows: list[dict]) -> list[dict]:
     """Mean and sample sd of test accuracy (and mean train seconds) per backbone setting."""
     groups: dict[str, list[dict]] = {}
     for row in rows:
-        label = row["backbone"] + (f"+{row['kwargs']['norm']}" if "norm" in row["kwargs"] else "")
-        groups.setdefault(label, []).append(row)
+        groups.setdefault(label(row["backbone"], row["kwargs"]), []).append(row)
     out = []
-    for label, group in groups.items():
+    for name, group in groups.items():
         acc = np.array([r["test_accuracy"] for r in group])
         out.append({
-            "backbone": label,
+            "backbone": name,
             "params_per_member": group[0]["params_per_member"],
             "seeds": len(group),
             "test_accuracy_mean": round(float(acc.mean()), 4),
@@ -307,22 +343,53 @@ ATARI_DATA = {"env_id": "ALE/Pong-v5", "n_segments": 1600, "length": 25, "n_test
 ATARI_TRAIN = {"n_labels": 800, "epochs": 4, "members": 1, "batch_size": 4}
 
 
+def merge_rows(old: list[dict], new: list[dict], selected: set[str]) -> list[dict]:
+    """``old`` with the rows of the ``selected`` labels replaced by ``new``'s (in their place,
+    or appended when ``old`` had none); every other row kept as it was."""
+
+    def key(row: dict) -> str:
+        return label(row["backbone"], row["kwargs"])
+
+    out: list[dict] = []
+    placed: set[str] = set()
+    for row in old:
+        name = key(row)
+        if name not in selected:
+            out.append(row)
+        elif name not in placed:
+            out += [r for r in new if key(r) == name]
+            placed.add(name)
+    return out + [r for r in new if key(r) not in placed]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--part", choices=["mujoco", "atari", "mean_teacher"], required=True)
     parser.add_argument("--seeds", type=int, default=3, help="training seeds per setting")
+    parser.add_argument("--backbones", nargs="+", metavar="LABEL",
+                        help="run only these settings (mujoco, atari) and merge their rows into "
+                             "the existing results file")  # fmt: skip
     args = parser.parse_args()
     torch.set_num_threads(1)
+    settings = {"mujoco": MUJOCO_BACKBONES, "atari": ATARI_BACKBONES}.get(args.part, [])
+    if args.backbones is not None:
+        if args.part == "mean_teacher":
+            parser.error("--backbones applies to --part mujoco and atari")
+        known = [label(name, kwargs) for name, kwargs in settings]
+        unknown = sorted(set(args.backbones) - set(known))
+        if unknown:
+            parser.error(f"unknown backbone labels {unknown}; choose from {known}")
+        settings = [(n, kw) for n, kw in settings if label(n, kw) in args.backbones]
     rows = []
     if args.part == "mujoco":
         data = dataset("HalfCheetah-v5", n_segments=1200, length=25, n_test=1000, seed=0)
-        for name, kwargs in MUJOCO_BACKBONES:
+        for name, kwargs in settings:
             for seed in range(args.seeds):
                 rows.append(train_and_score(name, kwargs, data, n_labels=500, seed=seed,
                                             epochs=30, members=3, batch_size=64))  # fmt: skip
     elif args.part == "atari":
         data = dataset(**ATARI_DATA)
-        for name, kwargs in ATARI_BACKBONES:
+        for name, kwargs in settings:
             for seed in range(args.seeds):
                 rows.append(train_and_score(name, kwargs, data, seed=seed, **ATARI_TRAIN))
     else:
@@ -336,11 +403,19 @@ def main() -> None:
                 rows.append({"mean_teacher": False, **train_and_score("mlp", kw, data, **common)})
                 rows.append({"mean_teacher": True, **mt,
                              **train_and_score("mlp", kw, data, mean_teacher=mt, **common)})  # fmt: skip
+    path = RESULTS / f"nn_reward_{args.part}.json"
+    if args.backbones is not None and path.exists():
+        previous = json.loads(path.read_text())
+        info = json.loads(json.dumps(data["info"]))
+        # Older files may lack some of the keys; those they have must agree.
+        if any(info.get(k, v) != v for k, v in previous["data"].items()):
+            raise SystemExit(f"{path} was made from other data; rerun the whole part")
+        rows = merge_rows(previous["rows"], rows, set(args.backbones))
     result = {"benchmark": f"nn_reward_{args.part}", "data": data["info"], "rows": rows}
     if args.part == "atari":
         result["summary"] = summarize(rows)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"nn_reward_{args.part}.json").write_text(json.dumps(result, indent=1))
+    path.write_text(json.dumps(result, indent=1))
     print(json.dumps(result))
 
 

@@ -10,7 +10,30 @@ by the commitment loss ``beta * ||z_e - stop_grad(e_k)||^2``.
 
 A trainer picks up the auxiliary loss of the last forward pass with ``aux_loss()`` and the code
 usage with ``code_stats()`` (``dead_codes``: codes no encoding was assigned to since the last
-``reset_usage()``).
+``reset_usage()``; ``restarts``: codes re-set since then).
+
+Two standard remedies against codebook collapse (most codes never nearest to any encoding, e.g.
+when the encoder's outputs are far smaller than a N(0, 1) codebook) are optional in
+:class:`VectorQuantizer` and on by default in the ``vq`` backbone (:class:`VQBottleneck`):
+
+* data-dependent initialization (``data_init``): on the first training batch every code is set
+  to an encoding of that batch, drawn at random without replacement (as in Jukebox, Dhariwal et
+  al. 2020, https://arxiv.org/abs/2005.00341; Lancucki et al. 2020,
+  https://arxiv.org/abs/2005.08520, re-initialize with k-means instead); a buffer
+  ``initialized`` records that it happened, so it happens once and survives ``state_dict``
+  save/load;
+* dead-code restarts (``restart_threshold``, EMA mode): before each training update, every code
+  whose EMA share of the assignments has fallen below ``restart_threshold / num_codes`` is re-set
+  to a random encoding of the current batch (Jukebox's random restarts).
+
+Both draw random numbers, so under ``torch.func.vmap`` (the reward ensemble) they need
+``randomness="different"`` (what the ensemble passes) or ``"same"``. They move the codebook with
+in-place buffer/parameter updates written through ``torch.where``, which, like the EMA update,
+works per member on the ensemble's stacked buffers.
+
+Under vmap no auxiliary loss can leave the transform, so without help the encoder there has no
+commitment loss and its outputs drift far from the codes; with ``aux_grad_in_transforms`` (on
+in the backbone) the losses' gradients are added in the backward pass instead.
 """
 
 from __future__ import annotations
@@ -22,6 +45,27 @@ import torch.nn.functional as F
 from torch import nn
 
 from rlkit.nn.registry import make_backbone, register_backbone
+
+
+class _StraightThroughWithAuxGrad(torch.autograd.Function):
+    """``z_q`` forward; backward: the upstream gradient to ``z_e`` (straight through) plus
+    ``grad_e``, and ``grad_q`` to ``z_q``. The auxiliary losses' gradients, for where the losses
+    themselves cannot be handed out (inside torch.func transforms)."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(z_e, z_q, grad_e, grad_q):  # noqa: ARG004 (z_e: its gradient only)
+        return z_q.clone()
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        ctx.save_for_backward(inputs[2], inputs[3])
+
+    @staticmethod
+    def backward(ctx, grad):
+        grad_e, grad_q = ctx.saved_tensors
+        return grad + grad_e, grad_q, None, None
 
 
 class VectorQuantizer(nn.Module):
@@ -36,6 +80,21 @@ class VectorQuantizer(nn.Module):
         decay: EMA decay gamma (the paper uses 0.99).
         eps: Laplace smoothing of the EMA cluster sizes, so unused codes never divide by zero.
         seed: seed of the initial codebook (``None`` uses torch's global generator).
+        data_init: on the first forward pass in training mode, set the codes to randomly chosen
+            encodings of that batch (without replacement; cycling when the batch has fewer
+            encodings than codes). Off by default here (the paper's N(0, 1) codebook); on by
+            default in :class:`VQBottleneck`.
+        restart_threshold: EMA mode only: in training, a code whose EMA share of the
+            assignments is below ``restart_threshold / num_codes`` (this fraction of a uniform
+            share) is dead and re-set to a random encoding of the current batch, its EMA count
+            to a uniform share. ``0`` turns restarts off (the default here).
+        aux_grad_in_transforms: inside torch.func transforms (the reward ensemble's vmap),
+            where ``aux_loss()`` cannot be handed out, add its gradient in the backward pass
+            instead (in training, with grad enabled): the commitment term to ``z_e`` and, without
+            EMA, the codebook loss to the codes; the same gradients as adding ``aux_loss()`` to
+            a loss that is backpropagated once. It is added in every backward pass through the
+            layer, so input-gradient penalties (e.g. cross-Lipschitz) see it too. Off by default
+            here; on by default in :class:`VQBottleneck`.
     """
 
     def __init__(
@@ -47,10 +106,19 @@ class VectorQuantizer(nn.Module):
         decay: float = 0.99,
         eps: float = 1e-5,
         seed: int | None = None,
+        data_init: bool = False,
+        restart_threshold: float = 0.0,
+        aux_grad_in_transforms: bool = False,
     ) -> None:
         super().__init__()
+        if restart_threshold < 0:
+            raise ValueError(f"restart_threshold must be >= 0, got {restart_threshold}")
+        if restart_threshold > 0 and not ema:
+            raise ValueError("dead-code restarts (restart_threshold > 0) need ema=True")
         self.num_codes, self.code_dim = num_codes, code_dim
         self.beta, self.ema, self.decay, self.eps = beta, ema, decay, eps
+        self.data_init, self.restart_threshold = data_init, float(restart_threshold)
+        self.aux_grad_in_transforms = aux_grad_in_transforms
         gen = torch.Generator().manual_seed(seed) if seed is not None else None
         init = torch.randn(num_codes, code_dim, generator=gen)
         if ema:
@@ -62,8 +130,19 @@ class VectorQuantizer(nn.Module):
         else:
             self.codebook = nn.Parameter(init)
         self.register_buffer("usage", torch.zeros(num_codes, dtype=torch.long))
+        # Whether the data-dependent initialization has run (True from the start without it).
+        self.register_buffer("initialized", torch.tensor(not data_init))
+        # Codes re-set by dead-code restarts since the last ``reset_usage()``.
+        self.register_buffer("restarts", torch.zeros((), dtype=torch.long))
         self._aux_loss: torch.Tensor | None = None
         self.last_indices: torch.Tensor | None = None
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        # Checkpoints from before data_init/restarts: their codebook is trained, so do not
+        # re-initialize it.
+        state_dict.setdefault(prefix + "initialized", torch.tensor(True))
+        state_dict.setdefault(prefix + "restarts", torch.zeros((), dtype=torch.long))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def nearest(self, flat: torch.Tensor) -> torch.Tensor:
         """Index of the nearest code of each row: ``(M, D) -> (M,)`` long."""
@@ -79,12 +158,24 @@ class VectorQuantizer(nn.Module):
 
         Sets ``aux_loss()`` (codebook + commitment loss, or commitment only with EMA) and
         ``last_indices`` ``(...)`` (both only outside torch.func transforms), counts code usage,
-        and in training with ``ema=True`` moves the codebook.
+        and in training with ``ema=True`` moves the codebook. In training, first initializes the
+        codebook from the batch (``data_init``, once) and restarts dead codes
+        (``restart_threshold``). Inside transforms, with ``aux_grad_in_transforms``, the backward
+        pass adds the auxiliary losses' gradients to the straight-through one.
         """
         if z_e.shape[-1] != self.code_dim:
             raise ValueError(f"expected (..., {self.code_dim}), got {tuple(z_e.shape)}")
         flat = z_e.reshape(-1, self.code_dim)
-        idx = self.nearest(flat.detach())
+        if self.training and flat.shape[0] > 0:
+            transformed = torch._C._are_functorch_transforms_active()
+            # Outside transforms, skip the work (and the random draws) when there is none; under
+            # vmap the buffers are per-member batched tensors, so branch with torch.where.
+            if self.data_init and (transformed or not bool(self.initialized)):
+                self._init_from(flat.detach())
+            if self.restart_threshold > 0:
+                self._restart_dead(flat.detach(), transformed)
+        with torch.no_grad():
+            idx = self.nearest(flat.detach())
         z_q = F.embedding(idx, self.codebook).view_as(z_e)
         commitment = F.mse_loss(z_e, z_q.detach())
         if self.ema and self.training:
@@ -94,11 +185,48 @@ class VectorQuantizer(nn.Module):
         if torch._C._are_functorch_transforms_active():
             # Under vmap these would be batched tensors escaping the transform.
             self._aux_loss = self.last_indices = None
+            if self.aux_grad_in_transforms and self.training and torch.is_grad_enabled():
+                # The gradients of beta * mean ||z_e - sg(e_k)||^2 (commitment) and, without EMA,
+                # mean ||sg(z_e) - e_k||^2 (codebook loss), per member under vmap.
+                diff = (z_e - z_q).detach()
+                grad_e = (2 * self.beta / diff.numel()) * diff
+                grad_q = torch.zeros_like(diff) if self.ema else (-2 / diff.numel()) * diff
+                return _StraightThroughWithAuxGrad.apply(z_e, z_q, grad_e, grad_q)
         else:
             codebook_loss = 0.0 if self.ema else F.mse_loss(z_q, z_e.detach())
             self._aux_loss = codebook_loss + self.beta * commitment
             self.last_indices = idx.view(z_e.shape[:-1])
         return z_e + (z_q - z_e).detach()
+
+    def _random_rows(self, flat: torch.Tensor) -> torch.Tensor:
+        """``K`` rows of ``flat`` in random order, one per code: a random permutation of the rows
+        taken cyclically, so no row repeats while ``K <= M`` and each is used when ``K > M``."""
+        m = flat.shape[0]
+        perm = torch.rand(m, device=flat.device).argsort()
+        return flat[perm[torch.arange(self.num_codes, device=flat.device) % m]].to(self.codebook)
+
+    @torch.no_grad()
+    def _init_from(self, flat: torch.Tensor) -> None:
+        """Codes <- randomly chosen rows of ``flat`` where not ``initialized`` yet; mark it."""
+        picks = self._random_rows(flat)
+        self.codebook.copy_(torch.where(self.initialized, self.codebook, picks))
+        self.initialized.fill_(True)
+
+    @torch.no_grad()
+    def _restart_dead(self, flat: torch.Tensor, transformed: bool) -> None:
+        """Dead codes (EMA share < ``restart_threshold / K``) <- random rows of ``flat``, their
+        EMA count <- a uniform share (and the EMA sum to match)."""
+        total = self.ema_count.sum()
+        # Before the first EMA update all counts are zero: nothing to judge yet.
+        dead = (self.ema_count < self.restart_threshold / self.num_codes * total) & (total > 0)
+        if not transformed and not bool(dead.any()):
+            return
+        picks = self._random_rows(flat)  # distinct rows for distinct dead codes
+        share = (total / self.num_codes).expand(self.num_codes)
+        self.codebook.copy_(torch.where(dead[:, None], picks, self.codebook))
+        self.ema_count.copy_(torch.where(dead, share, self.ema_count))
+        self.ema_sum.copy_(torch.where(dead[:, None], picks * share[:, None], self.ema_sum))
+        self.restarts.add_(dead.sum())
 
     @torch.no_grad()
     def _ema_update(self, flat: torch.Tensor, idx: torch.Tensor) -> None:
@@ -119,14 +247,16 @@ class VectorQuantizer(nn.Module):
         if self._aux_loss is None:
             raise RuntimeError(
                 "aux_loss() is set by a forward pass outside torch.func transforms; none has run "
-                "(under vmap, e.g. in the reward ensemble, use ema=True: the codebook then "
-                "learns without it)"
+                "(under vmap, e.g. in the reward ensemble, use aux_grad_in_transforms=True, the "
+                "vq backbone's default, to apply its gradients in the backward pass, and/or "
+                "ema=True: the codebook then learns without it)"
             )
         return self._aux_loss
 
     def code_stats(self) -> dict[str, float]:
         """Usage since the last ``reset_usage()``: ``dead_codes`` (count), ``dead_fraction``,
-        ``perplexity`` (exp of the entropy of the code frequencies; K when all are equal)."""
+        ``perplexity`` (exp of the entropy of the code frequencies; K when all are equal) and
+        ``restarts`` (codes re-set by dead-code restarts)."""
         counts = self.usage.double()
         total = counts.sum().clamp(min=1.0)
         p = counts / total
@@ -136,6 +266,7 @@ class VectorQuantizer(nn.Module):
             "dead_codes": float(dead),
             "dead_fraction": dead / self.num_codes,
             "perplexity": float(torch.exp(entropy)),
+            "restarts": float(self.restarts),
         }
 
     def dead_codes(self) -> torch.Tensor:
@@ -144,6 +275,7 @@ class VectorQuantizer(nn.Module):
 
     def reset_usage(self) -> None:
         self.usage.zero_()
+        self.restarts.zero_()
 
 
 class VQBottleneck(nn.Module):
@@ -153,13 +285,31 @@ class VQBottleneck(nn.Module):
     Args:
         encoder: the backbone under the bottleneck (any module with ``out_dim``).
         n_latents: how many codes describe one observation.
-        **quantizer_kwargs: :class:`VectorQuantizer` arguments (num_codes, code_dim, beta, ...).
+        data_init: initialize the codebook from the first training batch's encodings (on by
+            default here, unlike in :class:`VectorQuantizer`).
+        restart_threshold: dead-code restart threshold, a fraction of a uniform share (see
+            :class:`VectorQuantizer`); ``None`` gives 0.1 with ``ema=True`` and 0 (off, restarts
+            need EMA) otherwise.
+        **quantizer_kwargs: :class:`VectorQuantizer` arguments (num_codes, code_dim, beta, ...);
+            ``aux_grad_in_transforms`` defaults to True here.
     """
 
-    def __init__(self, encoder: nn.Module, n_latents: int = 8, **quantizer_kwargs) -> None:
+    def __init__(
+        self,
+        encoder: nn.Module,
+        n_latents: int = 8,
+        data_init: bool = True,
+        restart_threshold: float | None = None,
+        **quantizer_kwargs,
+    ) -> None:
         super().__init__()
         self.encoder = encoder
-        self.quantizer = VectorQuantizer(**quantizer_kwargs)
+        if restart_threshold is None:
+            restart_threshold = 0.1 if quantizer_kwargs.get("ema", False) else 0.0
+        quantizer_kwargs.setdefault("aux_grad_in_transforms", True)
+        self.quantizer = VectorQuantizer(
+            data_init=data_init, restart_threshold=restart_threshold, **quantizer_kwargs
+        )
         self.n_latents = n_latents
         self.project = nn.Linear(encoder.out_dim, n_latents * self.quantizer.code_dim)
         self.out_dim = int(n_latents * self.quantizer.code_dim)
