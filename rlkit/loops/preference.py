@@ -75,6 +75,10 @@ class RunSummary:
     wall_seconds: float
 
 
+ROUND_STEPS = 8192
+"""Default policy steps per round, rounded up to whole rollouts."""
+
+
 def random_actions(space: gym.Space, n: int, rng: np.random.Generator) -> np.ndarray:
     """``n`` uniformly random actions in one call (``space.sample()`` costs ~70 us each)."""
     if isinstance(space, gym.spaces.Box) and space.is_bounded():
@@ -192,7 +196,9 @@ class PreferenceLoop:
             return self.cfg.round_steps
         assert self.agent is not None
         rollout = int(self.agent.n_steps) * self.n_envs
-        return rollout * max(1, math.ceil(4096 / rollout))
+        # About 8k steps: two TRPO updates. With one, reward training (>= min_steps gradient
+        # steps) outlasted the round on 2 cores and the policy waited for it.
+        return rollout * max(1, math.ceil(ROUND_STEPS / rollout))
 
     # -- the phases -----------------------------------------------------------------------
     def collect_random_segments(self, n_segments: int) -> None:

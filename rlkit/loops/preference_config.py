@@ -59,7 +59,8 @@ class PrefsConfig:
     reward_scale: float | None = None
     """Std of the learned reward handed to the policy; default 1 (MuJoCo), 0.05 (Atari)."""
     round_steps: int | None = None
-    """Policy steps between reward-learning rounds; default one policy update (rounded up to 4096)."""
+    """Policy steps between reward-learning rounds; default whole rollouts adding up to at least 8192 steps
+    (two TRPO updates; 205 A2C updates on Atari)."""
     checkpoint_every: int = 50_000
     """Policy steps between checkpoints (one is always written at the end)."""
     eval_episodes: int = 5

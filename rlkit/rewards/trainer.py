@@ -55,7 +55,7 @@ class TrainerConfig:
     random_response: float = 0.1
     """Probability of a uniformly random answer in the preference model."""
     epochs: float = 1.0
-    """Passes over the training labels in each round (rounds are frequent: every ~4k steps)."""
+    """Passes over the training labels in each round (rounds are frequent: every ~8k steps)."""
     pretrain_epochs: float = 50.0
     """Passes over the initial labels before RL starts."""
     min_steps: int = 10
