@@ -127,6 +127,25 @@ def _probe_gcs(address: str, target: str, timeout_s: float) -> None:
     raise _fail(address, f"{why}; {_NOT_RAY_HINT_CLIENT}")
 
 
+def _start_local(attempts: int = 2) -> None:
+    """Start a local Ray instance; on a busy small machine its first start can time out."""
+    for attempt in range(attempts):
+        try:
+            ray.init(
+                address="local",
+                num_cpus=len(os.sched_getaffinity(0)),
+                include_dashboard=False,
+                object_store_memory=LOCAL_OBJECT_STORE_BYTES,
+                logging_level=logging.WARNING,
+                log_to_driver=False,
+            )
+            return
+        except Exception as exc:  # Ray raises a bare Exception for a node start timeout
+            if "timed out during startup" not in str(exc) or attempt == attempts - 1:
+                raise
+            ray.shutdown()
+
+
 def check_address(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> str:
     """Check that a Ray cluster answers at ``address``, within about ``timeout_s`` seconds.
 
@@ -178,14 +197,7 @@ def connect(address: str | None = None, timeout_s: float = CONNECT_TIMEOUT_S) ->
         return
     try:
         if target is None:
-            ray.init(
-                address="local",
-                num_cpus=len(os.sched_getaffinity(0)),
-                include_dashboard=False,
-                object_store_memory=LOCAL_OBJECT_STORE_BYTES,
-                logging_level=logging.WARNING,
-                log_to_driver=False,
-            )
+            _start_local()
         else:
             ray.init(address=target, logging_level=logging.WARNING, log_to_driver=False)
     except (ConnectionError, RuntimeError, ValueError) as exc:
