@@ -113,6 +113,7 @@ def main() -> None:
                 loop.close()
             agent, true_wall = run_true_reward(cfg, n_envs)
             true_ret = evaluate_policy_true(agent, cfg, n_envs, args.eval_episodes)
+            true_train = train_return(agent)
             row = {
                 "bench": "prefs_vs_true_reward",
                 "env": env,
@@ -123,8 +124,8 @@ def main() -> None:
                 "return_true_reward": round(true_ret, 1),
                 "ratio": round(learned / true_ret, 3) if true_ret else None,
                 "train_return_learned": round(learned_train, 1),
-                "train_return_true_reward": round(train_return(agent), 1),
-                "train_ratio": round(learned_train / train_return(agent), 3),
+                "train_return_true_reward": round(true_train, 1),
+                "train_ratio": round(learned_train / true_train, 3),
                 "reward_val_accuracy": round(acc, 3),
                 "wall_prefs_s": round(prefs_wall, 1),
                 "wall_trpo_s": round(true_wall, 1),
