@@ -145,3 +145,25 @@ def test_vpn_runs_on_atari_through_the_env_factory(tmp_path: Path) -> None:
     assert isinstance(agent.net.encoder, BackboneEncoder)
     assert agent.gamma == 0.99 and agent.net.num_options == 6
     assert agent.plan(obs).q.shape == (1, 6)
+
+
+@pytest.mark.parametrize(
+    ("algo", "lr", "expected"), [("vpn", None, 2e-3), ("dqn", None, 5e-4), ("dqn", 1e-3, 1e-3)]
+)
+def test_learning_rate_defaults_per_algorithm(algo: str, lr: float | None, expected: float) -> None:
+    """VPN and DQN each get the learning rate that worked best for it; ``--lr`` overrides both."""
+    from agents.vpn.config import VPNConfig
+    from agents.vpn.dqn import make_dqn
+    from agents.vpn.trainer import build_agent
+    from envs import EnvSpec, make_vec_env
+
+    cfg = VPNConfig(algo=algo, lr=lr, n_envs=2)
+    venv = make_vec_env(EnvSpec(cfg.env), cfg.n_envs, 0)
+    try:
+        if algo == "vpn":
+            optimizer = build_agent(cfg, venv.observation_space, 4).optimizer
+        else:
+            optimizer = make_dqn(cfg, venv).policy.optimizer
+        assert optimizer.param_groups[0]["lr"] == pytest.approx(expected)
+    finally:
+        venv.close()

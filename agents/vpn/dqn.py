@@ -86,7 +86,7 @@ def make_dqn(cfg: VPNConfig, venv: VecEnv) -> DQN:
     return DQN(
         "MlpPolicy" if grid else "CnnPolicy",
         venv,
-        learning_rate=cfg.lr,
+        learning_rate=cfg.learning_rate(),
         buffer_size=cfg.replay_size,
         learning_starts=cfg.learning_starts,
         batch_size=cfg.batch_sequences * cfg.n_step,

@@ -55,7 +55,7 @@ def build_agent(cfg: VPNConfig, observation_space: Any, num_options: int) -> VPN
         channels=cfg.channels,
         hidden=cfg.hidden,
         backbone=cfg.backbone,
-        lr=cfg.lr,
+        lr=cfg.learning_rate(),
         prediction_steps=cfg.prediction_steps,
         max_grad_norm=cfg.max_grad_norm,
         device=cfg.device,
