@@ -39,5 +39,5 @@ class EntropyTRPO(TRPO):
             entropy = self._last_distribution.entropy()
             if entropy is not None:
                 policy_objective = policy_objective + self.entropy_coef * entropy.mean()
-                self.logger.record("train/entropy", float(entropy.mean()))
+                self.logger.record("train/entropy", float(entropy.mean().detach()))
         return super()._compute_actor_grad(kl_div, policy_objective)
