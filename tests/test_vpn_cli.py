@@ -148,7 +148,8 @@ def test_vpn_runs_on_atari_through_the_env_factory(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("algo", "lr", "expected"), [("vpn", None, 2e-3), ("dqn", None, 5e-4), ("dqn", 1e-3, 1e-3)]
+    ("algo", "lr", "expected"),
+    [("vpn", None, 2e-3), ("dqn", None, 5e-4), ("vpn", 1e-3, 1e-3), ("dqn", 1e-3, 1e-3)],
 )
 def test_learning_rate_defaults_per_algorithm(algo: str, lr: float | None, expected: float) -> None:
     """VPN and DQN each get the learning rate that worked best for it; ``--lr`` overrides both."""
