@@ -81,3 +81,31 @@ def test_page_plays_both_clips_and_keys_store_labels(tmp_path):
         Store(tmp_path).conn.execute("SELECT watch_seconds FROM labels ORDER BY id").fetchone()
     )
     assert watched[0] >= 0.3
+
+
+@pytest.mark.slow
+def test_name_typed_while_the_page_checks_auth_is_kept(tmp_path):
+    """A slow /api/auth must not wipe a name typed meanwhile (it once left the form empty,
+    the browser refused to submit it, and the page never asked for a query)."""
+    from playwright.sync_api import sync_playwright
+
+    make_run(tmp_path, mujoco_segments("HalfCheetah-v5", 4, 10), n_queries=2)
+    srv = Server(tmp_path, "--gold-every", "0")
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            page = browser.new_page()
+
+            def slow_auth(route) -> None:
+                time.sleep(0.8)
+                route.continue_()
+
+            page.route("**/api/auth", slow_auth)
+            page.goto(srv.base + "/")
+            page.fill("#name", "Ann Example")
+            page.click("button[type=submit]")
+            page.wait_for_function("document.body.dataset.queryId", timeout=30_000)
+            assert page.inner_text("#who") == "labeling as Ann Example"
+            browser.close()
+    finally:
+        srv.stop()

@@ -155,11 +155,12 @@ document.addEventListener("keydown", (ev) => {
 
 async function showLogin(error) {
   $("labeler").hidden = true;
-  $("login").hidden = false;
   const auth = await api("/api/auth");
   $("token-row").hidden = !(auth.data && auth.data.token_required && !auth.data.authorized);
   $("login-error").textContent = error || "";
-  $("name").value = localStorage.getItem("rlkit_labeler") || "";
+  // Never overwrite what someone already typed (the form may be on screen from before).
+  if (!$("name").value) $("name").value = localStorage.getItem("rlkit_labeler") || "";
+  $("login").hidden = false;  // shown only once it is final, so typing cannot be lost
 }
 
 async function start() {
