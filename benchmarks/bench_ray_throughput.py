@@ -143,8 +143,33 @@ def call_overhead(n_calls: int = 300) -> dict[str, float]:
     t = time.perf_counter()
     ray.get([actor.ready.remote() for _ in range(n_calls)])
     pipelined = (time.perf_counter() - t) / n_calls
+    # The same small method (an attribute of one env) as an actor call and through a
+    # compiled graph (what RayVecEnv steps through), side by side.
+    from ray.dag import InputNode
+
+    with InputNode() as inp:
+        graph = actor.get_attr.bind(inp[0], inp[1]).experimental_compile()
+    calls = {
+        "attr_call_latency_us": lambda: ray.get(actor.get_attr.remote("render_mode", [0])),
+        "attr_graph_latency_us": lambda: ray.get(graph.execute("render_mode", [0])),
+    }
+    medians = {}
+    for name, call in calls.items():
+        for _ in range(20):
+            call()
+        times = []
+        for _ in range(n_calls):
+            t = time.perf_counter()
+            call()
+            times.append(time.perf_counter() - t)
+        medians[name] = 1e6 * statistics.median(times)
+    graph.teardown()
     ray.kill(actor)
-    return {"latency_us": 1e6 * statistics.median(lat), "pipelined_us": 1e6 * pipelined}
+    return {
+        "latency_us": 1e6 * statistics.median(lat),
+        "pipelined_us": 1e6 * pipelined,
+        **medians,
+    }
 
 
 def predict(raw: float, overhead: dict[str, float], workers: int) -> dict[str, float]:
@@ -166,8 +191,10 @@ def run(env_id: str, n_envs: int, fragment_length: int, seconds: float, out: lis
     emit({"env": env_id, "method": "raw_single_env", "steps_per_s": raw_before}, out)
     rows = {}
     for workers in (1, 2):
-        venv = make_ray_vec_env(spec, n_envs, workers, seed=0)
-        rows[f"ray_vec_env_{workers}w"] = vec_rate(venv, n_envs, seconds)
+        for compiled in (True, False):
+            venv = make_ray_vec_env(spec, n_envs, workers, seed=0, compiled=compiled)
+            name = f"ray_vec_env{'' if compiled else '_actor_calls'}_{workers}w"
+            rows[name] = vec_rate(venv, n_envs, seconds)
         for prefetch in (False, True):
             sampler = FragmentSampler(
                 spec, n_envs, workers, seed=0, fragment_length=fragment_length, prefetch=prefetch
@@ -211,18 +238,41 @@ def run(env_id: str, n_envs: int, fragment_length: int, seconds: float, out: lis
         emit({"env": env_id, "method": "predicted", **predict(raw, overhead, workers)}, out)
 
 
+def compiled_ab(env_id: str, n_envs: int, seconds: float, repeats: int, out: list[dict]) -> None:
+    """RayVecEnv through the compiled graph and through actor calls, alternating, ``repeats``
+    times for 1 and 2 workers: on a noisy machine, the pairs are what to compare."""
+    spec = EnvSpec(env_id)
+    for rep in range(repeats):
+        for compiled in (True, False):
+            for workers in (1, 2):
+                venv = make_ray_vec_env(spec, n_envs, workers, seed=0, compiled=compiled)
+                rate = vec_rate(venv, n_envs, seconds)
+                row = {"env": env_id, "method": "ray_vec_env_ab", "repeat": rep}
+                emit({**row, "workers": workers, "compiled": compiled, "steps_per_s": rate}, out)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=6.0, help="timing window per measurement")
     parser.add_argument("--n-envs", type=int, default=8, help="envs per vector env")
     parser.add_argument("--envs", nargs="+", default=["Hopper-v5", "ALE/Pong-v5"])
+    parser.add_argument("--out", type=Path, help="results file (default: see above)")
+    parser.add_argument(
+        "--ab-repeats",
+        type=int,
+        default=0,
+        help="instead: only RayVecEnv, compiled graph vs actor calls, alternating N times",
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     connect(None)
     out: list[dict] = []
     for env_id in args.envs:
-        run(env_id, args.n_envs, 100 if "ALE" not in env_id else 25, args.seconds, out)
-    results = RESULTS_DIR / f"ray_throughput_{args.n_envs}envs.jsonl"
+        if args.ab_repeats:
+            compiled_ab(env_id, args.n_envs, args.seconds, args.ab_repeats, out)
+        else:
+            run(env_id, args.n_envs, 100 if "ALE" not in env_id else 25, args.seconds, out)
+    results = args.out or RESULTS_DIR / f"ray_throughput_{args.n_envs}envs.jsonl"
     results.parent.mkdir(parents=True, exist_ok=True)
     results.write_text("".join(json.dumps(r) + "\n" for r in out))
     print(

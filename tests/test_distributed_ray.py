@@ -27,6 +27,7 @@ from envs import EnvSpec, make_vec_env  # noqa: E402
 from rlkit.core.errors import UserError  # noqa: E402
 from rlkit.distributed import (  # noqa: E402
     FragmentSampler,
+    RayVecEnv,
     SB3Policy,
     WorkerFailedError,
     check_address,
@@ -163,6 +164,32 @@ def test_mujoco_matches_make_vec_env(ray_head):
         venv.close()
 
 
+def test_compiled_graph_steps_like_actor_calls_while_results_are_kept(ray_head):
+    """Steps go through the compiled Ray graph and equal the actor-call path. The caller
+    keeps every observation and info (as a rollout buffer or segment recorder does): the
+    arrays must not be views of the graph's channels, or the next step deadlocks (it did,
+    in a preference run, before the results were copied)."""
+    spec = EnvSpec("Hopper-v5", render_state=True)
+    actions = np.random.default_rng(2).uniform(-1, 1, size=(60, 4, 3)).astype(np.float32)
+    runs = {}
+    for compiled in (True, False):
+        venv = RayVecEnv(spec, n_envs=4, n_workers=2, seed=5, compiled=compiled)
+        try:
+            kept = [venv.reset()] + [venv.step(acts) for acts in actions]
+            assert venv.compiled is compiled and (venv._graph is not None) is compiled
+        finally:
+            venv.close()
+        runs[compiled] = kept
+    np.testing.assert_array_equal(runs[True][0], runs[False][0])
+    for got, want in zip(runs[True][1:], runs[False][1:], strict=True):
+        for k in range(3):  # obs, rewards, dones
+            np.testing.assert_array_equal(got[k], want[k])
+        for got_info, want_info in zip(got[3], want[3], strict=True):
+            np.testing.assert_array_equal(got_info["render_state"], want_info["render_state"])
+            assert got_info["render_state"].flags.writeable
+    assert any(d.any() for _, _, d, _ in runs[True][1:])  # episode ends were compared
+
+
 def test_atari_matches_make_vec_env(ray_head):
     spec = EnvSpec("ALE/Pong-v5", render_state=True)
     venv = make_ray_vec_env(spec, n_envs=2, n_workers=2, seed=3)
@@ -226,19 +253,31 @@ def test_fragment_sampler_broadcasts_weights_and_survives_a_kill(ray_head):
         sampler.close()
 
 
-def test_killed_worker_truncates_its_episodes_then_too_many_deaths_stop(ray_head, caplog):
+@pytest.mark.parametrize("compiled", [False, True], ids=["actor_calls", "compiled_graph"])
+def test_killed_worker_truncates_its_episodes_then_too_many_deaths_stop(ray_head, caplog, compiled):
+    """A worker killed mid-run: its episodes end as truncations, the survivor's go on (with
+    the compiled graph, whose teardown loses the survivor's result too, the survivor is
+    asked again for its numbered step and does not take it twice)."""
     spec = EnvSpec("Hopper-v5", render_state=True)
-    venv = make_ray_vec_env(spec, n_envs=4, n_workers=2, seed=0, max_restarts=1)
+    venv = make_ray_vec_env(spec, n_envs=4, n_workers=2, seed=0, max_restarts=1, compiled=compiled)
+    ref = make_vec_env(spec, 2, seed=0)  # worker 0's envs, stepped here
     rng = np.random.default_rng(2)
     try:
         obs = venv.reset()
+        ref.reset()
         for _ in range(3):
-            obs, _, dones, _ = venv.step(rng.uniform(-1, 1, size=(4, 3)))
+            acts = rng.uniform(-1, 1, size=(4, 3))
+            obs, _, dones, _ = venv.step(acts)
+            ref.step(acts[:2])
         assert not dones.any()
+        assert (venv._graph is not None) is compiled
         os.kill(venv.worker_pid(1), signal.SIGKILL)
+        acts = rng.uniform(-1, 1, size=(4, 3))
         with caplog.at_level(logging.WARNING, logger="rlkit.distributed"):
-            new_obs, rews, dones, infos = venv.step(rng.uniform(-1, 1, size=(4, 3)))
+            new_obs, rews, dones, infos = venv.step(acts)
         assert new_obs.shape == (4, 11) and rews.shape == (4,)
+        # the survivor took this step exactly once
+        np.testing.assert_array_equal(new_obs[:2], ref.step(acts[:2])[0])
         assert dones.tolist() == [False, False, True, True]
         for k in (2, 3):
             assert infos[k]["TimeLimit.truncated"] and infos[k]["worker_restarted"]
@@ -261,7 +300,8 @@ def test_killed_worker_truncates_its_episodes_then_too_many_deaths_stop(ray_head
         venv.close()
 
 
-def test_prefs_train_runs_on_ray_workers(ray_head, tmp_path):
+@pytest.mark.parametrize("compiled", [False, True], ids=["actor_calls", "compiled_graph"])
+def test_prefs_train_runs_on_ray_workers(ray_head, tmp_path, compiled):
     from rlkit.cli import main
     from rlkit.store import Store
 
@@ -270,7 +310,7 @@ def test_prefs_train_runs_on_ray_workers(ray_head, tmp_path):
             "--n-envs", "2", "--round-steps", "512", "--policy.n-steps", "256",
             "--segment-seconds", "0.2", "--eval-episodes", "0", "--pool-size", "100",
             "--trainer.pretrain-epochs", "2", "--ray-workers", "2", "--ray-address", ray_head,
-            "--run-dir", str(run)]  # fmt: skip
+            "--run-dir", str(run)] + (["--ray-compiled"] if compiled else [])  # fmt: skip
     assert main(args) == 0
     store = Store(run)
     assert store.count_labels() == 10

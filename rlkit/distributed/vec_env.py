@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 import ray
+from ray.exceptions import RayActorError, RayChannelError
 from stable_baselines3.common.vec_env import VecEnv, VecFrameStack
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices, VecEnvObs, VecEnvStepReturn
 
 from envs.factory import ATARI_FRAME_STACK, EnvSpec, check_env_id, env_kind
 from envs.render_state import RENDER_STATE_KEY
 from rlkit.distributed.pool import WorkerPool
+from rlkit.distributed.step_graph import StepGraph, graphs_supported
+
+logger = logging.getLogger("rlkit.distributed")
 
 #: ``info`` key set on the step where a worker's death cut its envs' episodes.
 WORKER_RESTARTED_KEY = "worker_restarted"
@@ -29,6 +34,13 @@ class RayVecEnv(VecEnv):
     two give the same observations and rewards for the same actions. Atari observations are
     single preprocessed frames ``(84, 84, 1)``; :func:`make_ray_vec_env` adds the 4-frame
     stack on the driver, as ``make_vec_env`` does.
+
+    With ``compiled=True`` steps go through a compiled Ray graph
+    (:mod:`rlkit.distributed.step_graph`), 3-4x cheaper per round trip than actor calls,
+    unless the driver is a Ray Client or some worker runs on another node than the driver;
+    ``reset`` and the attribute calls stay ordinary actor calls. It pays when the driver and
+    every worker have a core of their own; on oversubscribed cores the graph's polling makes
+    stepping several times slower (``BENCHMARKS.md``), hence off by default.
 
     Fault tolerance: if a worker's process dies, the worker is re-created with fresh envs
     (a new seed) and its envs' episodes end on that step as time-limit truncations: ``done``
@@ -46,6 +58,7 @@ class RayVecEnv(VecEnv):
         seed: env ``k`` is seeded ``seed + k``.
         max_restarts: re-creations allowed per worker.
         num_cpus: CPUs reserved per actor (lowered when the cluster has fewer).
+        compiled: step through a compiled Ray graph when possible (see above).
     """
 
     def __init__(
@@ -56,10 +69,18 @@ class RayVecEnv(VecEnv):
         seed: int,
         max_restarts: int = 3,
         num_cpus: float = 1.0,
+        compiled: bool = False,
     ) -> None:
         check_env_id(spec.env_id)
         self.spec = spec
-        self.pool = WorkerPool(spec, n_envs, n_workers, seed, max_restarts, num_cpus=num_cpus)
+        self._graph: StepGraph | None = None
+        self._use_graph = compiled and graphs_supported()
+        self._step_numbers = [0] * n_workers
+        self._jobs: list[tuple[int, np.ndarray]] | None = None
+        self.pool = WorkerPool(
+            spec, n_envs, n_workers, seed, max_restarts, num_cpus=num_cpus,
+            on_restart=self._on_restart,
+        )  # fmt: skip
         observation_space, action_space = self.pool.call(0, "spaces")
         self._last_obs: np.ndarray | None = None
         self._last_states: list[Any] = [None] * n_envs
@@ -82,12 +103,20 @@ class RayVecEnv(VecEnv):
 
     # -- reset and step -----------------------------------------------------------------
 
+    @property
+    def compiled(self) -> bool:
+        """Whether the next step goes through a compiled Ray graph."""
+        return self._use_graph
+
     def reset(self) -> VecEnvObs:
         """Reset every env (with the seeds/options of :meth:`seed`/:meth:`set_options`, once).
 
         Returns: observations, shape ``(n_envs, *obs_shape)``.
         """
         self._pending = None
+        if self._jobs is not None and self._graph is not None:
+            self._graph.drain()
+        self._jobs = None
         args = [
             (self._seeds[r.start : r.stop], self._options[r.start : r.stop])
             for r in self.pool.ranges
@@ -104,17 +133,27 @@ class RayVecEnv(VecEnv):
     def step_async(self, actions: np.ndarray) -> None:
         """Send each worker its block of ``actions`` (shape ``(n_envs, *act_shape)``)."""
         actions = np.asarray(actions)
-        self._pending = [
-            self.pool.submit(i, "step", actions[r.start : r.stop])
-            for i, r in enumerate(self.pool.ranges)
-        ]
+        blocks = [actions[r.start : r.stop] for r in self.pool.ranges]
+        graph = self._step_graph()
+        if graph is None:
+            self._pending = [self.pool.submit(i, "step", b) for i, b in enumerate(blocks)]
+            return
+        self._step_numbers = [n + 1 for n in self._step_numbers]
+        self._jobs = list(zip(self._step_numbers, blocks, strict=True))
+        try:
+            graph.submit(self._jobs)
+        except (RayActorError, RayChannelError):
+            self._forget_graph()  # step_wait asks each worker on its own
 
     def step_wait(self) -> VecEnvStepReturn:
         """Collect every worker's step: ``(obs, rews, dones, infos)`` as from a DummyVecEnv."""
-        if self._pending is None:
+        if self._jobs is not None:
+            results = self._graph_results()
+        elif self._pending is not None:
+            refs, self._pending = self._pending, None
+            results = self.pool.results(refs, on_death=self._truncated_step)
+        else:
             raise RuntimeError("step_wait called without step_async")
-        refs, self._pending = self._pending, None
-        results = self.pool.results(refs, on_death=self._truncated_step)
         obs = np.concatenate([r[0] for r in results])
         rews = np.concatenate([r[1] for r in results])
         dones = np.concatenate([r[2] for r in results])
@@ -124,6 +163,55 @@ class RayVecEnv(VecEnv):
                 self.reset_infos[k] = reset_info
         self._remember(obs, infos, dones)
         return obs, rews, dones, infos
+
+    def _step_graph(self) -> StepGraph | None:
+        """The compiled step graph, compiled on first use; ``None``: use actor calls."""
+        if self._graph is None and self._use_graph:
+            here = ray.get_runtime_context().get_node_id()
+            if any(self.pool.node_id(i) != here for i in range(self.pool.n_workers)):
+                # Across nodes a graph's channels go through the raylets' RPCs, which were
+                # unreliable in our two-node test (a worker lost mid-step), and the gain
+                # is the same-node shared memory anyway.
+                self._use_graph = False
+                logger.info("stepping with Ray actor calls: some workers run on other nodes")
+                return None
+            try:
+                self._graph = StepGraph(self.pool.handles)
+            except RayActorError:
+                return None  # a dead worker: this step's actor calls restart it
+            except Exception as exc:  # noqa: BLE001 - any reason: fall back, and say so
+                self._use_graph = False
+                cause = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+                logger.warning("stepping with Ray actor calls: no compiled graph (%s)", cause)
+        return self._graph
+
+    def _graph_results(self) -> list[tuple]:
+        """The results of the graph step in flight. If a worker died, the graph is gone:
+        each worker is asked again for its numbered step (a survivor returns the step it
+        took) and a dead one is restarted, its episodes truncated."""
+        jobs, self._jobs = self._jobs, None
+        assert jobs is not None
+        if self._graph is not None:
+            try:
+                return self._graph.results()
+            except (RayActorError, RayChannelError):
+                self._forget_graph()
+        return [
+            self.pool.result(
+                i, self.pool.submit(i, "step_numbered", job), on_death=self._truncated_step
+            )
+            for i, job in enumerate(jobs)
+        ]
+
+    def _forget_graph(self) -> None:
+        if self._graph is not None:
+            graph, self._graph = self._graph, None
+            graph.teardown()
+
+    def _on_restart(self, i: int) -> None:
+        """Worker ``i`` was re-created: the graph held the dead actor, and steps restart."""
+        self._forget_graph()
+        self._step_numbers[i] = 0
 
     def _remember(self, obs: np.ndarray, infos: list[dict[str, Any]], dones: np.ndarray) -> None:
         """Keep what a truncation needs if a worker dies during the next step."""
@@ -200,15 +288,22 @@ class RayVecEnv(VecEnv):
     def close(self) -> None:
         """End the workers (their envs are closed first); safe to call twice."""
         self._pending = None
+        self._jobs = None
+        self._forget_graph()
         self.pool.close()
 
 
 def make_ray_vec_env(
-    spec: EnvSpec, n_envs: int, n_workers: int, seed: int, max_restarts: int = 3
+    spec: EnvSpec,
+    n_envs: int,
+    n_workers: int,
+    seed: int,
+    max_restarts: int = 3,
+    compiled: bool = False,
 ) -> VecEnv:
     """Like ``envs.make_vec_env(spec, n_envs, seed)``, with the envs on ``n_workers`` Ray
     actors: a :class:`RayVecEnv`, wrapped in a 4-frame ``VecFrameStack`` for Atari."""
-    venv: VecEnv = RayVecEnv(spec, n_envs, n_workers, seed, max_restarts)
+    venv: VecEnv = RayVecEnv(spec, n_envs, n_workers, seed, max_restarts, compiled=compiled)
     if env_kind(spec.env_id) == "atari":
         venv = VecFrameStack(venv, ATARI_FRAME_STACK)
     return venv

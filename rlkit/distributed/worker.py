@@ -61,6 +61,8 @@ class RolloutWorker:
         self.policy: WorkerPolicy | None = None
         self.recorder: FragmentRecorder | None = None
         self._obs: np.ndarray | None = None
+        self._step_number = 0
+        self._last_step: tuple | None = None
 
     # -- bookkeeping ---------------------------------------------------------------------
 
@@ -113,6 +115,23 @@ class RolloutWorker:
         self._obs = obs
         reset_infos = [dict(self.base.reset_infos[k]) if d else {} for k, d in enumerate(dones)]
         return obs, rews, dones, infos, reset_infos
+
+    def step_numbered(self, job: tuple[int, np.ndarray]) -> tuple:
+        """Step ``job = (number, actions)`` exactly once: :meth:`step` if ``number`` is the
+        next step's number, the remembered result if it is the last one's.
+
+        The driver numbers its steps so that, when a step's result is lost (a compiled
+        graph is torn down as soon as any of its workers dies), it can ask again and the
+        envs never take the same step twice.
+        """
+        number, actions = job
+        if number == self._step_number and self._last_step is not None:
+            return self._last_step
+        if number != self._step_number + 1:
+            raise RuntimeError(f"step {number} asked, but the last step was {self._step_number}")
+        self._last_step = self.step(actions)
+        self._step_number = number
+        return self._last_step
 
     def get_attr(self, name: str, indices: Sequence[int]) -> list[Any]:
         return self.base.get_attr(name, list(indices))

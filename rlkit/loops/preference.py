@@ -176,7 +176,13 @@ class PreferenceLoop:
             from rlkit.distributed import connect, make_ray_vec_env  # optional dependency
 
             connect(self.cfg.ray_address)
-            venv = make_ray_vec_env(self.spec, self.n_envs, self.cfg.ray_workers, self.cfg.seed)
+            venv = make_ray_vec_env(
+                self.spec,
+                self.n_envs,
+                self.cfg.ray_workers,
+                self.cfg.seed,
+                compiled=self.cfg.ray_compiled,
+            )
         else:
             venv = make_vec_env(self.spec, self.n_envs, self.cfg.seed)
         return venv

@@ -74,6 +74,10 @@ class PrefsConfig:
     """Step the envs on this many Ray worker actors (0: in this process)."""
     ray_address: str | None = None
     """Ray cluster to use with --ray-workers: auto, HOST:PORT, or unset for a local instance."""
+    ray_compiled: bool = False
+    """With --ray-workers: step the workers through a compiled Ray graph (workers on this node
+    only). Round trips are 3-4x cheaper when every process has a core of its own, but much
+    slower when the cores are oversubscribed (the graph polls)."""
     teacher_model: TeacherConfig = dataclasses.field(default_factory=TeacherConfig)
     """The synthetic teacher's noise model."""
     trainer: TrainerConfig = dataclasses.field(default_factory=TrainerConfig)
