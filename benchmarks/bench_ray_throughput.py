@@ -256,6 +256,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=6.0, help="timing window per measurement")
     parser.add_argument("--n-envs", type=int, default=8, help="envs per vector env")
     parser.add_argument("--envs", nargs="+", default=["Hopper-v5", "ALE/Pong-v5"])
+    parser.add_argument(
+        "--fragment-length",
+        type=int,
+        help="FragmentSampler steps per env per call (default 100 MuJoCo, 25 Atari)",
+    )
     parser.add_argument("--out", type=Path, help="results file (default: see above)")
     parser.add_argument(
         "--ab-repeats",
@@ -271,7 +276,8 @@ def main() -> None:
         if args.ab_repeats:
             compiled_ab(env_id, args.n_envs, args.seconds, args.ab_repeats, out)
         else:
-            run(env_id, args.n_envs, 100 if "ALE" not in env_id else 25, args.seconds, out)
+            length = args.fragment_length or (100 if "ALE" not in env_id else 25)
+            run(env_id, args.n_envs, length, args.seconds, out)
     results = args.out or RESULTS_DIR / f"ray_throughput_{args.n_envs}envs.jsonl"
     results.parent.mkdir(parents=True, exist_ok=True)
     results.write_text("".join(json.dumps(r) + "\n" for r in out))

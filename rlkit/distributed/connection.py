@@ -146,6 +146,40 @@ def _start_local(attempts: int = 2) -> None:
             ray.shutdown()
 
 
+def _init_remote(target: str, attempts: int = 2) -> None:
+    """``ray.init`` on a cluster. Ray Client's server starts a process per driver, which can
+    fail on a busy head: then the driver tries once more."""
+    for attempt in range(attempts):
+        try:
+            ray.init(address=target, logging_level=logging.WARNING, log_to_driver=False)
+            return
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            if target.startswith("ray://"):
+                _forget_client()
+            if "Initialization failure from server" not in str(exc) or attempt == attempts - 1:
+                raise
+            logger.warning("Ray Client could not start a session (%s); trying again", _reason(exc))
+
+
+def _forget_client() -> None:
+    """A failed Ray Client ``ray.init`` leaves this process in client mode, where a later
+    ``ray.init`` (even of a local instance) fails on an assertion deep in Ray: leave it."""
+    from ray.util.client import ray as client_ray
+
+    client_ray.disconnect()
+
+
+def _reason(exc: BaseException) -> str:
+    """One line for ``exc``: its first line, and when that only introduces a traceback
+    sent by the server (``"...from server:"``), the traceback's last line too."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    if lines[0].endswith(":") and len(lines) > 1:
+        return f"{lines[0]} {lines[-1]}"
+    return lines[0]
+
+
 def check_address(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> str:
     """Check that a Ray cluster answers at ``address``, within about ``timeout_s`` seconds.
 
@@ -199,11 +233,11 @@ def connect(address: str | None = None, timeout_s: float = CONNECT_TIMEOUT_S) ->
         if target is None:
             _start_local()
         else:
-            ray.init(address=target, logging_level=logging.WARNING, log_to_driver=False)
+            _init_remote(target)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         if address is None:
             raise
-        why = str(exc).strip().splitlines()[0]
+        why = _reason(exc)
         if os.environ.get("RAY_AUTH_MODE") != "token":
             # Ray sends its auth token only to clusters it found itself ("auto").
             why += " (if the cluster uses token authentication, set RAY_AUTH_MODE=token)"
