@@ -160,7 +160,9 @@ class PreferenceLoop:
         self.teacher = SyntheticTeacherAdapter(
             SyntheticTeacher(cfg.teacher_model, self.rng), share=share
         )
-        self.schedule = LabelSchedule.for_kind(self.kind, cfg.labels, cfg.steps)
+        self.schedule = LabelSchedule.for_kind(
+            self.kind, cfg.labels, cfg.steps, cfg.initial_labels, cfg.label_decay
+        )
         self.checkpoints = CheckpointManager(self.run_dir)
         self.metrics = MetricsLogger(self.run_dir)
         self.algo = resolve_algo(cfg.policy, self.kind)

@@ -25,6 +25,12 @@ class PrefsConfig:
     for Hopper; the paper used 1,000,000 (MuJoCo) and 10,000,000 (Atari)."""
     labels: int = 400
     """Label budget: comparisons asked for over the whole run (the paper: 700 for MuJoCo)."""
+    initial_labels: int | None = None
+    """Labels asked for up front, on segments of the initial random policy, with the reward
+    model pretrained on them before RL starts; default 25% of --labels (MuJoCo), 500 (Atari)."""
+    label_decay: float | None = None
+    """c in the label rate c / (T + c) after the initial labels, T the policy steps so far;
+    default 2e6 (MuJoCo), 5e6 (Atari). Larger spreads the labels more evenly over the run."""
     seed: int = 0
     """Seeds the envs, the networks, the teacher and query sampling."""
     run_dir: Path | None = None
@@ -121,6 +127,9 @@ class PrefsConfig:
             "torch_threads": self.torch_threads >= 1,
             "synthetic_share": 0.0 <= self.synthetic_share <= 1.0,
             "dropout": 0.0 <= self.dropout < 1.0,
+            "initial_labels": self.initial_labels is None
+            or 0 <= self.initial_labels <= self.labels,
+            "label_decay": self.label_decay is None or self.label_decay > 0,
         }
         for name, ok in checks.items():
             if not ok:

@@ -36,11 +36,22 @@ class LabelSchedule:
             raise ValueError("total_steps and decay must be positive")
 
     @classmethod
-    def for_kind(cls, kind: str, total_labels: int, total_steps: int) -> LabelSchedule:
-        """The paper's schedule for ``kind`` in {mujoco, atari} (others use the MuJoCo one)."""
-        if kind == "atari":
-            return cls(total_labels, min(500, total_labels), total_steps, 5e6)
-        return cls(total_labels, int(round(0.25 * total_labels)), total_steps, 2e6)
+    def for_kind(
+        cls,
+        kind: str,
+        total_labels: int,
+        total_steps: int,
+        initial_labels: int | None = None,
+        decay: float | None = None,
+    ) -> LabelSchedule:
+        """The paper's schedule for ``kind`` in {mujoco, atari} (others use the MuJoCo one);
+        ``initial_labels`` and ``decay``, when given, replace its values."""
+        atari = kind == "atari"
+        if initial_labels is None:
+            initial_labels = min(500, total_labels) if atari else int(round(0.25 * total_labels))
+        if decay is None:
+            decay = 5e6 if atari else 2e6
+        return cls(total_labels, initial_labels, total_steps, decay)
 
     def target(self, step: int) -> int:
         """Labels that should have been requested by environment step ``step``."""
