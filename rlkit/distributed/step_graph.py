@@ -4,7 +4,7 @@ An ordinary actor call goes through Ray's task submission and object store: 0.7-
 round trip on a 2-core machine, as long as a step of a few MuJoCo envs. A
 compiled graph (Ray's ``experimental_compile``) is set up once; each execution writes the
 inputs into shared-memory channels that the actors already wait on, and reads the results
-back the same way, 3-4x faster, but the channels are polled: on oversubscribed cores the
+back the same way, 3-6x faster, but the channels are polled: on oversubscribed cores the
 polling takes the CPU from the envs. :class:`~rlkit.distributed.RayVecEnv` steps through
 one when asked (``compiled=True``) and able, and falls back to actor calls otherwise (Ray
 Client, workers on other nodes, or a graph that fails to compile).

@@ -36,7 +36,7 @@ class RayVecEnv(VecEnv):
     stack on the driver, as ``make_vec_env`` does.
 
     With ``compiled=True`` steps go through a compiled Ray graph
-    (:mod:`rlkit.distributed.step_graph`), 3-4x cheaper per round trip than actor calls,
+    (:mod:`rlkit.distributed.step_graph`), 3-6x cheaper per round trip than actor calls,
     unless the driver is a Ray Client or some worker runs on another node than the driver;
     ``reset`` and the attribute calls stay ordinary actor calls. It pays when the driver and
     every worker have a core of their own; on oversubscribed cores the graph's polling makes

@@ -82,7 +82,7 @@ class PrefsConfig:
     """Ray cluster to use with --ray-workers: auto, HOST:PORT, or unset for a local instance."""
     ray_compiled: bool = False
     """With --ray-workers: step the workers through a compiled Ray graph (workers on this node
-    only). Round trips are 3-4x cheaper when every process has a core of its own, but much
+    only). Round trips are 3-6x cheaper when every process has a core of its own, but much
     slower when the cores are oversubscribed (the graph polls)."""
     teacher_model: TeacherConfig = dataclasses.field(default_factory=TeacherConfig)
     """The synthetic teacher's noise model."""
