@@ -158,7 +158,9 @@ def _init_remote(target: str, attempts: int = 2) -> None:
                 _forget_client()
             if "Initialization failure from server" not in str(exc) or attempt == attempts - 1:
                 raise
-            logger.warning("Ray Client could not start a session (%s); trying again", _reason(exc))
+            logger.warning(
+                "Ray Client could not start a session (%s); trying again", error_line(exc)
+            )
 
 
 def _forget_client() -> None:
@@ -169,7 +171,7 @@ def _forget_client() -> None:
     client_ray.disconnect()
 
 
-def _reason(exc: BaseException) -> str:
+def error_line(exc: BaseException) -> str:
     """One line for ``exc``: its first line, and when that only introduces a traceback
     sent by the server (``"...from server:"``), the traceback's last line too."""
     lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
@@ -237,7 +239,7 @@ def connect(address: str | None = None, timeout_s: float = CONNECT_TIMEOUT_S) ->
     except (ConnectionError, RuntimeError, ValueError) as exc:
         if address is None:
             raise
-        why = _reason(exc)
+        why = error_line(exc)
         if os.environ.get("RAY_AUTH_MODE") != "token":
             # Ray sends its auth token only to clusters it found itself ("auto").
             why += " (if the cluster uses token authentication, set RAY_AUTH_MODE=token)"

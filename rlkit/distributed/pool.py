@@ -18,7 +18,7 @@ from ray.exceptions import GetTimeoutError, RayActorError, RayError
 
 from envs.factory import EnvSpec
 from rlkit.core.errors import UserError
-from rlkit.distributed.connection import connect
+from rlkit.distributed.connection import connect, error_line
 from rlkit.distributed.worker import RolloutWorker
 
 logger = logging.getLogger("rlkit.distributed")
@@ -150,7 +150,7 @@ class WorkerPool:
         """
         self.worker_restarts[i] += 1
         self.restarts += 1
-        cause = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        cause = error_line(error)
         if self.worker_restarts[i] > self.max_restarts:
             raise WorkerFailedError(
                 f"Ray rollout worker {i} died {self.worker_restarts[i]} times "

@@ -15,6 +15,7 @@ from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices, VecEnvO
 
 from envs.factory import ATARI_FRAME_STACK, EnvSpec, check_env_id, env_kind
 from envs.render_state import RENDER_STATE_KEY
+from rlkit.distributed.connection import error_line
 from rlkit.distributed.pool import WorkerPool
 from rlkit.distributed.step_graph import StepGraph, graphs_supported
 
@@ -181,8 +182,9 @@ class RayVecEnv(VecEnv):
                 return None  # a dead worker: this step's actor calls restart it
             except Exception as exc:  # noqa: BLE001 - any reason: fall back, and say so
                 self._use_graph = False
-                cause = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
-                logger.warning("stepping with Ray actor calls: no compiled graph (%s)", cause)
+                logger.warning(
+                    "stepping with Ray actor calls: no compiled graph (%s)", error_line(exc)
+                )
         return self._graph
 
     def _graph_results(self) -> list[tuple]:
