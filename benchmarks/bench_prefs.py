@@ -33,6 +33,7 @@ from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 from agents.presets import make_agent
 from envs import EnvSpec, env_kind, make_vec_env
 from rlkit.cli import run_tyro
+from rlkit.core.rundir import save_config
 from rlkit.core.seeding import seed_everything
 from rlkit.loops.evaluation import evaluate_policy_true
 from rlkit.loops.preference import PreferenceLoop
@@ -81,6 +82,14 @@ def main() -> None:
     p.add_argument("--eval-episodes", type=int, default=10)
     p.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     p.add_argument("--prefs-args", default="", help="more `rlkit prefs train` flags, one string")
+    p.add_argument(
+        "--keep",
+        type=Path,
+        default=None,
+        help="keep each preference run directory and the true-reward agent under this folder "
+        "(KEEP/ENV_seedS/run, KEEP/ENV_seedS/true_reward_agent.zip), e.g. for "
+        "benchmarks/diagnose_reward.py",
+    )
     args = p.parse_args()
     base = run_tyro(PrefsConfig, shlex.split(args.prefs_args), prog="bench_prefs --prefs-args")
     args.out.mkdir(parents=True, exist_ok=True)
@@ -99,8 +108,11 @@ def main() -> None:
             kind = env_kind(env)
             n_envs = cfg.n_envs or (8 if kind == "atari" else 4)
             with tempfile.TemporaryDirectory() as tmp:
-                run_dir = Path(tmp) / "run"
-                run_dir.mkdir()
+                keep = args.keep / f"{env.replace('/', '-')}_seed{seed}" if args.keep else None
+                run_dir = (keep or Path(tmp)) / "run"
+                run_dir.mkdir(parents=True)
+                if keep is not None:
+                    save_config(run_dir, dataclasses.replace(cfg, run_dir=run_dir))
                 loop = PreferenceLoop(dataclasses.replace(cfg, run_dir=run_dir), run_dir, quiet)
                 t0 = time.perf_counter()
                 summary = loop.run()
@@ -114,6 +126,8 @@ def main() -> None:
             agent, true_wall = run_true_reward(cfg, n_envs)
             true_ret = evaluate_policy_true(agent, cfg, n_envs, args.eval_episodes)
             true_train = train_return(agent)
+            if keep is not None:
+                agent.save(keep / "true_reward_agent.zip")
             row = {
                 "bench": "prefs_vs_true_reward",
                 "env": env,

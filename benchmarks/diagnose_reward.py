@@ -1,0 +1,158 @@
+"""What does a learned reward prefer? A preference run's ensemble judged on two policies' own segments.
+
+The held-out accuracy measures the reward model on the pairs that were asked about. This asks
+what it thinks of behaviour it may never have been asked about: it rolls out the run's policy
+and another policy (for example TRPO on the true reward, saved by ``bench_prefs.py --keep``)
+on the true env (no early termination), cuts both into the run's segments, and reports:
+
+- per policy: the true return, the learned reward per step (normalized, as the policy sees it),
+  and the correlation of the learned per-step reward with the true one and with each reward
+  term the env reports in ``info`` (``reward_forward``, ``reward_survive``, ...);
+- across policies: the share of (run segment, other segment) pairs where the ensemble prefers
+  the other policy's segment, next to the share where the true reward does, and the rank
+  correlation between predicted and true segment returns over all segments.
+
+If the ensemble ranks the better policy's segments above the run's, the learned reward is
+right about it and the policy failed to find it (optimization); if it ranks them below, the
+learned reward is wrong off the queried distribution.
+
+    .venv/bin/python benchmarks/bench_prefs.py --envs Hopper-v5 --seeds 1 --keep /tmp/keep
+    .venv/bin/python benchmarks/diagnose_reward.py /tmp/keep/Hopper-v5_seed1/run \\
+        --other /tmp/keep/Hopper-v5_seed1/true_reward_agent.zip
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from agents.presets import load_agent, resolve_algo
+from envs import EnvSpec, env_kind, make_vec_env
+from rlkit.core.checkpoint import CheckpointManager
+from rlkit.core.rundir import dataclass_from_dict, load_config
+from rlkit.loops.evaluation import eval_spec
+from rlkit.loops.preference import segment_length
+from rlkit.loops.preference_config import PrefsConfig
+from rlkit.rewards.ensemble import RewardEnsemble, build_ensemble
+
+
+def rollout(agent: object, spec: EnvSpec, episodes: int, seed: int, deterministic: bool) -> dict:
+    """``episodes`` whole episodes of one env: obs ``(T, *obs)``, acts ``(T, *act)``, rewards ``(T,)``,
+    episode ids ``(T,)`` and each ``info`` reward term ``(T,)``."""
+    venv = make_vec_env(spec, 1, seed)
+    obs = venv.reset()
+    out: dict[str, list] = {"obs": [], "acts": [], "true": [], "episode": []}
+    terms: dict[str, list] = {}
+    episode = 0
+    while episode < episodes:
+        act, _ = agent.predict(obs, deterministic=deterministic)
+        out["obs"].append(obs[0])
+        out["acts"].append(act[0])
+        obs, rew, done, infos = venv.step(act)
+        out["true"].append(float(rew[0]))
+        out["episode"].append(episode)
+        for key, value in infos[0].items():
+            if key.startswith("reward_") and np.isscalar(value):
+                terms.setdefault(key, []).append(float(value))
+        episode += int(done[0])
+    venv.close()
+    result = {k: np.asarray(v) for k, v in out.items()}
+    result["terms"] = {k: np.asarray(v) for k, v in terms.items() if len(v) == len(out["true"])}
+    return result
+
+
+def segments(data: dict, seg_len: int) -> np.ndarray:
+    """Start indices of non-overlapping ``seg_len`` windows inside single episodes."""
+    starts = []
+    for ep in np.unique(data["episode"]):
+        idx = np.flatnonzero(data["episode"] == ep)
+        starts += list(range(idx[0], idx[-1] + 2 - seg_len, seg_len))
+    return np.asarray(starts, dtype=np.int64)
+
+
+def rank_corr(x: np.ndarray, y: np.ndarray) -> float:
+    """Spearman's rank correlation (no ties expected for continuous returns)."""
+    rx, ry = np.argsort(np.argsort(x)), np.argsort(np.argsort(y))
+    return float(np.corrcoef(rx, ry)[0, 1])
+
+
+def corr(x: np.ndarray, y: np.ndarray) -> float | None:
+    return None if np.std(x) == 0 or np.std(y) == 0 else round(float(np.corrcoef(x, y)[0, 1]), 3)
+
+
+def judge(ensemble: RewardEnsemble, data: dict, seg_len: int) -> dict:
+    """Per-step learned reward and per-segment predicted/true returns of one rollout."""
+    obs = torch.as_tensor(data["obs"], dtype=torch.float32)
+    acts = torch.as_tensor(data["acts"], dtype=torch.float32)
+    with torch.no_grad():
+        learned = ensemble.reward(obs, acts).numpy()
+    starts = segments(data, seg_len)
+    window = starts[:, None] + np.arange(seg_len)
+    return {
+        "learned": learned,
+        "seg_pred": learned[window].sum(1),
+        "seg_true": data["true"][window].sum(1),
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("run_dir", type=Path, help="a preference run (config.json, checkpoints/)")
+    p.add_argument("--other", type=Path, required=True, help="another policy's SB3 zip")
+    p.add_argument("--episodes", type=int, default=3)
+    p.add_argument("--stochastic", action="store_true", help="sample actions (default: mean)")
+    p.add_argument("--seed", type=int, default=20_000)
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    cfg = dataclass_from_dict(PrefsConfig, load_config(args.run_dir))
+    kind = env_kind(cfg.env)
+    path, state = CheckpointManager(args.run_dir).load_latest()
+    algo = resolve_algo(cfg.policy, kind)
+    policies = {"run": load_agent(algo, str(path / "policy.zip")),
+                "other": load_agent(algo, str(args.other))}  # fmt: skip
+    spec = eval_spec(cfg)
+    probe = make_vec_env(spec, 1, 0)
+    ensemble = build_ensemble(
+        probe.observation_space, probe.action_space, cfg.ensemble_size,
+        "nature_cnn" if cfg.backbone == "auto" and kind == "atari" else
+        ("mlp" if cfg.backbone == "auto" else cfg.backbone),
+        backbone_kwargs=cfg.backbone_settings(), dropout=cfg.dropout, seed=cfg.seed,
+    )  # fmt: skip
+    probe.close()
+    ensemble.load_state_dict(state["ensemble"])
+    ensemble.eval()
+    seg_len = segment_length(cfg, kind)
+    row: dict = {"bench": "diagnose_reward", "env": cfg.env, "checkpoint": path.name,
+                 "seg_len": seg_len, "episodes": args.episodes}  # fmt: skip
+    judged = {}
+    for name, agent in policies.items():
+        data = rollout(agent, spec, args.episodes, args.seed, not args.stochastic)
+        j = judge(ensemble, data, seg_len)
+        judged[name] = j
+        row[name] = {
+            "true_return": round(float(data["true"].sum() / args.episodes), 1),
+            "learned_reward_per_step": round(float(j["learned"].mean()), 3),
+            "corr_learned_true": corr(j["learned"], data["true"]),
+            **{f"corr_learned_{k}": corr(j["learned"], v) for k, v in data["terms"].items()},
+            **{f"mean_{k}": round(float(v.mean()), 3) for k, v in data["terms"].items()},
+            "segments": len(j["seg_pred"]),
+        }
+    run, other = judged["run"], judged["other"]
+    row["pred_prefers_other"] = round(
+        float((other["seg_pred"][None, :] > run["seg_pred"][:, None]).mean()), 3
+    )
+    row["true_prefers_other"] = round(
+        float((other["seg_true"][None, :] > run["seg_true"][:, None]).mean()), 3
+    )
+    pred = np.concatenate([run["seg_pred"], other["seg_pred"]])
+    true = np.concatenate([run["seg_true"], other["seg_true"]])
+    row["segment_rank_corr"] = round(rank_corr(pred, true), 3)
+    print(json.dumps(row), flush=True)
+
+
+if __name__ == "__main__":
+    main()
