@@ -16,6 +16,11 @@ If the ensemble ranks the better policy's segments above the run's, the learned 
 right about it and the policy failed to find it (optimization); if it ranks them below, the
 learned reward is wrong off the queried distribution.
 
+``--retrain STEPS`` also trains a fresh policy (the run's preset and seed) for ``STEPS`` steps on
+the run's final learned reward, frozen, and reports its true return (``retrain_true_return``):
+if that matches RL on the true reward, the final reward is good enough and what held the run
+back is the path there (a reward that changes while the policy learns).
+
     .venv/bin/python benchmarks/bench_prefs.py --envs Hopper-v5 --seeds 1 --keep /tmp/keep
     .venv/bin/python benchmarks/diagnose_reward.py /tmp/keep/Hopper-v5_seed1/run \\
         --other /tmp/keep/Hopper-v5_seed1/true_reward_agent.zip
@@ -30,14 +35,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from agents.presets import load_agent, resolve_algo
+from agents.presets import load_agent, make_agent, resolve_algo
 from envs import EnvSpec, env_kind, make_vec_env
 from rlkit.core.checkpoint import CheckpointManager
 from rlkit.core.rundir import dataclass_from_dict, load_config
-from rlkit.loops.evaluation import eval_spec
+from rlkit.core.seeding import seed_everything
+from rlkit.loops.evaluation import eval_spec, evaluate_policy_true
 from rlkit.loops.preference import segment_length
 from rlkit.loops.preference_config import PrefsConfig
 from rlkit.rewards.ensemble import RewardEnsemble, build_ensemble
+from rlkit.rewards.rollout_reward import RolloutRewardCallback
+from rlkit.rewards.vec_wrapper import LearnedRewardVecEnv
 
 
 def rollout(agent: object, spec: EnvSpec, episodes: int, seed: int, deterministic: bool) -> dict:
@@ -99,6 +107,19 @@ def judge(ensemble: RewardEnsemble, data: dict, seg_len: int) -> dict:
     }
 
 
+def retrain(cfg: PrefsConfig, kind: str, ensemble: RewardEnsemble, steps: int) -> float:
+    """True return of a fresh policy trained for ``steps`` on the frozen learned reward."""
+    n_envs = cfg.n_envs or (8 if kind == "atari" else 4)
+    seed_everything(cfg.seed)
+    unhealthy = None if cfg.early_termination else False  # as in training
+    venv = make_vec_env(EnvSpec(cfg.env, terminate_when_unhealthy=unhealthy), n_envs, cfg.seed)
+    scale = cfg.reward_scale or (0.05 if kind == "atari" else 1.0)
+    reward_env = LearnedRewardVecEnv(venv, ensemble, scale, deferred=True)
+    agent = make_agent(cfg.policy, reward_env, kind, cfg.seed)
+    agent.learn(steps, callback=RolloutRewardCallback(reward_env))
+    return evaluate_policy_true(agent, cfg, n_envs, 5)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("run_dir", type=Path, help="a preference run (config.json, checkpoints/)")
@@ -106,6 +127,9 @@ def main() -> None:
     p.add_argument("--episodes", type=int, default=3)
     p.add_argument("--stochastic", action="store_true", help="sample actions (default: mean)")
     p.add_argument("--seed", type=int, default=20_000)
+    p.add_argument(
+        "--retrain", type=int, default=0, help="steps of a fresh policy on the frozen reward"
+    )
     args = p.parse_args()
     torch.set_num_threads(1)
     cfg = dataclass_from_dict(PrefsConfig, load_config(args.run_dir))
@@ -151,6 +175,9 @@ def main() -> None:
     pred = np.concatenate([run["seg_pred"], other["seg_pred"]])
     true = np.concatenate([run["seg_true"], other["seg_true"]])
     row["segment_rank_corr"] = round(rank_corr(pred, true), 3)
+    if args.retrain > 0:
+        row["retrain_steps"] = args.retrain
+        row["retrain_true_return"] = round(retrain(cfg, kind, ensemble, args.retrain), 1)
     print(json.dumps(row), flush=True)
 
 
