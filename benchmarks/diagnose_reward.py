@@ -14,7 +14,7 @@ on the true env (no early termination), cuts both into the run's segments, and r
 
 If the ensemble ranks the better policy's segments above the run's, the learned reward is
 right about it and the policy failed to find it (optimization); if it ranks them below, the
-learned reward is wrong off the queried distribution.
+learned reward is wrong off the queried distribution. (Used on MuJoCo runs so far.)
 
 ``--retrain STEPS`` also trains a fresh policy (the run's preset and seed) for ``STEPS`` steps on
 the run's final learned reward, frozen, and reports its true return (``retrain_true_return``):
@@ -95,13 +95,17 @@ def corr(x: np.ndarray, y: np.ndarray) -> float | None:
 def judge(ensemble: RewardEnsemble, data: dict, seg_len: int) -> dict:
     """Per-step learned reward and per-segment predicted/true returns of one rollout."""
     obs = torch.as_tensor(data["obs"], dtype=torch.float32)
-    acts = torch.as_tensor(data["acts"], dtype=torch.float32)
+    continuous = np.issubdtype(data["acts"].dtype, np.floating)
+    acts = torch.as_tensor(data["acts"], dtype=torch.float32 if continuous else torch.int64)
     with torch.no_grad():
         learned = ensemble.reward(obs, acts).numpy()
+        # Continuous actions: the same states with zero actions, to see the actions' weight.
+        still = ensemble.reward(obs, torch.zeros_like(acts)).numpy() if continuous else None
     starts = segments(data, seg_len)
     window = starts[:, None] + np.arange(seg_len)
     return {
         "learned": learned,
+        "learned_zero_action": still,
         "seg_pred": learned[window].sum(1),
         "seg_true": data["true"][window].sum(1),
     }
@@ -150,7 +154,7 @@ def main() -> None:
     ensemble.load_state_dict(state["ensemble"])
     ensemble.eval()
     seg_len = segment_length(cfg, kind)
-    row: dict = {"bench": "diagnose_reward", "env": cfg.env, "checkpoint": path.name,
+    row: dict = {"bench": "diagnose_reward", "env": cfg.env, "seed": cfg.seed, "checkpoint": path.name,
                  "seg_len": seg_len, "episodes": args.episodes}  # fmt: skip
     judged = {}
     for name, agent in policies.items():
@@ -160,6 +164,20 @@ def main() -> None:
         row[name] = {
             "true_return": round(float(data["true"].sum() / args.episodes), 1),
             "learned_reward_per_step": round(float(j["learned"].mean()), 3),
+            **(
+                {
+                    "learned_reward_per_step_zero_action": round(
+                        float(j["learned_zero_action"].mean()), 3
+                    )
+                }
+                if j["learned_zero_action"] is not None
+                else {}
+            ),
+            **(
+                {"action_std": [round(float(x), 3) for x in agent.policy.log_std.exp()]}
+                if hasattr(agent.policy, "log_std")
+                else {}
+            ),
             "corr_learned_true": corr(j["learned"], data["true"]),
             **{f"corr_learned_{k}": corr(j["learned"], v) for k, v in data["terms"].items()},
             **{f"mean_{k}": round(float(v.mean()), 3) for k, v in data["terms"].items()},
