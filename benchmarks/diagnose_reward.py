@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +39,7 @@ import torch
 from agents.presets import load_agent, make_agent, resolve_algo
 from envs import EnvSpec, env_kind, make_vec_env
 from rlkit.core.checkpoint import CheckpointManager
+from rlkit.core.errors import UserError
 from rlkit.core.rundir import dataclass_from_dict, load_config
 from rlkit.core.seeding import seed_everything
 from rlkit.loops.evaluation import eval_spec, evaluate_policy_true
@@ -135,6 +137,8 @@ def main() -> None:
         "--retrain", type=int, default=0, help="steps of a fresh policy on the frozen reward"
     )
     args = p.parse_args()
+    if not args.other.is_file():
+        raise UserError(f"--other {args.other}: no such policy file")
     torch.set_num_threads(1)
     cfg = dataclass_from_dict(PrefsConfig, load_config(args.run_dir))
     kind = env_kind(cfg.env)
@@ -200,4 +204,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except UserError as exc:  # a missing run, config or checkpoint: one line, exit 2
+        print(f"diagnose_reward: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
