@@ -178,7 +178,7 @@ def main() -> None:
                 else {}
             ),
             **(
-                {"action_std": [round(float(x), 3) for x in agent.policy.log_std.exp()]}
+                {"action_std": [round(float(x), 3) for x in agent.policy.log_std.detach().exp()]}
                 if hasattr(agent.policy, "log_std")
                 else {}
             ),
