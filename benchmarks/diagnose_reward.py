@@ -43,9 +43,9 @@ from rlkit.core.errors import UserError
 from rlkit.core.rundir import dataclass_from_dict, load_config
 from rlkit.core.seeding import seed_everything
 from rlkit.loops.evaluation import eval_spec, evaluate_policy_true
-from rlkit.loops.preference import segment_length
+from rlkit.loops.preference import reward_ensemble, segment_length
 from rlkit.loops.preference_config import PrefsConfig
-from rlkit.rewards.ensemble import RewardEnsemble, build_ensemble
+from rlkit.rewards.ensemble import RewardEnsemble
 from rlkit.rewards.rollout_reward import RolloutRewardCallback
 from rlkit.rewards.vec_wrapper import LearnedRewardVecEnv
 
@@ -148,12 +148,7 @@ def main() -> None:
                 "other": load_agent(algo, str(args.other))}  # fmt: skip
     spec = eval_spec(cfg)
     probe = make_vec_env(spec, 1, 0)
-    ensemble = build_ensemble(
-        probe.observation_space, probe.action_space, cfg.ensemble_size,
-        "nature_cnn" if cfg.backbone == "auto" and kind == "atari" else
-        ("mlp" if cfg.backbone == "auto" else cfg.backbone),
-        backbone_kwargs=cfg.backbone_settings(), dropout=cfg.dropout, seed=cfg.seed,
-    )  # fmt: skip
+    ensemble = reward_ensemble(cfg, kind, probe)
     probe.close()
     ensemble.load_state_dict(state["ensemble"])
     ensemble.eval()

@@ -1,5 +1,9 @@
 import math
 
+import pytest
+
+from rlkit.core.errors import ConfigError
+from rlkit.loops.preference_config import PrefsConfig
 from rlkit.rewards.schedule import LabelSchedule
 
 
@@ -31,11 +35,6 @@ def test_initial_labels_and_decay_override_the_papers_values():
 
 
 def test_schedule_settings_out_of_range_are_one_line_errors():
-    import pytest
-
-    from rlkit.core.errors import ConfigError
-    from rlkit.loops.preference_config import PrefsConfig
-
     with pytest.raises(ConfigError, match=r"--initial-labels has an invalid value 701"):
         PrefsConfig(labels=700, initial_labels=701)
     with pytest.raises(ConfigError, match=r"--label-decay has an invalid value 0.0"):

@@ -95,6 +95,22 @@ def segment_length(cfg: PrefsConfig, kind: str) -> int:
     return max(1, int(round(cfg.segment_seconds / dt)))
 
 
+def reward_ensemble(cfg: PrefsConfig, kind: str, venv: VecEnv) -> RewardEnsemble:
+    """The run's reward ensemble, untrained, for ``venv``'s spaces (``auto``: mlp or nature_cnn)."""
+    backbone = cfg.backbone
+    if backbone == "auto":
+        backbone = "nature_cnn" if kind == "atari" else "mlp"
+    try:
+        return build_ensemble(
+            venv.observation_space, venv.action_space, cfg.ensemble_size, backbone,
+            backbone_kwargs=cfg.backbone_settings(), dropout=cfg.dropout, seed=cfg.seed,
+        )  # fmt: skip
+    except TypeError as exc:  # a setting the backbone does not take
+        raise UserError(
+            f"--backbone-kwargs {cfg.backbone_kwargs!r} for {backbone}: {exc}"
+        ) from None
+
+
 class PreferenceLoop:
     """Wires env, recorder, pool, ensemble, trainer, store, teacher and agent together.
 
@@ -125,19 +141,11 @@ class PreferenceLoop:
         )
         venv = self._make_venv()
         self.recorder = SegmentRecorder(venv, self.seg_len, self.pool.add, env_id=cfg.env)
-        backbone = cfg.backbone
-        if backbone == "auto":
-            backbone = "nature_cnn" if self.kind == "atari" else "mlp"
         try:
-            self.ensemble: RewardEnsemble = build_ensemble(
-                venv.observation_space, venv.action_space, cfg.ensemble_size, backbone,
-                backbone_kwargs=cfg.backbone_settings(), dropout=cfg.dropout, seed=cfg.seed,
-            )  # fmt: skip
-        except TypeError as exc:  # a setting the backbone does not take
+            self.ensemble: RewardEnsemble = reward_ensemble(cfg, self.kind, venv)
+        except UserError:
             venv.close()
-            raise UserError(
-                f"--backbone-kwargs {cfg.backbone_kwargs!r} for {backbone}: {exc}"
-            ) from None
+            raise
         # The actor is what the policy's reward wrapper reads; the learner (self.ensemble)
         # trains in the background and is copied into the actor at round boundaries.
         self.actor: RewardEnsemble = copy.deepcopy(self.ensemble)
