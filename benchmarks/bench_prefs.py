@@ -106,7 +106,7 @@ def main() -> None:
                 checkpoint_every=10**9,
             )
             kind = env_kind(env)
-            n_envs = cfg.n_envs or (8 if kind == "atari" else 4)
+            n_envs = cfg.vec_envs(kind)
             with tempfile.TemporaryDirectory() as tmp:
                 keep = args.keep / f"{env.replace('/', '-')}_seed{seed}" if args.keep else None
                 run_dir = (keep or Path(tmp)) / "run"

@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from stable_baselines3.common.callbacks import BaseCallback
 
 from agents.presets import load_agent, make_agent, resolve_algo
 from envs import EnvSpec, env_kind, make_vec_env
@@ -113,23 +114,59 @@ def judge(ensemble: RewardEnsemble, data: dict, seg_len: int) -> dict:
     }
 
 
-def retrain(cfg: PrefsConfig, kind: str, ensemble: RewardEnsemble, steps: int) -> float:
-    """True return of a fresh policy trained for ``steps`` on the frozen learned reward."""
-    n_envs = cfg.n_envs or (8 if kind == "atari" else 4)
+class CurveCallback(BaseCallback):
+    """Mean true return of the last 100 training episodes, every ``every`` steps."""
+
+    def __init__(self, every: int) -> None:
+        super().__init__()
+        self.every = every
+        self.curve: list[tuple[int, float]] = []
+
+    def _on_step(self) -> bool:
+        return True
+
+    def _on_rollout_end(self) -> None:
+        done = self.model.num_timesteps
+        due = not self.curve or done - self.curve[-1][0] >= self.every
+        if due and self.model.ep_info_buffer:
+            mean = float(np.mean([ep["r"] for ep in self.model.ep_info_buffer]))
+            self.curve.append((int(done), round(mean, 1)))
+
+
+def retrain(
+    cfg: PrefsConfig, kind: str, ensemble: RewardEnsemble, steps: int
+) -> tuple[float, list[tuple[int, float]]]:
+    """A fresh policy trained for ``steps`` on the frozen learned reward: its true return
+    (deterministic evaluation) and its training curve ``[(step, mean true return)]``."""
+    n_envs = cfg.vec_envs(kind)
     seed_everything(cfg.seed)
     unhealthy = None if cfg.early_termination else False  # as in training
     venv = make_vec_env(EnvSpec(cfg.env, terminate_when_unhealthy=unhealthy), n_envs, cfg.seed)
-    scale = cfg.reward_scale or (0.05 if kind == "atari" else 1.0)
-    reward_env = LearnedRewardVecEnv(venv, ensemble, scale, deferred=True)
+    reward_env = LearnedRewardVecEnv(venv, ensemble, cfg.policy_reward_scale(kind), deferred=True)
     agent = make_agent(cfg.policy, reward_env, kind, cfg.seed)
-    agent.learn(steps, callback=RolloutRewardCallback(reward_env))
-    return evaluate_policy_true(agent, cfg, n_envs, 5)
+    curve = CurveCallback(max(steps // 20, 1))
+    agent.learn(steps, callback=[RolloutRewardCallback(reward_env), curve])
+    return evaluate_policy_true(agent, cfg, n_envs, 5), curve.curve
+
+
+def compare(judged: dict[str, dict]) -> dict[str, float]:
+    """How often the ensemble (and the truth) prefers the other policy's segment to the run's,
+    and the rank correlation of predicted and true returns over all segments."""
+    pred = np.concatenate([j["seg_pred"] for j in judged.values()])
+    true = np.concatenate([j["seg_true"] for j in judged.values()])
+    out = {"segment_rank_corr": round(rank_corr(pred, true), 3)}
+    if "other" in judged:
+        run, other = judged["run"], judged["other"]
+        for key, name in (("seg_pred", "pred"), ("seg_true", "true")):
+            prefers = other[key][None, :] > run[key][:, None]
+            out[f"{name}_prefers_other"] = round(float(prefers.mean()), 3)
+    return out
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("run_dir", type=Path, help="a preference run (config.json, checkpoints/)")
-    p.add_argument("--other", type=Path, required=True, help="another policy's SB3 zip")
+    p.add_argument("--other", type=Path, help="another policy's SB3 zip to compare with")
     p.add_argument("--episodes", type=int, default=3)
     p.add_argument("--stochastic", action="store_true", help="sample actions (default: mean)")
     p.add_argument("--seed", type=int, default=20_000)
@@ -137,15 +174,16 @@ def main() -> None:
         "--retrain", type=int, default=0, help="steps of a fresh policy on the frozen reward"
     )
     args = p.parse_args()
-    if not args.other.is_file():
+    if args.other is not None and not args.other.is_file():
         raise UserError(f"--other {args.other}: no such policy file")
     torch.set_num_threads(1)
     cfg = dataclass_from_dict(PrefsConfig, load_config(args.run_dir))
     kind = env_kind(cfg.env)
     path, state = CheckpointManager(args.run_dir).load_latest()
     algo = resolve_algo(cfg.policy, kind)
-    policies = {"run": load_agent(algo, str(path / "policy.zip")),
-                "other": load_agent(algo, str(args.other))}  # fmt: skip
+    policies = {"run": load_agent(algo, str(path / "policy.zip"))}
+    if args.other is not None:
+        policies["other"] = load_agent(algo, str(args.other))
     spec = eval_spec(cfg)
     probe = make_vec_env(spec, 1, 0)
     ensemble = reward_ensemble(cfg, kind, probe)
@@ -182,19 +220,12 @@ def main() -> None:
             **{f"mean_{k}": round(float(v.mean()), 3) for k, v in data["terms"].items()},
             "segments": len(j["seg_pred"]),
         }
-    run, other = judged["run"], judged["other"]
-    row["pred_prefers_other"] = round(
-        float((other["seg_pred"][None, :] > run["seg_pred"][:, None]).mean()), 3
-    )
-    row["true_prefers_other"] = round(
-        float((other["seg_true"][None, :] > run["seg_true"][:, None]).mean()), 3
-    )
-    pred = np.concatenate([run["seg_pred"], other["seg_pred"]])
-    true = np.concatenate([run["seg_true"], other["seg_true"]])
-    row["segment_rank_corr"] = round(rank_corr(pred, true), 3)
+    row.update(compare(judged))
     if args.retrain > 0:
         row["retrain_steps"] = args.retrain
-        row["retrain_true_return"] = round(retrain(cfg, kind, ensemble, args.retrain), 1)
+        ret, curve = retrain(cfg, kind, ensemble, args.retrain)
+        row["retrain_true_return"] = round(ret, 1)
+        row["retrain_curve"] = curve
     print(json.dumps(row), flush=True)
 
 

@@ -112,7 +112,7 @@ def evaluate(argv: list[str]) -> int:
     kind = env_kind(cfg.env)
     path = CheckpointManager(args.run_dir).latest()
     agent = load_agent(resolve_algo(cfg.policy, kind), str(path / "policy.zip"))
-    n_envs = cfg.n_envs or (8 if kind == "atari" else 4)
+    n_envs = cfg.vec_envs(kind)
     mean = evaluate_policy_true(agent, cfg, n_envs, args.episodes)
     result = {
         "env": cfg.env,

@@ -127,9 +127,9 @@ class PreferenceLoop:
         self.kind = env_kind(cfg.env)
         self.rng = seed_everything(cfg.seed)
         torch.set_num_threads(cfg.torch_threads)
-        self.n_envs = cfg.n_envs or (8 if self.kind == "atari" else 4)
+        self.n_envs = cfg.vec_envs(self.kind)
         self.seg_len = segment_length(cfg, self.kind)
-        self.scale = cfg.reward_scale or (0.05 if self.kind == "atari" else 1.0)
+        self.scale = cfg.policy_reward_scale(self.kind)
         self.spec = EnvSpec(
             cfg.env, training=True, render_state=True,
             terminate_when_unhealthy=None if cfg.early_termination else False,

@@ -91,6 +91,14 @@ class PrefsConfig:
     policy: PolicyConfig = dataclasses.field(default_factory=PolicyConfig)
     """The RL algorithm."""
 
+    def vec_envs(self, kind: str) -> int:
+        """``n_envs``, or its default for ``kind`` (``"mujoco"`` or ``"atari"``)."""
+        return self.n_envs or (8 if kind == "atari" else 4)
+
+    def policy_reward_scale(self, kind: str) -> float:
+        """``reward_scale``, or its default for ``kind`` (``"mujoco"`` or ``"atari"``)."""
+        return self.reward_scale or (0.05 if kind == "atari" else 1.0)
+
     def backbone_settings(self) -> dict:
         """``backbone_kwargs`` parsed (``{}`` when empty)."""
         return json.loads(self.backbone_kwargs) if self.backbone_kwargs.strip() else {}
