@@ -14,16 +14,19 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
-from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecFrameStack
+from stable_baselines3.common.vec_env import VecEnv, VecFrameStack
 
 from envs.factory import ATARI_FRAME_STACK, EnvSpec, env_kind, make_env
+from envs.shallow_dummy_vec_env import ShallowDummyVecEnv
 from rlkit.core.types import Trajectory
 from rlkit.distributed.fragments import FragmentRecorder
 from rlkit.distributed.policies import WorkerPolicy
 
 
 class RolloutWorker:
-    """Envs ``first_rank .. first_rank + n_envs - 1`` of a vector env, in a DummyVecEnv.
+    """Envs ``first_rank .. first_rank + n_envs - 1`` of a vector env, in a
+    :class:`~envs.shallow_dummy_vec_env.ShallowDummyVecEnv` (its infos are pickled on the way
+    to the driver anyway, so SB3's deep copy of them would be wasted).
 
     Env ``first_rank + k`` is built by ``envs.make_env(spec, seed, first_rank + k)`` and its
     first reset uses seed ``seed + first_rank + k``, exactly as in ``envs.make_vec_env``, so
@@ -52,7 +55,9 @@ class RolloutWorker:
         # One core per worker: intra-op threads would only fight the other workers.
         torch.set_num_threads(1)
         self.spec = spec
-        self.base = DummyVecEnv([make_env(spec, seed, first_rank + k) for k in range(n_envs)])
+        self.base = ShallowDummyVecEnv(
+            [make_env(spec, seed, first_rank + k) for k in range(n_envs)]
+        )
         self.base.seed(seed + first_rank)
         stack = frame_stack and env_kind(spec.env_id) == "atari"
         self.venv: VecEnv = VecFrameStack(self.base, ATARI_FRAME_STACK) if stack else self.base
