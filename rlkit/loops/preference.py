@@ -326,8 +326,20 @@ class PreferenceLoop:
         # SB3 must reset the envs itself at the first learn().
         self.agent._last_obs = None  # noqa: SLF001
 
+    def reset_policy(self) -> None:
+        """A freshly initialised policy and critic (the preset's, same seed) that carries on
+        from the current step count; the reward model, labels and pool are kept."""
+        assert self.agent is not None
+        done = self.steps_done
+        self.agent = self._new_agent()
+        self.agent.num_timesteps = done
+        self.agent._last_obs = None  # noqa: SLF001  (SB3 resets the envs at the next learn())
+        self.metrics.log(done, **{"charts/policy_reset": 1.0})
+        self.console.log(f"policy re-initialised at step {done:,} (--policy-reset-at)")
+
     def run_round(self) -> dict[str, float]:
         assert self.agent is not None
+        before = self.steps_done
         t0 = time.perf_counter()
         self.agent.learn(
             self.round_steps, callback=self.reward_callback, reset_num_timesteps=False,
@@ -351,6 +363,9 @@ class PreferenceLoop:
             "time/reward_wait_seconds": wait_seconds,
         })  # fmt: skip
         self.metrics.log_dict(step, {k: v for k, v in stats.items() if not math.isnan(v)})
+        reset_step = round(self.cfg.policy_reset_at * self.cfg.steps)
+        if self.cfg.policy_reset_at > 0 and before < reset_step <= step:
+            self.reset_policy()
         return stats
 
     # -- checkpoints ----------------------------------------------------------------------

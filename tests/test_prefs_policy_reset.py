@@ -1,0 +1,71 @@
+"""--policy-reset-at: the policy is re-initialised once, mid-run; the reward side is kept."""
+
+import dataclasses
+
+import pytest
+import torch
+from rich.console import Console
+
+from rlkit.core.errors import ConfigError
+from rlkit.core.metrics import read_metrics
+from rlkit.loops.preference import PreferenceLoop
+from rlkit.loops.preference_config import PrefsConfig
+from rlkit.rewards.trainer import TrainerConfig
+
+
+def params(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.slow
+def test_policy_is_reinitialised_once_and_the_reward_side_is_kept(tmp_path):
+    cfg = PrefsConfig(
+        env="Hopper-v5", steps=2048, labels=16, seed=3, n_envs=2, round_steps=512,
+        segment_seconds=0.2, eval_episodes=0, pool_size=100, policy_reset_at=0.5,
+        trainer=dataclasses.replace(TrainerConfig(), pretrain_epochs=2),
+        policy=dataclasses.replace(PrefsConfig().policy, n_steps=256),
+        run_dir=tmp_path,
+    )  # fmt: skip
+    loop = PreferenceLoop(cfg, tmp_path, Console(quiet=True))
+    seen: dict[str, dict[str, torch.Tensor]] = {}
+    original_reset = loop.reset_policy
+
+    def watched_reset() -> None:
+        seen["trained"] = params(loop.agent.policy)
+        seen["reward_before"] = params(loop.ensemble)
+        original_reset()
+        seen["reset"] = params(loop.agent.policy)
+        seen["reward_after"] = params(loop.ensemble)
+
+    loop.reset_policy = watched_reset
+    try:
+        loop.start()
+        initial = params(loop.agent.policy)
+        loop.run_round()  # 512 steps: no reset yet
+        assert "reset" not in seen
+        loop.run_round()  # 1024 = half of --steps: trains, then resets
+        assert loop.steps_done == 1024
+        assert not same(seen["trained"], initial)  # the policy had learned ...
+        assert same(seen["reset"], initial)  # ... and is back at the preset's initial weights
+        assert same(seen["reward_before"], seen["reward_after"])  # the reward model is kept
+        labels = loop.store.count_labels()
+        while loop.steps_done < cfg.steps:
+            loop.run_round()
+        assert loop.steps_done == 2048  # the step count carried on through the reset
+        assert not same(seen["reset"], params(loop.agent.policy))  # the new policy trained
+        assert loop.store.count_labels() >= labels > 0
+    finally:
+        loop.close()
+    resets = read_metrics(tmp_path)["charts/policy_reset"]
+    assert [step for step, _ in resets] == [1024]  # exactly once
+
+
+def test_policy_reset_at_must_be_a_fraction_below_one():
+    with pytest.raises(ConfigError, match=r"--policy-reset-at has an invalid value 1.0"):
+        PrefsConfig(policy_reset_at=1.0)
+    with pytest.raises(ConfigError, match=r"--policy-reset-at has an invalid value -0.1"):
+        PrefsConfig(policy_reset_at=-0.1)
