@@ -21,11 +21,20 @@ def same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+def split(weights: dict[str, torch.Tensor]) -> tuple[dict, dict]:
+    """(output layers and action std, everything else)."""
+    heads = ("action_net.", "value_net.", "log_std")
+    out = {k: v for k, v in weights.items() if k.startswith(heads)}
+    return out, {k: v for k, v in weights.items() if k not in out}
+
+
 @pytest.mark.slow
-def test_policy_is_reinitialised_once_and_the_reward_side_is_kept(tmp_path):
+@pytest.mark.parametrize("keep_hidden", [False, True])
+def test_policy_is_reinitialised_once_and_the_reward_side_is_kept(tmp_path, keep_hidden):
     cfg = PrefsConfig(
         env="Hopper-v5", steps=2048, labels=16, seed=3, n_envs=2, round_steps=512,
         segment_seconds=0.2, eval_episodes=0, pool_size=100, policy_reset_at=0.5,
+        policy_reset_keep_hidden=keep_hidden,
         trainer=dataclasses.replace(TrainerConfig(), pretrain_epochs=2),
         policy=dataclasses.replace(PrefsConfig().policy, n_steps=256),
         run_dir=tmp_path,
@@ -50,7 +59,13 @@ def test_policy_is_reinitialised_once_and_the_reward_side_is_kept(tmp_path):
         loop.run_round()  # 1024 = half of --steps: trains, then resets
         assert loop.steps_done == 1024
         assert not same(seen["trained"], initial)  # the policy had learned ...
-        assert same(seen["reset"], initial)  # ... and is back at the preset's initial weights
+        heads_reset, hidden_reset = split(seen["reset"])
+        heads_initial, hidden_initial = split(initial)
+        assert heads_reset and hidden_reset  # both parts exist under these names
+        assert same(heads_reset, heads_initial)  # fresh output layers and action std ...
+        # ... and hidden layers either fresh too, or kept as trained
+        assert same(hidden_reset, split(seen["trained"])[1] if keep_hidden else hidden_initial)
+        assert not same(hidden_initial, split(seen["trained"])[1])
         assert same(seen["reward_before"], seen["reward_after"])  # the reward model is kept
         labels = loop.store.count_labels()
         while loop.steps_done < cfg.steps:
@@ -69,3 +84,5 @@ def test_policy_reset_at_must_be_a_fraction_below_one():
         PrefsConfig(policy_reset_at=1.0)
     with pytest.raises(ConfigError, match=r"--policy-reset-at has an invalid value -0.1"):
         PrefsConfig(policy_reset_at=-0.1)
+    with pytest.raises(ConfigError, match=r"--policy-reset-keep-hidden needs --policy-reset-at"):
+        PrefsConfig(policy_reset_keep_hidden=True)

@@ -328,14 +328,22 @@ class PreferenceLoop:
 
     def reset_policy(self) -> None:
         """A freshly initialised policy and critic (the preset's, same seed) that carries on
-        from the current step count; the reward model, labels and pool are kept."""
+        from the current step count; the reward model, labels and pool are kept. With
+        ``policy_reset_keep_hidden`` every trained weight but the output layers
+        (``action_net``, ``value_net``) and the action std is copied over."""
         assert self.agent is not None
         done = self.steps_done
+        old = self.agent.policy.state_dict()
         self.agent = self._new_agent()
+        if self.cfg.policy_reset_keep_hidden:
+            heads = ("action_net.", "value_net.", "log_std")
+            kept = {k: v for k, v in old.items() if not k.startswith(heads)}
+            self.agent.policy.load_state_dict(kept, strict=False)
         self.agent.num_timesteps = done
         self.agent._last_obs = None  # noqa: SLF001  (SB3 resets the envs at the next learn())
         self.metrics.log(done, **{"charts/policy_reset": 1.0})
-        self.console.log(f"policy re-initialised at step {done:,} (--policy-reset-at)")
+        what = "output layers" if self.cfg.policy_reset_keep_hidden else "policy"
+        self.console.log(f"{what} re-initialised at step {done:,} (--policy-reset-at)")
 
     def run_round(self) -> dict[str, float]:
         assert self.agent is not None

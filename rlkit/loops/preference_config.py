@@ -71,7 +71,11 @@ class PrefsConfig:
     """Re-initialise the policy and its critic once, when this fraction of --steps is done,
     keeping the reward model, labels and segment pool (0: never). A policy that learned on the
     early, rough reward can stay stuck where that reward led it (the primacy bias of Nikishin et
-    al. 2022); on Hopper, 0.3 lifted seed 1 from 0.25-0.48 to 0.76 of RL on the true reward."""
+    al. 2022). On Hopper, 0.3 lifted a stuck seed from 0.25-0.48 to 0.76 of RL on the true
+    reward but cost the others (BENCHMARKS.md), so it is off by default."""
+    policy_reset_keep_hidden: bool = False
+    """With --policy-reset-at: keep the trained feature extractor and hidden layers of the policy
+    and critic; only the output layers and the action std start afresh."""
     checkpoint_every: int = 50_000
     """Policy steps between checkpoints (one is always written at the end)."""
     eval_episodes: int = 5
@@ -150,6 +154,8 @@ class PrefsConfig:
                 raise ConfigError(
                     f"--{name.replace('_', '-')} has an invalid value {getattr(self, name)!r}"
                 )
+        if self.policy_reset_keep_hidden and self.policy_reset_at == 0:
+            raise ConfigError("--policy-reset-keep-hidden needs --policy-reset-at above 0")
         for name in ("n_envs", "pool_size", "round_steps"):
             value = getattr(self, name)
             if value is not None and value < (2 if name == "pool_size" else 1):
