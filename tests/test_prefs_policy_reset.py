@@ -45,10 +45,12 @@ def test_policy_is_reinitialised_once_and_the_reward_side_is_kept(tmp_path, keep
 
     def watched_reset() -> None:
         seen["trained"] = params(loop.agent.policy)
-        seen["reward_before"] = params(loop.ensemble)
+        seen["reward_before"] = params(loop.actor)  # (the learner may be training)
+        learner, trainer = loop.ensemble, loop.trainer
         original_reset()
         seen["reset"] = params(loop.agent.policy)
-        seen["reward_after"] = params(loop.ensemble)
+        seen["reward_after"] = params(loop.actor)
+        assert loop.ensemble is learner and loop.trainer is trainer
 
     loop.reset_policy = watched_reset
     try:
@@ -77,6 +79,10 @@ def test_policy_is_reinitialised_once_and_the_reward_side_is_kept(tmp_path, keep
         loop.close()
     resets = read_metrics(tmp_path)["charts/policy_reset"]
     assert [step for step, _ in resets] == [1024]  # exactly once
+    # SB3's log of the first policy is kept; the new policy logs next to it
+    for name in ("progress.csv", "progress-1.csv"):
+        rows = (tmp_path / "sb3" / name).read_text().splitlines()
+        assert len(rows) >= 2 and "time/total_timesteps" in rows[0]
 
 
 def test_policy_reset_at_must_be_a_fraction_below_one():

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from rich.console import Console
 from stable_baselines3.common.base_class import BaseAlgorithm
-from stable_baselines3.common.logger import configure
+from stable_baselines3.common.logger import Logger, make_output_format
 from stable_baselines3.common.vec_env import VecEnv
 
 from agents.presets import load_agent, make_agent, resolve_algo
@@ -109,6 +109,24 @@ def reward_ensemble(cfg: PrefsConfig, kind: str, venv: VecEnv) -> RewardEnsemble
         raise UserError(
             f"--backbone-kwargs {cfg.backbone_kwargs!r} for {backbone}: {exc}"
         ) from None
+
+
+def sb3_logger(folder: Path) -> Logger:
+    """SB3's CSV and TensorBoard logger into ``folder``. Each policy of a run (the first, one
+    loaded by a resume, one made by a reset) gets its own ``progress.csv``,
+    ``progress-1.csv``, ...: SB3 opens the file with mode ``w+``, which would truncate the
+    earlier policy's log."""
+    n = 0
+    while (folder / f"progress{f'-{n}' if n else ''}.csv").exists():
+        n += 1
+    suffix = f"-{n}" if n else ""
+    return Logger(
+        str(folder),
+        [
+            make_output_format("csv", str(folder), suffix),
+            make_output_format("tensorboard", str(folder)),
+        ],
+    )
 
 
 class PreferenceLoop:
@@ -199,7 +217,7 @@ class PreferenceLoop:
 
     def _new_agent(self) -> BaseAlgorithm:
         agent = make_agent(self.cfg.policy, self.reward_env, self.kind, self.cfg.seed)
-        agent.set_logger(configure(str(self.run_dir / "sb3"), ["csv", "tensorboard"]))
+        agent.set_logger(sb3_logger(self.run_dir / "sb3"))
         return agent
 
     @property
@@ -334,6 +352,7 @@ class PreferenceLoop:
         assert self.agent is not None
         done = self.steps_done
         old = self.agent.policy.state_dict()
+        self.agent.logger.close()
         self.agent = self._new_agent()
         if self.cfg.policy_reset_keep_hidden:
             heads = ("action_net.", "value_net.", "log_std")
@@ -403,7 +422,7 @@ class PreferenceLoop:
         path, state = self.checkpoints.load_latest()
         self.ensemble.load_state_dict(state["ensemble"])
         self.agent = load_agent(self.algo, str(path / "policy.zip"), env=self.reward_env)
-        self.agent.set_logger(configure(str(self.run_dir / "sb3"), ["csv", "tensorboard"]))
+        self.agent.set_logger(sb3_logger(self.run_dir / "sb3"))
         self.pool.next_id = max(self.pool.next_id, int(state["pool_next_id"]))
         # Re-add the labels the checkpoint had seen, in order, then restore their splits.
         checkpoint_label_id = int(state["last_label_id"])
