@@ -43,11 +43,15 @@ def test_mujoco_run_labels_trains_checkpoints_and_resumes(tmp_path):
     assert (run / "progress.png").stat().st_size > 1000
     assert (run / "metrics.csv").read_text().count("charts/reward_val_accuracy") >= 1
     assert list((run / "tb").iterdir())
+    sb3_log = (run / "sb3" / "progress.csv").read_text()
     # resume with a longer budget: continues from the checkpoint, keeps every label
     assert main(["prefs", "train", "--run-dir", str(run), "--resume", "--steps", "3072"]) == 0
     _, state2 = CheckpointManager(run).load_latest()
     assert state2["step"] >= 3072 > state["step"]
     assert Store(run).count_labels() == 24
+    # ... and every log: SB3's first log is intact, the resumed policy logs next to it
+    assert (run / "sb3" / "progress.csv").read_text() == sb3_log
+    assert "time/total_timesteps" in (run / "sb3" / "progress-1.csv").read_text()
     # eval prints JSON with the true return
     out = run_cli("prefs", "eval", str(run), "--episodes", "1", "--json")
     assert out.returncode == 0, out.stderr
