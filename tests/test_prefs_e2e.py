@@ -49,6 +49,12 @@ def test_mujoco_run_labels_trains_checkpoints_and_resumes(tmp_path):
     _, state2 = CheckpointManager(run).load_latest()
     assert state2["step"] >= 3072 > state["step"]
     assert Store(run).count_labels() == 24
+    # another setting on resume is refused in one line, not silently ignored
+    out = run_cli("prefs", "train", "--run-dir", str(run), "--resume", "--env", "Walker2d-v5")
+    assert out.returncode == 2 and out.stderr.strip().splitlines() == [
+        "error: --resume continues a run with its saved settings; only --steps may be given"
+        " with it, not --env"
+    ]
     # ... and every log: SB3's first log is intact, the resumed policy logs next to it
     assert (run / "sb3" / "progress.csv").read_text() == sb3_log
     assert "time/total_timesteps" in (run / "sb3" / "progress-1.csv").read_text()
