@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -45,9 +46,10 @@ def test_mujoco_run_labels_trains_checkpoints_and_resumes(tmp_path):
     assert list((run / "tb").iterdir())
     sb3_log = (run / "sb3" / "progress.csv").read_text()
     # resume with a longer budget: continues from the checkpoint, keeps every label
-    assert main(["prefs", "train", "--run-dir", str(run), "--resume", "--steps", "3072"]) == 0
+    assert state["step"] == 2048
+    assert main(["prefs", "train", "--run-dir", str(run), "--resume", "--steps", "2560"]) == 0
     _, state2 = CheckpointManager(run).load_latest()
-    assert state2["step"] >= 3072 > state["step"]
+    assert state2["step"] == 2560  # half a round: the last round stops at --steps
     assert Store(run).count_labels() == 24
     # another setting on resume is refused in one line, not silently ignored
     out = run_cli("prefs", "train", "--run-dir", str(run), "--resume", "--env", "Walker2d-v5")
@@ -126,6 +128,13 @@ def test_bad_input_gets_one_line_and_exit_2(tmp_path):
     out = run_cli("prefs", "train", "--backbone-kwargs", "{bad", "--run-dir", str(tmp_path / "w"))
     assert out.returncode == 2 and "--backbone-kwargs is not valid JSON" in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
+    # a segment longer than an episode would never complete: said at once, nothing written
+    out = run_cli("prefs", "train", "--segment-seconds", "20", "--run-dir", str(tmp_path / "s"))
+    assert out.returncode == 2 and out.stderr.strip().splitlines() == [
+        "error: --segment-seconds 20 makes segments of 2500 steps, longer than Hopper-v5's"
+        " episodes (1000 steps)"
+    ]
+    assert not (tmp_path / "s").exists()
 
 
 def test_resume_from_corrupt_checkpoint_says_so_and_overwrites_nothing(tmp_path):
@@ -145,3 +154,21 @@ def test_resume_from_corrupt_checkpoint_says_so_and_overwrites_nothing(tmp_path)
     # a fresh run in an existing run directory is refused too
     out = run_cli("prefs", "train", "--run-dir", str(run))
     assert out.returncode == 2 and "already holds a run" in out.stderr
+
+
+def test_episodes_shorter_than_a_segment_are_reported_not_spun_on(tmp_path):
+    # With --early-termination a random Hopper falls within ~20-70 steps: no 1.5 s segment
+    # (188 steps) ever completes. The run says so instead of stepping for millions of steps.
+    run = tmp_path / "et"
+    out = run_cli(
+        "prefs", "train", "--labels", "8", "--steps", "2048", "--early-termination",
+        "--eval-episodes", "0", "--n-envs", "2", "--run-dir", str(run),
+    )  # fmt: skip
+    assert out.returncode == 2, out.stderr
+    line = out.stderr.strip().splitlines()[-1]
+    assert re.fullmatch(
+        r"error: no segment of 188 steps in 1\d\d episodes of the random policy \(mean length"
+        r" \d\d? steps\): shorten --segment-seconds or drop --early-termination",
+        line,
+    ), line
+    assert "Traceback" not in out.stderr

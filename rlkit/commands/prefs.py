@@ -66,6 +66,9 @@ def train(argv: list[str]) -> int:
         # A missing or corrupt checkpoint stops us here, before anything is written.
         CheckpointManager(run_dir).load_latest()
     else:
+        from rlkit.loops.preference import check_segments_fit
+
+        check_segments_fit(cfg)  # before anything is written
         run_dir = Path(cfg.run_dir or Path("runs") / default_run_name(cfg.env, "prefs", cfg.seed))
         run_dir = prepare_run_dir(run_dir, resume=False)
         cfg = dataclasses.replace(cfg, run_dir=run_dir)

@@ -95,6 +95,25 @@ def segment_length(cfg: PrefsConfig, kind: str) -> int:
     return max(1, int(round(cfg.segment_seconds / dt)))
 
 
+def check_segments_fit(cfg: PrefsConfig) -> int:
+    """The run's segment length in steps, if a segment fits in one of the env's episodes
+    (otherwise none would ever complete: a one-line :class:`UserError`)."""
+    kind = env_kind(cfg.env)
+    seg_len = segment_length(cfg, kind)
+    limit = gym.spec(cfg.env).max_episode_steps
+    if limit is not None and seg_len > limit:
+        flag = (
+            "--atari-segment-steps"
+            if kind == "atari"
+            else f"--segment-seconds {cfg.segment_seconds:g}"
+        )
+        raise UserError(
+            f"{flag} makes segments of {seg_len} steps, longer than {cfg.env}'s episodes"
+            f" ({limit} steps)"
+        )
+    return seg_len
+
+
 def reward_ensemble(cfg: PrefsConfig, kind: str, venv: VecEnv) -> RewardEnsemble:
     """The run's reward ensemble, untrained, for ``venv``'s spaces (``auto``: mlp or nature_cnn)."""
     backbone = cfg.backbone
@@ -146,7 +165,7 @@ class PreferenceLoop:
         self.rng = seed_everything(cfg.seed)
         torch.set_num_threads(cfg.torch_threads)
         self.n_envs = cfg.vec_envs(self.kind)
-        self.seg_len = segment_length(cfg, self.kind)
+        self.seg_len = check_segments_fit(cfg)
         self.scale = cfg.policy_reward_scale(self.kind)
         self.spec = EnvSpec(
             cfg.env, training=True, render_state=True,
@@ -241,9 +260,17 @@ class PreferenceLoop:
         env.reset()
         rng = np.random.default_rng(self.cfg.seed)
         limit = max(200_000, 50 * n_segments * self.seg_len)
-        start = env.total_steps
+        start, episodes0, lengths0 = env.total_steps, env.episodes_done, env.episode_steps_done
         while len(self.pool) < n_segments and env.total_steps - start < limit:
             env.step(random_actions(env.action_space, self.n_envs, rng))
+            episodes = env.episodes_done - episodes0
+            if len(self.pool) == 0 and episodes >= 100:  # episodes shorter than a segment
+                mean = (env.episode_steps_done - lengths0) / episodes
+                raise UserError(
+                    f"no segment of {self.seg_len} steps in {episodes} episodes of the random"
+                    f" policy (mean length {mean:.0f} steps): shorten --segment-seconds"
+                    + (" or drop --early-termination" if self.cfg.early_termination else "")
+                )
         self.random_steps += env.total_steps - start
 
     def ask(self, n: int) -> int:
@@ -368,8 +395,10 @@ class PreferenceLoop:
         assert self.agent is not None
         before = self.steps_done
         t0 = time.perf_counter()
+        # The last round stops at --steps (rounded up to whole rollouts, as SB3 trains).
+        steps = min(self.round_steps, max(1, self.cfg.steps - before))
         self.agent.learn(
-            self.round_steps, callback=self.reward_callback, reset_num_timesteps=False,
+            steps, callback=self.reward_callback, reset_num_timesteps=False,
             progress_bar=False,
         )  # fmt: skip
         policy_seconds = time.perf_counter() - t0

@@ -54,6 +54,8 @@ class SegmentRecorder(VecEnvWrapper):
         self.on_segment = on_segment
         self.env_id = env_id
         self.total_steps = 0
+        self.episodes_done = 0
+        self.episode_steps_done = 0  # summed over finished episodes: their mean length
         self.traces = [_EnvTrace() for _ in range(self.num_envs)]
         self._obs: np.ndarray | None = None
         self._states: list[np.ndarray | None] = [None] * self.num_envs
@@ -92,6 +94,8 @@ class SegmentRecorder(VecEnvWrapper):
             if len(trace.acts) == self.length:
                 self._emit(i, trace)
             if dones[i]:
+                self.episodes_done += 1
+                self.episode_steps_done += trace.episode_step
                 trace.clear()
                 trace.episode_step = 0
                 self._states[i] = self._reset_state(i)
