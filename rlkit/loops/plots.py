@@ -12,6 +12,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 from rlkit.core.metrics import read_metrics  # noqa: E402
 
 
+def _legend(ax: plt.Axes, empty: str) -> None:
+    """A legend, or ``empty`` written across an axes that has nothing to show."""
+    if ax.lines:
+        ax.legend(loc="best")
+    else:
+        ax.text(0.5, 0.5, empty, ha="center", va="center", transform=ax.transAxes, color="gray")
+
+
 def plot_run(run_dir: str | Path, name: str = "progress.png") -> Path:
     """Plot ``charts/true_return`` and ``charts/reward_val_accuracy`` against steps."""
     run_dir = Path(run_dir)
@@ -25,7 +33,7 @@ def plot_run(run_dir: str | Path, name: str = "progress.png") -> Path:
             steps, values = zip(*metrics[key], strict=True)
             ax1.plot(steps, values, marker="o" if "eval" in key else None, label=label)
     ax1.set(title="true return", xlabel="policy steps")
-    ax1.legend(loc="best")
+    _legend(ax1, "no episode finished yet")
     for key, label in (
         ("charts/reward_val_accuracy", "held-out"),
         ("charts/reward_train_accuracy", "train"),
@@ -34,7 +42,7 @@ def plot_run(run_dir: str | Path, name: str = "progress.png") -> Path:
             steps, values = zip(*metrics[key], strict=True)
             ax2.plot(steps, values, label=label)
     ax2.set(title="reward-model accuracy on labels", xlabel="policy steps", ylim=(0, 1.02))
-    ax2.legend(loc="best")
+    _legend(ax2, "no held-out labels yet")
     fig.tight_layout()
     path = run_dir / name
     fig.savefig(path, dpi=100)
