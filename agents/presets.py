@@ -10,6 +10,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.vec_env import VecEnv
 
 from agents.trpo_entropy import EntropyTRPO
+from rlkit.core.errors import ConfigError
 
 Algo = Literal["trpo", "a2c"]
 
@@ -32,6 +33,20 @@ class PolicyConfig:
     """Default: 1e-3 (TRPO critic), 7e-4 (A2C)."""
     hidden: tuple[int, ...] = (64, 64)
     """TRPO policy and value MLP widths."""
+
+    def __post_init__(self) -> None:
+        checks = {
+            "gamma": self.gamma is None or 0.0 < self.gamma <= 1.0,
+            "gae_lambda": self.gae_lambda is None or 0.0 <= self.gae_lambda <= 1.0,
+            "ent_coef": self.ent_coef >= 0.0,
+            "n_steps": self.n_steps is None or self.n_steps >= 1,
+            "learning_rate": self.learning_rate is None or self.learning_rate > 0.0,
+            "hidden": all(width >= 1 for width in self.hidden),
+        }
+        for name, ok in checks.items():
+            if not ok:
+                flag = "--policy." + name.replace("_", "-")
+                raise ConfigError(f"{flag} has an invalid value {getattr(self, name)!r}")
 
 
 def resolve_algo(config: PolicyConfig, kind: str) -> Algo:

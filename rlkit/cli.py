@@ -82,10 +82,56 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_tyro(config_type: type, argv: list[str], prog: str, description: str | None = None):
-    """Parse ``argv`` into ``config_type`` with tyro; ``--help`` prints and exits 0, bad flags exit 2."""
+    """Parse ``argv`` into ``config_type`` with tyro; ``--help`` prints and exits 0.
+
+    A flag tyro cannot parse (unknown, missing value, wrong type, invalid choice) becomes a
+    one-line :class:`~rlkit.core.errors.UserError` (exit 2) instead of tyro's boxed screen.
+    """
+    import contextlib
+    import io
+
     import tyro
 
-    return tyro.cli(config_type, args=argv, prog=prog, description=description)
+    from rlkit.core.errors import UserError
+
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(captured):
+            return tyro.cli(config_type, args=argv, prog=prog, description=description)
+    except SystemExit as exc:
+        if not exc.code:  # --help
+            sys.stderr.write(captured.getvalue())
+            raise
+        raise UserError(
+            f"{tyro_error_line(captured.getvalue())} ({prog} --help lists the options)"
+        ) from None
+
+
+def tyro_error_line(screen: str) -> str:
+    """The message of tyro's error screen, on one line, with its suggestion if any.
+
+    The screen is a box whose sections are split by rules: the message comes first (its title
+    sits in the top border, or, where rich draws without box characters, in a section of its
+    own); an "Unrecognized options" screen lists the closest flags under "Perhaps you meant:".
+    """
+    boxed = "╭" in screen
+    rows = []
+    for line in screen.splitlines():
+        row = line.strip()
+        if not row.startswith(("╭", "╰")):
+            rows.append(row.strip("│|").strip())
+    sections: list[list[str]] = [[]]
+    for row in rows:
+        if row and set(row) <= set("─-+ "):  # a rule between sections
+            sections.append([])
+        elif row:
+            sections[-1].append(row)
+    sections = [section for section in sections if section][0 if boxed else 1 :]
+    message = " ".join(sections[0]) if sections else "invalid arguments"
+    flags = [row.split()[0] for row in rows if row[:3].startswith("--") and row[2:3].isalpha()]
+    if "Perhaps you meant:" in rows and flags:
+        message += f"; did you mean {', '.join(dict.fromkeys(flags))}?"
+    return message
 
 
 if __name__ == "__main__":

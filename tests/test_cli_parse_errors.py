@@ -1,0 +1,41 @@
+"""Flags tyro cannot parse, and invalid policy settings: one line on stderr, exit 2, for every
+command (tyro's own error screen is a multi-line box)."""
+
+import pytest
+
+from rlkit.cli import main
+
+CASES = [
+    (["prefs", "train", "--steps", "1e6"],
+     "error: Error parsing --steps: invalid literal for int() with base 10: '1e6'"),
+    (["prefs", "train", "--query-strategy", "foo"],
+     "error: invalid choice 'foo' for argument '--query-strategy'. Expected one of"
+     " ('disagreement', 'uniform', 'entropy')."),
+    (["prefs", "train", "--stepz", "5"],
+     "error: Unrecognized options: --stepz, 5; did you mean --steps?"),
+    (["prefs", "train", "--labels"], "error: Missing value for argument '--labels'."),
+    (["vpn", "train", "--nope"], "error: Unrecognized options: --nope"),
+    (["ird", "lavaland", "--beta", "x"],
+     "error: Error parsing --beta: could not convert string to float: 'x'"),
+    (["prefs", "train", "--policy.learning-rate", "-1"],
+     "error: --policy.learning-rate has an invalid value -1.0"),
+    (["prefs", "train", "--policy.gamma", "1.5"], "error: --policy.gamma has an invalid value 1.5"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("argv", "start"), CASES, ids=[" ".join(a) for a, _ in CASES])
+def test_bad_flag_is_one_line_and_exit_2(argv, start, capsys, tmp_path):
+    code = main([*argv, "--run-dir", str(tmp_path / "run")] if argv[0] == "prefs" else argv)
+    err = capsys.readouterr().err
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1, err
+    assert err.startswith(start), err
+    assert "╭" not in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()  # nothing written
+
+
+def test_help_still_prints_and_exits_0(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["prefs", "train", "--help"])
+    assert exc.value.code == 0
+    assert "--policy-reset-at" in capsys.readouterr().out
