@@ -20,6 +20,10 @@ CASES = [
     (["prefs", "train", "--policy.learning-rate", "-1"],
      "error: --policy.learning-rate has an invalid value -1.0"),
     (["prefs", "train", "--policy.gamma", "1.5"], "error: --policy.gamma has an invalid value 1.5"),
+    (["prefs", "train", "--trainer.random-response", "1"],
+     "error: --trainer.random-response has an invalid value 1.0"),
+    (["prefs", "train", "--trainer.l2-factor", "0.5"],
+     "error: --trainer.l2-factor has an invalid value 0.5"),
 ]  # fmt: skip
 
 

@@ -70,12 +70,27 @@ class TrainerConfig:
     """Gradient steps over which the consistency weight ramps up (sigmoid)."""
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.holdout < 1.0:
-            raise ConfigError(f"holdout must be in [0, 1), got {self.holdout}")
-        if self.batch_size < 1 or self.lr <= 0:
-            raise ConfigError("batch_size must be >= 1 and lr > 0")
-        if not 1.0 <= self.l2_low < self.l2_high:
-            raise ConfigError("need 1 <= l2_low < l2_high")
+        checks = {
+            "lr": self.lr > 0,
+            "batch_size": self.batch_size >= 1,
+            "holdout": 0.0 <= self.holdout < 1.0,
+            "l2_init": self.l2_min <= self.l2_init <= self.l2_max,
+            "l2_low": 1.0 <= self.l2_low < self.l2_high,
+            "l2_factor": self.l2_factor > 1.0,
+            "l2_min": 0.0 <= self.l2_min <= self.l2_max,
+            "random_response": 0.0 <= self.random_response < 1.0,
+            "epochs": self.epochs >= 0,
+            "pretrain_epochs": self.pretrain_epochs >= 0,
+            "min_steps": self.min_steps >= 0,
+            "cross_lipschitz": self.cross_lipschitz >= 0,
+            "mean_teacher_weight": self.mean_teacher_weight >= 0,
+            "mean_teacher_decay": 0.0 <= self.mean_teacher_decay < 1.0,
+            "mean_teacher_rampup": self.mean_teacher_rampup >= 0,
+        }
+        for name, ok in checks.items():
+            if not ok:
+                flag = "--trainer." + name.replace("_", "-")
+                raise ConfigError(f"{flag} has an invalid value {getattr(self, name)!r}")
 
 
 class _SegmentCache:
