@@ -54,6 +54,8 @@ def test_human_teacher_over_http_learns_the_true_reward(tmp_path):
     )  # fmt: skip
     deadline = time.time() + 120
     while not (run / "store.sqlite").is_file() and time.time() < deadline:
+        if trainer.poll() is not None:  # it failed before creating its store: say why, now
+            pytest.fail(f"rlkit prefs train exited {trainer.returncode}: {trainer.stderr.read()}")
         time.sleep(0.2)
     srv = Server(run, "--render-ahead", "1", "--clip.width", "64", "--clip.height", "64")
     stop, answered = threading.Event(), []

@@ -76,7 +76,7 @@ class TrainerConfig:
             "holdout": 0.0 <= self.holdout < 1.0,
             "l2_init": self.l2_min <= self.l2_init <= self.l2_max,
             "l2_low": 1.0 <= self.l2_low < self.l2_high,
-            "l2_factor": self.l2_factor > 1.0,
+            "l2_factor": self.l2_factor >= 1.0,  # 1: a fixed L2 coefficient
             "l2_min": 0.0 <= self.l2_min <= self.l2_max,
             "random_response": 0.0 <= self.random_response < 1.0,
             "epochs": self.epochs >= 0,
