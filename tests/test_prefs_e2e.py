@@ -72,6 +72,7 @@ def test_atari_run_produces_labels_and_checkpoint(tmp_path):
     args = ["prefs", "train", "--env", "ALE/Pong-v5", "--steps", "400", "--labels", "12",
             "--n-envs", "2", "--round-steps", "200", "--atari-segment-steps", "10",
             "--eval-episodes", "0", "--trainer.pretrain-epochs", "2", "--pool-size", "40",
+            "--trainer.batch-size", "8", "--trainer.min-steps", "3",
             "--run-dir", str(run)]  # fmt: skip
     assert main(args) == 0
     store = Store(run)
