@@ -10,7 +10,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.vec_env import VecEnv
 
 from agents.trpo_entropy import EntropyTRPO
-from rlkit.core.errors import ConfigError
+from rlkit.core.errors import check_settings
 
 Algo = Literal["trpo", "a2c"]
 
@@ -43,10 +43,7 @@ class PolicyConfig:
             "learning_rate": self.learning_rate is None or self.learning_rate > 0.0,
             "hidden": all(width >= 1 for width in self.hidden),
         }
-        for name, ok in checks.items():
-            if not ok:
-                flag = "--policy." + name.replace("_", "-")
-                raise ConfigError(f"{flag} has an invalid value {getattr(self, name)!r}")
+        check_settings(self, checks, "--policy.")
 
 
 def resolve_algo(config: PolicyConfig, kind: str) -> Algo:

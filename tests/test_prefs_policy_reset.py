@@ -8,7 +8,7 @@ from rich.console import Console
 
 from rlkit.core.errors import ConfigError
 from rlkit.core.metrics import read_metrics
-from rlkit.loops.preference import PreferenceLoop
+from rlkit.loops.preference import POLICY_HEADS, PreferenceLoop
 from rlkit.loops.preference_config import PrefsConfig
 from rlkit.rewards.trainer import TrainerConfig
 
@@ -23,8 +23,7 @@ def same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
 
 def split(weights: dict[str, torch.Tensor]) -> tuple[dict, dict]:
     """(output layers and action std, everything else)."""
-    heads = ("action_net.", "value_net.", "log_std")
-    out = {k: v for k, v in weights.items() if k.startswith(heads)}
+    out = {k: v for k, v in weights.items() if k.startswith(POLICY_HEADS)}
     return out, {k: v for k, v in weights.items() if k not in out}
 
 

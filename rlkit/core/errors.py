@@ -18,3 +18,15 @@ class ConfigError(UserError):
     Not a ``ValueError`` on purpose: tyro turns a ``ValueError`` raised while it builds a
     config into a boxed help screen; this one passes through to the CLI's one-line error.
     """
+
+
+def check_settings(config: object, checks: dict[str, bool], prefix: str = "--") -> None:
+    """Raise a :class:`ConfigError` naming the flag of the first setting whose check failed.
+
+    ``checks`` maps field names of ``config`` to whether their values are valid; the flag is
+    ``prefix`` plus the name with dashes (``--trainer.batch-size``).
+    """
+    for name, ok in checks.items():
+        if not ok:
+            flag = prefix + name.replace("_", "-")
+            raise ConfigError(f"{flag} has an invalid value {getattr(config, name)!r}")

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import itertools
 import math
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -95,6 +96,10 @@ def segment_length(cfg: PrefsConfig, kind: str) -> int:
     return max(1, int(round(cfg.segment_seconds / dt)))
 
 
+POLICY_HEADS = ("action_net.", "value_net.", "log_std")
+"""State-dict prefixes of an SB3 actor-critic's output layers and action std."""
+
+
 def check_segments_fit(cfg: PrefsConfig) -> int:
     """The run's segment length in steps, if a segment fits in one of the env's episodes
     (otherwise none would ever complete: a one-line :class:`UserError`)."""
@@ -135,10 +140,8 @@ def sb3_logger(folder: Path) -> Logger:
     loaded by a resume, one made by a reset) gets its own ``progress.csv``,
     ``progress-1.csv``, ...: SB3 opens the file with mode ``w+``, which would truncate the
     earlier policy's log."""
-    n = 0
-    while (folder / f"progress{f'-{n}' if n else ''}.csv").exists():
-        n += 1
-    suffix = f"-{n}" if n else ""
+    suffixes = itertools.chain([""], (f"-{n}" for n in itertools.count(1)))
+    suffix = next(s for s in suffixes if not (folder / f"progress{s}.csv").exists())
     return Logger(
         str(folder),
         [
@@ -382,8 +385,7 @@ class PreferenceLoop:
         self.agent.logger.close()
         self.agent = self._new_agent()
         if self.cfg.policy_reset_keep_hidden:
-            heads = ("action_net.", "value_net.", "log_std")
-            kept = {k: v for k, v in old.items() if not k.startswith(heads)}
+            kept = {k: v for k, v in old.items() if not k.startswith(POLICY_HEADS)}
             self.agent.policy.load_state_dict(kept, strict=False)
         self.agent.num_timesteps = done
         self.agent._last_obs = None  # noqa: SLF001  (SB3 resets the envs at the next learn())

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Literal
 
 from agents.presets import PolicyConfig
-from rlkit.core.errors import ConfigError
+from rlkit.core.errors import ConfigError, check_settings
 from rlkit.rewards.teachers import TeacherConfig
 from rlkit.rewards.trainer import TrainerConfig
 
@@ -150,11 +150,7 @@ class PrefsConfig:
             or 0 <= self.initial_labels <= self.labels,
             "label_decay": self.label_decay is None or self.label_decay > 0,
         }
-        for name, ok in checks.items():
-            if not ok:
-                raise ConfigError(
-                    f"--{name.replace('_', '-')} has an invalid value {getattr(self, name)!r}"
-                )
+        check_settings(self, checks)
         if self.policy_reset_keep_hidden and self.policy_reset_at == 0:
             raise ConfigError("--policy-reset-keep-hidden needs --policy-reset-at above 0")
         for name in ("n_envs", "pool_size", "round_steps"):

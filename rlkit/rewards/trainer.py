@@ -18,7 +18,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from rlkit.core.errors import ConfigError
+from rlkit.core.errors import check_settings
 from rlkit.core.types import Comparison, Segment
 from rlkit.rewards.ensemble import RewardEnsemble
 from rlkit.rewards.preference import preference_loss, preference_probs
@@ -87,10 +87,7 @@ class TrainerConfig:
             "mean_teacher_decay": 0.0 <= self.mean_teacher_decay < 1.0,
             "mean_teacher_rampup": self.mean_teacher_rampup >= 0,
         }
-        for name, ok in checks.items():
-            if not ok:
-                flag = "--trainer." + name.replace("_", "-")
-                raise ConfigError(f"{flag} has an invalid value {getattr(self, name)!r}")
+        check_settings(self, checks, "--trainer.")
 
 
 class _SegmentCache:
