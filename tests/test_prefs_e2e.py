@@ -52,11 +52,12 @@ def test_mujoco_run_labels_trains_checkpoints_and_resumes(tmp_path):
     assert state2["step"] == 2560  # half a round: the last round stops at --steps
     assert Store(run).count_labels() == 24
     # another setting on resume is refused in one line, not silently ignored
-    out = run_cli("prefs", "train", "--run-dir", str(run), "--resume", "--env", "Walker2d-v5")
+    out = run_cli("prefs", "train", "--run-dir", str(run), "--resume", "--env", "Walker2d-v5",
+                  "--policy.n-steps", "256", "--early-termination", "--seed", "0")  # fmt: skip
     assert out.returncode == 2 and out.stderr.strip().splitlines() == [
-        "error: --resume continues a run with its saved settings; only --steps may be given"
-        " with it, not --env"
-    ]
+        "error: --resume continues a run with its saved settings; only --steps may change, not"
+        " --early-termination (saved: False), --env (saved: Hopper-v5)"
+    ]  # --seed 0 and --policy.n-steps 256 repeat saved values: accepted
     # ... and every log: SB3's first log is intact, the resumed policy logs next to it
     assert (run / "sb3" / "progress.csv").read_text() == sb3_log
     assert "time/total_timesteps" in (run / "sb3" / "progress-1.csv").read_text()

@@ -51,11 +51,24 @@ def test_train_eval_and_resume(tmp_path: Path, capsys: pytest.CaptureFixture) ->
     assert result["episodes"] == 10 and result["plan"] == "4,1" and -10.0 <= result["mean"] <= 16.0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == result
 
-    # --resume continues from step 160 with the saved config (plan 4,1, not the default).
-    code = main(["vpn", "train", "--run-dir", str(run), "--resume", "--steps", "320", *TINY])
+    # --resume continues from step 160 with the saved config (plan 4,1, not the default); a
+    # flag that repeats a saved value is accepted.
+    code = main(
+        ["vpn", "train", "--run-dir", str(run), "--resume", "--steps", "320", "--seed", "0"]
+    )
     assert code == 0
     assert (run / "checkpoints/latest").read_text() == "step_0000000320"
     assert json.loads((run / "config.json").read_text())["plan"] == "4,1"
+    # A flag that would change a saved setting is refused in one line (it would be ignored).
+    code = main(
+        ["vpn", "train", "--run-dir", str(run), "--resume", "--steps", "480", "--plan", "2"]
+    )
+    err = capsys.readouterr().err.strip().splitlines()[-1]  # after the first run's progress bar
+    assert code == 2 and err == (
+        "error: --resume continues a run with its saved settings; only --steps may change,"
+        " not --plan (saved: 4,1)"
+    )
+    assert (run / "checkpoints/latest").read_text() == "step_0000000320"
     # Evaluating with a deeper plan than trained works too.
     assert (
         main(["vpn", "eval", str(run), "--episodes", "4", "--n-envs", "2", "--plan", "4,4,1"]) == 0

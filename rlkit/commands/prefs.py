@@ -19,12 +19,13 @@ from rlkit.core.rundir import (
     default_run_name,
     load_config,
     prepare_run_dir,
+    refuse_changes_on_resume,
     save_config,
 )
 from rlkit.loops.preference_config import PrefsConfig
 
 RESUME_FLAGS = {"--resume", "--run-dir", "--steps"}
-"""The flags ``--resume`` accepts; every other setting comes from the run's config.json."""
+"""The flags ``--resume`` lets change; every other setting comes from the run's config.json."""
 
 
 def _parse(argv: list[str]) -> PrefsConfig:
@@ -50,15 +51,10 @@ def train(argv: list[str]) -> int:
     if cfg.resume:
         if cfg.run_dir is None:
             raise UserError("--resume needs --run-dir: the run to continue")
-        # The saved run's settings are kept; only a longer --steps may be given on resume.
-        others = sorted({a.split("=", 1)[0] for a in argv if a.startswith("--")} - RESUME_FLAGS)
-        if others:
-            raise UserError(
-                f"--resume continues a run with its saved settings; only --steps may be given"
-                f" with it, not {', '.join(others)}"
-            )
         run_dir = prepare_run_dir(cfg.run_dir, resume=True)
         saved = dataclass_from_dict(PrefsConfig, load_config(run_dir))
+        # The saved run's settings are kept; only a longer --steps may change on resume.
+        refuse_changes_on_resume(argv, cfg, saved, RESUME_FLAGS)
         steps = cfg.steps if any(a.startswith("--steps") for a in argv) else saved.steps
         cfg = dataclasses.replace(
             saved, resume=True, run_dir=run_dir, steps=max(steps, saved.steps)

@@ -87,3 +87,38 @@ def dataclass_from_dict(cls: type, data: dict[str, Any]) -> Any:
             value = tuple(value)
         kwargs[name] = value
     return cls(**kwargs)
+
+
+def _lookup(config: Any, path: list[str]) -> Any:
+    for name in path:
+        config = getattr(config, name)
+    return config
+
+
+def refuse_changes_on_resume(argv: list[str], given: Any, saved: Any, allowed: set[str]) -> None:
+    """Refuse, in one line, flags in ``argv`` that would change a resumed run's saved settings.
+
+    ``--resume`` continues a run with the settings in its config.json, so a flag that changes
+    one of them (other than those in ``allowed``, e.g. a longer ``--steps``) would be silently
+    ignored; a flag that repeats the saved value is harmless and accepted. ``given`` is the
+    config parsed from ``argv``, ``saved`` the run's; nested settings are dotted flags
+    (``--policy.learning-rate``), booleans may be negated (``--no-early-termination``).
+    """
+    changed = []
+    for flag in sorted({a.split("=", 1)[0] for a in argv if a.startswith("--")} - allowed):
+        path = flag[2:].replace("-", "_").split(".")
+        try:
+            if path[-1].startswith("no_") and not hasattr(_lookup(given, path[:-1]), path[-1]):
+                path[-1] = path[-1][3:]
+            new, old = _lookup(given, path), _lookup(saved, path)
+        except AttributeError:
+            changed.append(flag)
+            continue
+        if _jsonable(new) != _jsonable(old):
+            changed.append(f"{flag} (saved: {_jsonable(old)})")
+    if changed:
+        allowed_flags = ", ".join(sorted(allowed - {"--resume", "--run-dir"}))
+        raise UserError(
+            "--resume continues a run with its saved settings; only "
+            f"{allowed_flags} may change, not {', '.join(changed)}"
+        )
