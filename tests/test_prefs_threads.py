@@ -1,10 +1,12 @@
-"""The reward pretraining borrows the waiting main thread's torch threads; later rounds do not."""
+"""The reward pretraining borrows the waiting main thread's torch threads (later rounds do not),
+and the start-up phases log their times."""
 
 import dataclasses
 
 import torch
 from rich.console import Console
 
+from rlkit.core.metrics import read_metrics
 from rlkit.loops.preference import PreferenceLoop
 from rlkit.loops.preference_config import PrefsConfig
 from rlkit.rewards.trainer import TrainerConfig
@@ -36,3 +38,8 @@ def test_pretraining_uses_twice_the_threads_and_rounds_go_back(tmp_path):
     assert torch.get_num_threads() == 1  # the main thread's setting never moved
     assert seen[0] == (1.0, 2)  # pretraining: --trainer.pretrain-epochs, 2 threads
     assert len(seen) >= 2 and all(t == 1 for _, t in seen[1:])
+    metrics = read_metrics(tmp_path)
+    for name in ("time/random_segments_seconds", "time/initial_labels_and_pretrain_seconds"):
+        [(step, seconds)] = metrics[name]
+        assert step == 0 and seconds > 0
+    assert len(metrics["time/policy_seconds"]) == 2  # one per round

@@ -376,14 +376,19 @@ class PreferenceLoop:
         """A new run: random segments, the initial labels, reward pretraining."""
         self.agent = self._new_agent()
         n0 = self.schedule.target(0)
+        t0 = time.perf_counter()
         self.collect_random_segments(min(self.pool.capacity, max(2 * n0, 20)))
+        t1 = time.perf_counter()
         self.ask(n0)
         if self.ingest_labels():
             # Nothing else runs until the reward is pretrained: 2 threads, 22.5 -> 16.1 s for
             # Hopper's 175 labels on 2 cores (BENCHMARKS.md, overhead).
             threads = 2 * self.cfg.torch_threads
             self.start_reward_training(self.cfg.trainer.pretrain_epochs, threads=threads)
-        self.metrics.log_dict(0, self.finish_reward_training())
+        stats = self.finish_reward_training()
+        stats["time/random_segments_seconds"] = t1 - t0
+        stats["time/initial_labels_and_pretrain_seconds"] = time.perf_counter() - t1
+        self.metrics.log_dict(0, stats)
         self.true_return_before = evaluate_policy_true(
             self.agent, self.cfg, self.n_envs, self.cfg.eval_episodes
         )
