@@ -324,25 +324,10 @@ class PreferenceLoop:
         acts = np.stack([segs[i].acts[t] for i, t in zip(which, steps, strict=True)])
         return obs, acts
 
-    def start_reward_training(
-        self, epochs: float | None = None, threads: int | None = None
-    ) -> None:
-        """Train the learner ensemble on a background thread (see the module docstring).
-
-        ``threads``: torch threads for this training only (default ``--torch-threads``); the
-        pretraining, which the main thread waits for, borrows the main thread's share too.
-        """
+    def start_reward_training(self, epochs: float | None = None) -> None:
+        """Train the learner ensemble on a background thread (see the module docstring)."""
         self._unlabeled = [self.pool[int(i)] for i in self.pool.ids()]
-        self._training = self._executor.submit(
-            self._train_with_threads, epochs, threads or self.cfg.torch_threads
-        )
-
-    def _train_with_threads(self, epochs: float | None, threads: int) -> dict[str, float]:
-        torch.set_num_threads(threads)  # the learner thread's own setting (OpenMP)
-        try:
-            return self.trainer.train(epochs)
-        finally:
-            torch.set_num_threads(self.cfg.torch_threads)
+        self._training = self._executor.submit(self.trainer.train, epochs)
 
     def finish_reward_training(self) -> dict[str, float]:
         """Wait for the learner, refresh its normalization, copy it into the actor."""
@@ -381,10 +366,9 @@ class PreferenceLoop:
         t1 = time.perf_counter()
         self.ask(n0)
         if self.ingest_labels():
-            # Nothing else runs until the reward is pretrained: 2 threads, 22.5 -> 16.1 s for
-            # Hopper's 175 labels on 2 cores (BENCHMARKS.md, overhead).
-            threads = 2 * self.cfg.torch_threads
-            self.start_reward_training(self.cfg.trainer.pretrain_epochs, threads=threads)
+            # One thread, like the rounds: two were 1.4x faster alone on 2 cores but 2x slower
+            # with a second run beside it (BENCHMARKS.md, overhead).
+            self.start_reward_training(self.cfg.trainer.pretrain_epochs)
         stats = self.finish_reward_training()
         stats["time/random_segments_seconds"] = t1 - t0
         stats["time/initial_labels_and_pretrain_seconds"] = time.perf_counter() - t1
