@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import json
 import shlex
 import tempfile
@@ -52,6 +53,12 @@ class SignReward(VecEnvWrapper):
     def step_wait(self):
         obs, rews, dones, infos = self.venv.step_wait()
         return obs, np.sign(rews), dones, infos
+
+
+def new_path(path: Path) -> Path:
+    """``path``, or ``NAME-2.png``, ``NAME-3.png``, ...: an earlier run's plot is never replaced."""
+    candidates = (path.with_stem(f"{path.stem}-{i}") for i in itertools.count(2))
+    return path if not path.exists() else next(p for p in candidates if not p.exists())
 
 
 def train_return(agent: object) -> float:
@@ -120,7 +127,7 @@ def main() -> None:
                 learned = evaluate_policy_true(loop.agent, cfg, n_envs, args.eval_episodes)
                 learned_train = train_return(loop.agent)
                 acc = summary.val_accuracy
-                plot = args.out / f"prefs_{env.replace('/', '-')}_seed{seed}.png"
+                plot = new_path(args.out / f"prefs_{env.replace('/', '-')}_seed{seed}.png")
                 plot.write_bytes(summary.plot.read_bytes())
                 loop.close()
             agent, true_wall = run_true_reward(cfg, n_envs)
