@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import itertools
 import json
 import shlex
 import tempfile
@@ -34,7 +33,7 @@ from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 from agents.presets import make_agent
 from envs import EnvSpec, env_kind, make_vec_env
 from rlkit.cli import run_tyro
-from rlkit.core.rundir import save_config
+from rlkit.core.rundir import first_unused, save_config
 from rlkit.core.seeding import seed_everything
 from rlkit.loops.evaluation import evaluate_policy_true
 from rlkit.loops.preference import PreferenceLoop
@@ -53,12 +52,6 @@ class SignReward(VecEnvWrapper):
     def step_wait(self):
         obs, rews, dones, infos = self.venv.step_wait()
         return obs, np.sign(rews), dones, infos
-
-
-def new_path(path: Path) -> Path:
-    """``path``, or ``NAME-2.png``, ``NAME-3.png``, ...: an earlier run's plot is never replaced."""
-    candidates = (path.with_stem(f"{path.stem}-{i}") for i in itertools.count(2))
-    return path if not path.exists() else next(p for p in candidates if not p.exists())
 
 
 def train_return(agent: object) -> float:
@@ -127,7 +120,7 @@ def main() -> None:
                 learned = evaluate_policy_true(loop.agent, cfg, n_envs, args.eval_episodes)
                 learned_train = train_return(loop.agent)
                 acc = summary.val_accuracy
-                plot = new_path(args.out / f"prefs_{env.replace('/', '-')}_seed{seed}.png")
+                plot = first_unused(args.out / f"prefs_{env.replace('/', '-')}_seed{seed}.png")
                 plot.write_bytes(summary.plot.read_bytes())
                 loop.close()
             agent, true_wall = run_true_reward(cfg, n_envs)

@@ -1,16 +1,14 @@
 """--policy-reset-at: the policy is re-initialised once, mid-run; the reward side is kept."""
 
-import dataclasses
-
 import pytest
 import torch
+from prefs_tiny import tiny_hopper
 from rich.console import Console
 
 from rlkit.core.errors import ConfigError
 from rlkit.core.metrics import read_metrics
 from rlkit.loops.preference import POLICY_HEADS, PreferenceLoop
 from rlkit.loops.preference_config import PrefsConfig
-from rlkit.rewards.trainer import TrainerConfig
 
 
 def params(module: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -30,13 +28,9 @@ def split(weights: dict[str, torch.Tensor]) -> tuple[dict, dict]:
 @pytest.mark.slow
 @pytest.mark.parametrize("keep_hidden", [False, True])
 def test_policy_is_reinitialised_once_and_the_reward_side_is_kept(tmp_path, keep_hidden):
-    cfg = PrefsConfig(
-        env="Hopper-v5", steps=2048, labels=16, seed=3, n_envs=2, round_steps=512,
-        segment_seconds=0.2, eval_episodes=0, pool_size=100, policy_reset_at=0.5,
-        policy_reset_keep_hidden=keep_hidden,
-        trainer=dataclasses.replace(TrainerConfig(), pretrain_epochs=2),
-        policy=dataclasses.replace(PrefsConfig().policy, n_steps=256),
-        run_dir=tmp_path,
+    cfg = tiny_hopper(
+        steps=2048, labels=16, seed=3, round_steps=512, policy_reset_at=0.5,
+        policy_reset_keep_hidden=keep_hidden, run_dir=tmp_path,
     )  # fmt: skip
     loop = PreferenceLoop(cfg, tmp_path, Console(quiet=True))
     seen: dict[str, dict[str, torch.Tensor]] = {}

@@ -1,27 +1,19 @@
 """A preference run is a function of its seed: the same seed gives the same queries, labels,
 reward model and policy, even though reward training runs on a background thread."""
 
-import dataclasses
 from pathlib import Path
 
 import pytest
 import torch
+from prefs_tiny import tiny_hopper
 from rich.console import Console
 
 from rlkit.loops.preference import PreferenceLoop
-from rlkit.loops.preference_config import PrefsConfig
-from rlkit.rewards.trainer import TrainerConfig
 
 
 def run(run_dir: Path, seed: int) -> dict:
     """Start plus three rounds of a tiny Hopper run; what it asked, heard and learned."""
-    cfg = PrefsConfig(
-        env="Hopper-v5", steps=1536, labels=24, seed=seed, n_envs=2, round_steps=512,
-        segment_seconds=0.2, eval_episodes=0, pool_size=100,
-        trainer=dataclasses.replace(TrainerConfig(), pretrain_epochs=2),
-        policy=dataclasses.replace(PrefsConfig().policy, n_steps=256),
-        run_dir=run_dir,
-    )  # fmt: skip
+    cfg = tiny_hopper(steps=1536, labels=24, seed=seed, round_steps=512, run_dir=run_dir)
     loop = PreferenceLoop(cfg, run_dir, Console(quiet=True))
     try:
         loop.start()

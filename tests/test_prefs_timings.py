@@ -1,21 +1,16 @@
 """A preference run logs where its time goes: the start-up phases once, then each round."""
 
-import dataclasses
-
+from prefs_tiny import tiny_hopper
 from rich.console import Console
 
 from rlkit.core.metrics import read_metrics
 from rlkit.loops.preference import PreferenceLoop
-from rlkit.loops.preference_config import PrefsConfig
-from rlkit.rewards.trainer import TrainerConfig
 
 
 def test_start_up_phases_and_rounds_log_their_times(tmp_path):
-    cfg = PrefsConfig(
-        env="Hopper-v5", steps=512, labels=12, seed=0, n_envs=2, round_steps=256,
-        segment_seconds=0.1, eval_episodes=0, pool_size=60,
-        trainer=dataclasses.replace(TrainerConfig(), pretrain_epochs=1, min_steps=1),
-        policy=dataclasses.replace(PrefsConfig().policy, n_steps=128),
+    cfg = tiny_hopper(
+        steps=512, labels=12, seed=0, round_steps=256, segment_seconds=0.1, pool_size=60,
+        pretrain_epochs=1, min_steps=1, n_steps=128,
     )  # fmt: skip
     loop = PreferenceLoop(cfg, tmp_path, Console(quiet=True))
     try:

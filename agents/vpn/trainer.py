@@ -62,6 +62,14 @@ def build_agent(cfg: VPNConfig, observation_space: Any, num_options: int) -> VPN
     )
 
 
+def saved_config(run_dir: Path) -> VPNConfig:
+    """The config a VPN (or DQN) run saved in ``run_dir``; a one-line error if it is not one."""
+    try:
+        return VPNConfig(**load_config(run_dir))
+    except TypeError as exc:
+        raise UserError(f"{run_dir}/config.json is not a VPN run config ({exc})") from exc
+
+
 def resolve_run(cfg: VPNConfig) -> tuple[VPNConfig, Path]:
     """Check the config and prepare the run directory; on ``--resume`` the saved config wins
     (except ``steps``, which may extend the run)."""
@@ -73,11 +81,7 @@ def resolve_run(cfg: VPNConfig) -> tuple[VPNConfig, Path]:
     run_dir = Path(cfg.run_dir or Path("runs") / default_run_name(cfg.env, cfg.algo, cfg.seed))
     prepare_run_dir(run_dir, cfg.resume)
     if cfg.resume:
-        saved = load_config(run_dir)
-        try:
-            old = VPNConfig(**saved)
-        except TypeError as exc:
-            raise UserError(f"{run_dir}/config.json is not a VPN run config ({exc})") from exc
+        old = saved_config(run_dir)
         steps = old.steps if cfg.steps is None else cfg.steps
         cfg = dataclasses.replace(old, steps=steps, resume=True, run_dir=str(run_dir))
         cfg.validate()

@@ -24,9 +24,6 @@ from rlkit.core.rundir import (
 )
 from rlkit.loops.preference_config import PrefsConfig
 
-RESUME_FLAGS = {"--resume", "--run-dir", "--steps"}
-"""The flags ``--resume`` lets change; every other setting comes from the run's config.json."""
-
 
 def _parse(argv: list[str]) -> PrefsConfig:
     try:
@@ -54,7 +51,7 @@ def train(argv: list[str]) -> int:
         run_dir = prepare_run_dir(cfg.run_dir, resume=True)
         saved = dataclass_from_dict(PrefsConfig, load_config(run_dir))
         # The saved run's settings are kept; only a longer --steps may change on resume.
-        refuse_changes_on_resume(argv, cfg, saved, RESUME_FLAGS)
+        refuse_changes_on_resume(argv, cfg, saved)
         steps = cfg.steps if any(a.startswith("--steps") for a in argv) else saved.steps
         cfg = dataclasses.replace(
             saved, resume=True, run_dir=run_dir, steps=max(steps, saved.steps)

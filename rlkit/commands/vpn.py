@@ -7,10 +7,7 @@ from pathlib import Path
 
 from rlkit.cli import run_tyro
 from rlkit.core.errors import UserError
-from rlkit.core.rundir import load_config, refuse_changes_on_resume
-
-RESUME_FLAGS = {"--resume", "--run-dir", "--steps"}
-"""The flags ``--resume`` lets change; every other setting comes from the run's config.json."""
+from rlkit.core.rundir import refuse_changes_on_resume
 
 
 def train(argv: list[str]) -> int:
@@ -20,13 +17,11 @@ def train(argv: list[str]) -> int:
     cfg = run_tyro(VPNConfig, argv, prog="rlkit vpn train", description=VPNConfig.__doc__)
     algo = cfg.algo
     if cfg.resume and cfg.run_dir and (Path(cfg.run_dir) / "config.json").is_file():
-        saved = load_config(Path(cfg.run_dir))
-        algo = saved.get("algo", algo)  # a resumed run keeps its algorithm
-        try:
-            saved_cfg = VPNConfig(**saved)
-        except TypeError as exc:
-            raise UserError(f"{cfg.run_dir}/config.json is not a VPN run config ({exc})") from exc
-        refuse_changes_on_resume(argv, cfg, saved_cfg, RESUME_FLAGS)
+        from agents.vpn.trainer import saved_config
+
+        saved = saved_config(Path(cfg.run_dir))
+        algo = saved.algo  # a resumed run keeps its algorithm
+        refuse_changes_on_resume(argv, cfg, saved)
     if algo == "dqn":
         from agents.vpn.dqn import train_dqn
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import time
 from pathlib import Path
@@ -89,13 +90,26 @@ def dataclass_from_dict(cls: type, data: dict[str, Any]) -> Any:
     return cls(**kwargs)
 
 
+def first_unused(path: Path, start: int = 2) -> Path:
+    """``path`` if nothing is there, else the first free ``STEM-{start}.EXT``, ``STEM-{start+1}.EXT``, ...
+    (so an earlier file is never replaced)."""
+    candidates = (path.with_stem(f"{path.stem}-{i}") for i in itertools.count(start))
+    return path if not path.exists() else next(p for p in candidates if not p.exists())
+
+
+RESUME_FLAGS = frozenset({"--resume", "--run-dir", "--steps"})
+"""The flags ``--resume`` lets change; every other setting comes from the run's config.json."""
+
+
 def _lookup(config: Any, path: list[str]) -> Any:
     for name in path:
         config = getattr(config, name)
     return config
 
 
-def refuse_changes_on_resume(argv: list[str], given: Any, saved: Any, allowed: set[str]) -> None:
+def refuse_changes_on_resume(
+    argv: list[str], given: Any, saved: Any, allowed: frozenset[str] = RESUME_FLAGS
+) -> None:
     """Refuse, in one line, flags in ``argv`` that would change a resumed run's saved settings.
 
     ``--resume`` continues a run with the settings in its config.json, so a flag that changes

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import itertools
 import math
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -47,6 +46,7 @@ from rlkit.core.checkpoint import CheckpointManager
 from rlkit.core.errors import UserError
 from rlkit.core.metrics import MetricsLogger
 from rlkit.core.progress import make_progress
+from rlkit.core.rundir import first_unused
 from rlkit.core.seeding import restore_rng, rng_state, seed_everything
 from rlkit.core.types import Comparison, Segment, mu_for_choice
 from rlkit.loops.evaluation import evaluate_policy_true
@@ -140,8 +140,7 @@ def sb3_logger(folder: Path) -> Logger:
     loaded by a resume, one made by a reset) gets its own ``progress.csv``,
     ``progress-1.csv``, ...: SB3 opens the file with mode ``w+``, which would truncate the
     earlier policy's log."""
-    suffixes = itertools.chain([""], (f"-{n}" for n in itertools.count(1)))
-    suffix = next(s for s in suffixes if not (folder / f"progress{s}.csv").exists())
+    suffix = first_unused(folder / "progress.csv", start=1).stem.removeprefix("progress")
     return Logger(
         str(folder),
         [
