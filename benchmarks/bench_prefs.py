@@ -33,6 +33,7 @@ from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 from agents.presets import make_agent
 from envs import EnvSpec, env_kind, make_vec_env
 from rlkit.cli import run_tyro
+from rlkit.core.allocator import keep_freed_memory
 from rlkit.core.rundir import first_unused, save_config
 from rlkit.core.seeding import seed_everything
 from rlkit.loops.evaluation import evaluate_policy_true
@@ -90,7 +91,15 @@ def main() -> None:
         "(KEEP/ENV_seedS/run, KEEP/ENV_seedS/true_reward_agent.zip), e.g. for "
         "benchmarks/diagnose_reward.py",
     )
+    p.add_argument(
+        "--malloc",
+        choices=["tuned", "glibc"],
+        default="tuned",
+        help="tuned: as the rlkit command runs (rlkit.core.allocator); glibc: its defaults",
+    )
     args = p.parse_args()
+    if args.malloc == "tuned":
+        keep_freed_memory()
     base = run_tyro(PrefsConfig, shlex.split(args.prefs_args), prog="bench_prefs --prefs-args")
     args.out.mkdir(parents=True, exist_ok=True)
     quiet = Console(quiet=True)
@@ -133,6 +142,7 @@ def main() -> None:
                 "env": env,
                 "seed": seed,
                 "steps": args.steps,
+                "malloc": args.malloc,
                 "labels": summary.labels,
                 "return_learned": round(learned, 1),
                 "return_true_reward": round(true_ret, 1),

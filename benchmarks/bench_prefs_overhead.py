@@ -30,6 +30,7 @@ from pathlib import Path
 from bench_prefs import run_true_reward
 from rich.console import Console
 
+from rlkit.core.allocator import keep_freed_memory
 from rlkit.core.metrics import read_metrics
 from rlkit.loops.preference import PreferenceLoop
 from rlkit.loops.preference_config import PrefsConfig
@@ -45,7 +46,15 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=131_072)
     p.add_argument("--labels", type=int, default=700)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--malloc",
+        choices=["tuned", "glibc"],
+        default="tuned",
+        help="tuned: as the rlkit command runs (rlkit.core.allocator); glibc: its defaults",
+    )
     args = p.parse_args()
+    if args.malloc == "tuned":
+        keep_freed_memory()
     cfg = PrefsConfig(
         env=args.env, steps=args.steps, labels=args.labels, seed=args.seed, eval_episodes=0,
         checkpoint_every=10**9,
@@ -73,6 +82,7 @@ def main() -> None:
         "seed": args.seed,
         "steps": args.steps,
         "labels": args.labels,
+        "malloc": args.malloc,
         "trpo_s": round(trpo_s, 1),
         "prefs_s": round(prefs_s, 1),
         "overhead": round(prefs_s / trpo_s, 3),

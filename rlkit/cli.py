@@ -68,7 +68,13 @@ def main(argv: list[str] | None = None) -> int:
     # Set OMP_NUM_THREADS yourself to override (e.g. for big CNNs on a many-core machine).
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+    from rlkit.core.allocator import keep_freed_memory
     from rlkit.core.errors import UserError
+
+    # Freed tensors' memory stays in the heap for the next step (rlkit.core.allocator);
+    # RLKIT_MALLOC_DEFAULTS=1 keeps glibc's defaults.
+    if os.environ.get("RLKIT_MALLOC_DEFAULTS", "0") in ("", "0"):
+        keep_freed_memory()
 
     try:
         func = getattr(importlib.import_module(module_name), func_name)

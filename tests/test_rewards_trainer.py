@@ -53,6 +53,29 @@ def test_l2_grows_when_validation_loss_is_far_above_training_loss():
     assert trainer.l2 > 1e-6 * 1.3
 
 
+def test_round_metrics_describe_the_trained_model_and_validation_runs_once_per_epoch():
+    rng = np.random.default_rng(2)
+    segs = make_data(60, rng)
+    ens = RewardEnsemble(
+        gym.spaces.Box(-9, 9, (4,)), gym.spaces.Box(-9, 9, (1,)), n_members=3, seed=0
+    )
+    trainer = RewardTrainer(ens, TrainerConfig(batch_size=16, min_steps=1), rng)
+    for _ in range(80):
+        a, b = rng.choice(60, size=2, replace=False)
+        mu = (1, 0) if segs[a].true_return > segs[b].true_return else (0, 1)
+        trainer.add(Comparison(int(a), int(b), mu), segs[a], segs[b])
+    passes = []
+    losses = trainer._losses
+    trainer._losses = lambda idx: passes.append(len(idx)) or losses(idx)
+    stats = trainer.train(epochs=3)
+    n_val = int(sum(trainer.is_val))
+    # L2 adapts after each of the 3 epochs on a validation pass; the last one is shared
+    # with the round's metrics, which add a single pass over the training labels.
+    assert sorted(passes) == sorted([n_val, n_val, len(trainer) - n_val, n_val])
+    trainer._losses = losses
+    assert stats == trainer.evaluate()  # the final model's, with the L2 now in force
+
+
 def test_state_dict_round_trip():
     rng = np.random.default_rng(2)
     segs = make_data(10, rng)

@@ -144,19 +144,40 @@ class RewardEnsemble(nn.Module):
         params = dict(zip(self._names, self.params, strict=True))
         k, b = obs.shape[:2]
         x = obs.reshape(k, b, -1).float()
-        for prefix, seq in (("backbone.net", template.backbone.net), ("head", template.head)):
-            if prefix == "head":
-                enc = template.encode_actions(acts.reshape(k * b, *acts.shape[2:]).to("cpu"))
-                x = torch.cat([x, enc.reshape(k, b, -1).to(x.device)], dim=-1)
-            for i, layer in enumerate(seq):
-                if isinstance(layer, nn.Linear):
-                    w, bias = params[f"{prefix}.{i}.weight"], params[f"{prefix}.{i}.bias"]
-                    x = torch.baddbmm(bias[:, None, :], x, w.transpose(1, 2))
-                elif isinstance(layer, nn.Dropout):
-                    x = nn.functional.dropout(x, layer.p, self.training)
-                elif not isinstance(layer, nn.Flatten):
-                    x = layer(x)
+        feats = self._stacked_layers(template.backbone.net, "backbone.net", x, params)
+        enc = template.encode_actions(acts.reshape(k * b, *acts.shape[2:]).to("cpu"))
+        enc = enc.reshape(k, b, -1).to(feats.device)
+        # head.0 sees concat(feats, enc): its weight is applied in two parts instead, which
+        # spares building the (K, B, width + act_dim) input and, in the backward, a matmul of
+        # that odd width (~2x slower than the 64-wide one).
+        w, bias = params["head.0.weight"], params["head.0.bias"]
+        width = feats.shape[-1]
+        x = torch.baddbmm(bias[:, None, :], enc, w[:, :, width:].transpose(1, 2))
+        x = torch.baddbmm(x, feats, w[:, :, :width].transpose(1, 2))
+        x = self._stacked_layers(template.head, "head", x, params, start=1, fresh=True)
         return x.squeeze(-1)
+
+    def _stacked_layers(
+        self, seq: nn.Sequential, prefix: str, x: torch.Tensor, params: dict[str, torch.Tensor],
+        start: int = 0, fresh: bool = False,
+    ) -> torch.Tensor:  # fmt: skip
+        """``seq[start:]`` on ``(K, B, in)`` with each member's parameters: ``(K, B, out)``.
+        ``fresh``: ``x`` is a Linear's output that nothing else reads."""
+        for i in range(start, len(seq)):
+            layer = seq[i]
+            if isinstance(layer, nn.Linear):
+                w, bias = params[f"{prefix}.{i}.weight"], params[f"{prefix}.{i}.bias"]
+                x = torch.baddbmm(bias[:, None, :], x, w.transpose(1, 2))
+            elif isinstance(layer, nn.LeakyReLU) and fresh:
+                # In place: an out-of-place leaky_relu allocates a fresh (K, B, width) tensor,
+                # and at these sizes its page faults cost more than the op itself.
+                x = nn.functional.leaky_relu_(x, layer.negative_slope)
+            elif isinstance(layer, nn.Dropout):
+                x = nn.functional.dropout(x, layer.p, self.training)
+            elif not isinstance(layer, nn.Flatten):
+                x = layer(x)
+            fresh = isinstance(layer, nn.Linear) or (fresh and isinstance(layer, nn.Identity))
+        return x
 
     def member_rewards(self, obs: torch.Tensor, acts: torch.Tensor) -> torch.Tensor:
         """Raw rewards of every member on the same inputs: ``(B, ...) -> (K, B)``."""
