@@ -46,6 +46,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=131_072)
     p.add_argument("--labels", type=int, default=700)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--reward-learner", choices=["process", "thread"], default="process")
     p.add_argument(
         "--malloc",
         choices=["tuned", "glibc"],
@@ -57,7 +58,7 @@ def main() -> None:
         keep_freed_memory()
     cfg = PrefsConfig(
         env=args.env, steps=args.steps, labels=args.labels, seed=args.seed, eval_episodes=0,
-        checkpoint_every=10**9,
+        checkpoint_every=10**9, reward_learner=args.reward_learner,
     )  # fmt: skip
     _, trpo_s = run_true_reward(cfg, cfg.vec_envs("mujoco"))
     with tempfile.TemporaryDirectory() as tmp:
@@ -83,6 +84,7 @@ def main() -> None:
         "steps": args.steps,
         "labels": args.labels,
         "malloc": args.malloc,
+        "reward_learner": args.reward_learner,
         "trpo_s": round(trpo_s, 1),
         "prefs_s": round(prefs_s, 1),
         "overhead": round(prefs_s / trpo_s, 3),

@@ -39,11 +39,11 @@ def test_policy_is_reinitialised_once_and_the_reward_side_is_kept(tmp_path, keep
     def watched_reset() -> None:
         seen["trained"] = params(loop.agent.policy)
         seen["reward_before"] = params(loop.actor)  # (the learner may be training)
-        learner, trainer = loop.ensemble, loop.trainer
+        ensemble, learner = loop.ensemble, loop.learner
         original_reset()
         seen["reset"] = params(loop.agent.policy)
         seen["reward_after"] = params(loop.actor)
-        assert loop.ensemble is learner and loop.trainer is trainer
+        assert loop.ensemble is ensemble and loop.learner is learner
 
     loop.reset_policy = watched_reset
     try:

@@ -11,12 +11,13 @@ Each round reads as a story (:meth:`PreferenceLoop.run_round`):
 4. whatever labels the store holds that the trainer has not seen are ingested, and the
    ensemble trains on them; its output normalization is refreshed on recent segments.
 
-Reward training runs on a background thread while the policy trains (as in the paper,
-where the reward predictor trained asynchronously): the trainer updates a *learner*
-ensemble while the env wrapper reads an *actor* copy, and at each round boundary the
-loop waits for the learner, copies it into the actor, and starts the next round of
-training. The policy thus sees a reward that lags one round, deterministically, and the
-two cores of a small machine both work (torch releases the GIL inside its kernels).
+Reward training runs in the background while the policy trains (as in the paper, where
+the reward predictor trained asynchronously), in a child process by default or on a thread
+(:mod:`rlkit.rewards.learner`): the trainer updates a *learner* ensemble while the env
+wrapper reads an *actor* copy, and at each round boundary the loop waits for the learner,
+copies it into the actor, and starts the next round of training. The policy thus sees a
+reward that lags one round, deterministically, and the two cores of a small machine both
+work.
 
 The store is the only channel between queries and labels, so human labels that arrive
 late (or after a restart) are used as soon as they appear, and nothing blocks on them.
@@ -28,7 +29,6 @@ import copy
 import dataclasses
 import math
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import gymnasium as gym
@@ -53,11 +53,11 @@ from rlkit.loops.evaluation import evaluate_policy_true
 from rlkit.loops.preference_config import PrefsConfig
 from rlkit.loops.segment_recorder import SegmentRecorder
 from rlkit.rewards.ensemble import RewardEnsemble, build_ensemble
+from rlkit.rewards.learner import make_learner
 from rlkit.rewards.queries import select_queries
 from rlkit.rewards.rollout_reward import RolloutRewardCallback
 from rlkit.rewards.schedule import LabelSchedule
 from rlkit.rewards.teachers import QueryRequest, SyntheticTeacher, SyntheticTeacherAdapter
-from rlkit.rewards.trainer import RewardTrainer
 from rlkit.rewards.vec_wrapper import LearnedRewardVecEnv
 from rlkit.store import Store
 
@@ -192,17 +192,13 @@ class PreferenceLoop:
         # rollout in one batched pass rather than once per env step (the same rewards).
         self.reward_env = LearnedRewardVecEnv(self.recorder, self.actor, self.scale, deferred=True)
         self.reward_callback = RolloutRewardCallback(self.reward_env)
-        self.trainer = RewardTrainer(
-            self.ensemble, cfg.trainer, self.rng.spawn(1)[0], unlabeled=self.sample_unlabeled_steps
-        )
-        self._executor = ThreadPoolExecutor(
-            max_workers=1,
-            thread_name_prefix="reward-trainer",
-            initializer=torch.set_num_threads,  # per-thread in OpenMP: set it there too
-            initargs=(cfg.torch_threads,),
-        )
-        self._training: Future | None = None
         self._unlabeled: list[Segment] = []
+        # The trainer, on a thread or in a child process (rlkit.rewards.learner); its
+        # ensemble is self.ensemble, current after each finish().
+        self.learner = make_learner(
+            cfg.reward_learner, self.ensemble, cfg.trainer, self.rng.spawn(1)[0],
+            unlabeled=self.sample_unlabeled_steps, torch_threads=cfg.torch_threads,
+        )  # fmt: skip
         share = {"synthetic": 1.0, "human": 0.0, "mixed": cfg.synthetic_share}[cfg.teacher]
         self.teacher = SyntheticTeacherAdapter(
             SyntheticTeacher(cfg.teacher_model, self.rng), share=share
@@ -304,7 +300,7 @@ class PreferenceLoop:
             if mu is None:
                 continue
             comparison = Comparison(row.segment_a, row.segment_b, mu)
-            self.trainer.add(comparison, self._segment(row.segment_a), self._segment(row.segment_b))
+            self.learner.add(comparison, self._segment(row.segment_a), self._segment(row.segment_b))
             added += 1
         return added
 
@@ -324,16 +320,13 @@ class PreferenceLoop:
         return obs, acts
 
     def start_reward_training(self, epochs: float | None = None) -> None:
-        """Train the learner ensemble on a background thread (see the module docstring)."""
+        """Train the learner ensemble in the background (see the module docstring)."""
         self._unlabeled = [self.pool[int(i)] for i in self.pool.ids()]
-        self._training = self._executor.submit(self.trainer.train, epochs)
+        self.learner.start(epochs)
 
     def finish_reward_training(self) -> dict[str, float]:
         """Wait for the learner, refresh its normalization, copy it into the actor."""
-        stats: dict[str, float] = {}
-        if self._training is not None:
-            stats = self._training.result()
-            self._training = None
+        stats = self.learner.finish()
         self.refresh_normalization()
         self.actor.load_state_dict(self.ensemble.state_dict())
         return stats
@@ -440,7 +433,7 @@ class PreferenceLoop:
         state = {
             "step": self.steps_done,
             "ensemble": self.ensemble.state_dict(),
-            "trainer": self.trainer.state_dict(),
+            "trainer": self.learner.state_dict(),
             "rng": rng_state(self.rng),
             "torch_rng": torch.random.get_rng_state(),
             "last_label_id": self.last_label_id,
@@ -457,7 +450,7 @@ class PreferenceLoop:
     def restore(self) -> None:
         """Continue from the latest checkpoint; labels stored after it are ingested too."""
         path, state = self.checkpoints.load_latest()
-        self.ensemble.load_state_dict(state["ensemble"])
+        self.learner.load_ensemble(state["ensemble"])
         self.agent = load_agent(self.algo, str(path / "policy.zip"), env=self.reward_env)
         self.agent.set_logger(sb3_logger(self.run_dir / "sb3"))
         self.pool.next_id = max(self.pool.next_id, int(state["pool_next_id"]))
@@ -470,8 +463,8 @@ class PreferenceLoop:
             mu = mu_for_choice(row.choice)
             if mu is not None:
                 comp = Comparison(row.segment_a, row.segment_b, mu)
-                self.trainer.add(comp, self._segment(row.segment_a), self._segment(row.segment_b))
-        self.trainer.load_state_dict(state["trainer"])
+                self.learner.add(comp, self._segment(row.segment_a), self._segment(row.segment_b))
+        self.learner.load_state_dict(state["trainer"])
         restored = restore_rng(state["rng"])
         self.rng.bit_generator.state = restored.bit_generator.state
         torch.random.set_rng_state(state["torch_rng"])
@@ -516,7 +509,7 @@ class PreferenceLoop:
         if not math.isnan(after):
             self.metrics.log(self.steps_done, **{"charts/true_return_eval": after})
         val_acc = (
-            self.trainer.evaluate()["charts/reward_val_accuracy"] if len(self.trainer) else math.nan
+            self.learner.evaluate()["charts/reward_val_accuracy"] if len(self.learner) else math.nan
         )
         from rlkit.loops.plots import plot_run
 
@@ -529,8 +522,6 @@ class PreferenceLoop:
         )  # fmt: skip
 
     def close(self) -> None:
-        if self._training is not None:
-            self._training.cancel()
-        self._executor.shutdown(wait=True)
+        self.learner.close()
         self.reward_env.close()
         self.store.close()

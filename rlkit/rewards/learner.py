@@ -1,0 +1,308 @@
+"""Where the reward ensemble trains while the policy collects rollouts: a thread or a process.
+
+The preference loop trains the reward model in the background of each round and waits for
+it at the round's end (:mod:`rlkit.loops.preference`). Both learners below take the same
+calls, in the same order, and give the same results (tested):
+
+- :class:`ThreadLearner` runs :meth:`RewardTrainer.train` on a background thread of this
+  process. torch releases the GIL inside its kernels, but between them the learner's Python
+  takes it back from the policy's rollout loop: on 2 cores TRPO ran ~12% slower beside it
+  (BENCHMARKS.md, "Overhead").
+- :class:`ProcessLearner` keeps the trainer in a child process (spawned, so no thread state
+  is forked) and exchanges only what changes: the new labels' segments (observations and
+  actions, each segment once) on the way in, the members' weights on the way out. Beside
+  it TRPO ran ~4% slower. Mean-teacher training samples the live segment pool, which lives
+  in this process, so it needs the thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import multiprocessing as mp
+import traceback
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Literal, Protocol
+
+import numpy as np
+import torch
+
+from rlkit.core.errors import UserError
+from rlkit.core.types import Comparison, Segment
+from rlkit.rewards.ensemble import RewardEnsemble
+from rlkit.rewards.regularizers import UnlabeledSampler
+from rlkit.rewards.trainer import RewardTrainer, TrainerConfig
+
+LearnerKind = Literal["thread", "process"]
+NORMALIZATION = ("out_mean", "out_std")
+"""The ensemble's output normalization: set by the loop in this process, never by training."""
+
+
+class RewardLearner(Protocol):
+    """What the preference loop asks of its reward learner."""
+
+    ensemble: RewardEnsemble
+    """This process's copy of the learner's ensemble, current after :meth:`finish`."""
+
+    def __len__(self) -> int: ...
+    def add(self, comparison: Comparison, seg_a: Segment, seg_b: Segment) -> None: ...
+    def start(self, epochs: float | None = None) -> None: ...
+    def finish(self) -> dict[str, float]: ...
+    def evaluate(self) -> dict[str, float]: ...
+    def state_dict(self) -> dict: ...
+    def load_state_dict(self, state: dict) -> None: ...
+    def load_ensemble(self, state: dict) -> None: ...
+    def close(self) -> None: ...
+
+
+class ThreadLearner:
+    """A :class:`RewardTrainer` on ``ensemble``, trained on one background thread."""
+
+    def __init__(
+        self,
+        ensemble: RewardEnsemble,
+        config: TrainerConfig,
+        rng: np.random.Generator,
+        unlabeled: UnlabeledSampler | None = None,
+        torch_threads: int = 1,
+    ) -> None:
+        self.ensemble = ensemble
+        self.trainer = RewardTrainer(ensemble, config, rng, unlabeled=unlabeled)
+        self._executor = ThreadPoolExecutor(
+            max_workers=1,
+            thread_name_prefix="reward-trainer",
+            initializer=torch.set_num_threads,  # per-thread in OpenMP: set it there too
+            initargs=(torch_threads,),
+        )
+        self._training: Future | None = None
+
+    def __len__(self) -> int:
+        return len(self.trainer)
+
+    def add(self, comparison: Comparison, seg_a: Segment, seg_b: Segment) -> None:
+        self.trainer.add(comparison, seg_a, seg_b)
+
+    def start(self, epochs: float | None = None) -> None:
+        self._training = self._executor.submit(self.trainer.train, epochs)
+
+    def finish(self) -> dict[str, float]:
+        if self._training is None:
+            return {}
+        training, self._training = self._training, None
+        return training.result()
+
+    def evaluate(self) -> dict[str, float]:
+        return self.trainer.evaluate()
+
+    def state_dict(self) -> dict:
+        return self.trainer.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.trainer.load_state_dict(state)
+
+    def load_ensemble(self, state: dict) -> None:
+        self.ensemble.load_state_dict(state)
+
+    def close(self) -> None:
+        if self._training is not None:
+            self._training.cancel()
+        self._executor.shutdown(wait=True)
+
+
+def _weights(ensemble: RewardEnsemble) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in ensemble.state_dict().items() if k not in NORMALIZATION}
+
+
+def _serve(conn: Any, ensemble: RewardEnsemble, config: TrainerConfig, rng, threads: int) -> None:
+    """The child process: apply each request to one trainer, answer each that asks."""
+    from rlkit.core.allocator import keep_freed_memory
+
+    keep_freed_memory()  # as the rlkit command does in its own process
+    torch.set_num_threads(threads)
+    trainer = RewardTrainer(ensemble, config, rng)
+    segments: dict[int, Segment] = {}
+    while True:
+        try:
+            op, *args = conn.recv()
+        except (EOFError, KeyboardInterrupt):  # the loop's process is gone
+            return
+        try:
+            if op == "add":
+                new_segments, comparisons = args
+                segments.update(new_segments)
+                for c in comparisons:
+                    trainer.add(c, segments[c.segment_a], segments[c.segment_b])
+                continue
+            if op == "close":
+                return
+            if op == "train":
+                reply: Any = (trainer.train(args[0]), _weights(ensemble))
+            elif op == "evaluate":
+                reply = trainer.evaluate()
+            elif op == "state_dict":
+                reply = trainer.state_dict()
+            elif op == "load_state_dict":
+                trainer.load_state_dict(args[0])
+                continue
+            elif op == "load_ensemble":
+                ensemble.load_state_dict(args[0])
+                continue
+            else:
+                raise ValueError(f"unknown request {op!r}")
+        except Exception as exc:  # noqa: BLE001  (reported to the loop, which raises it)
+            traceback.print_exc()  # the whole story on stderr; the loop raises one line
+            reply = f"{type(exc).__name__}: {str(exc).partition(chr(10))[0]}"
+            with contextlib.suppress(OSError):
+                conn.send(("error", reply))
+            return
+        try:
+            conn.send(("ok", reply))
+        except OSError:  # the loop's process is gone (BrokenPipeError)
+            return
+
+
+class LearnerProcessError(UserError):
+    """The reward learner's process failed or died: one line for the CLI, exit code 1."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(
+            f"{message}; the last checkpoint and every stored label are intact (--resume)",
+            exit_code=1,
+        )
+
+
+class ProcessLearner:
+    """A :class:`RewardTrainer` in a child process; ``ensemble`` mirrors its weights.
+
+    The child starts with a copy of ``ensemble`` and ``rng``, so it trains exactly as a
+    :class:`ThreadLearner` given the same ones would. Labels are sent in one message per
+    :meth:`start` (their segments' observations and actions, each segment once).
+    """
+
+    def __init__(
+        self,
+        ensemble: RewardEnsemble,
+        config: TrainerConfig,
+        rng: np.random.Generator,
+        torch_threads: int = 1,
+    ) -> None:
+        if config.mean_teacher_weight > 0:
+            raise ValueError("mean-teacher training samples the pool in this process: use a thread")
+        self.ensemble = ensemble
+        ctx = mp.get_context("spawn")
+        self._conn, child = ctx.Pipe()
+        self._process = ctx.Process(
+            target=_serve,
+            args=(child, copy.deepcopy(ensemble), config, copy.deepcopy(rng), torch_threads),
+            name="rlkit-reward-learner",
+            daemon=True,
+        )
+        self._process.start()
+        child.close()
+        self._sent: set[int] = set()
+        self._new_segments: dict[int, Segment] = {}
+        self._new_comparisons: list[Comparison] = []
+        self._n = 0
+        self._training = False
+
+    def __len__(self) -> int:
+        return self._n
+
+    def add(self, comparison: Comparison, seg_a: Segment, seg_b: Segment) -> None:
+        for seg in (seg_a, seg_b):
+            if seg.id not in self._sent:
+                self._sent.add(seg.id)
+                # The trainer needs what the reward sees: no render state, no true reward.
+                self._new_segments[seg.id] = Segment(
+                    obs=seg.obs, acts=seg.acts, true_rews=np.zeros(len(seg)), id=seg.id
+                )
+        self._new_comparisons.append(comparison)
+        self._n += 1
+
+    def _send(self, *message: Any) -> None:
+        try:
+            self._conn.send(message)
+        except (BrokenPipeError, ConnectionResetError, EOFError):
+            raise self._died() from None
+
+    def _flush(self) -> None:
+        if self._new_comparisons or self._new_segments:
+            self._send("add", self._new_segments, self._new_comparisons)
+            self._new_segments, self._new_comparisons = {}, []
+
+    def _died(self) -> LearnerProcessError:
+        self._process.join(timeout=5)
+        return LearnerProcessError(
+            f"the reward learner process died (exit code {self._process.exitcode})"
+        )
+
+    def _reply(self) -> Any:
+        try:
+            status, reply = self._conn.recv()
+        except (EOFError, ConnectionResetError):
+            raise self._died() from None
+        if status == "error":
+            raise LearnerProcessError(f"the reward learner failed: {reply}")
+        return reply
+
+    def _ask(self, *message: Any) -> Any:
+        assert not self._training, "finish() the training in flight first"
+        self._flush()
+        self._send(*message)
+        return self._reply()
+
+    def start(self, epochs: float | None = None) -> None:
+        assert not self._training, "finish() the training in flight first"
+        self._flush()
+        self._send("train", epochs)
+        self._training = True
+
+    def finish(self) -> dict[str, float]:
+        if not self._training:
+            return {}
+        self._training = False
+        metrics, weights = self._reply()
+        self.ensemble.load_state_dict(weights, strict=False)
+        return metrics
+
+    def evaluate(self) -> dict[str, float]:
+        return self._ask("evaluate")
+
+    def state_dict(self) -> dict:
+        return self._ask("state_dict")
+
+    def load_state_dict(self, state: dict) -> None:
+        self._flush()
+        self._send("load_state_dict", state)
+
+    def load_ensemble(self, state: dict) -> None:
+        self.ensemble.load_state_dict(state)
+        self._send("load_ensemble", state)
+
+    def close(self) -> None:
+        if self._process.is_alive():
+            try:
+                if self._training:
+                    self._conn.recv()
+                self._conn.send(("close",))
+            except (OSError, EOFError):
+                pass
+            self._process.join(timeout=10)
+            if self._process.is_alive():
+                self._process.kill()
+                self._process.join()
+        self._conn.close()
+
+
+def make_learner(
+    kind: LearnerKind,
+    ensemble: RewardEnsemble,
+    config: TrainerConfig,
+    rng: np.random.Generator,
+    unlabeled: UnlabeledSampler | None = None,
+    torch_threads: int = 1,
+) -> RewardLearner:
+    """``process`` unless mean-teacher training needs the pool in this process."""
+    if kind == "process" and config.mean_teacher_weight == 0:
+        return ProcessLearner(ensemble, config, rng, torch_threads)
+    return ThreadLearner(ensemble, config, rng, unlabeled, torch_threads)
