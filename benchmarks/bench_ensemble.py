@@ -18,6 +18,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from rlkit.core.allocator import keep_freed_memory
 from rlkit.rewards.ensemble import RewardEnsemble, RewardNet
 from rlkit.rewards.preference import preference_loss
 
@@ -87,7 +88,15 @@ def main() -> None:
     p.add_argument("--members", type=int, default=5)
     p.add_argument("--repeats", type=int, default=30)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument(
+        "--malloc",
+        choices=["tuned", "glibc"],
+        default="tuned",
+        help="tuned: as the rlkit command runs (rlkit.core.allocator); glibc: its defaults",
+    )
     args = p.parse_args()
+    if args.malloc == "tuned":
+        keep_freed_memory()
     if args.threads:
         torch.set_num_threads(args.threads)
     for name, s in SETTINGS.items():
@@ -116,6 +125,7 @@ def main() -> None:
             "path": "stacked-matmul" if ens._fast else "vmap",
             "batched_ms": round(mb * 1e3, 2), "loop_ms": round(ml * 1e3, 2),
             "speedup": round(ml / mb, 2), "repeats": repeats, "threads": torch.get_num_threads(),
+            "malloc": args.malloc,
         }))  # fmt: skip
 
 
