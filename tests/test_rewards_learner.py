@@ -3,6 +3,7 @@ failing child process stops the loop with one line, never a hang."""
 
 import os
 import signal
+import time
 
 import gymnasium as gym
 import numpy as np
@@ -126,3 +127,14 @@ def test_mean_teacher_training_stays_on_a_thread():
         assert isinstance(learner, ThreadLearner)
     finally:
         learner.close()
+
+
+def test_close_during_training_does_not_wait_for_it():
+    segs = segments(20)
+    proc = ProcessLearner(ensemble(), CONFIG, np.random.default_rng(0))
+    feed(proc, segs, comparisons(segs, 10, seed=0))
+    proc.start(epochs=100_000)  # minutes of training
+    t0 = time.perf_counter()
+    proc.close()
+    assert time.perf_counter() - t0 < 5
+    assert not proc._process.is_alive()

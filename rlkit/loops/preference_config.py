@@ -89,7 +89,8 @@ class PrefsConfig:
     reward_learner: Literal["process", "thread"] = "process"
     """Where the reward model trains while the policy runs: a child process (default) or a
     thread of this one, whose Python competes with the policy's for the GIL (TRPO ran ~12%
-    slower beside it vs ~4%). Both train identically; mean-teacher training uses a thread."""
+    slower beside a busy one vs ~4%). Both train identically; mean-teacher training uses a
+    thread."""
     ray_workers: int = 0
     """Step the envs on this many Ray worker actors (0: in this process)."""
     ray_address: str | None = None

@@ -6,8 +6,9 @@ calls, in the same order, and give the same results (tested):
 
 - :class:`ThreadLearner` runs :meth:`RewardTrainer.train` on a background thread of this
   process. torch releases the GIL inside its kernels, but between them the learner's Python
-  takes it back from the policy's rollout loop: on 2 cores TRPO ran ~12% slower beside it
-  (BENCHMARKS.md, "Overhead").
+  takes it back from the policy's rollout loop: on 2 cores TRPO ran ~12% slower beside a
+  learner training without pause (BENCHMARKS.md, "Overhead"; at the 1M-step default, where the
+  learner is idle half of each round, the two learners came out alike).
 - :class:`ProcessLearner` keeps the trainer in a child process (spawned, so no thread state
   is forked) and exchanges only what changes: the new labels' segments (observations and
   actions, each segment once) on the way in, the members' weights on the way out. Beside
@@ -281,16 +282,16 @@ class ProcessLearner:
 
     def close(self) -> None:
         if self._process.is_alive():
-            try:
-                if self._training:
-                    self._conn.recv()
-                self._conn.send(("close",))
-            except (OSError, EOFError):
-                pass
+            if self._training:  # nothing will read the result: do not wait for it
+                self._process.kill()
+            else:
+                with contextlib.suppress(OSError):
+                    self._conn.send(("close",))
             self._process.join(timeout=10)
             if self._process.is_alive():
                 self._process.kill()
                 self._process.join()
+        self._training = False
         self._conn.close()
 
 
