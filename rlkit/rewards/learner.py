@@ -121,18 +121,16 @@ def _serve(conn: Any, ensemble: RewardEnsemble, config: TrainerConfig, rng, thre
     keep_freed_memory()  # as the rlkit command does in its own process
     torch.set_num_threads(threads)
     trainer = RewardTrainer(ensemble, config, rng)
-    segments: dict[int, Segment] = {}
     while True:
         try:
             op, *args = conn.recv()
         except (EOFError, KeyboardInterrupt):  # the loop's process is gone
             return
         try:
-            if op == "add":
-                new_segments, comparisons = args
-                segments.update(new_segments)
+            if op == "add":  # each segment arrives once; the trainer's cache keeps it
+                new, comparisons = args
                 for c in comparisons:
-                    trainer.add(c, segments[c.segment_a], segments[c.segment_b])
+                    trainer.add(c, new.get(c.segment_a), new.get(c.segment_b))
                 continue
             if op == "close":
                 return

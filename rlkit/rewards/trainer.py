@@ -180,10 +180,12 @@ class RewardTrainer:
         return len(self.mu_a)
 
     # -- data ---------------------------------------------------------------------------
-    def add(self, comparison: Comparison, seg_a: Segment, seg_b: Segment) -> None:
-        """Add one labelled comparison (its segments are cached as tensors)."""
-        self.cache.add(seg_a)
-        self.cache.add(seg_b)
+    def add(self, comparison: Comparison, seg_a: Segment | None, seg_b: Segment | None) -> None:
+        """Add one labelled comparison (its segments are cached as tensors). A segment added
+        before, with an earlier comparison, may be passed as None."""
+        for seg in (seg_a, seg_b):
+            if seg is not None:
+                self.cache.add(seg)
         self.seg_a.append(self.cache.row[comparison.segment_a])
         self.seg_b.append(self.cache.row[comparison.segment_b])
         self.mu_a.append(comparison.mu[0])
