@@ -7,6 +7,7 @@ from typing import Literal
 
 from stable_baselines3 import A2C
 from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.vec_env import VecEnv
 
 from agents.trpo_entropy import EntropyTRPO
@@ -52,6 +53,12 @@ def resolve_algo(config: PolicyConfig, kind: str) -> Algo:
     return "a2c" if kind == "atari" else "trpo"
 
 
+def silent_logger() -> Logger:
+    """An SB3 logger that writes nothing. Without one, every ``learn()`` of an agent with
+    ``verbose=0`` and no TensorBoard folder leaves an empty ``/tmp/SB3-<date>`` folder."""
+    return Logger(folder=None, output_formats=[])
+
+
 def make_agent(
     config: PolicyConfig, env: VecEnv, kind: str, seed: int, tensorboard_log: str | None = None
 ) -> BaseAlgorithm:
@@ -59,7 +66,7 @@ def make_agent(
     algo = resolve_algo(config, kind)
     if algo == "trpo":
         net = {"pi": list(config.hidden), "vf": list(config.hidden)}
-        return EntropyTRPO(
+        agent: BaseAlgorithm = EntropyTRPO(
             "MlpPolicy", env,
             gamma=0.995 if config.gamma is None else config.gamma,
             gae_lambda=0.97 if config.gae_lambda is None else config.gae_lambda,
@@ -68,18 +75,23 @@ def make_agent(
             ent_coef=config.ent_coef, policy_kwargs={"net_arch": net},
             seed=seed, tensorboard_log=tensorboard_log, device="cpu", verbose=0,
         )  # fmt: skip
-    policy = "CnnPolicy" if kind == "atari" else "MlpPolicy"
-    return A2C(
-        policy, env,
-        gamma=0.99 if config.gamma is None else config.gamma,
-        gae_lambda=1.0 if config.gae_lambda is None else config.gae_lambda,
-        n_steps=5 if config.n_steps is None else config.n_steps,
-        learning_rate=7e-4 if config.learning_rate is None else config.learning_rate,
-        ent_coef=config.ent_coef or (0.01 if kind == "atari" else 0.0), vf_coef=0.25,
-        seed=seed, tensorboard_log=tensorboard_log, device="cpu", verbose=0,
-    )  # fmt: skip
+    else:
+        agent = A2C(
+            "CnnPolicy" if kind == "atari" else "MlpPolicy", env,
+            gamma=0.99 if config.gamma is None else config.gamma,
+            gae_lambda=1.0 if config.gae_lambda is None else config.gae_lambda,
+            n_steps=5 if config.n_steps is None else config.n_steps,
+            learning_rate=7e-4 if config.learning_rate is None else config.learning_rate,
+            ent_coef=config.ent_coef or (0.01 if kind == "atari" else 0.0), vf_coef=0.25,
+            seed=seed, tensorboard_log=tensorboard_log, device="cpu", verbose=0,
+        )  # fmt: skip
+    if tensorboard_log is None:
+        agent.set_logger(silent_logger())
+    return agent
 
 
 def load_agent(algo: Algo, path: str, env: VecEnv | None = None) -> BaseAlgorithm:
     cls = EntropyTRPO if algo == "trpo" else A2C
-    return cls.load(path, env=env, device="cpu")
+    agent = cls.load(path, env=env, device="cpu")
+    agent.set_logger(silent_logger())
+    return agent

@@ -22,6 +22,7 @@ from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from stable_baselines3.common.type_aliases import ReplayBufferSamples
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
+from agents.presets import silent_logger
 from agents.vpn.config import VPNConfig
 from agents.vpn.evaluation import evaluate_episodes, step_score
 from agents.vpn.modules import CollectEncoder
@@ -202,6 +203,7 @@ def train_dqn(cfg: VPNConfig) -> Path:
             callback = _RunCallback(cfg, run_dir, logger, progress, task)
             remaining = cfg.total_steps() - model.num_timesteps
             if remaining > 0:
+                model.set_logger(silent_logger())  # metrics go to the run's own logs
                 model.learn(remaining, callback=callback, reset_num_timesteps=False)
             callback.save()
         model.save(run_dir / "model_dqn.zip")
