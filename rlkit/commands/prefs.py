@@ -15,6 +15,7 @@ from rlkit.cli import run_tyro
 from rlkit.core.checkpoint import CheckpointManager
 from rlkit.core.errors import UserError
 from rlkit.core.rundir import (
+    RESUME_FLAGS,
     dataclass_from_dict,
     default_run_name,
     load_config,
@@ -23,6 +24,22 @@ from rlkit.core.rundir import (
     save_config,
 )
 from rlkit.loops.preference_config import PrefsConfig
+
+# How a run executes, not what it learns: a resumed run may change these (a restarted Ray
+# cluster has a new address; the two reward learners train alike, tested).
+EXECUTION_SETTINGS = (
+    "reward_learner", "torch_threads", "eval_episodes", "checkpoint_every", "ray_address",
+    "ray_compiled",
+)  # fmt: skip
+
+
+def _flags(name: str) -> set[str]:
+    flag = "--" + name.replace("_", "-")
+    return {flag, "--no-" + flag[2:]}
+
+
+def _given(argv: list[str]) -> set[str]:
+    return {a.split("=", 1)[0] for a in argv if a.startswith("--")}
 
 
 def _parse(argv: list[str]) -> PrefsConfig:
@@ -41,24 +58,30 @@ def train(argv: list[str]) -> int:
     from envs import check_env_id
 
     check_env_id(cfg.env)
-    if cfg.ray_workers > 0 and cfg.ray_address is not None:
-        from rlkit.distributed import check_address  # optional dependency
-
-        check_address(cfg.ray_address)  # before anything is written: a bad address is one line
     if cfg.resume:
         if cfg.run_dir is None:
             raise UserError("--resume needs --run-dir: the run to continue")
         run_dir = prepare_run_dir(cfg.run_dir, resume=True)
         saved = dataclass_from_dict(PrefsConfig, load_config(run_dir))
-        # The saved run's settings are kept; only a longer --steps may change on resume.
-        refuse_changes_on_resume(argv, cfg, saved)
-        steps = cfg.steps if any(a.startswith("--steps") for a in argv) else saved.steps
+        # The saved run's settings are kept; a longer --steps and how the run executes
+        # (EXECUTION_SETTINGS) may change, for this invocation.
+        given = _given(argv)
+        execution = {n: getattr(cfg, n) for n in EXECUTION_SETTINGS if _flags(n) & given}
+        allowed = RESUME_FLAGS.union(
+            *(_flags(n) - {"--no-ray-address"} for n in EXECUTION_SETTINGS)
+        )
+        refuse_changes_on_resume(argv, cfg, saved, allowed=frozenset(allowed))
+        steps = cfg.steps if "--steps" in given else saved.steps
         cfg = dataclasses.replace(
-            saved, resume=True, run_dir=run_dir, steps=max(steps, saved.steps)
+            saved, resume=True, run_dir=run_dir, steps=max(steps, saved.steps), **execution
         )
         # A missing or corrupt checkpoint stops us here, before anything is written.
         CheckpointManager(run_dir).load_latest()
-    else:
+    if cfg.ray_workers > 0 and cfg.ray_address is not None:
+        from rlkit.distributed import check_address  # optional dependency
+
+        check_address(cfg.ray_address)  # before anything is written: a bad address is one line
+    if not cfg.resume:
         from rlkit.loops.preference import check_segments_fit
 
         check_segments_fit(cfg)  # before anything is written

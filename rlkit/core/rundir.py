@@ -131,7 +131,8 @@ def refuse_changes_on_resume(
         if _jsonable(new) != _jsonable(old):
             changed.append(f"{flag} (saved: {_jsonable(old)})")
     if changed:
-        allowed_flags = ", ".join(sorted(allowed - {"--resume", "--run-dir"}))
+        shown = allowed - {"--resume", "--run-dir"}
+        allowed_flags = ", ".join(sorted(f for f in shown if not f.startswith("--no-")))
         raise UserError(
             "--resume continues a run with its saved settings; only "
             f"{allowed_flags} may change, not {', '.join(changed)}"
