@@ -34,6 +34,7 @@ EXECUTION_SETTINGS = (
 
 
 def _flags(name: str) -> set[str]:
+    """A setting's flag and its negation (tyro rejects the latter for non-booleans)."""
     flag = "--" + name.replace("_", "-")
     return {flag, "--no-" + flag[2:]}
 
@@ -67,10 +68,8 @@ def train(argv: list[str]) -> int:
         # (EXECUTION_SETTINGS) may change, for this invocation.
         given = _given(argv)
         execution = {n: getattr(cfg, n) for n in EXECUTION_SETTINGS if _flags(n) & given}
-        allowed = RESUME_FLAGS.union(
-            *(_flags(n) - {"--no-ray-address"} for n in EXECUTION_SETTINGS)
-        )
-        refuse_changes_on_resume(argv, cfg, saved, allowed=frozenset(allowed))
+        allowed = RESUME_FLAGS.union(*(_flags(n) for n in EXECUTION_SETTINGS))
+        refuse_changes_on_resume(argv, cfg, saved, allowed=allowed)
         steps = cfg.steps if "--steps" in given else saved.steps
         cfg = dataclasses.replace(
             saved, resume=True, run_dir=run_dir, steps=max(steps, saved.steps), **execution
