@@ -139,3 +139,22 @@ def test_regularizers_train_and_cross_lipschitz_matches_brute_force():
         for a, b in zip(teacher_before, trainer.mean_teacher.teacher.teacher.params, strict=True)
     ]
     assert all(moved)  # the EMA teacher follows the student
+
+
+def test_a_round_trains_at_least_min_steps_and_the_default_depends_on_the_observations():
+    from rlkit.loops.preference import trainer_config
+    from rlkit.rewards.trainer import MIN_STEPS, MIN_STEPS_PIXELS
+
+    rng = np.random.default_rng(3)
+    segs = make_data(20, rng)
+    space = gym.spaces.Box(-9, 9, (4,)), gym.spaces.Box(-9, 9, (1,))
+    for config, steps in [(TrainerConfig(), MIN_STEPS), (TrainerConfig(min_steps=3), 3)]:
+        trainer = RewardTrainer(RewardEnsemble(*space, n_members=2, seed=0), config, rng)
+        for i in range(0, 20, 2):
+            trainer.add(Comparison(i, i + 1, (1, 0)), segs[i], segs[i + 1])
+        trainer.train(epochs=1)  # one epoch of 64-pair batches over ~6 labels: one step
+        assert trainer.steps == steps
+    assert MIN_STEPS == 30
+    assert trainer_config(TrainerConfig(), "mujoco").min_steps is None  # -> MIN_STEPS
+    assert trainer_config(TrainerConfig(), "atari").min_steps == MIN_STEPS_PIXELS == 10
+    assert trainer_config(TrainerConfig(min_steps=50), "atari").min_steps == 50

@@ -58,6 +58,7 @@ from rlkit.rewards.queries import select_queries
 from rlkit.rewards.rollout_reward import RolloutRewardCallback
 from rlkit.rewards.schedule import LabelSchedule
 from rlkit.rewards.teachers import QueryRequest, SyntheticTeacher, SyntheticTeacherAdapter
+from rlkit.rewards.trainer import MIN_STEPS_PIXELS, TrainerConfig
 from rlkit.rewards.vec_wrapper import LearnedRewardVecEnv
 from rlkit.store import Store
 
@@ -135,6 +136,14 @@ def reward_ensemble(cfg: PrefsConfig, kind: str, venv: VecEnv) -> RewardEnsemble
         ) from None
 
 
+def trainer_config(config: TrainerConfig, kind: str) -> TrainerConfig:
+    """``config`` with the env kind's defaults for what it leaves unset (fewer gradient
+    steps per round for pixels, where a CNN step costs ~10x)."""
+    if config.min_steps is None and kind == "atari":
+        return dataclasses.replace(config, min_steps=MIN_STEPS_PIXELS)
+    return config
+
+
 def sb3_logger(folder: Path) -> Logger:
     """SB3's CSV and TensorBoard logger into ``folder``. Each policy of a run (the first, one
     loaded by a resume, one made by a reset) gets its own ``progress.csv``,
@@ -196,7 +205,8 @@ class PreferenceLoop:
         # The trainer, on a thread or in a child process (rlkit.rewards.learner); its
         # ensemble is self.ensemble, current after each finish().
         self.learner = make_learner(
-            cfg.reward_learner, self.ensemble, cfg.trainer, self.rng.spawn(1)[0],
+            cfg.reward_learner, self.ensemble, trainer_config(cfg.trainer, self.kind),
+            self.rng.spawn(1)[0],
             unlabeled=self.sample_unlabeled_steps, torch_threads=cfg.torch_threads,
         )  # fmt: skip
         share = {"synthetic": 1.0, "human": 0.0, "mixed": cfg.synthetic_share}[cfg.teacher]
