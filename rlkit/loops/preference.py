@@ -331,7 +331,8 @@ class PreferenceLoop:
 
     def start_reward_training(self, epochs: float | None = None) -> None:
         """Train the learner ensemble in the background (see the module docstring)."""
-        self._unlabeled = [self.pool[int(i)] for i in self.pool.ids()]
+        if self.cfg.trainer.mean_teacher_weight > 0:  # the only reader of the snapshot
+            self._unlabeled = [self.pool[int(i)] for i in self.pool.ids()]
         self.learner.start(epochs)
 
     def finish_reward_training(self) -> dict[str, float]:

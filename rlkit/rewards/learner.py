@@ -244,16 +244,18 @@ class ProcessLearner:
             raise LearnerProcessError(f"the reward learner failed: {reply}")
         return reply
 
-    def _ask(self, *message: Any) -> Any:
+    def _request(self, *message: Any) -> None:
+        """Send ``message`` after the pending labels; the child must be idle."""
         assert not self._training, "finish() the training in flight first"
         self._flush()
         self._send(*message)
+
+    def _ask(self, *message: Any) -> Any:
+        self._request(*message)
         return self._reply()
 
     def start(self, epochs: float | None = None) -> None:
-        assert not self._training, "finish() the training in flight first"
-        self._flush()
-        self._send("train", epochs)
+        self._request("train", epochs)
         self._training = True
 
     def finish(self) -> dict[str, float]:
