@@ -72,3 +72,56 @@ def test_segment_returns_sum_over_steps():
     ret = ens.segment_returns(obs, acts)
     flat = ens.member_rewards(obs.reshape(35, 11), acts.reshape(35, 3)).reshape(2, 5, 7).sum(-1)
     torch.testing.assert_close(ret, flat)
+
+
+# Train/eval behaviour: dropout and batch statistics. The vmap path (batchnorm, CNN) used to
+# evaluate every call in train mode whatever ``eval()`` said.
+MODE_CASES = [
+    pytest.param(VEC_OBS, VEC_ACT, "mlp", {}, id="mlp-fast"),
+    pytest.param(VEC_OBS, VEC_ACT, "mlp", {"norm": "batchnorm"}, id="mlp-batchnorm-vmap"),
+    pytest.param(
+        PIX_OBS, gym.spaces.Discrete(4), "nature_cnn",
+        {"channels": (4, 4, 4), "features_dim": 8}, id="cnn-vmap",
+    ),
+]  # fmt: skip
+
+
+def _inputs(obs_space, act_space, n):
+    gen = torch.Generator().manual_seed(1)
+    if obs_space.dtype == np.uint8:
+        obs = torch.randint(0, 256, (n, *obs_space.shape), dtype=torch.uint8, generator=gen)
+    else:
+        obs = torch.randn(n, *obs_space.shape, generator=gen)
+    if isinstance(act_space, gym.spaces.Discrete):
+        return obs, torch.randint(0, act_space.n, (n,), generator=gen)
+    return obs, torch.randn(n, *act_space.shape, generator=gen)
+
+
+@pytest.mark.parametrize(("obs_space", "act_space", "backbone", "kwargs"), MODE_CASES)
+def test_eval_mode_and_policy_reward_use_no_dropout_or_batch_statistics(
+    obs_space, act_space, backbone, kwargs
+):
+    torch.manual_seed(0)
+    ens = RewardEnsemble(obs_space, act_space, 2, backbone, kwargs, dropout=0.5, seed=0)
+    obs, acts = _inputs(obs_space, act_space, 6)
+    with torch.no_grad():
+        ens.train()
+        noisy = [ens.member_rewards(obs, acts) for _ in range(2)]
+        assert not torch.allclose(noisy[0], noisy[1])  # train mode: dropout is on
+        expected = torch.stack([ens.member(k).eval()(obs, acts) for k in range(2)])
+        # Explicit eval, whatever the flag says; the flag itself is left alone.
+        assert torch.allclose(ens.member_rewards(obs, acts, train=False), expected, atol=1e-5)
+        assert ens.training
+        ens.eval()
+        assert torch.allclose(ens.member_rewards(obs, acts), expected, atol=1e-5)
+        # Each input's eval-mode reward does not depend on what else is in the batch (no batch
+        # statistics), and a single observation works.
+        one = ens.member_rewards(obs[:1], acts[:1])
+        assert torch.allclose(one, expected[:, :1], atol=1e-5)
+        # The policy's reward is eval-mode even while the ensemble is in train mode.
+        ens.train()
+        raw = (expected - ens.out_mean[:, None]) / ens.out_std[:, None]
+        assert torch.allclose(ens.reward(obs, acts), raw.mean(0), atol=1e-5)
+        assert ens.training
+        seg = ens.segment_returns(obs[None], acts[None], train=False)
+        assert torch.allclose(seg[:, 0], expected.sum(1), atol=1e-4)

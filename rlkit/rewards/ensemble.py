@@ -5,6 +5,11 @@ structure; their parameters are stacked along a leading member dimension and eva
 with ``torch.func.vmap`` over ``functional_call``, so K members cost one pass of batched
 kernels rather than a Python loop over modules.
 
+Train or eval behaviour (dropout, batch statistics) follows the ensemble's ``training`` flag,
+or the ``train`` argument where given: the policy's reward, output normalization and query
+selection always evaluate in eval mode without touching the flag, so they can run while a
+background thread trains the same ensemble.
+
 The reward handed to the policy is each member's output normalized on its own (zero mean,
 unit std over recent data, Christiano et al. 2017, sec. 2.2.1), then averaged.
 """
@@ -124,14 +129,18 @@ class RewardEnsemble(nn.Module):
         ]
         torch.random.set_rng_state(gen_state)
         params, buffers = stack_module_state(members)
-        # The template holds the structure only; its own tensors are never used.
-        self._template = [copy.deepcopy(members[0]).to("meta")]
+        # Templates hold the structure only (their own tensors are never used), one in each
+        # mode; in a dict, so they are not submodules and ``train()`` leaves them alone.
+        template = copy.deepcopy(members[0]).to("meta")
+        self._templates: dict[bool, RewardNet] = {
+            True: template.train(),
+            False: copy.deepcopy(template).eval(),
+        }
         self._names = list(params)
         self.params = nn.ParameterList([nn.Parameter(params[n]) for n in self._names])
         self._buffer_names = list(buffers)
         for i, n in enumerate(self._buffer_names):
             self.register_buffer(f"member_buffer_{i}", buffers[n])
-        template = self._template[0]
         self._fast = isinstance(template.backbone, MLP) and all(
             isinstance(m, (nn.Linear, nn.Flatten, *_ELEMENTWISE))
             for seq in (template.backbone.net, template.head)
@@ -146,11 +155,24 @@ class RewardEnsemble(nn.Module):
         buffers = {n: getattr(self, f"member_buffer_{i}") for i, n in enumerate(self._buffer_names)}
         return params, buffers
 
-    def _call_one(self, params, buffers, obs, acts):  # one member, for vmap
-        return functional_call(self._template[0], (params, buffers), (obs, acts))
+    def _mode(self, train: bool | None) -> bool:
+        return self.training if train is None else bool(train)
+
+    def _vmapped(self, train: bool | None, in_dims: tuple) -> callable:
+        """One member's forward in the given mode, vmapped over the stacked parameters."""
+        template = self._templates[self._mode(train)]
+
+        def call_one(params, buffers, obs, acts):
+            return functional_call(template, (params, buffers), (obs, acts))
+
+        return vmap(call_one, in_dims=in_dims, randomness="different")
 
     def _stacked_mlp(
-        self, obs: torch.Tensor, acts: torch.Tensor, length: int | None = None
+        self,
+        obs: torch.Tensor,
+        acts: torch.Tensor,
+        length: int | None = None,
+        train: bool | None = None,
     ) -> torch.Tensor:
         """Fast path for MLP members: every Linear is one ``baddbmm`` over the member dim.
 
@@ -159,11 +181,12 @@ class RewardEnsemble(nn.Module):
         ``length`` rows (segment returns). Equal to the vmap path (tested), several times
         cheaper for small batches.
         """
-        template = self._template[0]
+        template = self._templates[True]
+        train = self._mode(train)
         params = dict(zip(self._names, self.params, strict=True))
         k, b = obs.shape[:2]
         x = obs.reshape(k, b, -1).float()
-        feats = self._stacked_layers(template.backbone.net, "backbone.net", x, params)
+        feats = self._stacked_layers(template.backbone.net, "backbone.net", x, params, train)
         enc = template.encode_actions(acts.reshape(k * b, *acts.shape[2:]).to("cpu"))
         enc = enc.reshape(k, b, -1).to(feats.device)
         # head.0 sees concat(feats, enc): its weight is applied in two parts instead, which
@@ -174,7 +197,9 @@ class RewardEnsemble(nn.Module):
         x = _affine(enc, w[:, :, width:], bias)
         x = x.baddbmm_(feats, w[:, :, :width].transpose(1, 2))  # nothing else reads x
         last = len(template.head) - 1  # the output Linear (width -> 1)
-        x = self._stacked_layers(template.head, "head", x, params, start=1, stop=last, fresh=True)
+        x = self._stacked_layers(
+            template.head, "head", x, params, train, start=1, stop=last, fresh=True
+        )
         w, bias = params[f"head.{last}.weight"], params[f"head.{last}.bias"]
         if length is not None:
             # A segment's return sum_t (h_t w + b) is (sum_t h_t) w + L b: the output layer
@@ -186,10 +211,10 @@ class RewardEnsemble(nn.Module):
 
     def _stacked_layers(
         self, seq: nn.Sequential, prefix: str, x: torch.Tensor, params: dict[str, torch.Tensor],
-        start: int = 0, stop: int | None = None, fresh: bool = False,
+        train: bool, start: int = 0, stop: int | None = None, fresh: bool = False,
     ) -> torch.Tensor:  # fmt: skip
         """``seq[start:stop]`` on ``(K, B, in)`` with each member's parameters: ``(K, B, out)``.
-        ``fresh``: ``x`` is a Linear's output that nothing else reads."""
+        ``train``: dropout on; ``fresh``: ``x`` is a Linear's output that nothing else reads."""
         for i in range(start, len(seq) if stop is None else stop):
             layer = seq[i]
             if isinstance(layer, nn.Linear):
@@ -200,33 +225,38 @@ class RewardEnsemble(nn.Module):
                 # and at these sizes its page faults cost more than the op itself.
                 x = nn.functional.leaky_relu_(x, layer.negative_slope)
             elif isinstance(layer, nn.Dropout):
-                x = nn.functional.dropout(x, layer.p, self.training)
+                x = nn.functional.dropout(x, layer.p, train)
             elif not isinstance(layer, nn.Flatten):
                 x = layer(x)
             fresh = isinstance(layer, nn.Linear) or (fresh and isinstance(layer, nn.Identity))
         return x
 
-    def member_rewards(self, obs: torch.Tensor, acts: torch.Tensor) -> torch.Tensor:
-        """Raw rewards of every member on the same inputs: ``(B, ...) -> (K, B)``."""
+    def member_rewards(
+        self, obs: torch.Tensor, acts: torch.Tensor, train: bool | None = None
+    ) -> torch.Tensor:
+        """Raw rewards of every member on the same inputs: ``(B, ...) -> (K, B)``.
+
+        ``train``: train-mode behaviour (dropout, batch statistics); default ``self.training``.
+        """
         if self._fast:
             k = self.n_members
-            return self._stacked_mlp(obs.expand(k, *obs.shape), acts.expand(k, *acts.shape))
-        params, buffers = self._stacked()
-        fn = vmap(self._call_one, in_dims=(0, 0, None, None), randomness="different")
-        return fn(params, buffers, obs, acts)
+            return self._stacked_mlp(
+                obs.expand(k, *obs.shape), acts.expand(k, *acts.shape), train=train
+            )
+        return self._vmapped(train, (0, 0, None, None))(*self._stacked(), obs, acts)
 
-    def member_rewards_per_member(self, obs: torch.Tensor, acts: torch.Tensor) -> torch.Tensor:
+    def member_rewards_per_member(
+        self, obs: torch.Tensor, acts: torch.Tensor, train: bool | None = None
+    ) -> torch.Tensor:
         """Raw rewards where member k sees its own inputs: ``(K, B, ...) -> (K, B)``."""
         if self._fast:
-            return self._stacked_mlp(obs, acts)
-        params, buffers = self._stacked()
-        fn = vmap(self._call_one, in_dims=(0, 0, 0, 0), randomness="different")
-        return fn(params, buffers, obs, acts)
+            return self._stacked_mlp(obs, acts, train=train)
+        return self._vmapped(train, (0, 0, 0, 0))(*self._stacked(), obs, acts)
 
     def member(self, k: int) -> RewardNet:
         """Member ``k`` as an ordinary module (a copy; for tests and inspection)."""
         params, buffers = self._stacked()
-        net = copy.deepcopy(self._template[0]).to_empty(device="cpu")
+        net = copy.deepcopy(self._templates[True]).to_empty(device="cpu")
         state = {n: p[k].detach().clone() for n, p in params.items()}
         state.update({n: b[k].clone() for n, b in buffers.items()})
         net.load_state_dict(state)
@@ -234,13 +264,19 @@ class RewardEnsemble(nn.Module):
 
     # -- segment returns and normalized reward ----------------------------------------------
     def segment_returns(
-        self, obs: torch.Tensor, acts: torch.Tensor, per_member: bool = False
+        self,
+        obs: torch.Tensor,
+        acts: torch.Tensor,
+        per_member: bool = False,
+        train: bool | None = None,
     ) -> torch.Tensor:
         """Undiscounted predicted returns of segments.
 
         Args:
             obs: ``(N, L, *obs_shape)``, or ``(K, N, L, *obs_shape)`` when ``per_member``.
             acts: ``(N, L, *act_shape)``, or ``(K, N, L, *act_shape)`` when ``per_member``.
+            per_member: each member sees its own segments.
+            train: train-mode behaviour (dropout, batch statistics); default ``self.training``.
 
         Returns:
             ``(K, N)`` raw (unnormalized) returns.
@@ -250,32 +286,37 @@ class RewardEnsemble(nn.Module):
             flat_obs = obs.reshape(k, n * length, *obs.shape[3:])
             flat_acts = acts.reshape(k, n * length, *acts.shape[3:])
             if self._fast:
-                return self._stacked_mlp(flat_obs, flat_acts, length)
-            return self.member_rewards_per_member(flat_obs, flat_acts).reshape(k, n, length).sum(-1)
+                return self._stacked_mlp(flat_obs, flat_acts, length, train)
+            raw = self.member_rewards_per_member(flat_obs, flat_acts, train)
+            return raw.reshape(k, n, length).sum(-1)
         n, length = obs.shape[:2]
         flat_obs = obs.reshape(n * length, *obs.shape[2:])
         flat_acts = acts.reshape(n * length, *acts.shape[2:])
         if self._fast:
             k = self.n_members
             return self._stacked_mlp(
-                flat_obs.expand(k, *flat_obs.shape), flat_acts.expand(k, *flat_acts.shape), length
+                flat_obs.expand(k, *flat_obs.shape),
+                flat_acts.expand(k, *flat_acts.shape),
+                length,
+                train,
             )
-        return self.member_rewards(flat_obs, flat_acts).reshape(self.n_members, n, length).sum(-1)
+        raw = self.member_rewards(flat_obs, flat_acts, train)
+        return raw.reshape(self.n_members, n, length).sum(-1)
 
     @torch.no_grad()
     def update_normalization(self, obs: torch.Tensor, acts: torch.Tensor) -> None:
-        """Set each member's output mean/std from a sample of recent ``(B, ...)`` inputs."""
-        was_training = self.training
-        self.eval()
-        raw = self.member_rewards(obs, acts)
-        self.train(was_training)
+        """Set each member's output mean/std from a sample of recent ``(B, ...)`` inputs (eval mode)."""
+        raw = self.member_rewards(obs, acts, train=False)
         self.out_mean.copy_(raw.mean(dim=1))
         self.out_std.copy_(raw.std(dim=1).clamp_min(1e-6))
 
     @torch.no_grad()
     def reward(self, obs: torch.Tensor, acts: torch.Tensor) -> torch.Tensor:
-        """The policy's reward: mean over members of normalized outputs, ``(B, ...) -> (B,)``."""
-        raw = self.member_rewards(obs, acts)
+        """The policy's reward: mean over members of normalized outputs, ``(B, ...) -> (B,)``.
+
+        Always in eval mode (no dropout, running statistics), whatever ``self.training`` is.
+        """
+        raw = self.member_rewards(obs, acts, train=False)
         return ((raw - self.out_mean[:, None]) / self.out_std[:, None]).mean(dim=0)
 
     def parameter_l2(self) -> torch.Tensor:

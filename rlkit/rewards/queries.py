@@ -27,16 +27,14 @@ STRATEGIES: tuple[str, ...] = ("disagreement", "uniform", "entropy")
 def member_segment_returns(
     ensemble: RewardEnsemble, segments: Mapping[int, Segment], ids: np.ndarray, chunk: int = 64
 ) -> np.ndarray:
-    """Predicted returns ``(K, len(ids))`` of the given segments, in chunks to bound memory."""
-    was_training = ensemble.training
-    ensemble.eval()
+    """Predicted returns ``(K, len(ids))`` of the given segments (eval mode), in chunks to bound
+    memory. The ensemble's mode flag is left alone: a background thread may be training it."""
     out = []
     for start in range(0, len(ids), chunk):
         segs = [segments[int(i)] for i in ids[start : start + chunk]]
         obs = torch.as_tensor(np.stack([s.obs for s in segs]))
         acts = torch.as_tensor(np.stack([s.acts for s in segs]))
-        out.append(ensemble.segment_returns(obs, acts).numpy())
-    ensemble.train(was_training)
+        out.append(ensemble.segment_returns(obs, acts, train=False).numpy())
     return np.concatenate(out, axis=1)
 
 

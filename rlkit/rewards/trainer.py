@@ -273,21 +273,19 @@ class RewardTrainer:
         """Mean member loss and ensemble accuracy (on non-"equal" labels) over labels ``idx``."""
         if len(idx) == 0:
             return math.nan, math.nan
-        was_training = self.ensemble.training
-        self.ensemble.eval()
         losses, correct, decided = [], 0, 0
         for chunk in np.array_split(idx, max(1, math.ceil(len(idx) / EVAL_CHUNK))):
             i = torch.as_tensor(chunk)
             a, b = torch.as_tensor(self.seg_a)[i], torch.as_tensor(self.seg_b)[i]
             mu = torch.as_tensor(self.mu_a, dtype=torch.float32)[i]
-            ret_a = self.ensemble.segment_returns(self.cache.obs[a], self.cache.acts[a])
-            ret_b = self.ensemble.segment_returns(self.cache.obs[b], self.cache.acts[b])
+            returns = self.ensemble.segment_returns  # in eval mode; ``training`` left alone
+            ret_a = returns(self.cache.obs[a], self.cache.acts[a], train=False)
+            ret_b = returns(self.cache.obs[b], self.cache.acts[b], train=False)
             losses.append(preference_loss(ret_a, ret_b, mu, self.config.random_response).mean(0))
             p = preference_probs(ret_a, ret_b, self.config.random_response).mean(0)
             mask = mu != 0.5
             correct += int(((p > 0.5) == (mu > 0.5))[mask].sum())
             decided += int(mask.sum())
-        self.ensemble.train(was_training)
         loss = float(torch.cat(losses).mean())
         return loss, (correct / decided if decided else math.nan)
 
