@@ -10,8 +10,10 @@ import time
 
 import pytest
 
+import rlkit.loops.preference as loop
 from rlkit.cli import main
 from rlkit.core.checkpoint import CheckpointManager
+from rlkit.rewards.learner import make_learner
 from rlkit.store import Store
 
 TINY_MUJOCO = [
@@ -30,9 +32,18 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
-def test_mujoco_run_labels_trains_checkpoints_and_resumes(tmp_path):
+def test_mujoco_run_labels_trains_checkpoints_and_resumes(tmp_path, monkeypatch):
+    learners = []  # the kind of reward learner each run built
+
+    def spy(kind, *args, **kwargs):
+        learner = make_learner(kind, *args, **kwargs)
+        learners.append(type(learner).__name__)
+        return learner
+
+    monkeypatch.setattr(loop, "make_learner", spy)
     run = tmp_path / "hopper"
     assert main(["prefs", "train", *TINY_MUJOCO, "--seed", "0", "--run-dir", str(run)]) == 0
+    assert learners == ["ProcessLearner"]  # the default
     store = Store(run)
     assert store.count_labels() == 24  # the whole budget was asked for and answered
     assert {r.source for r in store.labels_after(0)} == {"synthetic"}
@@ -50,6 +61,7 @@ def test_mujoco_run_labels_trains_checkpoints_and_resumes(tmp_path):
     # ... in the other reward learner (how the run executes may change on resume)
     resume = ["--run-dir", str(run), "--resume", "--steps", "2560", "--reward-learner", "thread"]
     assert main(["prefs", "train", *resume]) == 0
+    assert learners == ["ProcessLearner", "ThreadLearner"]
     _, state2 = CheckpointManager(run).load_latest()
     assert state2["step"] == 2560  # half a round: the last round stops at --steps
     assert Store(run).count_labels() == 24
