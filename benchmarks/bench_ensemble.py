@@ -2,7 +2,8 @@
 
 Both do the same work: K members, each on its own minibatch of segment pairs, the
 preference loss, backward and one Adam step. Timed side by side, interleaved, median of
-repeats. Prints one JSON line per setting.
+repeats, with the same ensemble through ``torch.func.vmap`` as a third path where the
+backbone has a stacked one (MLP, Nature CNN). Prints one JSON line per setting.
 
     .venv/bin/python benchmarks/bench_ensemble.py [--members 5] [--repeats 30]
 """
@@ -13,6 +14,9 @@ import argparse
 import json
 import statistics
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import partial
 
 import gymnasium as gym
 import numpy as np
@@ -65,6 +69,38 @@ def step_batched(ens: RewardEnsemble, opt, data) -> None:
     opt.step()
 
 
+@contextmanager
+def through_vmap(ens: RewardEnsemble, vmapped: bool = True) -> Iterator[None]:
+    """The ensemble evaluated through ``torch.func.vmap`` instead of its stacked path."""
+    fast, ens._fast = ens._fast, ens._fast and not vmapped
+    try:
+        yield
+    finally:
+        ens._fast = fast
+
+
+def step_vmap(ens: RewardEnsemble, opt, data) -> None:
+    with through_vmap(ens):
+        step_batched(ens, opt, data)
+
+
+@torch.no_grad()
+def score_batched(ens: RewardEnsemble, data, vmapped: bool = False) -> None:
+    """Query scoring: every member's return of the same segments (eval mode)."""
+    with through_vmap(ens, vmapped):
+        ens.segment_returns(data[0][0], data[1][0], train=False)
+
+
+@torch.no_grad()
+def score_loop(members: list[RewardNet], data) -> None:
+    obs, acts = data[0][0], data[1][0]
+    n, length = obs.shape[:2]
+    for m in members:
+        m.eval()
+        m(obs.reshape(n * length, *obs.shape[2:]), acts.reshape(n * length, *acts.shape[2:]))
+        m.train()
+
+
 def step_loop(members: list[RewardNet], opt, data) -> None:
     oa, aa, ob, ab, mu = data
     loss = 0.0
@@ -94,6 +130,7 @@ def main() -> None:
         default="tuned",
         help="tuned: as the rlkit command runs (rlkit.core.allocator); glibc: its defaults",
     )
+    p.add_argument("--no-vmap", action="store_true", help="skip timing the vmap path")
     args = p.parse_args()
     if args.malloc == "tuned":
         keep_freed_memory()
@@ -108,25 +145,42 @@ def main() -> None:
         gen = torch.Generator().manual_seed(0)
         data = batch(s, k, gen)
         repeats = args.repeats if name.startswith("mujoco") else max(5, args.repeats // 3)
-        tb, tl = [], []
-        for _ in range(2):  # warm-up
-            step_batched(ens, opt_b, data)
-            step_loop(members, opt_l, data)
-        for _ in range(repeats):  # interleaved, so load changes hit both alike
+        fast = ens._fast
+        paths = {"batched": partial(step_batched, ens, opt_b, data),
+                 "loop": partial(step_loop, members, opt_l, data)}  # fmt: skip
+        if fast and not args.no_vmap:
+            paths["vmap"] = partial(step_vmap, ens, opt_b, data)
+        report(name, "ensemble_train_step", paths, repeats, k, fast, args)
+        scoring = {"batched": partial(score_batched, ens, data),
+                   "loop": partial(score_loop, members, data)}  # fmt: skip
+        if fast and not args.no_vmap:
+            scoring["vmap"] = partial(score_batched, ens, data, vmapped=True)
+        report(name, "ensemble_query_scoring", scoring, repeats, k, fast, args)
+
+
+def report(name: str, bench: str, paths: dict, repeats: int, k: int, fast: bool, args) -> None:
+    """Time each path interleaved (so load changes hit them alike); print one JSON line."""
+    times: dict[str, list[float]] = {p: [] for p in paths}
+    for step in paths.values():  # warm-up
+        step()
+        step()
+    for _ in range(repeats):
+        for path, step in paths.items():
             t0 = time.perf_counter()
-            step_batched(ens, opt_b, data)
-            tb.append(time.perf_counter() - t0)
-            t0 = time.perf_counter()
-            step_loop(members, opt_l, data)
-            tl.append(time.perf_counter() - t0)
-        mb, ml = statistics.median(tb), statistics.median(tl)
-        print(json.dumps({
-            "bench": "ensemble_train_step", "setting": name, "members": k,
-            "path": "stacked-matmul" if ens._fast else "vmap",
-            "batched_ms": round(mb * 1e3, 2), "loop_ms": round(ml * 1e3, 2),
-            "speedup": round(ml / mb, 2), "repeats": repeats, "threads": torch.get_num_threads(),
-            "malloc": args.malloc,
-        }))  # fmt: skip
+            step()
+            times[path].append(time.perf_counter() - t0)
+    ms = {p: statistics.median(t) * 1e3 for p, t in times.items()}
+    print(json.dumps({
+        "bench": bench, "setting": name, "members": k,
+        "path": ("grouped-conv" if SETTINGS[name]["backbone"] == "nature_cnn" else "stacked-matmul")
+        if fast else "vmap",
+        "batched_ms": round(ms["batched"], 2), "loop_ms": round(ms["loop"], 2),
+        "speedup": round(ms["loop"] / ms["batched"], 2),
+        **({"vmap_ms": round(ms["vmap"], 2), "speedup_vs_vmap": round(ms["vmap"] / ms["batched"], 2)}
+           if "vmap" in ms else {}),
+        "repeats": repeats, "threads": torch.get_num_threads(), "malloc": args.malloc,
+        "date": time.strftime("%Y-%m-%d"),
+    }), flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -42,17 +42,51 @@ def test_fast_path_and_vmap_agree_including_gradients():
         torch.testing.assert_close(g_fast, g_vmap, atol=1e-5, rtol=1e-5)
 
 
-def test_members_differ_and_cnn_members_match():
-    ens = RewardEnsemble(
-        PIX_OBS, gym.spaces.Discrete(6), n_members=2, backbone="nature_cnn", seed=0
-    )
-    assert not ens._fast
-    obs = torch.randint(0, 256, (3, 84, 84, 4), dtype=torch.uint8)
-    acts = torch.tensor([0, 3, 5])
+CNN_KWARGS = {"channels": (4, 8, 8), "features_dim": 16}
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["grouped-conv", "vmap"])
+@pytest.mark.parametrize("shape", [(84, 84, 4), (4, 84, 84)], ids=["hwc", "chw"])
+def test_cnn_members_match_each_member_on_shared_and_own_inputs(fast, shape):
+    space = gym.spaces.Box(0, 255, shape, dtype=np.uint8)
+    ens = RewardEnsemble(space, gym.spaces.Discrete(6), 3, "nature_cnn", CNN_KWARGS, seed=0)
+    assert ens._fast  # the Nature CNN without norm layers has the stacked path
+    ens._fast = fast
+    gen = torch.Generator().manual_seed(0)
+    obs = torch.randint(0, 256, (5, *shape), dtype=torch.uint8, generator=gen)
+    acts = torch.tensor([0, 3, 5, 1, 2])
     out = ens.member_rewards(obs, acts)
-    for k in range(2):
-        torch.testing.assert_close(out[k], ens.member(k)(obs, acts), atol=1e-6, rtol=0)
+    for k in range(3):
+        torch.testing.assert_close(out[k], ens.member(k)(obs, acts), atol=1e-5, rtol=1e-5)
     assert not torch.allclose(out[0], out[1])
+    own = torch.randint(0, 256, (3, 5, *shape), dtype=torch.uint8, generator=gen)
+    per = ens.member_rewards_per_member(own, acts.expand(3, 5))
+    for k in range(3):
+        torch.testing.assert_close(per[k], ens.member(k)(own[k], acts), atol=1e-5, rtol=1e-5)
+
+
+def test_cnn_fast_path_and_vmap_agree_including_gradients():
+    ens = RewardEnsemble(PIX_OBS, gym.spaces.Discrete(4), 3, "nature_cnn", CNN_KWARGS, seed=2)
+    gen = torch.Generator().manual_seed(1)
+    obs = torch.randint(0, 256, (3, 2, 4, 84, 84, 4), dtype=torch.uint8, generator=gen)
+    acts = torch.randint(0, 4, (3, 2, 4), generator=gen)
+    results = []
+    for fast in (True, False):
+        ens._fast = fast
+        ens.zero_grad()
+        out = ens.segment_returns(obs, acts, per_member=True)
+        (out * torch.arange(1.0, 7.0).reshape(3, 2)).sum().backward()
+        results.append((out.detach(), [p.grad.clone() for p in ens.params]))
+    (out_fast, g_fast), (out_vmap, g_vmap) = results
+    torch.testing.assert_close(out_fast, out_vmap, atol=1e-5, rtol=1e-5)
+    for a, b in zip(g_fast, g_vmap, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_cnn_with_norm_layers_uses_vmap():
+    kwargs = {**CNN_KWARGS, "norm": "batchnorm"}
+    ens = RewardEnsemble(PIX_OBS, gym.spaces.Discrete(4), 2, "nature_cnn", kwargs, seed=0)
+    assert not ens._fast
 
 
 def test_normalized_reward_is_mean_of_standardized_members():
@@ -81,7 +115,7 @@ MODE_CASES = [
     pytest.param(VEC_OBS, VEC_ACT, "mlp", {"norm": "batchnorm"}, id="mlp-batchnorm-vmap"),
     pytest.param(
         PIX_OBS, gym.spaces.Discrete(4), "nature_cnn",
-        {"channels": (4, 4, 4), "features_dim": 8}, id="cnn-vmap",
+        {"channels": (4, 4, 4), "features_dim": 8}, id="cnn-grouped-conv",
     ),
 ]  # fmt: skip
 

@@ -1,9 +1,11 @@
 """An ensemble of reward predictors r(o, a), all members computed in one batched forward pass.
 
 Each member is ``head(concat(backbone(o), enc(a)))``. The K members share one module
-structure; their parameters are stacked along a leading member dimension and evaluated
-with ``torch.func.vmap`` over ``functional_call``, so K members cost one pass of batched
-kernels rather than a Python loop over modules.
+structure; their parameters are stacked along a leading member dimension, so K members
+cost one pass of batched kernels rather than a Python loop over modules: for MLP and Nature
+CNN members one ``bmm`` per Linear and one grouped convolution per conv layer
+(:mod:`rlkit.rewards.stacked`), for any other backbone ``torch.func.vmap`` over
+``functional_call``.
 
 Train or eval behaviour (dropout, batch statistics) follows the ensemble's ``training`` flag,
 or the ``train`` argument where given: the policy's reward, output normalization and query
@@ -26,12 +28,7 @@ from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from rlkit.nn import make_backbone
-from rlkit.nn.basic import MLP
-
-# Layers the stacked-matmul fast path knows how to evaluate for K members at once.
-_ELEMENTWISE = (nn.Identity, nn.LeakyReLU, nn.ReLU, nn.Tanh, nn.ELU, nn.Dropout)
-# Inputs at most this wide get their Linear's bias folded into the matmul (see _affine).
-_NARROW = 16
+from rlkit.rewards.stacked import affine, stackable, stacked_features, stacked_layers
 
 
 def action_dim(action_space: gym.spaces.Space) -> int:
@@ -41,19 +38,6 @@ def action_dim(action_space: gym.spaces.Space) -> int:
     if isinstance(action_space, gym.spaces.Box):
         return int(np.prod(action_space.shape))
     raise TypeError(f"unsupported action space {action_space}")
-
-
-def _affine(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """Each member's Linear: ``(K, B, in)`` with weights ``(K, out, in)``, ``(K, out)`` -> ``(K, B, out)``.
-
-    For a narrow input (observations, actions) the bias joins the matmul as a column of
-    ones: copying a few input columns is cheaper than ``baddbmm`` broadcasting the bias
-    into the whole ``(K, B, out)`` result first (one pass over it, memory-bound at 12k rows).
-    """
-    if x.shape[-1] <= _NARROW:
-        x = torch.cat([x, x.new_ones(*x.shape[:-1], 1)], dim=-1)
-        return torch.bmm(x, torch.cat([w, bias[:, :, None]], dim=-1).transpose(1, 2))
-    return torch.baddbmm(bias[:, None, :], x, w.transpose(1, 2))
 
 
 class RewardNet(nn.Module):
@@ -141,11 +125,7 @@ class RewardEnsemble(nn.Module):
         self._buffer_names = list(buffers)
         for i, n in enumerate(self._buffer_names):
             self.register_buffer(f"member_buffer_{i}", buffers[n])
-        self._fast = isinstance(template.backbone, MLP) and all(
-            isinstance(m, (nn.Linear, nn.Flatten, *_ELEMENTWISE))
-            for seq in (template.backbone.net, template.head)
-            for m in seq
-        )
+        self._fast = stackable(template.backbone, template.head)
         self.register_buffer("out_mean", torch.zeros(n_members))
         self.register_buffer("out_std", torch.ones(n_members))
 
@@ -167,26 +147,25 @@ class RewardEnsemble(nn.Module):
 
         return vmap(call_one, in_dims=in_dims, randomness="different")
 
-    def _stacked_mlp(
+    def _stacked_forward(
         self,
         obs: torch.Tensor,
         acts: torch.Tensor,
         length: int | None = None,
         train: bool | None = None,
     ) -> torch.Tensor:
-        """Fast path for MLP members: every Linear is one ``baddbmm`` over the member dim.
+        """Fast path (MLP and Nature CNN members, :mod:`rlkit.rewards.stacked`): every Linear
+        is one ``bmm`` over the member dim, every convolution one grouped convolution.
 
         ``obs`` is ``(K, B, *obs_shape)``, ``acts`` ``(K, B, *act_shape)``; returns ``(K, B)``
         rewards, or with ``length`` the ``(K, B // length)`` sums over consecutive runs of
-        ``length`` rows (segment returns). Equal to the vmap path (tested), several times
-        cheaper for small batches.
+        ``length`` rows (segment returns). Equal to the vmap path (tested), and cheaper.
         """
         template = self._templates[True]
         train = self._mode(train)
         params = dict(zip(self._names, self.params, strict=True))
         k, b = obs.shape[:2]
-        x = obs.reshape(k, b, -1).float()
-        feats = self._stacked_layers(template.backbone.net, "backbone.net", x, params, train)
+        feats = stacked_features(template.backbone, "backbone", obs, params, train, k)
         enc = template.encode_actions(acts.reshape(k * b, *acts.shape[2:]).to("cpu"))
         enc = enc.reshape(k, b, -1).to(feats.device)
         # head.0 sees concat(feats, enc): its weight is applied in two parts instead, which
@@ -194,12 +173,10 @@ class RewardEnsemble(nn.Module):
         # that odd width (~2x slower than the 64-wide one).
         w, bias = params["head.0.weight"], params["head.0.bias"]
         width = feats.shape[-1]
-        x = _affine(enc, w[:, :, width:], bias)
+        x = affine(enc, w[:, :, width:], bias)
         x = x.baddbmm_(feats, w[:, :, :width].transpose(1, 2))  # nothing else reads x
         last = len(template.head) - 1  # the output Linear (width -> 1)
-        x = self._stacked_layers(
-            template.head, "head", x, params, train, start=1, stop=last, fresh=True
-        )
+        x = stacked_layers(template.head, "head", x, params, train, start=1, stop=last, fresh=True)
         w, bias = params[f"head.{last}.weight"], params[f"head.{last}.bias"]
         if length is not None:
             # A segment's return sum_t (h_t w + b) is (sum_t h_t) w + L b: the output layer
@@ -208,28 +185,6 @@ class RewardEnsemble(nn.Module):
             x = x.reshape(k, b // length, length, x.shape[-1]).sum(2)
             bias = bias * length
         return torch.baddbmm(bias[:, None, :], x, w.transpose(1, 2)).squeeze(-1)
-
-    def _stacked_layers(
-        self, seq: nn.Sequential, prefix: str, x: torch.Tensor, params: dict[str, torch.Tensor],
-        train: bool, start: int = 0, stop: int | None = None, fresh: bool = False,
-    ) -> torch.Tensor:  # fmt: skip
-        """``seq[start:stop]`` on ``(K, B, in)`` with each member's parameters: ``(K, B, out)``.
-        ``train``: dropout on; ``fresh``: ``x`` is a Linear's output that nothing else reads."""
-        for i in range(start, len(seq) if stop is None else stop):
-            layer = seq[i]
-            if isinstance(layer, nn.Linear):
-                w, bias = params[f"{prefix}.{i}.weight"], params[f"{prefix}.{i}.bias"]
-                x = _affine(x, w, bias)
-            elif isinstance(layer, nn.LeakyReLU) and fresh:
-                # In place: an out-of-place leaky_relu allocates a fresh (K, B, width) tensor,
-                # and at these sizes its page faults cost more than the op itself.
-                x = nn.functional.leaky_relu_(x, layer.negative_slope)
-            elif isinstance(layer, nn.Dropout):
-                x = nn.functional.dropout(x, layer.p, train)
-            elif not isinstance(layer, nn.Flatten):
-                x = layer(x)
-            fresh = isinstance(layer, nn.Linear) or (fresh and isinstance(layer, nn.Identity))
-        return x
 
     def member_rewards(
         self, obs: torch.Tensor, acts: torch.Tensor, train: bool | None = None
@@ -240,7 +195,7 @@ class RewardEnsemble(nn.Module):
         """
         if self._fast:
             k = self.n_members
-            return self._stacked_mlp(
+            return self._stacked_forward(
                 obs.expand(k, *obs.shape), acts.expand(k, *acts.shape), train=train
             )
         return self._vmapped(train, (0, 0, None, None))(*self._stacked(), obs, acts)
@@ -250,7 +205,7 @@ class RewardEnsemble(nn.Module):
     ) -> torch.Tensor:
         """Raw rewards where member k sees its own inputs: ``(K, B, ...) -> (K, B)``."""
         if self._fast:
-            return self._stacked_mlp(obs, acts, train=train)
+            return self._stacked_forward(obs, acts, train=train)
         return self._vmapped(train, (0, 0, 0, 0))(*self._stacked(), obs, acts)
 
     def member(self, k: int) -> RewardNet:
@@ -286,7 +241,7 @@ class RewardEnsemble(nn.Module):
             flat_obs = obs.reshape(k, n * length, *obs.shape[3:])
             flat_acts = acts.reshape(k, n * length, *acts.shape[3:])
             if self._fast:
-                return self._stacked_mlp(flat_obs, flat_acts, length, train)
+                return self._stacked_forward(flat_obs, flat_acts, length, train)
             raw = self.member_rewards_per_member(flat_obs, flat_acts, train)
             return raw.reshape(k, n, length).sum(-1)
         n, length = obs.shape[:2]
@@ -294,7 +249,7 @@ class RewardEnsemble(nn.Module):
         flat_acts = acts.reshape(n * length, *acts.shape[2:])
         if self._fast:
             k = self.n_members
-            return self._stacked_mlp(
+            return self._stacked_forward(
                 flat_obs.expand(k, *flat_obs.shape),
                 flat_acts.expand(k, *flat_acts.shape),
                 length,
