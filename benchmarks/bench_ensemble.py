@@ -86,7 +86,7 @@ def step_vmap(ens: RewardEnsemble, opt, data) -> None:
 
 @torch.no_grad()
 def score_batched(ens: RewardEnsemble, data, vmapped: bool = False) -> None:
-    """Query scoring: every member's return of the same segments (eval mode)."""
+    """Query scoring: every member's return of the same 64 segments (eval mode)."""
     with through_vmap(ens, vmapped):
         ens.segment_returns(data[0][0], data[1][0], train=False)
 
@@ -151,10 +151,12 @@ def main() -> None:
         if fast and not args.no_vmap:
             paths["vmap"] = partial(step_vmap, ens, opt_b, data)
         report(name, "ensemble_train_step", paths, repeats, k, fast, args)
-        scoring = {"batched": partial(score_batched, ens, data),
-                   "loop": partial(score_loop, members, data)}  # fmt: skip
+        # Query scoring reads the pool in chunks of 64 segments (rlkit.rewards.queries).
+        pool = batch({**s, "pairs": 64}, 1, gen)
+        scoring = {"batched": partial(score_batched, ens, pool),
+                   "loop": partial(score_loop, members, pool)}  # fmt: skip
         if fast and not args.no_vmap:
-            scoring["vmap"] = partial(score_batched, ens, data, vmapped=True)
+            scoring["vmap"] = partial(score_batched, ens, pool, vmapped=True)
         report(name, "ensemble_query_scoring", scoring, repeats, k, fast, args)
 
 
