@@ -19,7 +19,7 @@ unit std over recent data, Christiano et al. 2017, sec. 2.2.1), then averaged.
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import gymnasium as gym
 import numpy as np
@@ -138,7 +138,7 @@ class RewardEnsemble(nn.Module):
     def _mode(self, train: bool | None) -> bool:
         return self.training if train is None else bool(train)
 
-    def _vmapped(self, train: bool | None, in_dims: tuple) -> callable:
+    def _vmapped(self, train: bool | None, in_dims: tuple) -> Callable[..., torch.Tensor]:
         """One member's forward in the given mode, vmapped over the stacked parameters."""
         template = self._templates[self._mode(train)]
 

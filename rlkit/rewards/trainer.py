@@ -274,11 +274,11 @@ class RewardTrainer:
         if len(idx) == 0:
             return math.nan, math.nan
         losses, correct, decided = [], 0, 0
+        returns = self.ensemble.segment_returns  # in eval mode; ``training`` left alone
         for chunk in np.array_split(idx, max(1, math.ceil(len(idx) / EVAL_CHUNK))):
             i = torch.as_tensor(chunk)
             a, b = torch.as_tensor(self.seg_a)[i], torch.as_tensor(self.seg_b)[i]
             mu = torch.as_tensor(self.mu_a, dtype=torch.float32)[i]
-            returns = self.ensemble.segment_returns  # in eval mode; ``training`` left alone
             ret_a = returns(self.cache.obs[a], self.cache.acts[a], train=False)
             ret_b = returns(self.cache.obs[b], self.cache.acts[b], train=False)
             losses.append(preference_loss(ret_a, ret_b, mu, self.config.random_response).mean(0))
