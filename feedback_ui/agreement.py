@@ -89,23 +89,18 @@ class ModelJudge:
         return True
 
     def _build(self):
+        """The run's ensemble, untrained, built as its trainer builds it (backbone settings too)."""
         from envs import EnvSpec, env_kind, make_vec_env
         from rlkit.core.rundir import dataclass_from_dict, load_config
+        from rlkit.loops.preference import reward_ensemble
         from rlkit.loops.preference_config import PrefsConfig
-        from rlkit.rewards.ensemble import build_ensemble
 
         cfg = dataclass_from_dict(PrefsConfig, load_config(self.run_dir))
         venv = make_vec_env(EnvSpec(cfg.env), 1, cfg.seed)
         try:
-            obs_space, act_space = venv.observation_space, venv.action_space
+            return reward_ensemble(cfg, env_kind(cfg.env), venv)
         finally:
             venv.close()
-        backbone = cfg.backbone
-        if backbone == "auto":  # as the preference loop resolves it
-            backbone = "nature_cnn" if env_kind(cfg.env) == "atari" else "mlp"
-        return build_ensemble(
-            obs_space, act_space, cfg.ensemble_size, backbone, dropout=cfg.dropout, seed=cfg.seed
-        )
 
     def predicted_return(self, store: Store, segment_id: int) -> float:
         """The ensemble's return for a stored segment: mean over members of normalized rewards."""
