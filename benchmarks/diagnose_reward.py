@@ -41,7 +41,7 @@ from agents.presets import load_agent, make_agent, resolve_algo
 from envs import EnvSpec, env_kind, make_vec_env
 from rlkit.core.checkpoint import CheckpointManager
 from rlkit.core.errors import UserError
-from rlkit.core.rundir import dataclass_from_dict, load_config
+from rlkit.core.rundir import load_config
 from rlkit.core.seeding import seed_everything
 from rlkit.loops.evaluation import eval_spec, evaluate_policy_true
 from rlkit.loops.preference import reward_ensemble, segment_length
@@ -177,7 +177,7 @@ def main() -> None:
     if args.other is not None and not args.other.is_file():
         raise UserError(f"--other {args.other}: no such policy file")
     torch.set_num_threads(1)
-    cfg = dataclass_from_dict(PrefsConfig, load_config(args.run_dir))
+    cfg = PrefsConfig.from_saved(load_config(args.run_dir))
     kind = env_kind(cfg.env)
     path, state = CheckpointManager(args.run_dir).load_latest()
     algo = resolve_algo(cfg.policy, kind)

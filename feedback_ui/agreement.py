@@ -91,11 +91,11 @@ class ModelJudge:
     def _build(self):
         """The run's ensemble, untrained, built as its trainer builds it (backbone settings too)."""
         from envs import EnvSpec, env_kind, make_vec_env
-        from rlkit.core.rundir import dataclass_from_dict, load_config
+        from rlkit.core.rundir import load_config
         from rlkit.loops.preference import reward_ensemble
         from rlkit.loops.preference_config import PrefsConfig
 
-        cfg = dataclass_from_dict(PrefsConfig, load_config(self.run_dir))
+        cfg = PrefsConfig.from_saved(load_config(self.run_dir))
         venv = make_vec_env(EnvSpec(cfg.env), 1, cfg.seed)
         try:
             return reward_ensemble(cfg, env_kind(cfg.env), venv)

@@ -16,7 +16,6 @@ from rlkit.core.checkpoint import CheckpointManager
 from rlkit.core.errors import UserError
 from rlkit.core.rundir import (
     RESUME_FLAGS,
-    dataclass_from_dict,
     default_run_name,
     load_config,
     prepare_run_dir,
@@ -63,7 +62,7 @@ def train(argv: list[str]) -> int:
         if cfg.run_dir is None:
             raise UserError("--resume needs --run-dir: the run to continue")
         run_dir = prepare_run_dir(cfg.run_dir, resume=True)
-        saved = dataclass_from_dict(PrefsConfig, load_config(run_dir))
+        saved = PrefsConfig.from_saved(load_config(run_dir))
         # The saved run's settings are kept; a longer --steps and how the run executes
         # (EXECUTION_SETTINGS) may change, for this invocation.
         given = _given(argv)
@@ -131,7 +130,7 @@ def evaluate(argv: list[str]) -> int:
     args = run_tyro(EvalConfig, argv, prog="rlkit prefs eval")
     if args.episodes < 1:
         raise UserError(f"--episodes must be >= 1, got {args.episodes}")
-    cfg = dataclass_from_dict(PrefsConfig, load_config(args.run_dir))
+    cfg = PrefsConfig.from_saved(load_config(args.run_dir))
     from agents.presets import load_agent, resolve_algo
     from envs import env_kind
     from rlkit.loops.evaluation import evaluate_policy_true

@@ -128,7 +128,8 @@ def reward_ensemble(cfg: PrefsConfig, kind: str, venv: VecEnv) -> RewardEnsemble
     try:
         return build_ensemble(
             venv.observation_space, venv.action_space, cfg.ensemble_size, backbone,
-            backbone_kwargs=cfg.backbone_settings(), dropout=cfg.dropout, seed=cfg.seed,
+            backbone_kwargs=cfg.backbone_settings(), hidden=cfg.reward_hidden,
+            dropout=cfg.dropout, seed=cfg.seed,
         )  # fmt: skip
     except TypeError as exc:  # a setting the backbone does not take
         raise UserError(

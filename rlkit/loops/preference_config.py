@@ -13,6 +13,9 @@ from rlkit.core.errors import ConfigError, check_settings
 from rlkit.rewards.teachers import TeacherConfig
 from rlkit.rewards.trainer import TrainerConfig
 
+SAVED_BEFORE: dict[str, object] = {"reward_hidden": (64, 64)}
+"""What runs saved before a setting existed used for it."""
+
 
 @dataclasses.dataclass(frozen=True)
 class PrefsConfig:
@@ -53,6 +56,10 @@ class PrefsConfig:
     backbone_kwargs: str = ""
     """Backbone settings as a JSON object, e.g. '{"channels": [16, 16, 16], "features_dim": 64}'
     for a nature_cnn small enough to train on a CPU, or '{"hidden": [256, 256]}' for the mlp."""
+    reward_hidden: tuple[int, ...] = (64,)
+    """Hidden layers of the mlp reward model on the observation, before the head's hidden layer
+    of 64 on those features and the action: two layers of 64 in all, the paper's network (runs
+    saved before 2026-12-01 had (64, 64)). A "hidden" in --backbone-kwargs takes precedence."""
     dropout: float = 0.0
     """Dropout in each reward predictor's head."""
     query_strategy: Literal["disagreement", "uniform", "entropy"] = "disagreement"
@@ -114,6 +121,14 @@ class PrefsConfig:
         """``reward_scale``, or its default for ``kind`` (``"mujoco"`` or ``"atari"``)."""
         return self.reward_scale or (0.05 if kind == "atari" else 1.0)
 
+    @classmethod
+    def from_saved(cls, data: dict) -> PrefsConfig:
+        """A run's saved ``config.json``; settings added since it was written take the values
+        that run used (SAVED_BEFORE), so its checkpoints still fit."""
+        from rlkit.core.rundir import dataclass_from_dict
+
+        return dataclass_from_dict(cls, {**SAVED_BEFORE, **data})
+
     def backbone_settings(self) -> dict:
         """``backbone_kwargs`` parsed (``{}`` when empty)."""
         return json.loads(self.backbone_kwargs) if self.backbone_kwargs.strip() else {}
@@ -150,6 +165,7 @@ class PrefsConfig:
             "torch_threads": self.torch_threads >= 1,
             "synthetic_share": 0.0 <= self.synthetic_share <= 1.0,
             "dropout": 0.0 <= self.dropout < 1.0,
+            "reward_hidden": len(self.reward_hidden) > 0 and min(self.reward_hidden) >= 1,
             "policy_reset_at": 0.0 <= self.policy_reset_at < 1.0,
             "initial_labels": self.initial_labels is None
             or 0 <= self.initial_labels <= self.labels,

@@ -291,7 +291,13 @@ def build_ensemble(
     dropout: float = 0.0,
     seed: int = 0,
 ) -> RewardEnsemble:
-    """The paper's defaults: a 2x64 leaky-ReLU MLP for vectors, the Nature CNN for pixels."""
+    """An ensemble with the Nature CNN for pixels or a leaky-ReLU MLP for vectors.
+
+    ``hidden``: the mlp backbone's hidden layers (unless ``backbone_kwargs`` has them; default
+    the backbone's (64, 64)). The head adds one hidden layer of 64 on the features and the
+    action, so ``hidden=(64,)`` is the paper's network, two layers of 64 (the rlkit prefs
+    default).
+    """
     kwargs = dict(backbone_kwargs or {})
     if hidden is not None and backbone == "mlp":
         kwargs.setdefault("hidden", tuple(hidden))

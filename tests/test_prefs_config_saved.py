@@ -1,0 +1,45 @@
+"""Saved run configs: settings added later take the values the saved run used."""
+
+import dataclasses
+import json
+
+import gymnasium as gym
+import numpy as np
+
+from rlkit.core.rundir import load_config, save_config
+from rlkit.loops.preference import reward_ensemble
+from rlkit.loops.preference_config import PrefsConfig
+
+
+class _Spaces:  # what reward_ensemble reads from a VecEnv
+    observation_space = gym.spaces.Box(-1, 1, (11,), np.float32)
+    action_space = gym.spaces.Box(-1, 1, (3,), np.float32)
+
+
+def _linear_shapes(cfg: PrefsConfig) -> list[tuple[int, ...]]:
+    ens = reward_ensemble(cfg, "mujoco", _Spaces())
+    return [tuple(p.shape[1:]) for p in ens.params if p.dim() == 3]  # (K, out, in) weights
+
+
+def test_the_default_reward_model_is_two_hidden_layers_of_64():
+    # obs -> 64 (the mlp backbone), then [64 features + 3 action dims] -> 64 -> 1 (the head)
+    assert _linear_shapes(PrefsConfig()) == [(64, 11), (64, 67), (1, 64)]
+
+
+def test_a_config_saved_before_reward_hidden_existed_keeps_its_three_layers(tmp_path):
+    save_config(tmp_path, PrefsConfig(env="Hopper-v5", seed=3))
+    saved = load_config(tmp_path)
+    assert saved["reward_hidden"] == [64]
+    del saved["reward_hidden"]  # as config.json was written before 2026-12-01
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    saved = load_config(tmp_path)
+    old = PrefsConfig.from_saved(saved)
+    assert old.reward_hidden == (64, 64) and old.seed == 3
+    assert _linear_shapes(old) == [(64, 11), (64, 64), (64, 67), (1, 64)]
+    # A setting the run did save wins over the fallback.
+    assert PrefsConfig.from_saved({**saved, "reward_hidden": [32]}).reward_hidden == (32,)
+
+
+def test_backbone_kwargs_hidden_takes_precedence():
+    cfg = dataclasses.replace(PrefsConfig(), backbone_kwargs='{"hidden": [16, 8]}')
+    assert _linear_shapes(cfg) == [(16, 11), (8, 16), (64, 11), (1, 64)]
