@@ -83,6 +83,23 @@ def test_cnn_fast_path_and_vmap_agree_including_gradients():
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
 
 
+def test_cnn_shared_images_path_gradients_match_vmap():
+    """Shared images go through one plain first convolution (mean-teacher training needs its
+    gradients); they must equal vmap's."""
+    ens = RewardEnsemble(PIX_OBS, gym.spaces.Discrete(4), 3, "nature_cnn", CNN_KWARGS, seed=3)
+    gen = torch.Generator().manual_seed(2)
+    obs = torch.randint(0, 256, (6, 84, 84, 4), dtype=torch.uint8, generator=gen)
+    acts = torch.randint(0, 4, (6,), generator=gen)
+    grads = []
+    for fast in (True, False):
+        ens._fast = fast
+        ens.zero_grad()
+        (ens.member_rewards(obs, acts) * torch.arange(1.0, 19.0).reshape(3, 6)).sum().backward()
+        grads.append([p.grad.clone() for p in ens.params])
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
 def test_cnn_with_norm_layers_uses_vmap():
     kwargs = {**CNN_KWARGS, "norm": "batchnorm"}
     ens = RewardEnsemble(PIX_OBS, gym.spaces.Discrete(4), 2, "nature_cnn", kwargs, seed=0)

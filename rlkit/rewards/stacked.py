@@ -25,9 +25,10 @@ def stackable(backbone: nn.Module, head: nn.Sequential) -> bool:
     """Whether :func:`stacked_features` and :func:`stacked_layers` can evaluate a member."""
     if not all(isinstance(m, (nn.Linear, *ELEMENTWISE)) for m in head):
         return False
-    if isinstance(backbone, MLP):
+    # Exact types, not subclasses: a subclass's forward may differ from what is stacked here.
+    if type(backbone) is MLP:
         return all(isinstance(m, (nn.Linear, nn.Flatten, *ELEMENTWISE)) for m in backbone.net)
-    if type(backbone) is NatureCNN:  # not subclasses: their forward may differ
+    if type(backbone) is NatureCNN:
         return all(
             isinstance(m, (nn.Conv2d, nn.Flatten, *ELEMENTWISE)) for m in backbone.conv
         ) and all(isinstance(m, (nn.Linear, *ELEMENTWISE)) for m in backbone.head)
