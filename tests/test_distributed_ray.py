@@ -63,10 +63,12 @@ def _stop(proc: subprocess.Popen) -> None:
     proc.wait(timeout=10)
 
 
-def _ray_start(args: list[str], temp_dir: str) -> tuple[subprocess.Popen, Path]:
+def _ray_start(
+    args: list[str], temp_dir: str, extra_env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen, Path]:
     """``ray start ARGS --block`` in its own process group, with its own temp dir (so that it
     records its address there, not in /tmp/ray where ``auto`` would find it); the log goes
-    to TEMP_DIR/start.log."""
+    to TEMP_DIR/start.log. ``extra_env``: more environment variables for the node."""
     cmd = [str(RAY_BIN), "start", *args, "--disable-usage-stats", "--block",
            f"--temp-dir={temp_dir}"]  # fmt: skip
     # No token authentication for these throwaway localhost nodes: Ray turns it on when a
@@ -78,6 +80,7 @@ def _ray_start(args: list[str], temp_dir: str) -> tuple[subprocess.Popen, Path]:
         "RAY_USAGE_STATS_ENABLED": "0",
         "RAY_AUTH_MODE": "disabled",
         "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",
+        **(extra_env or {}),
     }
     env.pop("RAY_ADDRESS", None)
     log_path = Path(temp_dir) / "start.log"
@@ -406,10 +409,12 @@ def _alive_nodes() -> dict[str, dict]:
     return {n["NodeID"]: n for n in ray.nodes() if n["Alive"]}
 
 
-def test_workers_spread_over_a_two_node_cluster(ray_head):
-    """A second node joins the head as the README says (`ray start --address=HEAD:PORT`,
-    here with its own CPU and a `node2` resource); two workers run on the two nodes and
-    step exactly like make_vec_env. Runs last: the node is stopped at the end."""
+def test_workers_spread_over_a_two_node_cluster(ray_head, caplog):
+    """A second node joins the head as the README says (`RAY_worker_niceness=0 ray start
+    --address=HEAD:PORT`, here with its own CPU and a `node2` resource); two workers run on
+    the two nodes and step exactly like make_vec_env. The head was started without
+    RAY_worker_niceness, so its worker runs 15 steps nicer than this process and the pool
+    says so. Runs last: the node is stopped at the end."""
     temp_dir = tempfile.mkdtemp(prefix="rlray")
     args = [
         f"--address={ray_head}",
@@ -420,7 +425,7 @@ def test_workers_spread_over_a_two_node_cluster(ray_head):
         "--max-worker-port=0",
         f"--dashboard-agent-listen-port={_free_port()}",
     ]
-    proc, log = _ray_start(args, temp_dir)
+    proc, log = _ray_start(args, temp_dir, {"RAY_worker_niceness": "0"})
     node2 = None
     try:
         deadline = time.monotonic() + 60
@@ -435,9 +440,16 @@ def test_workers_spread_over_a_two_node_cluster(ray_head):
         assert len(nodes) == 2 and ray.cluster_resources()["CPU"] == 3
 
         spec = EnvSpec("Hopper-v5", render_state=True)
-        venv = make_ray_vec_env(spec, n_envs=2, n_workers=2, seed=4)
+        with caplog.at_level(logging.WARNING, logger="rlkit.distributed"):
+            venv = make_ray_vec_env(spec, n_envs=2, n_workers=2, seed=4)
         try:
             assert {venv.worker_node_id(i) for i in range(2)} == set(nodes)
+            mine = os.nice(0)
+            niceness = {venv.worker_node_id(i): venv.pool.call(i, "niceness") for i in range(2)}
+            assert niceness[node2] == mine
+            assert niceness[next(n for n in nodes if n != node2)] == min(mine + 15, 19)
+            assert f"1 of 2 rollout workers at niceness {min(mine + 15, 19)}" in caplog.text
+            assert "RAY_worker_niceness=0" in caplog.text
             actions = np.random.default_rng(3).uniform(-1, 1, size=(10, 2, 3)).astype(np.float32)
             _assert_same_steps(venv, make_vec_env(spec, 2, seed=4), actions)
         finally:

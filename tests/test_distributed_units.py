@@ -3,6 +3,7 @@ and the one-line error for an unreachable address."""
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 
@@ -15,7 +16,7 @@ from envs import EnvSpec, make_vec_env  # noqa: E402
 from rlkit import cli  # noqa: E402
 from rlkit.core.errors import UserError  # noqa: E402
 from rlkit.distributed import RandomPolicy, connect  # noqa: E402
-from rlkit.distributed.pool import split_envs  # noqa: E402
+from rlkit.distributed.pool import WorkerPool, split_envs  # noqa: E402
 from rlkit.distributed.worker import RolloutWorker  # noqa: E402
 
 
@@ -265,7 +266,7 @@ def test_prefs_train_with_a_non_ray_address_exits_2_with_one_error_line(non_ray_
     assert elapsed < 60, f"took {elapsed:.1f} s (mostly imports)"
 
 
-def test_local_instance_is_started_on_demand_with_a_small_footprint(monkeypatch):
+def test_local_instance_is_started_on_demand_with_a_small_footprint(monkeypatch, caplog):
     import os
 
     import ray
@@ -283,6 +284,14 @@ def test_local_instance_is_started_on_demand_with_a_small_footprint(monkeypatch)
         resources = ray.cluster_resources()
         assert resources["CPU"] == len(os.sched_getaffinity(0))
         assert resources["object_store_memory"] == pytest.approx(512 * 1024**2, rel=0.01)
+        # Rollout workers run as nice as this process, not Ray's default 15 steps nicer.
+        with caplog.at_level(logging.WARNING, logger="rlkit.distributed"):
+            pool = WorkerPool(EnvSpec("CartPole-v1"), n_envs=1, n_workers=1, seed=0)
+        try:
+            assert pool.call(0, "niceness") == os.nice(0)
+        finally:
+            pool.close()
+        assert "niceness" not in caplog.text
     finally:
         shutdown()
     assert not ray.is_initialized()

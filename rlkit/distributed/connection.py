@@ -28,6 +28,10 @@ CONNECT_TIMEOUT_S = 5.0
 #: flight, small next to Ray's default of 30% of the machine's memory.
 LOCAL_OBJECT_STORE_BYTES = 512 * 1024**2
 
+#: How much nicer than the raylet a local instance's workers run (Ray's default is 15): the
+#: rollout workers do the run's main work and should not yield to every other process.
+WORKER_NICENESS = 0
+
 #: What to do when something answers at the address but it is not a Ray cluster.
 _NOT_RAY_HINT = "give the head's GCS port (`ray start --head --port=PORT`, 6379 by default)"
 _NOT_RAY_HINT_CLIENT = "give the head's Ray Client port (10001 by default)"
@@ -138,6 +142,9 @@ def _start_local(attempts: int = 2) -> None:
                 object_store_memory=LOCAL_OBJECT_STORE_BYTES,
                 logging_level=logging.WARNING,
                 log_to_driver=False,
+                # Ray runs its workers 15 niceness steps below the raylet by default, so
+                # that on a busy node the rollouts get a sliver of the CPU (BENCHMARKS.md).
+                _system_config={"worker_niceness": WORKER_NICENESS},
             )
             return
         except Exception as exc:  # Ray raises a bare Exception for a node start timeout
@@ -212,7 +219,8 @@ def connect(address: str | None = None, timeout_s: float = CONNECT_TIMEOUT_S) ->
     Args:
         address: ``None`` starts a local Ray instance sized to this machine (all its cores,
             no dashboard, a 512 MiB object store, Ray's log lines kept out of the driver's
-            output); it never joins a cluster that happens to run here. ``"auto"`` joins
+            output, workers as nice as the driver rather than Ray's 15 steps nicer); it
+            never joins a cluster that happens to run here. ``"auto"`` joins
             the cluster this machine belongs to (``RAY_ADDRESS``, or the one the last
             ``ray start`` created or joined). ``"HOST:PORT"`` joins the cluster whose head
             ran ``ray start --head --port=PORT`` (``ray://HOST:PORT`` uses Ray Client).

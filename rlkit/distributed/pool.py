@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -112,6 +113,24 @@ class WorkerPool:
             # Some worker died while starting: bring each one up on its own, with restarts.
             for i in range(self.n_workers):
                 self.call(i, "ready")
+        self._check_niceness()
+
+    def _check_niceness(self) -> None:
+        """Warn when the workers run at a lower CPU priority than this process: Ray starts
+        them ``worker_niceness`` (default 15) steps nicer than its raylet, and then any busy
+        process on their node, this driver included, takes the CPU from the rollouts."""
+        try:
+            levels = ray.get([h.niceness.remote() for h in self.handles], timeout=30)
+        except RayError:
+            return  # a dying worker is the restart logic's business, not this check's
+        mine = os.nice(0)
+        if max(levels) > mine:
+            logger.warning(
+                "Ray runs %d of %d rollout workers at niceness %d (this process: %d): they "
+                "yield the CPU to every busier process on their node; start Ray with "
+                "RAY_worker_niceness=0 (a local instance rlkit starts already is)",
+                sum(level > mine for level in levels), len(levels), max(levels), mine,
+            )  # fmt: skip
 
     @property
     def n_workers(self) -> int:

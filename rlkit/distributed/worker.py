@@ -75,6 +75,10 @@ class RolloutWorker:
         """Answers once the envs are built (the pool waits on it)."""
         return True
 
+    def niceness(self) -> int:
+        """This worker process's niceness (Ray starts workers nicer than the raylet)."""
+        return os.nice(0)
+
     def pid(self) -> int:
         """This worker's process id (lets tests and operators signal it)."""
         return os.getpid()
