@@ -142,8 +142,9 @@ def _start_local(attempts: int = 2) -> None:
                 object_store_memory=LOCAL_OBJECT_STORE_BYTES,
                 logging_level=logging.WARNING,
                 log_to_driver=False,
-                # Ray runs its workers 15 niceness steps below the raylet by default, so
-                # that on a busy node the rollouts get a sliver of the CPU (BENCHMARKS.md).
+                # By default Ray runs its workers at the raylet's niceness + 15 (a far lower
+                # CPU priority): beside any busy process the rollouts get a sliver of a core
+                # (BENCHMARKS.md, "Worker niceness").
                 _system_config={"worker_niceness": WORKER_NICENESS},
             )
             return
