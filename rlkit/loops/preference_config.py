@@ -23,12 +23,12 @@ class PrefsConfig:
 
     env: str = "Hopper-v5"
     """Gymnasium id: a MuJoCo v5 task (TRPO) or an ALE Atari game such as ALE/Pong-v5 (A2C)."""
-    steps: int = 300_000
+    steps: int = 600_000
     """Policy environment steps (over all envs), rounded up to whole rollouts. The default takes
-    about 3 minutes on 2 cores for Hopper; the paper used 1,000,000 (MuJoCo) and 10,000,000
+    about 5 minutes on 2 cores for Hopper; the paper used 1,000,000 (MuJoCo) and 10,000,000
     (Atari)."""
-    labels: int = 400
-    """Label budget: comparisons asked for over the whole run (the paper: 700 for MuJoCo)."""
+    labels: int = 700
+    """Label budget: comparisons asked for over the whole run (the paper's 700 for MuJoCo)."""
     initial_labels: int | None = None
     """Labels asked for up front, on segments of the initial random policy, with the reward
     model pretrained on them before RL starts; default 25% of --labels (MuJoCo), 500 (Atari)."""
