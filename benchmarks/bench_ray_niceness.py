@@ -23,9 +23,9 @@ import statistics
 import time
 from collections.abc import Callable
 
-import numpy as np
 import ray
 import torch
+from bench_ray_throughput import timed, vec_stepper
 
 from envs.factory import EnvSpec
 from rlkit.distributed import FragmentSampler, RandomPolicy, make_ray_vec_env, shutdown
@@ -35,14 +35,6 @@ def _busy(nice: int) -> None:
     os.nice(nice)
     while True:
         pass
-
-
-def rate(step: Callable[[], int], seconds: float) -> float:
-    """Env steps per second of ``step`` (which returns how many it did) over ``seconds``."""
-    n, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        n += step()
-    return n / (time.perf_counter() - start)
 
 
 def _under_load(step: Callable[[], int], args: argparse.Namespace, load: int) -> float:
@@ -55,7 +47,7 @@ def _under_load(step: Callable[[], int], args: argparse.Namespace, load: int) ->
         p.start()
     try:
         time.sleep(0.5 if load else 0.0)
-        return rate(step, args.seconds)
+        return timed(step, args.seconds, warmup=0)
     finally:
         for p in busy:
             p.kill()
@@ -89,20 +81,8 @@ def measure(args: argparse.Namespace, niceness: int, load: int) -> dict[str, flo
         finally:
             sampler.close()
         venv = make_ray_vec_env(spec, args.n_envs, args.workers, seed=0)
-        acts = np.stack(
-            [[venv.action_space.sample() for _ in range(args.n_envs)] for _ in range(64)]
-        )
-        venv.reset()
-        i = 0
-
-        def vec_step() -> int:
-            nonlocal i
-            venv.step(acts[i % 64])
-            i += 1
-            return args.n_envs
-
         try:
-            out["vec_env"] = _under_load(vec_step, args, load)
+            out["vec_env"] = _under_load(vec_stepper(venv, args.n_envs), args, load)
         finally:
             venv.close()
     finally:

@@ -97,8 +97,8 @@ def parallel_raw_rate(spec: EnvSpec, processes: int, seconds: float) -> float:
     return total
 
 
-def vec_rate(venv, n_envs: int, seconds: float, gym_api: bool = False) -> float:
-    """A vector env stepped with pre-drawn batched actions."""
+def vec_stepper(venv, n_envs: int, gym_api: bool = False) -> Callable[[], int]:
+    """Resets ``venv``; returns one batched step with pre-drawn actions (counted as ``n_envs``)."""
     acts = np.stack([[venv.action_space.sample() for _ in range(n_envs)] for _ in range(64)])
     if gym_api:  # a Gymnasium vector env samples batches itself
         acts = np.stack([venv.action_space.sample() for _ in range(64)])
@@ -111,7 +111,12 @@ def vec_rate(venv, n_envs: int, seconds: float, gym_api: bool = False) -> float:
         i += 1
         return n_envs
 
-    rate = timed(step, seconds)
+    return step
+
+
+def vec_rate(venv, n_envs: int, seconds: float, gym_api: bool = False) -> float:
+    """A vector env stepped with pre-drawn batched actions; closes it."""
+    rate = timed(vec_stepper(venv, n_envs, gym_api), seconds)
     venv.close()
     return rate
 
