@@ -5,7 +5,7 @@ preference loss, backward and one Adam step. Timed side by side, interleaved, me
 repeats, with the same ensemble through ``torch.func.vmap`` as a third path where the
 backbone has a stacked one (MLP, Nature CNN). Prints one JSON line per setting.
 
-    .venv/bin/python benchmarks/bench_ensemble.py [--members 5] [--repeats 30]
+    .venv/bin/python benchmarks/bench_ensemble.py [--members 5] [--repeats 30] [--settings mujoco_mlp]
 """
 
 from __future__ import annotations
@@ -131,12 +131,14 @@ def main() -> None:
         help="tuned: as the rlkit command runs (rlkit.core.allocator); glibc: its defaults",
     )
     p.add_argument("--no-vmap", action="store_true", help="skip timing the vmap path")
+    p.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=list(SETTINGS))
     args = p.parse_args()
     if args.malloc == "tuned":
         keep_freed_memory()
     if args.threads:
         torch.set_num_threads(args.threads)
-    for name, s in SETTINGS.items():
+    for name in args.settings:
+        s = SETTINGS[name]
         k = args.members
         ens = RewardEnsemble(s["obs"], s["act"], n_members=k, backbone=s["backbone"], seed=0)
         members = [ens.member(i) for i in range(k)]

@@ -42,6 +42,38 @@ def test_fast_path_and_vmap_agree_including_gradients():
         torch.testing.assert_close(g_fast, g_vmap, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("act_space", [VEC_ACT, gym.spaces.Discrete(4)], ids=["box", "discrete"])
+def test_mlp_shared_inputs_read_once_and_match_vmap_including_gradients(act_space):
+    """Inputs every member shares (query scoring, the policy's reward: one batch expanded to K
+    members) give vmap's values and gradients and each member's own returns, for float64
+    observations and one-hot actions too."""
+    ens = RewardEnsemble(VEC_OBS, act_space, 3, "mlp", {"hidden": [64, 32]}, seed=4)
+    gen = torch.Generator().manual_seed(5)
+    obs = torch.randn(5, 7, 11, generator=gen, dtype=torch.float64)
+    acts = (
+        torch.randn(5, 7, 3, generator=gen)
+        if isinstance(act_space, gym.spaces.Box)
+        else torch.randint(0, 4, (5, 7), generator=gen)
+    )
+    weights = torch.arange(1.0, 16.0).reshape(3, 5)
+    outs, grads = [], []
+    for fast in (True, False):
+        ens._fast = fast
+        ens.zero_grad()
+        out = ens.segment_returns(obs, acts)
+        (out * weights).sum().backward()
+        outs.append(out.detach())
+        grads.append([p.grad.clone() for p in ens.params])
+    torch.testing.assert_close(outs[0], outs[1], atol=1e-5, rtol=1e-5)
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+    # and equal to the loop over members on the same inputs
+    flat_o, flat_a = obs.reshape(35, 11), acts.reshape(35, *acts.shape[2:])
+    for k in range(3):
+        ref = ens.member(k)(flat_o.float(), flat_a).reshape(5, 7).sum(-1)
+        torch.testing.assert_close(outs[0][k], ref, atol=1e-5, rtol=1e-5)
+
+
 CNN_KWARGS = {"channels": (4, 8, 8), "features_dim": 16}
 
 
