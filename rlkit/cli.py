@@ -81,6 +81,9 @@ def main(argv: list[str] | None = None) -> int:
         result = func(argv[2:])
     except UserError as exc:
         return _fail(str(exc), exc.exit_code)
+    except OSError as exc:  # the machine said no (disk full, no permission, ...): one line
+        where = f": {exc.filename}" if exc.filename else ""
+        return _fail(f"{exc.strerror or exc}{where}", 1)
     except KeyboardInterrupt:
         print("interrupted; the last checkpoint and every stored label are intact", file=sys.stderr)
         return 130

@@ -43,3 +43,16 @@ def test_help_still_prints_and_exits_0(capsys):
         main(["prefs", "train", "--help"])
     assert exc.value.code == 0
     assert "--policy-reset-at" in capsys.readouterr().out
+
+
+def test_an_os_error_in_a_command_is_one_line_and_exit_1(monkeypatch, capsys):
+    """The machine refusing (disk full, no permission) is reported, not a traceback."""
+    import rlkit.commands.prefs as prefs
+
+    def full_disk(argv):
+        raise OSError(28, "No space left on device", "/runs/x/store.sqlite")
+
+    monkeypatch.setattr(prefs, "train", full_disk)
+    assert main(["prefs", "train"]) == 1
+    err = capsys.readouterr().err
+    assert err.splitlines() == ["error: No space left on device: /runs/x/store.sqlite"]

@@ -153,6 +153,18 @@ def test_bad_input_gets_one_line_and_exit_2(tmp_path):
         " episodes (1000 steps)"
     ]
     assert not (tmp_path / "s").exists()
+    # a --run-dir that is a file, or lies under one: one line, the file untouched
+    (tmp_path / "notes.txt").write_text("keep me")
+    out = run_cli("prefs", "train", "--run-dir", str(tmp_path / "notes.txt"))
+    assert out.returncode == 2 and out.stderr.strip().splitlines() == [
+        f"error: --run-dir {tmp_path / 'notes.txt'} is a file, not a directory;"
+        " choose another --run-dir"
+    ]
+    out = run_cli("prefs", "train", "--run-dir", str(tmp_path / "notes.txt" / "run"))
+    assert out.returncode == 2 and out.stderr.strip().splitlines() == [
+        f"error: cannot create --run-dir {tmp_path / 'notes.txt' / 'run'}: Not a directory"
+    ]
+    assert (tmp_path / "notes.txt").read_text() == "keep me"
 
 
 def test_resume_from_corrupt_checkpoint_says_so_and_overwrites_nothing(tmp_path):

@@ -33,7 +33,12 @@ def prepare_run_dir(run_dir: str | Path, resume: bool) -> Path:
         raise UserError(
             f"{path} already holds a run; pass --resume to continue it or choose another --run-dir"
         )
-    path.mkdir(parents=True, exist_ok=True)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"--run-dir {path} is a file, not a directory; choose another --run-dir")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create --run-dir {path}: {exc.strerror}") from None
     return path
 
 
