@@ -6,9 +6,11 @@ For each env and seed, side by side in one process:
 then both policies are evaluated on the true reward (deterministic, ``--eval-episodes``).
 Prints one JSON line per (env, seed) with the returns, their ratio (learned / true), and
 the wall-clock ratio (preference run / plain TRPO). Evaluation is excluded from both times.
-Besides the deterministic evaluation (``--eval-episodes``), each line has the mean true return
-of the last 100 training episodes of each run (``train_return_*``, equal frames): the
-usual Atari measure, where a deterministic policy may never press FIRE to serve again.
+Besides the deterministic evaluation (``--eval-episodes``), each line has the same episodes
+with actions sampled as in training (``*_stochastic``: the paper's curves are the returns of
+the stochastic training policy) and the mean true return of the last 100 training episodes of
+each run (``train_return_*``, equal frames): the usual Atari measure, where a deterministic
+policy may never press FIRE to serve again.
 On Atari the true-reward baseline gets sign-clipped rewards, as A2C is usually run.
 
     .venv/bin/python benchmarks/bench_prefs.py --envs Hopper-v5 --steps 1000000 --labels 700 --seeds 0
@@ -59,6 +61,15 @@ def train_return(agent: object) -> float:
     """Mean true return of the last (up to) 100 training episodes (SB3's Monitor stats)."""
     episodes = [ep["r"] for ep in agent.ep_info_buffer]
     return float(np.mean(episodes)) if episodes else float("nan")
+
+
+def stochastic_return(agent: object, cfg: PrefsConfig, n_envs: int, episodes: int) -> float:
+    """Mean true return with actions sampled as in training, on the same episodes' starts as
+    the deterministic evaluation; torch's generator is seeded from the run's seed first."""
+    import torch
+
+    torch.manual_seed(cfg.seed)
+    return evaluate_policy_true(agent, cfg, n_envs, episodes, deterministic=False)
 
 
 def run_true_reward(cfg: PrefsConfig, n_envs: int) -> tuple[object, float]:
@@ -127,6 +138,7 @@ def main() -> None:
                 summary = loop.run()
                 prefs_wall = time.perf_counter() - t0
                 learned = evaluate_policy_true(loop.agent, cfg, n_envs, args.eval_episodes)
+                learned_sto = stochastic_return(loop.agent, cfg, n_envs, args.eval_episodes)
                 learned_train = train_return(loop.agent)
                 acc = summary.val_accuracy
                 plot = first_unused(args.out / f"prefs_{env.replace('/', '-')}_seed{seed}.png")
@@ -134,6 +146,7 @@ def main() -> None:
                 loop.close()
             agent, true_wall = run_true_reward(cfg, n_envs)
             true_ret = evaluate_policy_true(agent, cfg, n_envs, args.eval_episodes)
+            true_sto = stochastic_return(agent, cfg, n_envs, args.eval_episodes)
             true_train = train_return(agent)
             if keep is not None:
                 agent.save(keep / "true_reward_agent.zip")
@@ -147,6 +160,9 @@ def main() -> None:
                 "return_learned": round(learned, 1),
                 "return_true_reward": round(true_ret, 1),
                 "ratio": round(learned / true_ret, 3) if true_ret else None,
+                "return_learned_stochastic": round(learned_sto, 1),
+                "return_true_reward_stochastic": round(true_sto, 1),
+                "ratio_stochastic": round(learned_sto / true_sto, 3) if true_sto else None,
                 "train_return_learned": round(learned_train, 1),
                 "train_return_true_reward": round(true_train, 1),
                 "train_ratio": round(learned_train / true_train, 3),

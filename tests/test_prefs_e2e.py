@@ -78,9 +78,18 @@ def test_mujoco_run_labels_trains_checkpoints_and_resumes(tmp_path, monkeypatch)
     assert (run / "sb3" / "progress.csv").read_text() == sb3_log
     assert "time/total_timesteps" in (run / "sb3" / "progress-1.csv").read_text()
     # eval prints JSON with the true return
-    out = run_cli("prefs", "eval", str(run), "--episodes", "1", "--json")
+    out = run_cli("prefs", "eval", str(run), "--episodes", "2", "--json")
     assert out.returncode == 0, out.stderr
-    assert json.loads(out.stdout.strip().splitlines()[-1])["episodes"] == 1
+    det = json.loads(out.stdout.strip().splitlines()[-1])
+    assert det["episodes"] == 2 and det["actions"] == "deterministic"
+    # --stochastic samples actions as in training, seeded: repeatable, and not the mean action's
+    sto = [
+        json.loads(run_cli("prefs", "eval", str(run), "--episodes", "2", "--stochastic", "--json")
+                   .stdout.strip().splitlines()[-1])
+        for _ in range(2)
+    ]  # fmt: skip
+    assert sto[0] == sto[1] and sto[0]["actions"] == "stochastic"
+    assert sto[0]["true_return"] != det["true_return"]
 
 
 @pytest.mark.slow

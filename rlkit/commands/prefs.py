@@ -121,7 +121,10 @@ class EvalConfig:
     run_dir: tyro.conf.Positional[Path]
     """The run directory."""
     episodes: int = 10
-    """Deterministic evaluation episodes."""
+    """Evaluation episodes."""
+    stochastic: bool = False
+    """Sample actions as in training instead of taking the policy's mean action (seeded from
+    the run's seed, so repeatable)."""
     json: bool = False
     """Print one JSON object instead of a table."""
 
@@ -139,17 +142,25 @@ def evaluate(argv: list[str]) -> int:
     path = CheckpointManager(args.run_dir).latest()
     agent = load_agent(resolve_algo(cfg.policy, kind), str(path / "policy.zip"))
     n_envs = cfg.vec_envs(kind)
-    mean = evaluate_policy_true(agent, cfg, n_envs, args.episodes)
+    if args.stochastic:
+        import torch
+
+        torch.manual_seed(cfg.seed)
+    mean = evaluate_policy_true(
+        agent, cfg, n_envs, args.episodes, deterministic=not args.stochastic
+    )
     result = {
         "env": cfg.env,
         "checkpoint": path.name,
         "episodes": args.episodes,
+        "actions": "stochastic" if args.stochastic else "deterministic",
         "true_return": mean,
     }
     if args.json:
         print(json.dumps(result))
     else:
         Console().print(
-            f"{cfg.env} {path.name}: mean true return {mean:.2f} over {args.episodes} episodes"
+            f"{cfg.env} {path.name}: mean true return {mean:.2f} over {args.episodes}"
+            f" {result['actions']} episodes"
         )
     return 0

@@ -19,15 +19,25 @@ def eval_spec(cfg: PrefsConfig) -> EnvSpec:
 
 
 def evaluate_policy_true(
-    agent: BaseAlgorithm, cfg: PrefsConfig, n_envs: int, episodes: int, seed_offset: int = 10_000
+    agent: BaseAlgorithm,
+    cfg: PrefsConfig,
+    n_envs: int,
+    episodes: int,
+    seed_offset: int = 10_000,
+    deterministic: bool = True,
 ) -> float:
-    """Mean undiscounted true return over ``episodes`` deterministic episodes (NaN if 0)."""
+    """Mean undiscounted true return over ``episodes`` episodes (NaN if 0).
+
+    ``deterministic``: the policy's mean (or most likely) action, SB3's convention; False
+    samples actions as in training (the paper's curves are the returns of training episodes),
+    from torch's global generator.
+    """
     if episodes <= 0:
         return math.nan
     env = make_vec_env(eval_spec(cfg), min(n_envs, episodes), cfg.seed + seed_offset)
     try:
         mean, _ = evaluate_policy(
-            agent, env, n_eval_episodes=episodes, deterministic=True, warn=False
+            agent, env, n_eval_episodes=episodes, deterministic=deterministic, warn=False
         )
     finally:
         env.close()
