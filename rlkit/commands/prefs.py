@@ -161,6 +161,7 @@ def evaluate(argv: list[str]) -> int:
     else:
         Console().print(
             f"{cfg.env} {path.name}: mean true return {mean:.2f} over {args.episodes}"
-            f" {result['actions']} episodes"
+            f" {result['actions']} episodes",
+            soft_wrap=True,
         )
     return 0
