@@ -43,7 +43,7 @@ def test_fast_path_and_vmap_agree_including_gradients():
 
 
 @pytest.mark.parametrize("act_space", [VEC_ACT, gym.spaces.Discrete(4)], ids=["box", "discrete"])
-def test_mlp_shared_inputs_read_once_and_match_vmap_including_gradients(act_space):
+def test_mlp_shared_inputs_match_vmap_and_each_member_including_gradients(act_space):
     """Inputs every member shares (query scoring, the policy's reward: one batch expanded to K
     members) give vmap's values and gradients and each member's own returns, for float64
     observations and one-hot actions too."""
