@@ -63,15 +63,6 @@ def train_return(agent: object) -> float:
     return float(np.mean(episodes)) if episodes else float("nan")
 
 
-def stochastic_return(agent: object, cfg: PrefsConfig, n_envs: int, episodes: int) -> float:
-    """Mean true return with actions sampled as in training, on the same episodes' starts as
-    the deterministic evaluation; torch's generator is seeded from the run's seed first."""
-    import torch
-
-    torch.manual_seed(cfg.seed)
-    return evaluate_policy_true(agent, cfg, n_envs, episodes, deterministic=False)
-
-
 def run_true_reward(cfg: PrefsConfig, n_envs: int) -> tuple[object, float]:
     seed_everything(cfg.seed)
     kind = env_kind(cfg.env)
@@ -138,7 +129,9 @@ def main() -> None:
                 summary = loop.run()
                 prefs_wall = time.perf_counter() - t0
                 learned = evaluate_policy_true(loop.agent, cfg, n_envs, args.eval_episodes)
-                learned_sto = stochastic_return(loop.agent, cfg, n_envs, args.eval_episodes)
+                learned_sto = evaluate_policy_true(
+                    loop.agent, cfg, n_envs, args.eval_episodes, deterministic=False
+                )
                 learned_train = train_return(loop.agent)
                 acc = summary.val_accuracy
                 plot = first_unused(args.out / f"prefs_{env.replace('/', '-')}_seed{seed}.png")
@@ -146,7 +139,9 @@ def main() -> None:
                 loop.close()
             agent, true_wall = run_true_reward(cfg, n_envs)
             true_ret = evaluate_policy_true(agent, cfg, n_envs, args.eval_episodes)
-            true_sto = stochastic_return(agent, cfg, n_envs, args.eval_episodes)
+            true_sto = evaluate_policy_true(
+                agent, cfg, n_envs, args.eval_episodes, deterministic=False
+            )
             true_train = train_return(agent)
             if keep is not None:
                 agent.save(keep / "true_reward_agent.zip")

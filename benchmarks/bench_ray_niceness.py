@@ -23,12 +23,12 @@ import statistics
 import time
 from collections.abc import Callable
 
-import ray
 import torch
 from bench_ray_throughput import timed, vec_stepper
 
 from envs.factory import EnvSpec
 from rlkit.distributed import FragmentSampler, RandomPolicy, make_ray_vec_env, shutdown
+from rlkit.distributed.connection import start_local
 
 
 def _busy(nice: int) -> None:
@@ -55,14 +55,9 @@ def _under_load(step: Callable[[], int], args: argparse.Namespace, load: int) ->
 
 
 def measure(args: argparse.Namespace, niceness: int, load: int) -> dict[str, float]:
-    """Steps/s of both samplers, one after the other, in a fresh local instance with
-    ``worker_niceness``."""
-    ray.init(
-        num_cpus=len(os.sched_getaffinity(0)),
-        include_dashboard=False,
-        log_to_driver=False,
-        _system_config={"worker_niceness": niceness},
-    )
+    """Steps/s of both samplers, one after the other, in a fresh local instance (rlkit's, but
+    with ``worker_niceness``)."""
+    start_local(worker_niceness=niceness)
     spec = EnvSpec(args.env)
     out = {}
     try:

@@ -142,10 +142,6 @@ def evaluate(argv: list[str]) -> int:
     path = CheckpointManager(args.run_dir).latest()
     agent = load_agent(resolve_algo(cfg.policy, kind), str(path / "policy.zip"))
     n_envs = cfg.vec_envs(kind)
-    if args.stochastic:
-        import torch
-
-        torch.manual_seed(cfg.seed)
     mean = evaluate_policy_true(
         agent, cfg, n_envs, args.episodes, deterministic=not args.stochastic
     )

@@ -131,8 +131,9 @@ def _probe_gcs(address: str, target: str, timeout_s: float) -> None:
     raise _fail(address, f"{why}; {_NOT_RAY_HINT_CLIENT}")
 
 
-def _start_local(attempts: int = 2) -> None:
-    """Start a local Ray instance; on a busy small machine its first start can time out."""
+def start_local(attempts: int = 2, worker_niceness: int = WORKER_NICENESS) -> None:
+    """Start the local Ray instance ``connect(None)`` uses; on a busy small machine its first
+    start can time out. ``worker_niceness``: Ray's setting (benchmarks compare Ray's 15)."""
     for attempt in range(attempts):
         try:
             ray.init(
@@ -145,7 +146,7 @@ def _start_local(attempts: int = 2) -> None:
                 # By default Ray runs its workers at the raylet's niceness + 15 (a far lower
                 # CPU priority): beside any busy process the rollouts get a sliver of a core
                 # (BENCHMARKS.md, "Worker niceness").
-                _system_config={"worker_niceness": WORKER_NICENESS},
+                _system_config={"worker_niceness": worker_niceness},
             )
             return
         except Exception as exc:  # Ray raises a bare Exception for a node start timeout
@@ -242,7 +243,7 @@ def connect(address: str | None = None, timeout_s: float = CONNECT_TIMEOUT_S) ->
         return
     try:
         if target is None:
-            _start_local()
+            start_local()
         else:
             _init_remote(target)
     except (ConnectionError, RuntimeError, ValueError) as exc:

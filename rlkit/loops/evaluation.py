@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import torch
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.evaluation import evaluate_policy
 
@@ -29,16 +30,20 @@ def evaluate_policy_true(
     """Mean undiscounted true return over ``episodes`` episodes (NaN if 0).
 
     ``deterministic``: the policy's mean (or most likely) action, SB3's convention; False
-    samples actions as in training (the paper's curves are the returns of training episodes),
-    from torch's global generator.
+    samples actions as in training (the paper's curves are the returns of training episodes)
+    from torch's generator seeded with the run's seed, so repeatable; the caller's generator
+    state is left as it was.
     """
     if episodes <= 0:
         return math.nan
     env = make_vec_env(eval_spec(cfg), min(n_envs, episodes), cfg.seed + seed_offset)
     try:
-        mean, _ = evaluate_policy(
-            agent, env, n_eval_episodes=episodes, deterministic=deterministic, warn=False
-        )
+        with torch.random.fork_rng():
+            if not deterministic:
+                torch.manual_seed(cfg.seed)
+            mean, _ = evaluate_policy(
+                agent, env, n_eval_episodes=episodes, deterministic=deterministic, warn=False
+            )
     finally:
         env.close()
     return float(mean)
