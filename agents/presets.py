@@ -10,8 +10,9 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.vec_env import VecEnv
 
+from agents.obs_norm import RunningObsNorm
 from agents.trpo_entropy import EntropyTRPO
-from rlkit.core.errors import check_settings
+from rlkit.core.errors import ConfigError, check_settings
 
 Algo = Literal["trpo", "a2c"]
 
@@ -34,6 +35,8 @@ class PolicyConfig:
     """Default: 1e-3 (TRPO critic), 7e-4 (A2C)."""
     hidden: tuple[int, ...] = (64, 64)
     """TRPO policy and value MLP widths."""
+    normalize_obs: bool = False
+    """TRPO: policy and critic see observations normalized by running statistics (reward: raw)."""
 
     def __post_init__(self) -> None:
         checks = {
@@ -43,6 +46,7 @@ class PolicyConfig:
             "n_steps": self.n_steps is None or self.n_steps >= 1,
             "learning_rate": self.learning_rate is None or self.learning_rate > 0.0,
             "hidden": all(width >= 1 for width in self.hidden),
+            "normalize_obs": not (self.normalize_obs and self.algo == "a2c"),
         }
         check_settings(self, checks, "--policy.")
 
@@ -51,6 +55,14 @@ def resolve_algo(config: PolicyConfig, kind: str) -> Algo:
     if config.algo != "auto":
         return config.algo
     return "a2c" if kind == "atari" else "trpo"
+
+
+def check_policy_fits(config: PolicyConfig, kind: str) -> Algo:
+    """The algorithm for an env of ``kind``; a :class:`ConfigError` if a setting does not fit it."""
+    algo = resolve_algo(config, kind)
+    if config.normalize_obs and algo != "trpo":
+        raise ConfigError(f"--policy.normalize-obs works with TRPO, not {algo} (the {kind} default)")
+    return algo
 
 
 def silent_logger() -> Logger:
@@ -64,15 +76,22 @@ def make_agent(
 ) -> BaseAlgorithm:
     """Build the agent for ``env`` (already wrapped with the learned reward)."""
     algo = resolve_algo(config, kind)
+    if config.normalize_obs and algo != "trpo":
+        raise ConfigError(
+            f"--policy.normalize-obs works with TRPO, not {algo} (the {kind} default)"
+        )
     if algo == "trpo":
         net = {"pi": list(config.hidden), "vf": list(config.hidden)}
+        policy_kwargs: dict = {"net_arch": net}
+        if config.normalize_obs:
+            policy_kwargs["features_extractor_class"] = RunningObsNorm
         agent: BaseAlgorithm = EntropyTRPO(
             "MlpPolicy", env,
             gamma=0.995 if config.gamma is None else config.gamma,
             gae_lambda=0.97 if config.gae_lambda is None else config.gae_lambda,
             n_steps=1024 if config.n_steps is None else config.n_steps,
             learning_rate=1e-3 if config.learning_rate is None else config.learning_rate,
-            ent_coef=config.ent_coef, policy_kwargs={"net_arch": net},
+            ent_coef=config.ent_coef, policy_kwargs=policy_kwargs,
             seed=seed, tensorboard_log=tensorboard_log, device="cpu", verbose=0,
         )  # fmt: skip
     else:

@@ -1,4 +1,5 @@
-"""TRPO (sb3-contrib) with an optional entropy bonus in the surrogate objective."""
+"""TRPO (sb3-contrib) with an optional entropy bonus in the surrogate objective and optional
+observation normalization (:mod:`agents.obs_norm`)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ from typing import Any
 
 import torch as th
 from sb3_contrib import TRPO
+
+from agents.obs_norm import RunningObsNorm
 
 
 class EntropyTRPO(TRPO):
@@ -33,6 +36,14 @@ class EntropyTRPO(TRPO):
             return dist
 
         self.policy.get_distribution = get_distribution  # type: ignore[method-assign]
+
+    def train(self) -> None:
+        """TRPO's update, then the observation normalizer (if the policy has one) takes in
+        the rollout it was trained on, for the next rollout."""
+        super().train()
+        extractor = self.policy.features_extractor
+        if isinstance(extractor, RunningObsNorm):
+            extractor.update(self.rollout_buffer.observations)
 
     def _compute_actor_grad(self, kl_div: th.Tensor, policy_objective: th.Tensor):
         if self.entropy_coef > 0 and self._last_distribution is not None:

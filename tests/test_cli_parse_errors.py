@@ -24,6 +24,10 @@ CASES = [
      "error: --trainer.random-response has an invalid value 1.0"),
     (["prefs", "train", "--trainer.l2-factor", "0.5"],
      "error: --trainer.l2-factor has an invalid value 0.5"),
+    (["prefs", "train", "--env", "ALE/Pong-v5", "--policy.normalize-obs"],
+     "error: --policy.normalize-obs works with TRPO, not a2c (the atari default)"),
+    (["prefs", "train", "--policy.algo", "a2c", "--policy.normalize-obs"],
+     "error: --policy.normalize-obs has an invalid value True"),
 ]  # fmt: skip
 
 

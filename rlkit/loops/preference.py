@@ -39,6 +39,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.logger import Logger, make_output_format
 from stable_baselines3.common.vec_env import VecEnv
 
+from agents.obs_norm import obs_norm_state
 from agents.presets import load_agent, make_agent, resolve_algo
 from envs import EnvSpec, env_dt, env_kind, make_vec_env
 from rlkit.core.buffers import SegmentPool
@@ -389,7 +390,9 @@ class PreferenceLoop:
         """A freshly initialised policy and critic (the preset's, same seed) that carries on
         from the current step count; the reward model, labels and pool are kept. With
         ``policy_reset_keep_hidden`` every trained weight but the output layers
-        (``action_net``, ``value_net``) and the action std is copied over."""
+        (``action_net``, ``value_net``) and the action std is copied over. Observation
+        normalizer statistics (``--policy.normalize-obs``) are always kept: they describe the
+        env, not what the policy learned."""
         assert self.agent is not None
         done = self.steps_done
         old = self.agent.policy.state_dict()
@@ -397,7 +400,9 @@ class PreferenceLoop:
         self.agent = self._new_agent()
         if self.cfg.policy_reset_keep_hidden:
             kept = {k: v for k, v in old.items() if not k.startswith(POLICY_HEADS)}
-            self.agent.policy.load_state_dict(kept, strict=False)
+        else:
+            kept = obs_norm_state(old)
+        self.agent.policy.load_state_dict(kept, strict=False)
         self.agent.num_timesteps = done
         self.agent._last_obs = None  # noqa: SLF001  (SB3 resets the envs at the next learn())
         self.metrics.log(done, **{"charts/policy_reset": 1.0})
