@@ -61,7 +61,9 @@ def check_policy_fits(config: PolicyConfig, kind: str) -> Algo:
     """The algorithm for an env of ``kind``; a :class:`ConfigError` if a setting does not fit it."""
     algo = resolve_algo(config, kind)
     if config.normalize_obs and algo != "trpo":
-        raise ConfigError(f"--policy.normalize-obs works with TRPO, not {algo} (the {kind} default)")
+        raise ConfigError(
+            f"--policy.normalize-obs works with TRPO, not {algo} (the {kind} default)"
+        )
     return algo
 
 
