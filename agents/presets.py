@@ -77,11 +77,7 @@ def make_agent(
     config: PolicyConfig, env: VecEnv, kind: str, seed: int, tensorboard_log: str | None = None
 ) -> BaseAlgorithm:
     """Build the agent for ``env`` (already wrapped with the learned reward)."""
-    algo = resolve_algo(config, kind)
-    if config.normalize_obs and algo != "trpo":
-        raise ConfigError(
-            f"--policy.normalize-obs works with TRPO, not {algo} (the {kind} default)"
-        )
+    algo = check_policy_fits(config, kind)
     if algo == "trpo":
         net = {"pi": list(config.hidden), "vf": list(config.hidden)}
         policy_kwargs: dict = {"net_arch": net}
