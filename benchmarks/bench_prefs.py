@@ -84,7 +84,11 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--eval-episodes", type=int, default=10)
     p.add_argument("--out", type=Path, default=Path("benchmarks/results"))
-    p.add_argument("--prefs-args", default="", help="more `rlkit prefs train` flags, one string")
+    p.add_argument(
+        "--prefs-args",
+        default="",
+        help="more `rlkit prefs train` flags, one string (a lone flag: --prefs-args=--flag)",
+    )
     p.add_argument(
         "--keep",
         type=Path,
