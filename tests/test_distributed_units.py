@@ -127,6 +127,11 @@ def test_random_policy_is_seeded_and_in_bounds():
     assert a.shape == (5, 3) and a.dtype == np.float32
     assert (a >= -2).all() and (a <= 0.5).all()
     np.testing.assert_array_equal(a, box(np.zeros((5, 4)), np.random.default_rng(1)))
+    # Per-dimension bounds: the same draws as rng.uniform over the box.
+    low, high = np.array([-2.0, 0.0, 10.0], np.float32), np.array([0.5, 1.0, 30.0], np.float32)
+    a = RandomPolicy(gym.spaces.Box(low, high))(np.zeros((7, 4)), np.random.default_rng(2))
+    expected = np.random.default_rng(2).uniform(low, high, size=(7, 3)).astype(np.float32)
+    np.testing.assert_array_equal(a, expected)
     disc = RandomPolicy(gym.spaces.Discrete(4))
     assert set(disc(np.zeros((200, 1)), np.random.default_rng(0))) == {0, 1, 2, 3}
 

@@ -1,0 +1,142 @@
+"""Where the CPU goes while the FragmentSampler runs: steps/s against the limit, and the
+cores used by the rollout workers, the driver, Ray's own processes and everything else.
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_ray_cpu_share.py --seconds 8
+
+For each env and worker count it measures, in one run: one raw env's step rate and its CPU
+time per step (this process, no vector env), then the sampler (random actions, prefetch) with
+every process's CPU time read from ``/proc`` before and after the timing window. A worker
+that is never idle uses one core; the gap between the sampler and the limit (workers x the raw
+rate) splits into workers' idle time (``worker_busy`` < 1) and their extra CPU per step
+(``worker_cpu_per_step / raw_cpu_per_step`` > 1: recording, pickling, Ray's threads).
+Prints one JSON line per measurement (Linux only: it reads ``/proc``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+from envs import EnvSpec, make_env  # noqa: E402
+from rlkit.distributed import FragmentSampler, RandomPolicy, connect  # noqa: E402
+
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds() -> dict[int, tuple[float, str]]:
+    """``pid -> (user + system CPU seconds so far, command line)`` for every process."""
+    out = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        out[int(entry.name)] = ((int(fields[11]) + int(fields[12])) / TICKS, cmd)
+    return out
+
+
+def group(pid: int, cmd: str) -> str:
+    if pid == os.getpid():
+        return "driver"
+    if cmd.startswith("ray::RolloutWorker"):
+        return "workers"
+    if "/ray/" in cmd or cmd.startswith("ray::"):
+        return "ray_daemons"
+    return "other"
+
+
+def raw_rate(spec: EnvSpec, seconds: float) -> tuple[float, float]:
+    """One env stepped in this process: ``(steps per second, CPU seconds per step)``."""
+    env = make_env(spec, seed=0)()
+    env.reset(seed=0)
+    acts = [env.action_space.sample() for _ in range(1000)]
+    n, wall0, cpu0 = 0, time.perf_counter(), time.process_time()
+    while time.perf_counter() - wall0 < seconds:
+        _, _, term, trunc, _ = env.step(acts[n % 1000])
+        n += 1
+        if term or trunc:
+            env.reset()
+    wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+    env.close()
+    return n / wall, cpu / n
+
+
+def measure(spec: EnvSpec, n_envs: int, workers: int, fragment_length: int, seconds: float) -> dict:
+    sampler = FragmentSampler(
+        spec, n_envs, workers, seed=0, fragment_length=fragment_length, prefetch=True
+    )
+    sampler.sample(RandomPolicy(sampler.action_space))
+    for _ in range(3):
+        sampler.sample()
+    before, steps, start = cpu_seconds(), 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        sampler.sample()
+        steps += n_envs * fragment_length
+    wall, after = time.perf_counter() - start, cpu_seconds()
+    sampler.close()
+    used: dict[str, float] = {"workers": 0.0, "driver": 0.0, "ray_daemons": 0.0, "other": 0.0}
+    for pid, (t, cmd) in after.items():
+        if pid in before:
+            used[group(pid, cmd)] += t - before[pid][0]
+    return {
+        "steps_per_s": steps / wall,
+        "cores_used": {k: round(v / wall, 3) for k, v in used.items()},
+        "worker_busy": used["workers"] / wall / workers,
+        "worker_cpu_per_step_us": used["workers"] / steps * 1e6,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=8.0, help="timing window")
+    parser.add_argument("--n-envs", type=int, default=8)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--envs", nargs="+", default=["Hopper-v5", "ALE/Pong-v5"])
+    parser.add_argument("--out", type=Path, help="also append the JSON lines to this file")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    connect(None)
+    for env_id in args.envs:
+        spec = EnvSpec(env_id)
+        length = 100 if "ALE" not in env_id else 25
+        for workers in args.workers:
+            raw, raw_cpu = raw_rate(spec, args.seconds / 2)
+            row = measure(spec, args.n_envs, workers, length, args.seconds)
+            raw_again, raw_cpu_again = raw_rate(spec, args.seconds / 2)
+            raw, raw_cpu = (raw + raw_again) / 2, (raw_cpu + raw_cpu_again) / 2
+            record = {
+                "bench": "ray_cpu_share",
+                "env": env_id,
+                "workers": workers,
+                "n_envs": args.n_envs,
+                "fragment_length": length,
+                "cores": len(os.sched_getaffinity(0)),
+                "raw_steps_per_s": raw,
+                "raw_cpu_per_step_us": raw_cpu * 1e6,
+                **row,
+                "fraction_of_limit": row["steps_per_s"] / (workers * raw),
+                "worker_cpu_vs_raw": row["worker_cpu_per_step_us"] / (raw_cpu * 1e6),
+                "load_avg_1m": os.getloadavg()[0],
+            }
+            print(json.dumps(record), flush=True)
+            if args.out:
+                with args.out.open("a") as f:
+                    f.write(json.dumps(record) + "\n")
+
+
+if __name__ == "__main__":
+    main()
