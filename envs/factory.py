@@ -10,8 +10,9 @@ import ale_py
 import gymnasium as gym
 from stable_baselines3.common.atari_wrappers import AtariWrapper
 from stable_baselines3.common.monitor import Monitor
-from stable_baselines3.common.vec_env import SubprocVecEnv, VecEnv, VecFrameStack
+from stable_baselines3.common.vec_env import SubprocVecEnv, VecEnv
 
+from envs.frame_stack import AtariFrameStack
 from envs.render_state import RenderStateInfo
 from envs.shallow_dummy_vec_env import ShallowDummyVecEnv
 from rlkit.core.errors import UserError
@@ -127,5 +128,5 @@ def make_vec_env(spec: EnvSpec, n_envs: int, seed: int, subprocess: bool = False
     venv: VecEnv = SubprocVecEnv(thunks) if subprocess else ShallowDummyVecEnv(thunks)
     venv.seed(seed)
     if env_kind(spec.env_id) == "atari":
-        venv = VecFrameStack(venv, ATARI_FRAME_STACK)
+        venv = AtariFrameStack(venv, ATARI_FRAME_STACK)
     return venv

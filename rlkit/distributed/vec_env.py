@@ -10,10 +10,11 @@ import gymnasium as gym
 import numpy as np
 import ray
 from ray.exceptions import RayActorError, RayChannelError
-from stable_baselines3.common.vec_env import VecEnv, VecFrameStack
+from stable_baselines3.common.vec_env import VecEnv
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices, VecEnvObs, VecEnvStepReturn
 
 from envs.factory import ATARI_FRAME_STACK, EnvSpec, check_env_id, env_kind
+from envs.frame_stack import AtariFrameStack
 from envs.render_state import RENDER_STATE_KEY
 from rlkit.distributed.connection import error_line
 from rlkit.distributed.pool import WorkerPool
@@ -304,8 +305,8 @@ def make_ray_vec_env(
     compiled: bool = False,
 ) -> VecEnv:
     """Like ``envs.make_vec_env(spec, n_envs, seed)``, with the envs on ``n_workers`` Ray
-    actors: a :class:`RayVecEnv`, wrapped in a 4-frame ``VecFrameStack`` for Atari."""
+    actors: a :class:`RayVecEnv`, wrapped in a 4-frame ``AtariFrameStack`` (SB3's ``VecFrameStack``) for Atari."""
     venv: VecEnv = RayVecEnv(spec, n_envs, n_workers, seed, max_restarts, compiled=compiled)
     if env_kind(spec.env_id) == "atari":
-        venv = VecFrameStack(venv, ATARI_FRAME_STACK)
+        venv = AtariFrameStack(venv, ATARI_FRAME_STACK)
     return venv

@@ -14,9 +14,10 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
-from stable_baselines3.common.vec_env import VecEnv, VecFrameStack
+from stable_baselines3.common.vec_env import VecEnv
 
 from envs.factory import ATARI_FRAME_STACK, EnvSpec, env_kind, make_env
+from envs.frame_stack import AtariFrameStack
 from envs.shallow_dummy_vec_env import ShallowDummyVecEnv
 from rlkit.core.types import Trajectory
 from rlkit.distributed.fragments import FragmentRecorder
@@ -60,7 +61,7 @@ class RolloutWorker:
         )
         self.base.seed(seed + first_rank)
         stack = frame_stack and env_kind(spec.env_id) == "atari"
-        self.venv: VecEnv = VecFrameStack(self.base, ATARI_FRAME_STACK) if stack else self.base
+        self.venv: VecEnv = AtariFrameStack(self.base, ATARI_FRAME_STACK) if stack else self.base
         self.rng = np.random.default_rng(policy_seed)
         torch.manual_seed(policy_seed)
         self.policy: WorkerPolicy | None = None
