@@ -5,7 +5,8 @@ cores used by the rollout workers, the driver, Ray's own processes and everythin
 
 For each env and worker count it measures, in one run: one raw env's step rate and its CPU
 time per step (this process, no vector env), then the sampler (random actions, prefetch) with
-every process's CPU time read from ``/proc`` before and after the timing window. A worker
+every process's CPU time read from ``/proc`` before and after the timing window, then as many
+raw envs as workers, one per process, all at once (what busy cores give plain stepping). A worker
 that is never idle uses one core; the gap between the sampler and the limit (workers x the raw
 rate) splits into workers' idle time (``worker_busy`` < 1) and their extra CPU per step
 (``worker_cpu_per_step / raw_cpu_per_step`` > 1: recording, pickling, Ray's threads).
@@ -75,6 +76,31 @@ def raw_rate(spec: EnvSpec, seconds: float) -> tuple[float, float]:
     return n / wall, cpu / n
 
 
+def _raw_child(env_id: str, seconds: float, barrier, results) -> None:
+    torch.set_num_threads(1)
+    barrier.wait()
+    results.put(raw_rate(EnvSpec(env_id), seconds))
+
+
+def parallel_raw(spec: EnvSpec, processes: int, seconds: float) -> tuple[float, float]:
+    """``processes`` raw envs in as many processes at once: ``(total steps per second, mean CPU
+    seconds per step)``, what the cores give plain env stepping when all are busy."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    barrier, results = ctx.Barrier(processes), ctx.Queue()
+    procs = [
+        ctx.Process(target=_raw_child, args=(spec.env_id, seconds, barrier, results))
+        for _ in range(processes)
+    ]
+    for p in procs:
+        p.start()
+    rates = [results.get() for _ in procs]
+    for p in procs:
+        p.join()
+    return sum(r for r, _ in rates), sum(c for _, c in rates) / processes
+
+
 def measure(spec: EnvSpec, n_envs: int, workers: int, fragment_length: int, seconds: float) -> dict:
     sampler = FragmentSampler(
         spec, n_envs, workers, seed=0, fragment_length=fragment_length, prefetch=True
@@ -118,6 +144,7 @@ def main() -> None:
             row = measure(spec, args.n_envs, workers, length, args.seconds)
             raw_again, raw_cpu_again = raw_rate(spec, args.seconds / 2)
             raw, raw_cpu = (raw + raw_again) / 2, (raw_cpu + raw_cpu_again) / 2
+            together, together_cpu = parallel_raw(spec, workers, args.seconds / 2)
             record = {
                 "bench": "ray_cpu_share",
                 "env": env_id,
@@ -130,6 +157,10 @@ def main() -> None:
                 **row,
                 "fraction_of_limit": row["steps_per_s"] / (workers * raw),
                 "worker_cpu_vs_raw": row["worker_cpu_per_step_us"] / (raw_cpu * 1e6),
+                "raw_processes_steps_per_s": together,
+                "raw_processes_cpu_per_step_us": together_cpu * 1e6,
+                "fraction_of_raw_processes": row["steps_per_s"] / together,
+                "worker_cpu_vs_raw_processes": row["worker_cpu_per_step_us"] / (together_cpu * 1e6),
                 "load_avg_1m": os.getloadavg()[0],
             }
             print(json.dumps(record), flush=True)
