@@ -102,6 +102,8 @@ def parallel_raw(spec: EnvSpec, processes: int, seconds: float) -> tuple[float, 
 
 
 def measure(spec: EnvSpec, n_envs: int, workers: int, fragment_length: int, seconds: float) -> dict:
+    """The FragmentSampler's steps/s over ``seconds``, and the cores each group of processes
+    (:func:`group`) used meanwhile."""
     sampler = FragmentSampler(
         spec, n_envs, workers, seed=0, fragment_length=fragment_length, prefetch=True
     )
