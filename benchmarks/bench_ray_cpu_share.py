@@ -28,7 +28,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("MUJOCO_GL", "egl")
 
-from envs import EnvSpec, make_env  # noqa: E402
+from bench_ray_throughput import parallel_raw, raw_rate_and_cpu  # noqa: E402
+
+from envs import EnvSpec  # noqa: E402
 from rlkit.distributed import FragmentSampler, RandomPolicy, connect  # noqa: E402
 
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -58,47 +60,6 @@ def group(pid: int, cmd: str) -> str:
     if "/ray/" in cmd or cmd.startswith("ray::"):
         return "ray_daemons"
     return "other"
-
-
-def raw_rate(spec: EnvSpec, seconds: float) -> tuple[float, float]:
-    """One env stepped in this process: ``(steps per second, CPU seconds per step)``."""
-    env = make_env(spec, seed=0)()
-    env.reset(seed=0)
-    acts = [env.action_space.sample() for _ in range(1000)]
-    n, wall0, cpu0 = 0, time.perf_counter(), time.process_time()
-    while time.perf_counter() - wall0 < seconds:
-        _, _, term, trunc, _ = env.step(acts[n % 1000])
-        n += 1
-        if term or trunc:
-            env.reset()
-    wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
-    env.close()
-    return n / wall, cpu / n
-
-
-def _raw_child(env_id: str, seconds: float, barrier, results) -> None:
-    torch.set_num_threads(1)
-    barrier.wait()
-    results.put(raw_rate(EnvSpec(env_id), seconds))
-
-
-def parallel_raw(spec: EnvSpec, processes: int, seconds: float) -> tuple[float, float]:
-    """``processes`` raw envs in as many processes at once: ``(total steps per second, mean CPU
-    seconds per step)``, what the cores give plain env stepping when all are busy."""
-    import multiprocessing as mp
-
-    ctx = mp.get_context("spawn")
-    barrier, results = ctx.Barrier(processes), ctx.Queue()
-    procs = [
-        ctx.Process(target=_raw_child, args=(spec.env_id, seconds, barrier, results))
-        for _ in range(processes)
-    ]
-    for p in procs:
-        p.start()
-    rates = [results.get() for _ in procs]
-    for p in procs:
-        p.join()
-    return sum(r for r, _ in rates), sum(c for _, c in rates) / processes
 
 
 def measure(spec: EnvSpec, n_envs: int, workers: int, fragment_length: int, seconds: float) -> dict:
@@ -142,9 +103,9 @@ def main() -> None:
         spec = EnvSpec(env_id)
         length = 100 if "ALE" not in env_id else 25
         for workers in args.workers:
-            raw, raw_cpu = raw_rate(spec, args.seconds / 2)
+            raw, raw_cpu = raw_rate_and_cpu(spec, args.seconds / 2)
             row = measure(spec, args.n_envs, workers, length, args.seconds)
-            raw_again, raw_cpu_again = raw_rate(spec, args.seconds / 2)
+            raw_again, raw_cpu_again = raw_rate_and_cpu(spec, args.seconds / 2)
             raw, raw_cpu = (raw + raw_again) / 2, (raw_cpu + raw_cpu_again) / 2
             together, together_cpu = parallel_raw(spec, workers, args.seconds / 2)
             record = {

@@ -52,8 +52,9 @@ def timed(step: Callable[[], int], seconds: float, warmup: int = 3) -> float:
     return n / (time.perf_counter() - start)
 
 
-def raw_rate(spec: EnvSpec, seconds: float) -> float:
-    """One env, stepped in this process with no vector env around it."""
+def raw_rate_and_cpu(spec: EnvSpec, seconds: float) -> tuple[float, float]:
+    """One env, stepped in this process with no vector env around it: ``(steps per second,
+    CPU seconds per step)``."""
     env = make_env(spec, seed=0)()
     acts = [env.action_space.sample() for _ in range(1000)]
     i = 0
@@ -66,21 +67,29 @@ def raw_rate(spec: EnvSpec, seconds: float) -> float:
             env.reset()
         return 1
 
+    cpu_start = time.process_time()
     rate = timed(step, seconds)
+    cpu_per_step = (time.process_time() - cpu_start) / i
     env.close()
-    return rate
+    return rate, cpu_per_step
+
+
+def raw_rate(spec: EnvSpec, seconds: float) -> float:
+    """One env's steps per second, stepped in this process with no vector env around it."""
+    return raw_rate_and_cpu(spec, seconds)[0]
 
 
 def _raw_child(env_id: str, seconds: float, barrier, results) -> None:
     torch.set_num_threads(1)
     spec = EnvSpec(env_id)
     barrier.wait()
-    results.put(raw_rate(spec, seconds))
+    results.put(raw_rate_and_cpu(spec, seconds))
 
 
-def parallel_raw_rate(spec: EnvSpec, processes: int, seconds: float) -> float:
-    """Total rate of ``processes`` independent processes each stepping one raw env at the
-    same time: what this machine's cores deliver right now, other users' load included."""
+def parallel_raw(spec: EnvSpec, processes: int, seconds: float) -> tuple[float, float]:
+    """``processes`` independent processes each stepping one raw env at the same time:
+    ``(total steps per second, mean CPU seconds per step)``, what this machine's cores deliver
+    right now, other users' load included."""
     import multiprocessing as mp
 
     ctx = mp.get_context("spawn")
@@ -91,10 +100,15 @@ def parallel_raw_rate(spec: EnvSpec, processes: int, seconds: float) -> float:
     ]
     for p in procs:
         p.start()
-    total = sum(results.get() for _ in procs)
+    rates = [results.get() for _ in procs]
     for p in procs:
         p.join()
-    return total
+    return sum(r for r, _ in rates), sum(c for _, c in rates) / processes
+
+
+def parallel_raw_rate(spec: EnvSpec, processes: int, seconds: float) -> float:
+    """Total steps per second of :func:`parallel_raw`."""
+    return parallel_raw(spec, processes, seconds)[0]
 
 
 def vec_stepper(venv, n_envs: int, gym_api: bool = False) -> Callable[[], int]:
