@@ -208,3 +208,35 @@ def test_eval_mode_and_policy_reward_use_no_dropout_or_batch_statistics(
         assert ens.training
         seg = ens.segment_returns(obs[None], acts[None], train=False)
         assert torch.allclose(seg[:, 0], expected.sum(1), atol=1e-4)
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["stacked-matmul", "vmap"])
+def test_input_normalization_standardizes_what_every_member_sees(fast):
+    plain = RewardEnsemble(VEC_OBS, VEC_ACT, n_members=3, seed=2)
+    norm = RewardEnsemble(VEC_OBS, VEC_ACT, n_members=3, seed=2, normalize_inputs=True)
+    plain._fast = norm._fast = fast
+    data = torch.randn(500, 11, dtype=torch.float64) * torch.linspace(0.1, 10, 11) + 3.0
+    norm.set_input_normalization(data)
+    torch.testing.assert_close(norm.in_mean, data.float().mean(0))
+    torch.testing.assert_close(norm.in_std, data.float().std(0))
+    obs, acts = data[:40].reshape(4, 10, 11), torch.randn(4, 10, 3)
+    scaled = (obs.float() - norm.in_mean) / norm.in_std
+    torch.testing.assert_close(
+        norm.segment_returns(obs, acts), plain.segment_returns(scaled, acts), atol=1e-5, rtol=0
+    )
+    torch.testing.assert_close(
+        norm.member_rewards(obs[0], acts[0]), plain.member_rewards(scaled[0], acts[0])
+    )
+    per = norm.segment_returns(obs.expand(3, *obs.shape), acts.expand(3, *acts.shape), True)
+    torch.testing.assert_close(per, plain.segment_returns(scaled, acts), atol=1e-5, rtol=0)
+    # The statistics travel with the weights; a dimension that never varies is not blown up.
+    assert {"in_mean", "in_std"} <= set(norm.state_dict())
+    norm.set_input_normalization(torch.ones(10, 11))
+    assert torch.all(norm.in_std == 1e-2)
+
+
+def test_input_normalization_is_for_vector_observations():
+    with pytest.raises(ValueError, match="vector"):
+        RewardEnsemble(PIX_OBS, gym.spaces.Discrete(4), n_members=2, normalize_inputs=True)
+    with pytest.raises(RuntimeError, match="without normalize_inputs"):
+        RewardEnsemble(VEC_OBS, VEC_ACT, n_members=2).set_input_normalization(torch.zeros(4, 11))

@@ -43,8 +43,9 @@ def comparisons(segs: list[Segment], n: int, seed: int) -> list[Comparison]:
     return out
 
 
-def ensemble() -> RewardEnsemble:
-    return RewardEnsemble(gym.spaces.Box(-9, 9, (4,)), gym.spaces.Box(-9, 9, (1,)), 3, seed=0)
+def ensemble(normalize_inputs: bool = False) -> RewardEnsemble:
+    spaces = gym.spaces.Box(-9, 9, (4,)), gym.spaces.Box(-9, 9, (1,))
+    return RewardEnsemble(*spaces, 3, seed=0, normalize_inputs=normalize_inputs)
 
 
 def feed(learner, segs, comps) -> None:
@@ -52,10 +53,11 @@ def feed(learner, segs, comps) -> None:
         learner.add(c, segs[c.segment_a], segs[c.segment_b])
 
 
-def test_process_learner_trains_exactly_as_the_thread_learner_and_resumes():
+@pytest.mark.parametrize("normalize_inputs", [False, True], ids=["raw", "normalized-inputs"])
+def test_process_learner_trains_exactly_as_the_thread_learner_and_resumes(normalize_inputs):
     segs = segments(50)
-    thread = ThreadLearner(ensemble(), CONFIG, np.random.default_rng(7))
-    proc = ProcessLearner(ensemble(), CONFIG, np.random.default_rng(7))
+    thread = ThreadLearner(ensemble(normalize_inputs), CONFIG, np.random.default_rng(7))
+    proc = ProcessLearner(ensemble(normalize_inputs), CONFIG, np.random.default_rng(7))
     try:
         results = []
         for learner in (thread, proc):
@@ -71,11 +73,13 @@ def test_process_learner_trains_exactly_as_the_thread_learner_and_resumes():
         assert len(proc) == len(thread) == 70
         for name, value in thread.ensemble.state_dict().items():
             assert torch.equal(value, proc.ensemble.state_dict()[name]), name
+        if normalize_inputs:  # the child's input statistics came back with its weights
+            assert torch.all(proc.ensemble.in_mean != 0) and torch.all(proc.ensemble.in_std != 1)
         assert t_state["is_val"] == p_state["is_val"] and t_state["l2"] == p_state["l2"]
         np.testing.assert_array_equal(t_state["counts"], p_state["counts"])
 
         # A resume: a fresh child gets the weights, the labels again, then the trainer state.
-        resumed = ProcessLearner(ensemble(), CONFIG, np.random.default_rng(99))
+        resumed = ProcessLearner(ensemble(normalize_inputs), CONFIG, np.random.default_rng(99))
         try:
             resumed.load_ensemble(proc.ensemble.state_dict())
             feed(resumed, segs, comparisons(segs, 40, seed=1) + comparisons(segs, 30, seed=2))

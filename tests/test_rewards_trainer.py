@@ -158,3 +158,28 @@ def test_a_round_trains_at_least_min_steps_and_the_default_depends_on_the_observ
     assert trainer_config(TrainerConfig(), "mujoco").min_steps is None  # -> MIN_STEPS
     assert trainer_config(TrainerConfig(), "atari").min_steps == MIN_STEPS_PIXELS == 10
     assert trainer_config(TrainerConfig(min_steps=50), "atari").min_steps == 50
+
+
+def test_trainer_normalizes_inputs_with_its_labelled_segments_and_still_learns():
+    rng = np.random.default_rng(3)
+    scale = np.array([10, 0.1, 3, 1], np.float32)  # far from zero mean and unit scale
+    segs = [
+        Segment(obs=s.obs * scale + 5, acts=s.acts, true_rews=(s.obs * scale + 5) @ W, id=s.id)
+        for s in make_data(120, rng)
+    ]
+    ens = RewardEnsemble(
+        gym.spaces.Box(-99, 99, (4,)), gym.spaces.Box(-9, 9, (1,)), 3, seed=0,
+        normalize_inputs=True,
+    )  # fmt: skip
+    trainer = RewardTrainer(ens, TrainerConfig(lr=3e-3), rng)
+    used = set()
+    for _ in range(300):
+        a, b = rng.choice(100, size=2, replace=False)  # segments 100-119 are never labelled
+        used |= {int(a), int(b)}
+        mu = (1, 0) if segs[a].true_return > segs[b].true_return else (0, 1)
+        trainer.add(Comparison(int(a), int(b), mu), segs[a], segs[b])
+    stats = trainer.train(epochs=30)
+    labelled = np.concatenate([segs[i].obs for i in sorted(used)])
+    np.testing.assert_allclose(ens.in_mean.numpy(), labelled.mean(0), rtol=1e-4)
+    np.testing.assert_allclose(ens.in_std.numpy(), labelled.std(0, ddof=1), rtol=1e-4)
+    assert stats["charts/reward_val_accuracy"] > 0.9

@@ -60,6 +60,7 @@ def train(argv: list[str]) -> int:
 
     check_env_id(cfg.env)
     check_policy_fits(cfg.policy, env_kind(cfg.env))
+    cfg.check_fits(env_kind(cfg.env))
     if cfg.resume:
         if cfg.run_dir is None:
             raise UserError("--resume needs --run-dir: the run to continue")

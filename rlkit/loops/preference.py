@@ -123,6 +123,7 @@ def check_segments_fit(cfg: PrefsConfig) -> int:
 
 def reward_ensemble(cfg: PrefsConfig, kind: str, venv: VecEnv) -> RewardEnsemble:
     """The run's reward ensemble, untrained, for ``venv``'s spaces (``auto``: mlp or nature_cnn)."""
+    cfg.check_fits(kind)
     backbone = cfg.backbone
     if backbone == "auto":
         backbone = "nature_cnn" if kind == "atari" else "mlp"
@@ -130,7 +131,7 @@ def reward_ensemble(cfg: PrefsConfig, kind: str, venv: VecEnv) -> RewardEnsemble
         return build_ensemble(
             venv.observation_space, venv.action_space, cfg.ensemble_size, backbone,
             backbone_kwargs=cfg.backbone_settings(), hidden=cfg.reward_hidden,
-            dropout=cfg.dropout, seed=cfg.seed,
+            dropout=cfg.dropout, seed=cfg.seed, normalize_inputs=cfg.reward_normalize_inputs,
         )  # fmt: skip
     except TypeError as exc:  # a setting the backbone does not take
         raise UserError(

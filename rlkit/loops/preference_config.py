@@ -62,6 +62,9 @@ class PrefsConfig:
     saved before 2026-12-01 had (64, 64)). A "hidden" in --backbone-kwargs takes precedence."""
     dropout: float = 0.0
     """Dropout in each reward predictor's head."""
+    reward_normalize_inputs: bool = False
+    """Standardize the reward model's vector observations per dimension, with the mean and
+    std of every labelled segment's steps, refreshed before each training round."""
     query_strategy: Literal["disagreement", "uniform", "entropy"] = "disagreement"
     """How pairs are chosen: ensemble disagreement (the paper's), uniform, or entropy."""
     oversample: int = 10
@@ -128,6 +131,13 @@ class PrefsConfig:
         from rlkit.core.rundir import dataclass_from_dict
 
         return dataclass_from_dict(cls, {**SAVED_BEFORE, **data})
+
+    def check_fits(self, kind: str) -> None:
+        """The reward-model settings that depend on the env kind (``mujoco``, ``atari``)."""
+        if self.reward_normalize_inputs and kind == "atari":
+            raise ConfigError(
+                f"--reward-normalize-inputs is for vector observations, not {self.env}'s pixels"
+            )
 
     def backbone_settings(self) -> dict:
         """``backbone_kwargs`` parsed (``{}`` when empty)."""

@@ -86,6 +86,10 @@ class RewardEnsemble(nn.Module):
         head_hidden: width of the head's hidden layer.
         dropout: dropout probability in the head (drawn independently per member).
         seed: initialization seed (members are initialized independently).
+        normalize_inputs: standardize vector observations, per dimension, with a mean and
+            std shared by the members (buffers ``in_mean``, ``in_std`` of ``obs_shape``), set by
+            :meth:`set_input_normalization` (the trainer does so from its labelled segments
+            before every round); until then they are 0 and 1.
     """
 
     def __init__(
@@ -98,6 +102,7 @@ class RewardEnsemble(nn.Module):
         head_hidden: int = 64,
         dropout: float = 0.0,
         seed: int = 0,
+        normalize_inputs: bool = False,
     ) -> None:
         super().__init__()
         if n_members < 1:
@@ -128,6 +133,34 @@ class RewardEnsemble(nn.Module):
         self._fast = stackable(template.backbone, template.head)
         self.register_buffer("out_mean", torch.zeros(n_members))
         self.register_buffer("out_std", torch.ones(n_members))
+        self.normalize_inputs = normalize_inputs
+        if normalize_inputs:
+            if not (
+                isinstance(observation_space, gym.spaces.Box)
+                and np.issubdtype(observation_space.dtype, np.floating)
+            ):
+                raise ValueError("input normalization is for vector (float Box) observations")
+            shape = observation_space.shape
+            self.register_buffer("in_mean", torch.zeros(shape))
+            self.register_buffer("in_std", torch.ones(shape))
+
+    # -- input normalization -------------------------------------------------------------
+    @torch.no_grad()
+    def set_input_normalization(self, obs: torch.Tensor, min_std: float = 1e-2) -> None:
+        """Set the inputs' mean and std from observations ``(..., *obs_shape)`` (a dimension
+        that hardly varies is divided by ``min_std``, not by ~0)."""
+        if not self.normalize_inputs:
+            raise RuntimeError("this ensemble was built without normalize_inputs")
+        flat = obs.reshape(-1, *self.in_mean.shape).float()
+        if len(flat) < 2:
+            raise ValueError("input normalization needs at least two observations")
+        self.in_mean.copy_(flat.mean(0))
+        self.in_std.copy_(flat.std(0).clamp_min(min_std))
+
+    def _inputs(self, obs: torch.Tensor) -> torch.Tensor:
+        if not self.normalize_inputs:
+            return obs
+        return (obs.float() - self.in_mean) / self.in_std
 
     # -- batched evaluation -------------------------------------------------------------
     def _stacked(self) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
@@ -143,7 +176,7 @@ class RewardEnsemble(nn.Module):
         template = self._templates[self._mode(train)]
 
         def call_one(params, buffers, obs, acts):
-            return functional_call(template, (params, buffers), (obs, acts))
+            return functional_call(template, (params, buffers), (self._inputs(obs), acts))
 
         return vmap(call_one, in_dims=in_dims, randomness="different")
 
@@ -165,6 +198,7 @@ class RewardEnsemble(nn.Module):
         train = self._mode(train)
         params = dict(zip(self._names, self.params, strict=True))
         k, b = obs.shape[:2]
+        obs = self._inputs(obs)
         feats = stacked_features(template.backbone, "backbone", obs, params, train, k)
         enc = template.encode_actions(acts.reshape(k * b, *acts.shape[2:]).to("cpu"))
         enc = enc.reshape(k, b, -1).to(feats.device)
@@ -290,17 +324,19 @@ def build_ensemble(
     hidden: Sequence[int] | None = None,
     dropout: float = 0.0,
     seed: int = 0,
+    normalize_inputs: bool = False,
 ) -> RewardEnsemble:
     """An ensemble with the Nature CNN for pixels or a leaky-ReLU MLP for vectors.
 
     ``hidden``: the mlp backbone's hidden layers (unless ``backbone_kwargs`` has them; default
     the backbone's (64, 64)). The head adds one hidden layer of 64 on the features and the
     action, so ``hidden=(64,)`` is the paper's network, two layers of 64 (the rlkit prefs
-    default).
+    default). ``normalize_inputs``: see :class:`RewardEnsemble`.
     """
     kwargs = dict(backbone_kwargs or {})
     if hidden is not None and backbone == "mlp":
         kwargs.setdefault("hidden", tuple(hidden))
     return RewardEnsemble(
-        observation_space, action_space, n_members, backbone, kwargs, dropout=dropout, seed=seed
-    )
+        observation_space, action_space, n_members, backbone, kwargs, dropout=dropout, seed=seed,
+        normalize_inputs=normalize_inputs,
+    )  # fmt: skip

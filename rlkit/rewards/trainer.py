@@ -217,7 +217,8 @@ class RewardTrainer:
     def train(self, epochs: float | None = None) -> dict[str, float]:
         """Train for ``epochs`` passes over the training labels; return metrics.
 
-        L2 adapts after every pass. Returns ``losses/reward_train``, ``losses/reward_val``,
+        L2 adapts after every pass. An ensemble that normalizes its inputs first takes their
+        mean and std from every labelled segment. Returns ``losses/reward_train``, ``losses/reward_val``,
         ``charts/reward_val_accuracy`` (NaN where there is no validation data), ``losses/l2``.
         """
         cfg = self.config
@@ -233,6 +234,9 @@ class RewardTrainer:
         # A member whose bootstrap drew no label so far falls back to uniform weights.
         weights[weights.sum(1) == 0] = 1.0
         probs = weights / weights.sum(1, keepdims=True)
+        if self.ensemble.normalize_inputs:
+            # Every labelled segment's steps, validation ones included (no labels used).
+            self.ensemble.set_input_normalization(self.cache.obs[: self.cache.size])
         self.ensemble.train()
         epoch_losses: list[float] = []
         for step in range(total):
