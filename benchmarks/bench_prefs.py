@@ -12,6 +12,8 @@ the stochastic training policy) and the mean true return of the last 100 trainin
 each run (``train_return_*``, equal frames): the usual Atari measure, where a deterministic
 policy may never press FIRE to serve again.
 On Atari the true-reward baseline gets sign-clipped rewards, as A2C is usually run.
+``--baseline-from`` reuses the true-reward side of earlier lines of this script (same env, seed
+and steps) for runs that change only the preference side.
 
     .venv/bin/python benchmarks/bench_prefs.py --envs Hopper-v5 --steps 1000000 --labels 700 --seeds 0
     .venv/bin/python benchmarks/bench_prefs.py --envs ALE/Breakout-v5 --steps 250000 --labels 700 \
@@ -76,6 +78,23 @@ def run_true_reward(cfg: PrefsConfig, n_envs: int) -> tuple[object, float]:
     return agent, time.perf_counter() - t0
 
 
+BASELINE_KEYS = ("return_true_reward", "return_true_reward_stochastic", "train_return_true_reward")
+
+
+def load_baselines(paths: list[Path]) -> dict[tuple[str, int, int], dict]:
+    """(env, seed, steps) -> the true-reward fields and wall time of the last matching line."""
+    found: dict[tuple[str, int, int], dict] = {}
+    for path in paths:
+        for line in path.read_text().splitlines():
+            row = json.loads(line) if line.strip() else {}
+            if row.get("bench") == "prefs_vs_true_reward" and row.get("return_true_reward"):
+                key = (row["env"], row["seed"], row["steps"])
+                # lines older than the stochastic evaluation lack its field: None
+                found[key] = {k: row.get(k) for k in (*BASELINE_KEYS, "wall_trpo_s")}
+                found[key]["baseline_from"] = str(path)
+    return found
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--envs", nargs="+", default=["Hopper-v5"])
@@ -103,7 +122,28 @@ def main() -> None:
         default="tuned",
         help="tuned: as the rlkit command runs (rlkit.core.allocator); glibc: its defaults",
     )
+    p.add_argument(
+        "--baseline-from",
+        type=Path,
+        nargs="+",
+        default=None,
+        metavar="JSONL",
+        help="take the true-reward (TRPO) side of each (env, seed, steps) from earlier result "
+        "lines of this script instead of training it again (the last matching line wins; the "
+        "preset is deterministic per seed): for runs that change only the preference side",
+    )
     args = p.parse_args()
+    baselines = load_baselines(args.baseline_from) if args.baseline_from else None
+    missing = [
+        f"{env} seed {seed}"
+        for env in args.envs
+        for seed in args.seeds
+        if baselines is not None and (env, seed, args.steps) not in baselines
+    ]
+    if missing:
+        p.error(
+            f"no true-reward line at {args.steps} steps in --baseline-from for {', '.join(missing)}"
+        )
     if args.malloc == "tuned":
         keep_freed_memory()
     base = run_tyro(PrefsConfig, shlex.split(args.prefs_args), prog="bench_prefs --prefs-args")
@@ -141,14 +181,19 @@ def main() -> None:
                 plot = first_unused(args.out / f"prefs_{env.replace('/', '-')}_seed{seed}.png")
                 plot.write_bytes(summary.plot.read_bytes())
                 loop.close()
-            agent, true_wall = run_true_reward(cfg, n_envs)
-            true_ret = evaluate_policy_true(agent, cfg, n_envs, args.eval_episodes)
-            true_sto = evaluate_policy_true(
-                agent, cfg, n_envs, args.eval_episodes, deterministic=False
-            )
-            true_train = train_return(agent)
-            if keep is not None:
-                agent.save(keep / "true_reward_agent.zip")
+            if baselines is not None:
+                base_row = baselines[(env, seed, args.steps)]
+                true_ret, true_sto, true_train = (base_row[k] for k in BASELINE_KEYS)
+                true_wall = base_row["wall_trpo_s"]
+            else:
+                agent, true_wall = run_true_reward(cfg, n_envs)
+                true_ret = evaluate_policy_true(agent, cfg, n_envs, args.eval_episodes)
+                true_sto = evaluate_policy_true(
+                    agent, cfg, n_envs, args.eval_episodes, deterministic=False
+                )
+                true_train = train_return(agent)
+                if keep is not None:
+                    agent.save(keep / "true_reward_agent.zip")
             row = {
                 "bench": "prefs_vs_true_reward",
                 "env": env,
@@ -160,7 +205,7 @@ def main() -> None:
                 "return_true_reward": round(true_ret, 1),
                 "ratio": round(learned / true_ret, 3) if true_ret else None,
                 "return_learned_stochastic": round(learned_sto, 1),
-                "return_true_reward_stochastic": round(true_sto, 1),
+                "return_true_reward_stochastic": None if true_sto is None else round(true_sto, 1),
                 "ratio_stochastic": round(learned_sto / true_sto, 3) if true_sto else None,
                 "train_return_learned": round(learned_train, 1),
                 "train_return_true_reward": round(true_train, 1),
@@ -170,6 +215,9 @@ def main() -> None:
                 "wall_trpo_s": round(true_wall, 1),
                 "overhead": round(prefs_wall / true_wall, 3),
             }
+            if baselines is not None:
+                # the true-reward side was not run here: its wall-clock is from another time
+                row.update(overhead=None, baseline_from=base_row["baseline_from"])
             print(json.dumps({k: None if v != v else v for k, v in row.items()}), flush=True)
 
 
