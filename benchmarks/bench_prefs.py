@@ -81,6 +81,11 @@ def run_true_reward(cfg: PrefsConfig, n_envs: int) -> tuple[object, float]:
 BASELINE_KEYS = ("return_true_reward", "return_true_reward_stochastic", "train_return_true_reward")
 
 
+def rounded(x: float | None, digits: int) -> float | None:
+    """``round`` that passes None through (a field older result lines lack)."""
+    return None if x is None else round(x, digits)
+
+
 def load_baselines(paths: list[Path]) -> dict[tuple[str, int, int], dict]:
     """(env, seed, steps) -> the true-reward fields and wall time of the last matching line."""
     found: dict[tuple[str, int, int], dict] = {}
@@ -205,15 +210,15 @@ def main() -> None:
                 "return_true_reward": round(true_ret, 1),
                 "ratio": round(learned / true_ret, 3) if true_ret else None,
                 "return_learned_stochastic": round(learned_sto, 1),
-                "return_true_reward_stochastic": None if true_sto is None else round(true_sto, 1),
+                "return_true_reward_stochastic": rounded(true_sto, 1),
                 "ratio_stochastic": round(learned_sto / true_sto, 3) if true_sto else None,
                 "train_return_learned": round(learned_train, 1),
-                "train_return_true_reward": round(true_train, 1),
-                "train_ratio": round(learned_train / true_train, 3),
+                "train_return_true_reward": rounded(true_train, 1),
+                "train_ratio": round(learned_train / true_train, 3) if true_train else None,
                 "reward_val_accuracy": round(acc, 3),
                 "wall_prefs_s": round(prefs_wall, 1),
-                "wall_trpo_s": round(true_wall, 1),
-                "overhead": round(prefs_wall / true_wall, 3),
+                "wall_trpo_s": rounded(true_wall, 1),
+                "overhead": round(prefs_wall / true_wall, 3) if true_wall else None,
             }
             if baselines is not None:
                 # the true-reward side was not run here: its wall-clock is from another time
