@@ -90,8 +90,11 @@ def load_baselines(paths: list[Path]) -> dict[tuple[str, int, int], dict]:
     """(env, seed, steps) -> the true-reward fields and wall time of the last matching line."""
     found: dict[tuple[str, int, int], dict] = {}
     for path in paths:
-        for line in path.read_text().splitlines():
-            row = json.loads(line) if line.strip() else {}
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            try:
+                row = json.loads(line) if line.strip() else {}
+            except ValueError as exc:
+                raise ValueError(f"{path} line {n} is not JSON ({exc})") from None
             if row.get("bench") == "prefs_vs_true_reward" and row.get("return_true_reward"):
                 key = (row["env"], row["seed"], row["steps"])
                 # lines older than the stochastic evaluation lack its field: None
@@ -138,7 +141,10 @@ def main() -> None:
         "preset is deterministic per seed): for runs that change only the preference side",
     )
     args = p.parse_args()
-    baselines = load_baselines(args.baseline_from) if args.baseline_from else None
+    try:
+        baselines = load_baselines(args.baseline_from) if args.baseline_from else None
+    except (OSError, ValueError, KeyError) as exc:  # unreadable, not JSON, or not this script's
+        p.error(f"--baseline-from: {exc}")
     missing = [
         f"{env} seed {seed}"
         for env in args.envs
