@@ -145,16 +145,17 @@ def main() -> None:
         baselines = load_baselines(args.baseline_from) if args.baseline_from else None
     except (OSError, ValueError, KeyError) as exc:  # unreadable, not JSON, or not this script's
         p.error(f"--baseline-from: {exc}")
-    missing = [
-        f"{env} seed {seed}"
-        for env in args.envs
-        for seed in args.seeds
-        if baselines is not None and (env, seed, args.steps) not in baselines
-    ]
-    if missing:
-        p.error(
-            f"no true-reward line at {args.steps} steps in --baseline-from for {', '.join(missing)}"
-        )
+    if baselines is not None:
+        missing = [
+            f"{env} seed {seed}"
+            for env in args.envs
+            for seed in args.seeds
+            if (env, seed, args.steps) not in baselines
+        ]
+        if missing:
+            p.error(
+                f"no true-reward line at {args.steps} steps in --baseline-from for {', '.join(missing)}"
+            )
     if args.malloc == "tuned":
         keep_freed_memory()
     base = run_tyro(PrefsConfig, shlex.split(args.prefs_args), prog="bench_prefs --prefs-args")
@@ -224,11 +225,12 @@ def main() -> None:
                 "reward_val_accuracy": round(acc, 3),
                 "wall_prefs_s": round(prefs_wall, 1),
                 "wall_trpo_s": rounded(true_wall, 1),
-                "overhead": round(prefs_wall / true_wall, 3) if true_wall else None,
+                # None where the true-reward side was not run here (its wall-clock is from
+                # another time)
+                "overhead": None if baselines is not None else round(prefs_wall / true_wall, 3),
             }
             if baselines is not None:
-                # the true-reward side was not run here: its wall-clock is from another time
-                row.update(overhead=None, baseline_from=base_row["baseline_from"])
+                row["baseline_from"] = base_row["baseline_from"]
             print(json.dumps({k: None if v != v else v for k, v in row.items()}), flush=True)
 
 

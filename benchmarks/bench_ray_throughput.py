@@ -74,11 +74,6 @@ def raw_rate_and_cpu(spec: EnvSpec, seconds: float) -> tuple[float, float]:
     return rate, cpu_per_step
 
 
-def raw_rate(spec: EnvSpec, seconds: float) -> float:
-    """One env's steps per second, stepped in this process with no vector env around it."""
-    return raw_rate_and_cpu(spec, seconds)[0]
-
-
 def _raw_child(env_id: str, seconds: float, barrier, results) -> None:
     torch.set_num_threads(1)
     spec = EnvSpec(env_id)
@@ -104,11 +99,6 @@ def parallel_raw(spec: EnvSpec, processes: int, seconds: float) -> tuple[float, 
     for p in procs:
         p.join()
     return sum(r for r, _ in rates), sum(c for _, c in rates) / processes
-
-
-def parallel_raw_rate(spec: EnvSpec, processes: int, seconds: float) -> float:
-    """Total steps per second of :func:`parallel_raw`."""
-    return parallel_raw(spec, processes, seconds)[0]
 
 
 def vec_stepper(venv, n_envs: int, gym_api: bool = False) -> Callable[[], int]:
@@ -206,7 +196,7 @@ def predict(raw: float, overhead: dict[str, float], workers: int) -> dict[str, f
 def run(env_id: str, n_envs: int, fragment_length: int, seconds: float, out: list[dict]) -> None:
     spec = EnvSpec(env_id)
     cores = len(os.sched_getaffinity(0))
-    raw_before = raw_rate(spec, seconds)
+    raw_before = raw_rate_and_cpu(spec, seconds)[0]
     emit({"env": env_id, "method": "raw_single_env", "steps_per_s": raw_before}, out)
     rows = {}
     for workers in (1, 2):
@@ -229,10 +219,10 @@ def run(env_id: str, n_envs: int, fragment_length: int, seconds: float, out: lis
     rows["gym_async_vector_env"] = vec_rate(
         gym.vector.AsyncVectorEnv(thunks), n_envs, seconds, True
     )
-    raw_after = raw_rate(spec, seconds)
+    raw_after = raw_rate_and_cpu(spec, seconds)[0]
     emit({"env": env_id, "method": "raw_single_env_again", "steps_per_s": raw_after}, out)
     raw = (raw_before + raw_after) / 2
-    parallel = parallel_raw_rate(spec, cores, seconds)
+    parallel = parallel_raw(spec, cores, seconds)[0]
     emit({"env": env_id, "method": f"raw_{cores}_processes", "steps_per_s": parallel}, out)
     for method, rate in rows.items():
         workers = 2 if method.endswith("2w") or not method.startswith("ray") else 1

@@ -123,7 +123,6 @@ def check_segments_fit(cfg: PrefsConfig) -> int:
 
 def reward_ensemble(cfg: PrefsConfig, kind: str, venv: VecEnv) -> RewardEnsemble:
     """The run's reward ensemble, untrained, for ``venv``'s spaces (``auto``: mlp or nature_cnn)."""
-    cfg.check_fits(kind)
     backbone = cfg.backbone
     if backbone == "auto":
         backbone = "nature_cnn" if kind == "atari" else "mlp"
