@@ -1,5 +1,7 @@
 import gymnasium as gym
 import numpy as np
+import pytest
+import torch
 
 from rlkit.core import Comparison, Segment
 from rlkit.rewards.ensemble import RewardEnsemble
@@ -183,3 +185,63 @@ def test_trainer_normalizes_inputs_with_its_labelled_segments_and_still_learns()
     np.testing.assert_allclose(ens.in_mean.numpy(), labelled.mean(0), rtol=1e-4)
     np.testing.assert_allclose(ens.in_std.numpy(), labelled.std(0, ddof=1), rtol=1e-4)
     assert stats["charts/reward_val_accuracy"] > 0.9
+
+
+def _normalized_trainer(input_stats_segments: int | None) -> tuple[RewardTrainer, list[Segment]]:
+    rng = np.random.default_rng(5)
+    segs = make_data(40, rng)
+    ens = RewardEnsemble(
+        gym.spaces.Box(-99, 99, (4,)), gym.spaces.Box(-9, 9, (1,)), 2, seed=0,
+        normalize_inputs=True,
+    )  # fmt: skip
+    config = TrainerConfig(min_steps=1, input_stats_segments=input_stats_segments)
+    return RewardTrainer(ens, config, rng), segs
+
+
+def _label(trainer: RewardTrainer, segs: list[Segment], pairs: range, shift: float) -> None:
+    for i in pairs:
+        a, b = (
+            Segment(obs=s.obs + shift, acts=s.acts, true_rews=s.true_rews, id=s.id)
+            for s in (segs[2 * i], segs[2 * i + 1])
+        )
+        trainer.add(Comparison(a.id, b.id, (1, 0)), a, b)
+
+
+@pytest.mark.parametrize("threshold", [10, 30, None])
+def test_input_statistics_are_kept_once_they_come_from_enough_segments(threshold):
+    trainer, segs = _normalized_trainer(threshold)
+    _label(trainer, segs, range(0, 10), shift=0.0)  # 20 segments
+    trainer.train(epochs=0)
+    first = trainer.ensemble.in_mean.clone(), trainer.ensemble.in_std.clone()
+    np.testing.assert_allclose(
+        first[0].numpy(), np.concatenate([s.obs for s in segs[:20]]).mean(0), rtol=1e-5
+    )
+    assert trainer.input_stats_from == 20
+    _label(trainer, segs, range(10, 20), shift=50.0)  # 20 more, far off
+    trainer.train(epochs=0)
+    kept = threshold is not None and threshold <= 20
+    assert trainer.input_stats_kept == (threshold is not None and threshold <= 40)
+    assert torch.equal(trainer.ensemble.in_mean, first[0]) == kept
+    assert torch.equal(trainer.ensemble.in_std, first[1]) == kept
+    if not kept:  # taken again, over all 40 segments
+        both = np.concatenate([s.obs + 50.0 * (i >= 20) for i, s in enumerate(segs)])
+        np.testing.assert_allclose(trainer.ensemble.in_mean.numpy(), both.mean(0), rtol=1e-5)
+        assert trainer.input_stats_from == 40
+
+
+def test_kept_input_statistics_stay_kept_after_a_resume():
+    trainer, segs = _normalized_trainer(10)
+    _label(trainer, segs, range(0, 10), shift=0.0)
+    trainer.train(epochs=0)
+    resumed, _ = _normalized_trainer(10)
+    resumed.ensemble.load_state_dict(trainer.ensemble.state_dict())
+    _label(resumed, segs, range(0, 10), shift=0.0)
+    resumed.load_state_dict(trainer.state_dict())
+    _label(resumed, segs, range(10, 20), shift=50.0)
+    resumed.train(epochs=0)
+    assert torch.equal(resumed.ensemble.in_mean, trainer.ensemble.in_mean)
+    old_state = {k: v for k, v in trainer.state_dict().items() if k != "input_stats_from"}
+    fresh, _ = _normalized_trainer(10)
+    _label(fresh, segs, range(0, 10), shift=0.0)
+    fresh.load_state_dict(old_state)  # saved before the field existed: not kept yet
+    assert fresh.input_stats_from == 0 and not fresh.input_stats_kept

@@ -74,6 +74,13 @@ class TrainerConfig:
     a second core; Hopper's policies did better than with 10 (six seeds at 1M steps: mean
     ratio 0.78 vs 0.62-0.66, BENCHMARKS.md). rl-teacher trains one minibatch every 100
     agent steps, ~80 per round."""
+    input_stats_segments: int | None = None
+    """With an ensemble that normalizes its inputs (--reward-normalize-inputs): take their mean
+    and std again before each round only until they come from at least this many labelled
+    segments, then keep them (default None: before every round). With 100, a synthetic
+    teacher's run keeps the statistics of its initial labels' random-policy segments (165-188
+    in the MuJoCo benchmark's runs), so the input scaling stops moving under the policy; at
+    1M steps that helped Walker2d and cost HalfCheetah (BENCHMARKS.md)."""
     cross_lipschitz: float = 0.0
     """Weight of the cross-Lipschitz penalty on the preference classifier (0: off)."""
     mean_teacher_weight: float = 0.0
@@ -96,6 +103,8 @@ class TrainerConfig:
             "epochs": self.epochs >= 0,
             "pretrain_epochs": self.pretrain_epochs >= 0,
             "min_steps": self.min_steps is None or self.min_steps >= 0,
+            "input_stats_segments": self.input_stats_segments is None
+            or self.input_stats_segments >= 1,
             "cross_lipschitz": self.cross_lipschitz >= 0,
             "mean_teacher_weight": self.mean_teacher_weight >= 0,
             "mean_teacher_decay": 0.0 <= self.mean_teacher_decay < 1.0,
@@ -176,6 +185,7 @@ class RewardTrainer:
         self.is_val: list[bool] = []
         self.counts = np.zeros((0, ensemble.n_members), dtype=np.int64)
         self.steps = 0
+        self.input_stats_from = 0  # labelled segments the input statistics were taken from
         self.mean_teacher: MeanTeacherConsistency | None = None
         if config.mean_teacher_weight > 0:
             if unlabeled is None:
@@ -218,7 +228,8 @@ class RewardTrainer:
         """Train for ``epochs`` passes over the training labels; return metrics.
 
         L2 adapts after every pass. An ensemble that normalizes its inputs first takes their
-        mean and std from every labelled segment. Returns ``losses/reward_train``, ``losses/reward_val``,
+        mean and std from every labelled segment, until they are kept
+        (``input_stats_segments``). Returns ``losses/reward_train``, ``losses/reward_val``,
         ``charts/reward_val_accuracy`` (NaN where there is no validation data), ``losses/l2``.
         """
         cfg = self.config
@@ -234,9 +245,10 @@ class RewardTrainer:
         # A member whose bootstrap drew no label so far falls back to uniform weights.
         weights[weights.sum(1) == 0] = 1.0
         probs = weights / weights.sum(1, keepdims=True)
-        if self.ensemble.normalize_inputs:
+        if self.ensemble.normalize_inputs and not self.input_stats_kept:
             # Every labelled segment's steps, validation ones included (no labels used).
             self.ensemble.set_input_normalization(self.cache.obs[: self.cache.size])
+            self.input_stats_from = self.cache.size
         self.ensemble.train()
         epoch_losses: list[float] = []
         for step in range(total):
@@ -271,6 +283,12 @@ class RewardTrainer:
                 self._adapt_l2(float(np.mean(epoch_losses)))
                 epoch_losses.clear()
         return self.evaluate()
+
+    @property
+    def input_stats_kept(self) -> bool:
+        """Whether the ensemble's input statistics are final (``input_stats_segments``)."""
+        enough = self.config.input_stats_segments
+        return enough is not None and self.input_stats_from >= enough
 
     @torch.no_grad()
     def _losses(self, idx: np.ndarray) -> tuple[float, float]:
@@ -332,6 +350,7 @@ class RewardTrainer:
             "counts": self.counts.copy(),
             "optimizer": self.optimizer.state_dict(),
             "steps": self.steps,
+            "input_stats_from": self.input_stats_from,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -342,3 +361,4 @@ class RewardTrainer:
         self.l2 = float(state["l2"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.steps = int(state["steps"])
+        self.input_stats_from = int(state.get("input_stats_from", 0))
