@@ -78,9 +78,10 @@ class TrainerConfig:
     """With an ensemble that normalizes its inputs (--reward-normalize-inputs): take their mean
     and std again before each round only until they come from at least this many labelled
     segments, then keep them (default None: before every round). With 100, a synthetic
-    teacher's run keeps the statistics of its initial labels' random-policy segments (165-188
+    teacher's run keeps the statistics of its initial labels' random-policy segments (163-198
     in the MuJoCo benchmark's runs), so the input scaling stops moving under the policy; at
-    1M steps that helped Walker2d and cost HalfCheetah (BENCHMARKS.md)."""
+    1M steps that was on par with retaking them on Hopper and far worse on HalfCheetah
+    (BENCHMARKS.md)."""
     cross_lipschitz: float = 0.0
     """Weight of the cross-Lipschitz penalty on the preference classifier (0: off)."""
     mean_teacher_weight: float = 0.0
