@@ -12,7 +12,7 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from agents.obs_norm import RunningObsNorm
 from agents.trpo_entropy import EntropyTRPO
-from rlkit.core.errors import ConfigError, check_settings
+from rlkit.core.errors import check_settings
 
 Algo = Literal["trpo", "a2c"]
 
@@ -35,8 +35,10 @@ class PolicyConfig:
     """Default: 1e-3 (TRPO critic), 7e-4 (A2C)."""
     hidden: tuple[int, ...] = (64, 64)
     """TRPO policy and value MLP widths."""
-    normalize_obs: bool = False
-    """TRPO: policy and critic see observations normalized by running statistics (reward: raw)."""
+    normalize_obs: bool = True
+    """TRPO: the policy and critic see observations normalized by running statistics, as in
+    modular_rl's TRPO and rl-zoo's MuJoCo presets (the reward model and clips: raw). On by
+    default since 2026-12-02; A2C does not use it. --policy.no-normalize-obs turns it off."""
 
     def __post_init__(self) -> None:
         checks = {
@@ -46,7 +48,6 @@ class PolicyConfig:
             "n_steps": self.n_steps is None or self.n_steps >= 1,
             "learning_rate": self.learning_rate is None or self.learning_rate > 0.0,
             "hidden": all(width >= 1 for width in self.hidden),
-            "normalize_obs": not (self.normalize_obs and self.algo == "a2c"),
         }
         check_settings(self, checks, "--policy.")
 
@@ -57,14 +58,9 @@ def resolve_algo(config: PolicyConfig, kind: str) -> Algo:
     return "a2c" if kind == "atari" else "trpo"
 
 
-def check_policy_fits(config: PolicyConfig, kind: str) -> Algo:
-    """The algorithm for an env of ``kind``; a :class:`ConfigError` if a setting does not fit it."""
-    algo = resolve_algo(config, kind)
-    if config.normalize_obs and algo != "trpo":
-        raise ConfigError(
-            f"--policy.normalize-obs works with TRPO, not {algo} (the {kind} default)"
-        )
-    return algo
+def normalizes_obs(config: PolicyConfig, algo: Algo) -> bool:
+    """Whether the policy of ``algo`` normalizes its observations (TRPO only)."""
+    return config.normalize_obs and algo == "trpo"
 
 
 def silent_logger() -> Logger:
@@ -77,11 +73,11 @@ def make_agent(
     config: PolicyConfig, env: VecEnv, kind: str, seed: int, tensorboard_log: str | None = None
 ) -> BaseAlgorithm:
     """Build the agent for ``env`` (already wrapped with the learned reward)."""
-    algo = check_policy_fits(config, kind)
+    algo = resolve_algo(config, kind)
     if algo == "trpo":
         net = {"pi": list(config.hidden), "vf": list(config.hidden)}
         policy_kwargs: dict = {"net_arch": net}
-        if config.normalize_obs:
+        if normalizes_obs(config, algo):
             policy_kwargs["features_extractor_class"] = RunningObsNorm
         agent: BaseAlgorithm = EntropyTRPO(
             "MlpPolicy", env,

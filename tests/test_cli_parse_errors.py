@@ -24,14 +24,8 @@ CASES = [
      "error: --trainer.random-response has an invalid value 1.0"),
     (["prefs", "train", "--trainer.l2-factor", "0.5"],
      "error: --trainer.l2-factor has an invalid value 0.5"),
-    (["prefs", "train", "--env", "ALE/Pong-v5", "--policy.normalize-obs"],
-     "error: --policy.normalize-obs works with TRPO, not a2c (the atari default)"),
-    (["prefs", "train", "--policy.algo", "a2c", "--policy.normalize-obs"],
-     "error: --policy.normalize-obs has an invalid value True"),
     (["prefs", "train", "--trainer.input-stats-segments", "0"],
      "error: --trainer.input-stats-segments has an invalid value 0"),
-    (["prefs", "train", "--env", "ALE/Pong-v5", "--reward-normalize-inputs"],
-     "error: --reward-normalize-inputs is for vector observations, not ALE/Pong-v5's pixels"),
 ]  # fmt: skip
 
 

@@ -1,5 +1,5 @@
-"""--policy.normalize-obs: the TRPO policy normalizes observations by running statistics,
-updated between updates only, saved with the policy, kept through a policy reset."""
+"""--policy.normalize-obs (on by default): the TRPO policy normalizes observations by running
+statistics, updated between updates only, saved with the policy, kept through a policy reset."""
 
 from __future__ import annotations
 
@@ -13,9 +13,8 @@ from prefs_tiny import tiny_hopper
 from rich.console import Console
 
 from agents.obs_norm import RunningObsNorm, obs_norm_state
-from agents.presets import PolicyConfig, load_agent, make_agent
+from agents.presets import PolicyConfig, load_agent, make_agent, normalizes_obs
 from envs import EnvSpec, make_vec_env
-from rlkit.core.errors import ConfigError
 from rlkit.loops.preference import PreferenceLoop
 
 
@@ -42,8 +41,7 @@ def test_trpo_normalizes_with_the_rollouts_it_trained_on_and_saves_them(tmp_path
     torch.set_num_threads(1)
     venv = make_vec_env(EnvSpec("Hopper-v5"), 2, 0)
     try:
-        cfg = PolicyConfig(normalize_obs=True, n_steps=128)
-        agent = make_agent(cfg, venv, "mujoco", seed=0)
+        agent = make_agent(PolicyConfig(n_steps=128), venv, "mujoco", seed=0)  # the default
         norm = agent.policy.features_extractor
         assert isinstance(norm, RunningObsNorm)
         agent.learn(256)  # one update on 2 x 128 steps
@@ -73,21 +71,26 @@ def test_trpo_normalizes_with_the_rollouts_it_trained_on_and_saves_them(tmp_path
         venv.close()
 
 
-def test_without_the_flag_the_policy_sees_raw_observations() -> None:
+def test_turned_off_the_policy_sees_raw_observations() -> None:
     venv = make_vec_env(EnvSpec("Hopper-v5"), 1, 0)
     try:
-        agent = make_agent(PolicyConfig(n_steps=128), venv, "mujoco", seed=0)
+        agent = make_agent(PolicyConfig(n_steps=128, normalize_obs=False), venv, "mujoco", 0)
         assert not isinstance(agent.policy.features_extractor, RunningObsNorm)
         assert obs_norm_state(agent.policy.state_dict()) == {}
     finally:
         venv.close()
 
 
-def test_normalize_obs_is_for_trpo() -> None:
-    with pytest.raises(ConfigError, match=r"--policy.normalize-obs has an invalid value True"):
-        PolicyConfig(algo="a2c", normalize_obs=True)
-    with pytest.raises(ConfigError, match=r"works with TRPO, not a2c \(the atari default\)"):
-        make_agent(PolicyConfig(normalize_obs=True), None, "atari", seed=0)  # type: ignore[arg-type]
+def test_a2c_on_pixels_keeps_its_own_scaling() -> None:
+    """The default (on) is a TRPO setting: A2C's CNN policy sees pixels as SB3 scales them."""
+    assert normalizes_obs(PolicyConfig(), "trpo") and not normalizes_obs(PolicyConfig(), "a2c")
+    venv = make_vec_env(EnvSpec("ALE/Pong-v5"), 1, 0)
+    try:
+        agent = make_agent(PolicyConfig(n_steps=5), venv, "atari", seed=0)
+        assert agent.__class__.__name__ == "A2C"
+        assert obs_norm_state(agent.policy.state_dict()) == {}
+    finally:
+        venv.close()
 
 
 @pytest.mark.slow

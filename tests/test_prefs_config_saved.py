@@ -43,3 +43,30 @@ def test_a_config_saved_before_reward_hidden_existed_keeps_its_three_layers(tmp_
 def test_backbone_kwargs_hidden_takes_precedence():
     cfg = dataclasses.replace(PrefsConfig(), backbone_kwargs='{"hidden": [16, 8]}')
     assert _linear_shapes(cfg) == [(16, 11), (8, 16), (64, 11), (1, 64)]
+
+
+class _Pixels:  # an Atari VecEnv's spaces
+    observation_space = gym.spaces.Box(0, 255, (84, 84, 4), np.uint8)
+    action_space = gym.spaces.Discrete(6)
+
+
+def test_by_default_vector_inputs_are_standardized_and_pixels_are_not():
+    cfg = PrefsConfig()
+    assert cfg.reward_normalize_inputs and cfg.policy.normalize_obs
+    assert reward_ensemble(cfg, "mujoco", _Spaces()).normalize_inputs
+    assert not reward_ensemble(cfg, "atari", _Pixels()).normalize_inputs
+    off = dataclasses.replace(cfg, reward_normalize_inputs=False)
+    assert not reward_ensemble(off, "mujoco", _Spaces()).normalize_inputs
+
+
+def test_a_config_saved_before_the_normalizations_were_on_keeps_them_off(tmp_path):
+    save_config(tmp_path, PrefsConfig(env="Hopper-v5", seed=3))
+    saved = load_config(tmp_path)
+    del saved["reward_normalize_inputs"], saved["policy"]["normalize_obs"]
+    old = PrefsConfig.from_saved(saved)
+    assert not old.reward_normalize_inputs and not old.policy.normalize_obs
+    assert old.policy.gamma == PrefsConfig().policy.gamma and old.seed == 3
+    # a run that saved them keeps what it saved
+    saved["reward_normalize_inputs"], saved["policy"]["normalize_obs"] = True, True
+    new = PrefsConfig.from_saved(saved)
+    assert new.reward_normalize_inputs and new.policy.normalize_obs

@@ -5,6 +5,7 @@ import torch
 from prefs_tiny import tiny_hopper
 from rich.console import Console
 
+from agents.obs_norm import obs_norm_state
 from rlkit.core.errors import ConfigError
 from rlkit.core.metrics import read_metrics
 from rlkit.loops.preference import POLICY_HEADS, PreferenceLoop
@@ -20,9 +21,11 @@ def same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
 
 
 def split(weights: dict[str, torch.Tensor]) -> tuple[dict, dict]:
-    """(output layers and action std, everything else)."""
+    """(output layers and action std, the other learned weights); the observation
+    statistics (the default --policy.normalize-obs) are neither: a reset keeps them."""
     out = {k: v for k, v in weights.items() if k.startswith(POLICY_HEADS)}
-    return out, {k: v for k, v in weights.items() if k not in out}
+    stats = obs_norm_state(weights)
+    return out, {k: v for k, v in weights.items() if k not in out and k not in stats}
 
 
 @pytest.mark.slow
@@ -61,6 +64,8 @@ def test_policy_is_reinitialised_once_and_the_reward_side_is_kept(tmp_path, keep
         # ... and hidden layers either fresh too, or kept as trained
         assert same(hidden_reset, split(seen["trained"])[1] if keep_hidden else hidden_initial)
         assert not same(hidden_initial, split(seen["trained"])[1])
+        kept = obs_norm_state(seen["trained"])  # the observation statistics, as trained
+        assert kept and same(obs_norm_state(seen["reset"]), kept)
         assert same(seen["reward_before"], seen["reward_after"])  # the reward model is kept
         labels = loop.store.count_labels()
         while loop.steps_done < cfg.steps:

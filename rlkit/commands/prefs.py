@@ -55,12 +55,9 @@ def _fmt(x: float, spec: str = ".1f") -> str:
 
 def train(argv: list[str]) -> int:
     cfg = _parse(argv)
-    from agents.presets import check_policy_fits
-    from envs import check_env_id, env_kind
+    from envs import check_env_id
 
     check_env_id(cfg.env)
-    check_policy_fits(cfg.policy, env_kind(cfg.env))
-    cfg.check_fits(env_kind(cfg.env))
     if cfg.resume:
         if cfg.run_dir is None:
             raise UserError("--resume needs --run-dir: the run to continue")

@@ -126,11 +126,19 @@ def reward_ensemble(cfg: PrefsConfig, kind: str, venv: VecEnv) -> RewardEnsemble
     backbone = cfg.backbone
     if backbone == "auto":
         backbone = "nature_cnn" if kind == "atari" else "mlp"
+    space = venv.observation_space
+    # --reward-normalize-inputs standardizes vector observations; pixels keep their scaling
+    normalize = (
+        cfg.reward_normalize_inputs
+        and kind != "atari"
+        and isinstance(space, gym.spaces.Box)
+        and np.issubdtype(space.dtype, np.floating)
+    )
     try:
         return build_ensemble(
             venv.observation_space, venv.action_space, cfg.ensemble_size, backbone,
             backbone_kwargs=cfg.backbone_settings(), hidden=cfg.reward_hidden,
-            dropout=cfg.dropout, seed=cfg.seed, normalize_inputs=cfg.reward_normalize_inputs,
+            dropout=cfg.dropout, seed=cfg.seed, normalize_inputs=normalize,
         )  # fmt: skip
     except TypeError as exc:  # a setting the backbone does not take
         raise UserError(

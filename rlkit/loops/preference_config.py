@@ -13,8 +13,10 @@ from rlkit.core.errors import ConfigError, check_settings
 from rlkit.rewards.teachers import TeacherConfig
 from rlkit.rewards.trainer import TrainerConfig
 
-SAVED_BEFORE: dict[str, object] = {"reward_hidden": (64, 64)}
+SAVED_BEFORE: dict[str, object] = {"reward_hidden": (64, 64), "reward_normalize_inputs": False}
 """What runs saved before a setting existed used for it."""
+SAVED_POLICY_BEFORE: dict[str, object] = {"normalize_obs": False}
+"""The same for the policy's settings (``--policy.*``)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,9 +64,11 @@ class PrefsConfig:
     saved before 2026-12-01 had (64, 64)). A "hidden" in --backbone-kwargs takes precedence."""
     dropout: float = 0.0
     """Dropout in each reward predictor's head."""
-    reward_normalize_inputs: bool = False
+    reward_normalize_inputs: bool = True
     """Standardize the reward model's vector observations per dimension, with the mean and
-    std of every labelled segment's steps, refreshed before each training round."""
+    std of every labelled segment's steps, refreshed before each training round (on by
+    default since 2026-12-02; pixels are never standardized; --no-reward-normalize-inputs
+    turns it off)."""
     query_strategy: Literal["disagreement", "uniform", "entropy"] = "disagreement"
     """How pairs are chosen: ensemble disagreement (the paper's), uniform, or entropy."""
     oversample: int = 10
@@ -130,14 +134,8 @@ class PrefsConfig:
         that run used (SAVED_BEFORE), so its checkpoints still fit."""
         from rlkit.core.rundir import dataclass_from_dict
 
-        return dataclass_from_dict(cls, {**SAVED_BEFORE, **data})
-
-    def check_fits(self, kind: str) -> None:
-        """The reward-model settings that depend on the env kind (``mujoco``, ``atari``)."""
-        if self.reward_normalize_inputs and kind == "atari":
-            raise ConfigError(
-                f"--reward-normalize-inputs is for vector observations, not {self.env}'s pixels"
-            )
+        policy = {**SAVED_POLICY_BEFORE, **data.get("policy", {})}
+        return dataclass_from_dict(cls, {**SAVED_BEFORE, **data, "policy": policy})
 
     def backbone_settings(self) -> dict:
         """``backbone_kwargs`` parsed (``{}`` when empty)."""
