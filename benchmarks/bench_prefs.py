@@ -213,6 +213,8 @@ def main() -> None:
                 "steps": args.steps,
                 "malloc": args.malloc,
                 "labels": summary.labels,
+                # the variant: a line says which flags its learned-reward run had
+                "prefs_args": args.prefs_args,
                 "return_learned": round(learned, 1),
                 "return_true_reward": round(true_ret, 1),
                 "ratio": round(learned / true_ret, 3) if true_ret else None,
