@@ -53,7 +53,7 @@ from rlkit.core.types import Comparison, Segment, mu_for_choice
 from rlkit.loops.evaluation import evaluate_policy_true
 from rlkit.loops.preference_config import PrefsConfig
 from rlkit.loops.segment_recorder import SegmentRecorder
-from rlkit.rewards.ensemble import RewardEnsemble, build_ensemble
+from rlkit.rewards.ensemble import RewardEnsemble, build_ensemble, normalizable
 from rlkit.rewards.learner import make_learner
 from rlkit.rewards.queries import select_queries
 from rlkit.rewards.rollout_reward import RolloutRewardCallback
@@ -126,14 +126,8 @@ def reward_ensemble(cfg: PrefsConfig, kind: str, venv: VecEnv) -> RewardEnsemble
     backbone = cfg.backbone
     if backbone == "auto":
         backbone = "nature_cnn" if kind == "atari" else "mlp"
-    space = venv.observation_space
     # --reward-normalize-inputs standardizes vector observations; pixels keep their scaling
-    normalize = (
-        cfg.reward_normalize_inputs
-        and kind != "atari"
-        and isinstance(space, gym.spaces.Box)
-        and np.issubdtype(space.dtype, np.floating)
-    )
+    normalize = cfg.reward_normalize_inputs and normalizable(venv.observation_space)
     try:
         return build_ensemble(
             venv.observation_space, venv.action_space, cfg.ensemble_size, backbone,

@@ -31,6 +31,14 @@ from rlkit.nn import make_backbone
 from rlkit.rewards.stacked import affine, stackable, stacked_features, stacked_layers
 
 
+def normalizable(observation_space: gym.spaces.Space) -> bool:
+    """Whether the ensemble can standardize these observations (``normalize_inputs``): vector
+    (float Box) observations, not pixels."""
+    return isinstance(observation_space, gym.spaces.Box) and np.issubdtype(
+        observation_space.dtype, np.floating
+    )
+
+
 def action_dim(action_space: gym.spaces.Space) -> int:
     """Width of the action encoding: one-hot for Discrete, flattened for Box."""
     if isinstance(action_space, gym.spaces.Discrete):
@@ -135,10 +143,7 @@ class RewardEnsemble(nn.Module):
         self.register_buffer("out_std", torch.ones(n_members))
         self.normalize_inputs = normalize_inputs
         if normalize_inputs:
-            if not (
-                isinstance(observation_space, gym.spaces.Box)
-                and np.issubdtype(observation_space.dtype, np.floating)
-            ):
+            if not normalizable(observation_space):
                 raise ValueError("input normalization is for vector (float Box) observations")
             shape = observation_space.shape
             self.register_buffer("in_mean", torch.zeros(shape))
