@@ -13,7 +13,8 @@ each run (``train_return_*``, equal frames): the usual Atari measure, where a de
 policy may never press FIRE to serve again.
 On Atari the true-reward baseline gets sign-clipped rewards, as A2C is usually run.
 ``--baseline-from`` reuses the true-reward side of earlier lines of this script (same env, seed
-and steps) for runs that change only the preference side.
+and steps) for runs that change only the preference side; each line records the TRPO setup it
+ran with (``true_reward_setup``) and a reused line must match this run's.
 
     .venv/bin/python benchmarks/bench_prefs.py --envs Hopper-v5 --steps 1000000 --labels 700 --seeds 0
     .venv/bin/python benchmarks/bench_prefs.py --envs ALE/Breakout-v5 --steps 250000 --labels 700 \
@@ -26,6 +27,7 @@ import argparse
 import dataclasses
 import json
 import shlex
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -98,9 +100,30 @@ def load_baselines(paths: list[Path]) -> dict[tuple[str, int, int], dict]:
             if row.get("bench") == "prefs_vs_true_reward" and row.get("return_true_reward"):
                 key = (row["env"], row["seed"], row["steps"])
                 # lines older than the stochastic evaluation lack its field: None
-                found[key] = {k: row.get(k) for k in (*BASELINE_KEYS, "wall_trpo_s")}
+                found[key] = {
+                    k: row.get(k) for k in (*BASELINE_KEYS, "wall_trpo_s", "true_reward_setup")
+                }
                 found[key]["baseline_from"] = str(path)
     return found
+
+
+def true_reward_setup(cfg: PrefsConfig, n_envs: int) -> dict:
+    """What the true-reward (TRPO) side ran with, as JSON values: the policy preset, the
+    number of envs and early termination (the preference-side flags do not change it)."""
+    setup = {
+        "policy": dataclasses.asdict(cfg.policy),
+        "n_envs": n_envs,
+        "early_termination": cfg.early_termination,
+    }
+    return json.loads(json.dumps(setup))
+
+
+def setup_mismatch(recorded: dict, current: dict) -> str | None:
+    """The fields where a reused baseline's recorded setup differs from this run's, or None."""
+    flat = {**recorded.get("policy", {}), **{k: v for k, v in recorded.items() if k != "policy"}}
+    now = {**current["policy"], **{k: v for k, v in current.items() if k != "policy"}}
+    diff = [f"{k} {flat.get(k)!r} there, {v!r} here" for k, v in now.items() if flat.get(k) != v]
+    return "; ".join(diff) or None
 
 
 def main() -> None:
@@ -138,7 +161,9 @@ def main() -> None:
         metavar="JSONL",
         help="take the true-reward (TRPO) side of each (env, seed, steps) from earlier result "
         "lines of this script instead of training it again (the last matching line wins; the "
-        "preset is deterministic per seed): for runs that change only the preference side",
+        "preset is deterministic per seed): for runs that change only the preference side. A "
+        "line that records another TRPO setup (policy preset, envs, early termination) than "
+        "this run's is refused; older lines without the record are used with a warning",
     )
     args = p.parse_args()
     try:
@@ -156,9 +181,25 @@ def main() -> None:
             p.error(
                 f"no true-reward line at {args.steps} steps in --baseline-from for {', '.join(missing)}"
             )
+    base = run_tyro(PrefsConfig, shlex.split(args.prefs_args), prog="bench_prefs --prefs-args")
+    if baselines is not None:
+        for env in args.envs:
+            setup = true_reward_setup(base, base.vec_envs(env_kind(env)))
+            for seed in args.seeds:
+                recorded = baselines[(env, seed, args.steps)]["true_reward_setup"]
+                if recorded is None:
+                    print(
+                        f"bench_prefs: the true-reward line for {env} seed {seed} predates "
+                        "true_reward_setup: its TRPO preset is not checked against this run's",
+                        file=sys.stderr,
+                    )
+                elif mismatch := setup_mismatch(recorded, setup):
+                    p.error(
+                        f"--baseline-from: the true-reward line for {env} seed {seed} "
+                        f"ran with another TRPO setup ({mismatch})"
+                    )
     if args.malloc == "tuned":
         keep_freed_memory()
-    base = run_tyro(PrefsConfig, shlex.split(args.prefs_args), prog="bench_prefs --prefs-args")
     args.out.mkdir(parents=True, exist_ok=True)
     quiet = Console(quiet=True)
     for env in args.envs:
@@ -174,6 +215,7 @@ def main() -> None:
             )
             kind = env_kind(env)
             n_envs = cfg.vec_envs(kind)
+            setup = true_reward_setup(cfg, n_envs)
             with tempfile.TemporaryDirectory() as tmp:
                 keep = args.keep / f"{env.replace('/', '-')}_seed{seed}" if args.keep else None
                 run_dir = (keep or Path(tmp)) / "run"
@@ -215,6 +257,11 @@ def main() -> None:
                 "labels": summary.labels,
                 # the variant: a line says which flags its learned-reward run had
                 "prefs_args": args.prefs_args,
+                # what the true-reward side ran with, checked when --baseline-from reuses it
+                # (None: reused from a line that predates the field)
+                "true_reward_setup": base_row["true_reward_setup"]
+                if baselines is not None
+                else setup,
                 "return_learned": round(learned, 1),
                 "return_true_reward": round(true_ret, 1),
                 "ratio": round(learned / true_ret, 3) if true_ret else None,
