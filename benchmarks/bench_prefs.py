@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.metadata
 import json
 import shlex
 import sys
@@ -126,6 +127,19 @@ def setup_mismatch(recorded: dict, current: dict) -> str | None:
     return "; ".join(diff) or None
 
 
+def library_versions() -> dict[str, str]:
+    """The versions of the libraries a line's numbers depend on (simulator, RL, tensors): two
+    set-ups with different ones need not reproduce each other's returns."""
+    names = ("mujoco", "gymnasium", "ale-py", "torch", "numpy", "stable-baselines3", "sb3-contrib")
+    found = {}
+    for name in names:
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            found[name] = None
+    return found
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--envs", nargs="+", default=["Hopper-v5"])
@@ -201,6 +215,7 @@ def main() -> None:
     if args.malloc == "tuned":
         keep_freed_memory()
     args.out.mkdir(parents=True, exist_ok=True)
+    versions = library_versions()
     quiet = Console(quiet=True)
     for env in args.envs:
         for seed in args.seeds:
@@ -262,6 +277,7 @@ def main() -> None:
                 "true_reward_setup": base_row["true_reward_setup"]
                 if baselines is not None
                 else setup,
+                "versions": versions,
                 "return_learned": round(learned, 1),
                 "return_true_reward": round(true_ret, 1),
                 "ratio": round(learned / true_ret, 3) if true_ret else None,
