@@ -15,8 +15,10 @@ fi
 pip() { .venv/bin/python -m pip --disable-pip-version-check -q "$@"; }
 # Exactly 2.13.0: the CPU build. An open range would pull a multi-GB CUDA build.
 pip install torch==2.13.0
+# The simulator and RL libraries at the versions the benchmarks were measured with.
+pins=(-c scripts/constraints.txt)
 if [ "${1:-}" = "--dev" ]; then
-  pip install -e ".[dev]"
+  pip install "${pins[@]}" -e ".[dev]"
   if ! command -v chromium >/dev/null 2>&1; then
     echo "installing Debian's chromium for the browser tests" >&2
     export DEBIAN_FRONTEND=noninteractive
@@ -26,5 +28,5 @@ if [ "${1:-}" = "--dev" ]; then
     $sudo_cmd apt-get install -y -qq chromium >/dev/null
   fi
 else
-  pip install -e .
+  pip install "${pins[@]}" -e .
 fi
