@@ -14,7 +14,8 @@ policy may never press FIRE to serve again.
 On Atari the true-reward baseline gets sign-clipped rewards, as A2C is usually run.
 ``--baseline-from`` reuses the true-reward side of earlier lines of this script (same env, seed
 and steps) for runs that change only the preference side; each line records the TRPO setup it
-ran with (``true_reward_setup``) and a reused line must match this run's.
+ran with (``true_reward_setup``) and its library versions (``versions``), and a reused line
+must match this run's.
 
     .venv/bin/python benchmarks/bench_prefs.py --envs Hopper-v5 --steps 1000000 --labels 700 --seeds 0
     .venv/bin/python benchmarks/bench_prefs.py --envs ALE/Breakout-v5 --steps 250000 --labels 700 \
@@ -102,7 +103,8 @@ def load_baselines(paths: list[Path]) -> dict[tuple[str, int, int], dict]:
                 key = (row["env"], row["seed"], row["steps"])
                 # lines older than the stochastic evaluation lack its field: None
                 found[key] = {
-                    k: row.get(k) for k in (*BASELINE_KEYS, "wall_trpo_s", "true_reward_setup")
+                    k: row.get(k)
+                    for k in (*BASELINE_KEYS, "wall_trpo_s", "true_reward_setup", "versions")
                 }
                 found[key]["baseline_from"] = str(path)
     return found
@@ -119,15 +121,20 @@ def true_reward_setup(cfg: PrefsConfig, n_envs: int) -> dict:
     return json.loads(json.dumps(setup))
 
 
-def setup_mismatch(recorded: dict, current: dict) -> str | None:
-    """The fields where a reused baseline's recorded setup differs from this run's, or None."""
-    flat = {**recorded.get("policy", {}), **{k: v for k, v in recorded.items() if k != "policy"}}
-    now = {**current["policy"], **{k: v for k, v in current.items() if k != "policy"}}
-    diff = [f"{k} {flat.get(k)!r} there, {v!r} here" for k, v in now.items() if flat.get(k) != v]
+def flatten(setup: dict) -> dict:
+    """A setup with its policy preset's fields lifted to the top level."""
+    return {**setup.get("policy", {}), **{k: v for k, v in setup.items() if k != "policy"}}
+
+
+def mismatch(recorded: dict, current: dict) -> str | None:
+    """The fields where a reused baseline's record (setup or versions) differs from this run's,
+    or None."""
+    was, now = flatten(recorded), flatten(current)
+    diff = [f"{k} {was.get(k)!r} there, {v!r} here" for k, v in now.items() if was.get(k) != v]
     return "; ".join(diff) or None
 
 
-def library_versions() -> dict[str, str]:
+def library_versions() -> dict[str, str | None]:
     """The versions of the libraries a line's numbers depend on (simulator, RL, tensors): two
     set-ups with different ones need not reproduce each other's returns."""
     names = ("mujoco", "gymnasium", "ale-py", "torch", "numpy", "stable-baselines3", "sb3-contrib")
@@ -177,7 +184,8 @@ def main() -> None:
         "lines of this script instead of training it again (the last matching line wins; the "
         "preset is deterministic per seed): for runs that change only the preference side. A "
         "line that records another TRPO setup (policy preset, envs, early termination) than "
-        "this run's is refused; older lines without the record are used with a warning",
+        "this run's, or other library versions, is refused; older lines without the record are "
+        "used with a warning",
     )
     args = p.parse_args()
     try:
@@ -196,26 +204,31 @@ def main() -> None:
                 f"no true-reward line at {args.steps} steps in --baseline-from for {', '.join(missing)}"
             )
     base = run_tyro(PrefsConfig, shlex.split(args.prefs_args), prog="bench_prefs --prefs-args")
+    versions = library_versions()
     if baselines is not None:
         for env in args.envs:
             setup = true_reward_setup(base, base.vec_envs(env_kind(env)))
             for seed in args.seeds:
-                recorded = baselines[(env, seed, args.steps)]["true_reward_setup"]
-                if recorded is None:
-                    print(
-                        f"bench_prefs: the true-reward line for {env} seed {seed} predates "
-                        "true_reward_setup: its TRPO preset is not checked against this run's",
-                        file=sys.stderr,
-                    )
-                elif mismatch := setup_mismatch(recorded, setup):
-                    p.error(
-                        f"--baseline-from: the true-reward line for {env} seed {seed} "
-                        f"ran with another TRPO setup ({mismatch})"
-                    )
+                row = baselines[(env, seed, args.steps)]
+                checks = (
+                    ("true_reward_setup", "TRPO setup", setup),
+                    ("versions", "library versions", versions),
+                )
+                for field, what, current in checks:
+                    if row[field] is None:
+                        print(
+                            f"bench_prefs: the true-reward line for {env} seed {seed} predates "
+                            f"its {field} record: not checked against this run's",
+                            file=sys.stderr,
+                        )
+                    elif diff := mismatch(row[field], current):
+                        p.error(
+                            f"--baseline-from: the true-reward line for {env} seed {seed} "
+                            f"ran with other {what} ({diff})"
+                        )
     if args.malloc == "tuned":
         keep_freed_memory()
     args.out.mkdir(parents=True, exist_ok=True)
-    versions = library_versions()
     quiet = Console(quiet=True)
     for env in args.envs:
         for seed in args.seeds:
