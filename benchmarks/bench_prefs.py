@@ -211,8 +211,8 @@ def main() -> None:
             for seed in args.seeds:
                 row = baselines[(env, seed, args.steps)]
                 checks = (
-                    ("true_reward_setup", "TRPO setup", setup),
-                    ("versions", "library versions", versions),
+                    ("true_reward_setup", "another TRPO setup", setup),
+                    ("versions", "other library versions", versions),
                 )
                 for field, what, current in checks:
                     if row[field] is None:
@@ -224,7 +224,7 @@ def main() -> None:
                     elif diff := mismatch(row[field], current):
                         p.error(
                             f"--baseline-from: the true-reward line for {env} seed {seed} "
-                            f"ran with other {what} ({diff})"
+                            f"ran with {what} ({diff})"
                         )
     if args.malloc == "tuned":
         keep_freed_memory()
