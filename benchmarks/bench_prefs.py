@@ -205,13 +205,14 @@ def main() -> None:
             )
     base = run_tyro(PrefsConfig, shlex.split(args.prefs_args), prog="bench_prefs --prefs-args")
     versions = library_versions()
+    # the true-reward side's setup depends on the env's kind only through its number of envs
+    setups = {env: true_reward_setup(base, base.vec_envs(env_kind(env))) for env in args.envs}
     if baselines is not None:
         for env in args.envs:
-            setup = true_reward_setup(base, base.vec_envs(env_kind(env)))
             for seed in args.seeds:
                 row = baselines[(env, seed, args.steps)]
                 checks = (
-                    ("true_reward_setup", "another TRPO setup", setup),
+                    ("true_reward_setup", "another TRPO setup", setups[env]),
                     ("versions", "other library versions", versions),
                 )
                 for field, what, current in checks:
@@ -243,7 +244,6 @@ def main() -> None:
             )
             kind = env_kind(env)
             n_envs = cfg.vec_envs(kind)
-            setup = true_reward_setup(cfg, n_envs)
             with tempfile.TemporaryDirectory() as tmp:
                 keep = args.keep / f"{env.replace('/', '-')}_seed{seed}" if args.keep else None
                 run_dir = (keep or Path(tmp)) / "run"
@@ -289,7 +289,7 @@ def main() -> None:
                 # (None: reused from a line that predates the field)
                 "true_reward_setup": base_row["true_reward_setup"]
                 if baselines is not None
-                else setup,
+                else setups[env],
                 "versions": versions,
                 "return_learned": round(learned, 1),
                 "return_true_reward": round(true_ret, 1),

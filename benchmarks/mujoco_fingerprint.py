@@ -21,14 +21,16 @@ import gymnasium as gym
 import mujoco
 import numpy as np
 
+from envs import EnvSpec
+from envs.factory import mujoco_kwargs
+
 ENVS = ("Hopper-v5", "HalfCheetah-v5", "Walker2d-v5")
 
 
 def fingerprint(env_id: str, steps: int = 1000, seed: int = 0) -> dict[str, float | str]:
     """True return of ``steps`` uniform random actions from ``reset(seed)``, and the first 12 hex
     digits of the SHA-1 of the (steps + 1, obs_dim) float64 observations."""
-    kwargs = {} if env_id.startswith("HalfCheetah") else {"terminate_when_unhealthy": False}
-    env = gym.make(env_id, **kwargs)
+    env = gym.make(env_id, **mujoco_kwargs(EnvSpec(env_id, terminate_when_unhealthy=False)))
     obs, _ = env.reset(seed=seed)
     rng = np.random.default_rng(seed)
     observations, total = [obs], 0.0
