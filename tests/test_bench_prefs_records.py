@@ -1,0 +1,148 @@
+"""benchmarks/bench_prefs.py: what each result line records about its true-reward (TRPO) side,
+and ``--baseline-from`` refusing a line recorded with another setup or other library versions
+(before any training starts)."""
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rlkit.loops.preference_config import PrefsConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "benchmarks" / "bench_prefs.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_prefs", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def line(bench, **fields) -> dict:
+    """A result line as bench_prefs writes one, for Hopper-v5 seed 0 at 1000 steps."""
+    row = {
+        "bench": "prefs_vs_true_reward",
+        "env": "Hopper-v5",
+        "seed": 0,
+        "steps": 1000,
+        "return_true_reward": 1000.0,
+        "return_true_reward_stochastic": 900.0,
+        "train_return_true_reward": 800.0,
+        "wall_trpo_s": 12.5,
+        # what this script's default run on Hopper-v5 records
+        "true_reward_setup": bench.true_reward_setup(
+            PrefsConfig(), PrefsConfig().vec_envs("mujoco")
+        ),
+        "versions": bench.library_versions(),
+    }
+    row.update(fields)
+    return row
+
+
+def write(path: Path, *rows: dict) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_setup_records_the_preset_envs_and_termination_as_json(bench):
+    cfg = PrefsConfig(early_termination=True)
+    setup = bench.true_reward_setup(cfg, 4)
+    assert setup["n_envs"] == 4 and setup["early_termination"] is True
+    assert setup["policy"]["hidden"] == list(cfg.policy.hidden)  # a tuple comes back as JSON's list
+    assert json.loads(json.dumps(setup)) == setup
+
+
+def test_mismatch_names_each_differing_field_and_none_when_equal(bench):
+    setup = bench.true_reward_setup(PrefsConfig(), 4)
+    assert bench.mismatch(setup, setup) is None
+    other = json.loads(json.dumps(setup))
+    other["n_envs"] = 8
+    other["policy"]["ent_coef"] = 0.01
+    diff = bench.mismatch(other, setup)
+    assert "ent_coef 0.01 there, 0.0 here" in diff and "n_envs 8 there, 4 here" in diff
+    versions = bench.library_versions()
+    assert versions["mujoco"] and versions["torch"]  # the venv has both
+    assert bench.mismatch({**versions, "mujoco": "3.1.0"}, versions) == (
+        f"mujoco '3.1.0' there, {versions['mujoco']!r} here"
+    )
+
+
+def test_load_baselines_keeps_the_last_line_per_env_seed_steps(bench, tmp_path):
+    first = write(tmp_path / "a.jsonl", line(bench), line(bench, seed=1, return_true_reward=5.0))
+    second = write(tmp_path / "b.jsonl", line(bench, return_true_reward=2000.0))
+    # a line of another benchmark and an older line without the records
+    old = {
+        k: v for k, v in line(bench, seed=2).items() if k not in ("true_reward_setup", "versions")
+    }
+    third = write(tmp_path / "c.jsonl", {"bench": "other"}, old)
+    found = bench.load_baselines([first, second, third])
+    assert set(found) == {("Hopper-v5", 0, 1000), ("Hopper-v5", 1, 1000), ("Hopper-v5", 2, 1000)}
+    assert found[("Hopper-v5", 0, 1000)]["return_true_reward"] == 2000.0
+    assert found[("Hopper-v5", 0, 1000)]["baseline_from"] == str(second)
+    assert found[("Hopper-v5", 1, 1000)]["return_true_reward"] == 5.0
+    assert found[("Hopper-v5", 2, 1000)]["versions"] is None  # predates the record
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps(line(bench)) + "\n{not json\n")
+    with pytest.raises(ValueError, match="bad.jsonl line 2 is not JSON"):
+        bench.load_baselines([bad])
+
+
+def run_script(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [
+            sys.executable,
+            str(SCRIPT),
+            "--envs",
+            "Hopper-v5",
+            "--seeds",
+            "0",
+            "--steps",
+            "1000",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"n_envs": 16}, "ran with another TRPO setup (n_envs 16 there, "),
+        ({"mujoco": "2.3.7"}, "ran with other library versions (mujoco '2.3.7' there, "),
+    ],
+    ids=["setup", "versions"],
+)
+def test_baseline_from_refuses_a_line_from_another_setup(bench, tmp_path, change, expected):
+    row = line(bench)
+    field = "versions" if "mujoco" in change else "true_reward_setup"
+    row[field] = {**row[field], **change}
+    out = tmp_path / "out"
+    proc = run_script(
+        "--baseline-from", str(write(tmp_path / "base.jsonl", row)), "--out", str(out)
+    )
+    assert proc.returncode == 2
+    err = proc.stderr.strip().splitlines()
+    assert err[0].startswith("usage:"), proc.stderr  # argparse's usage, then the one error line
+    assert err[-1].startswith(
+        "bench_prefs.py: error: --baseline-from: the true-reward line for Hopper-v5 seed 0 "
+        + expected
+    ), err[-1]
+    assert "Traceback" not in proc.stderr and proc.stdout == ""
+    assert not out.exists()  # refused before anything is written
+
+
+def test_baseline_from_without_a_line_for_the_seed_says_which(bench, tmp_path):
+    proc = run_script("--baseline-from", str(write(tmp_path / "base.jsonl", line(bench, seed=3))))
+    assert proc.returncode == 2
+    assert (
+        "no true-reward line at 1000 steps in --baseline-from for Hopper-v5 seed 0" in proc.stderr
+    )
