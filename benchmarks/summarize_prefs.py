@@ -1,0 +1,149 @@
+"""Summarize bench_prefs.py result lines: per env, the learned / true-reward ratio over seeds.
+
+The ratio of sums (mean learned-reward return over mean TRPO return on the same seeds, the
+number BENCHMARKS.md reports), the median of the per-seed ratios, the same ratio for the
+sampled-action evaluation and for the last 100 training episodes, and the ratio's spread over
+seeds by bootstrap (seeds drawn with replacement, ``--draws`` times, seeded): its standard
+deviation and 90% interval. One JSON line per env; a note on stderr where an env's lines were
+recorded with different library versions (their sums mix set-ups).
+
+Lines are those of ``bench_prefs.py`` (``"bench": "prefs_vs_true_reward"``) with the given
+``--steps`` and whose ``prefs_args`` is one of ``--variant`` (default: the default as it ships,
+``""``; pass the flags a line ran with to select a variant, several to pool lines of runs that
+had the same settings under different flags). For each (env, seed) the last line read wins.
+
+    .venv/bin/python benchmarks/summarize_prefs.py benchmarks/results/prefs_1m_*.jsonl \
+        --variant "" "--policy.normalize-obs --reward-normalize-inputs"
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+
+PAIRS = {
+    "ratio": ("return_learned", "return_true_reward"),
+    "ratio_stochastic": ("return_learned_stochastic", "return_true_reward_stochastic"),
+    "train_ratio": ("train_return_learned", "train_return_true_reward"),
+}
+
+
+def select(rows: Iterable[dict], steps: int, variants: set[str]) -> dict[str, dict[int, dict]]:
+    """env -> seed -> the last matching line."""
+    found: dict[str, dict[int, dict]] = {}
+    for row in rows:
+        if (
+            row.get("bench") == "prefs_vs_true_reward"
+            and row.get("steps") == steps
+            and row.get("prefs_args", "") in variants
+            and row.get("return_true_reward")
+        ):
+            found.setdefault(row["env"], {})[row["seed"]] = row
+    return found
+
+
+def ratio_of_sums(rows: list[dict], learned: str, true: str) -> float | None:
+    """sum(learned) / sum(true) over the lines that have both fields (older lines may lack
+    the sampled-action ones), None if none does."""
+    both = [r for r in rows if r.get(learned) is not None and r.get(true) is not None]
+    total = sum(r[true] for r in both)
+    return sum(r[learned] for r in both) / total if both and total else None
+
+
+def bootstrap(learned: np.ndarray, true: np.ndarray, draws: int, seed: int) -> np.ndarray:
+    """The ratio of sums over ``draws`` resamples of the seeds (with replacement).
+
+    learned, true: (n_seeds,) returns. Returns (draws,) ratios."""
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(learned), size=(draws, len(learned)))
+    return learned[idx].sum(axis=1) / true[idx].sum(axis=1)
+
+
+def summarize(by_seed: dict[int, dict], draws: int, seed: int) -> dict:
+    """One env's summary (see the module docstring)."""
+    seeds = sorted(by_seed)
+    rows = [by_seed[s] for s in seeds]
+    learned = np.array([r["return_learned"] for r in rows], dtype=float)
+    true = np.array([r["return_true_reward"] for r in rows], dtype=float)
+    out: dict = {
+        "env": rows[0]["env"],
+        "steps": rows[0]["steps"],
+        "seeds": seeds,
+        "n": len(seeds),
+        "mean_learned": round(float(learned.mean()), 1),
+        "mean_true_reward": round(float(true.mean()), 1),
+    }
+    for name, (a, b) in PAIRS.items():
+        value = ratio_of_sums(rows, a, b)
+        out[name] = None if value is None else round(value, 3)
+    out["median_seed_ratio"] = round(statistics.median(learned / true), 3)
+    out["seeds_at_or_over_0.9"] = int((learned / true >= 0.9).sum())
+    boot = bootstrap(learned, true, draws, seed)
+    out["bootstrap_sd"] = round(float(boot.std()), 3)
+    out["bootstrap_90"] = [round(float(q), 3) for q in np.quantile(boot, [0.05, 0.95])]
+    return out
+
+
+def versions_seen(by_seed: dict[int, dict]) -> list[str]:
+    """The distinct library-version records of an env's lines ("unrecorded" for older ones)."""
+    seen = {json.dumps(r.get("versions"), sort_keys=True) for r in by_seed.values()}
+    return sorted("unrecorded" if v == "null" else v for v in seen)
+
+
+def read_lines(paths: list[Path]) -> list[dict]:
+    rows = []
+    for path in paths:
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except ValueError as exc:
+                raise ValueError(f"{path} line {n} is not JSON ({exc})") from None
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="summarize_prefs.py", description=__doc__.split("\n\n")[0])
+    p.add_argument("results", type=Path, nargs="+", metavar="JSONL")
+    p.add_argument("--steps", type=int, default=1_000_000)
+    p.add_argument(
+        "--variant",
+        nargs="+",
+        default=[""],
+        metavar="PREFS_ARGS",
+        help="the prefs_args of the lines to pool (default: the default, ''; a lone flag: "
+        "--variant=--flag)",
+    )
+    p.add_argument("--draws", type=int, default=10_000)
+    p.add_argument("--seed", type=int, default=0, help="of the bootstrap draws")
+    args = p.parse_args(argv)
+    if args.draws < 1:
+        p.error(f"--draws must be at least 1, got {args.draws}")
+    try:
+        rows = read_lines(args.results)
+    except (OSError, ValueError) as exc:
+        p.error(str(exc))
+    found = select(rows, args.steps, set(args.variant))
+    if not found:
+        p.error(f"no bench_prefs line at {args.steps} steps with --variant {args.variant}")
+    for env in sorted(found):
+        seen = versions_seen(found[env])
+        if len(seen) > 1:
+            print(
+                f"summarize_prefs: {env}'s lines were recorded with {len(seen)} different library "
+                "version sets (or none): the sums mix set-ups",
+                file=sys.stderr,
+            )
+        print(json.dumps(summarize(found[env], args.draws, args.seed)), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

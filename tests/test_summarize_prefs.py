@@ -1,0 +1,120 @@
+"""benchmarks/summarize_prefs.py: the per-env ratios BENCHMARKS.md reports, from result lines."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "summarize_prefs.py"
+
+
+@pytest.fixture(scope="module")
+def summ():
+    spec = importlib.util.spec_from_file_location("summarize_prefs", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def line(seed: int, learned: float, true: float, **fields) -> dict:
+    row = {
+        "bench": "prefs_vs_true_reward",
+        "env": "Hopper-v5",
+        "seed": seed,
+        "steps": 1000,
+        "prefs_args": "",
+        "return_learned": learned,
+        "return_true_reward": true,
+        "return_learned_stochastic": learned / 2,
+        "return_true_reward_stochastic": true,
+        "train_return_learned": learned,
+        "train_return_true_reward": true / 2,
+        "versions": {"mujoco": "4.0.0"},
+    }
+    row.update(fields)
+    return row
+
+
+def write(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+ROWS = [
+    line(0, 1.0, 1.0),  # replaced by the later line for seed 0
+    line(1, 300.0, 200.0),
+    line(2, 100.0, 400.0),
+    line(0, 600.0, 400.0),
+    line(3, 5.0, 5.0, prefs_args="--labels 10"),  # another variant
+    line(4, 5.0, 5.0, steps=2000),  # another budget
+    {"bench": "other", "env": "Hopper-v5"},
+]
+
+
+def test_ratio_of_sums_median_and_the_other_evaluations(summ):
+    found = summ.select(ROWS, 1000, {""})
+    assert list(found) == ["Hopper-v5"] and sorted(found["Hopper-v5"]) == [0, 1, 2]
+    out = summ.summarize(found["Hopper-v5"], draws=2000, seed=0)
+    assert out["seeds"] == [0, 1, 2] and out["n"] == 3
+    assert out["ratio"] == 1.0  # (600 + 300 + 100) / (400 + 200 + 400)
+    assert out["ratio_stochastic"] == 0.5 and out["train_ratio"] == 2.0
+    assert out["median_seed_ratio"] == 1.5  # of 1.5, 1.5, 0.25
+    assert out["seeds_at_or_over_0.9"] == 2
+    assert out["mean_learned"] == pytest.approx(1000 / 3, abs=0.05)
+    lo, hi = out["bootstrap_90"]
+    assert lo < 1.0 < hi and out["bootstrap_sd"] > 0
+    # a line without the sampled-action fields drops out of that ratio only
+    old = {k: v for k, v in line(5, 100.0, 100.0).items() if "stochastic" not in k}
+    out = summ.summarize({**found["Hopper-v5"], 5: old}, draws=10, seed=0)
+    assert out["ratio"] == 1.0 and out["ratio_stochastic"] == 0.5
+
+
+def test_bootstrap_draws_resample_seeds(summ):
+    learned, true = np.array([1.0, 3.0]), np.array([2.0, 2.0])
+    boot = summ.bootstrap(learned, true, draws=4000, seed=1)
+    # two seeds: both seed 0 (0.5), both seed 1 (1.5) or one of each (1.0), 1/4, 1/4, 1/2
+    values, counts = np.unique(boot, return_counts=True)
+    assert values.tolist() == [0.5, 1.0, 1.5]
+    assert counts / 4000 == pytest.approx([0.25, 0.5, 0.25], abs=0.03)
+    assert np.array_equal(boot, summ.bootstrap(learned, true, draws=4000, seed=1))  # seeded
+    same = summ.bootstrap(np.array([2.0, 4.0]), np.array([1.0, 2.0]), draws=100, seed=0)
+    assert np.allclose(same, 2.0)  # every seed at the same ratio: no spread
+
+
+def test_cli_prints_one_line_per_env_and_notes_mixed_versions(summ, tmp_path, capsys):
+    rows = [*ROWS, line(7, 10.0, 10.0, env="Walker2d-v5", versions=None)]
+    rows.append(line(8, 10.0, 10.0, env="Walker2d-v5"))
+    assert summ.main([str(write(tmp_path / "r.jsonl", rows)), "--steps", "1000"]) == 0
+    captured = capsys.readouterr()
+    out = [json.loads(x) for x in captured.out.splitlines()]
+    assert [o["env"] for o in out] == ["Hopper-v5", "Walker2d-v5"]
+    assert out[0]["ratio"] == 1.0 and out[1]["ratio"] == 1.0
+    assert captured.err.strip() == (
+        "summarize_prefs: Walker2d-v5's lines were recorded with 2 different library version "
+        "sets (or none): the sums mix set-ups"
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--variant=--nope"], "no bench_prefs line at 1000 steps with --variant ['--nope']"),
+        (["--draws", "0"], "--draws must be at least 1, got 0"),
+    ],
+)
+def test_cli_errors_are_one_line_and_exit_2(summ, tmp_path, capsys, args, message):
+    path = write(tmp_path / "r.jsonl", ROWS)
+    with pytest.raises(SystemExit) as exit_:
+        summ.main([str(path), "--steps", "1000", *args])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(message)
+
+
+def test_a_broken_line_names_its_file_and_number(summ, tmp_path, capsys):
+    path = tmp_path / "r.jsonl"
+    path.write_text(json.dumps(ROWS[0]) + "\n\n{oops\n")
+    with pytest.raises(SystemExit):
+        summ.main([str(path)])
+    assert "r.jsonl line 3 is not JSON" in capsys.readouterr().err
