@@ -2,26 +2,20 @@
 and ``--baseline-from`` refusing a line recorded with another setup or other library versions
 (before any training starts)."""
 
-import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from benchmark_scripts import BENCHMARKS, load_benchmark
 
 from rlkit.loops.preference_config import PrefsConfig
-
-ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "benchmarks" / "bench_prefs.py"
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_prefs", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("bench_prefs")
 
 
 def line(bench, **fields) -> dict:
@@ -97,7 +91,7 @@ def run_script(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [
             sys.executable,
-            str(SCRIPT),
+            str(BENCHMARKS / "bench_prefs.py"),
             "--envs",
             "Hopper-v5",
             "--seeds",
@@ -108,7 +102,7 @@ def run_script(*args: str) -> subprocess.CompletedProcess:
         ],
         capture_output=True,
         text=True,
-        cwd=ROOT,
+        cwd=BENCHMARKS.parent,
         timeout=120,
     )
 

@@ -1,21 +1,16 @@
 """benchmarks/summarize_prefs.py: the per-env ratios BENCHMARKS.md reports, from result lines."""
 
-import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "summarize_prefs.py"
+from benchmark_scripts import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def summ():
-    spec = importlib.util.spec_from_file_location("summarize_prefs", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("summarize_prefs")
 
 
 def line(seed: int, learned: float, true: float, **fields) -> dict:
