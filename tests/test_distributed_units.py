@@ -300,3 +300,46 @@ def test_local_instance_is_started_on_demand_with_a_small_footprint(monkeypatch,
     finally:
         shutdown()
     assert not ray.is_initialized()
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "The current node timed out during startup. This could happen because ...",
+        "Timed out waiting for file /tmp/ray/session_x/gcs_server_port_0123abcd",
+    ],
+)
+def test_a_local_start_that_times_out_is_tried_once_more(monkeypatch, message):
+    import ray
+
+    from rlkit.distributed import connection
+
+    calls: list[str] = []
+
+    def raising(exc: Exception):
+        def init(**kwargs):
+            raise exc
+
+        return init
+
+    def init(**kwargs):
+        calls.append("init")
+        if calls.count("init") == 1:
+            raise RuntimeError(message)
+
+    monkeypatch.setattr(ray, "init", init)
+    monkeypatch.setattr(ray, "shutdown", lambda: calls.append("shutdown"))
+    connection.start_local()
+    assert calls == ["init", "shutdown", "init"]
+    # every attempt timing out: the last error, not a hang or a silent return
+    calls.clear()
+    monkeypatch.setattr(ray, "init", raising(RuntimeError(message)))
+    with pytest.raises(RuntimeError, match=message[:20]):
+        connection.start_local(attempts=3)
+    assert calls == ["shutdown", "shutdown"]
+    # any other error is not retried
+    monkeypatch.setattr(ray, "init", raising(ValueError("bad")))
+    calls.clear()
+    with pytest.raises(ValueError, match="bad"):
+        connection.start_local()
+    assert calls == []
