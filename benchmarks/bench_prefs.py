@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 from rich.console import Console
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
+from summarize_prefs import read_lines
 
 from agents.presets import make_agent
 from envs import EnvSpec, env_kind, make_vec_env
@@ -94,11 +95,7 @@ def load_baselines(paths: list[Path]) -> dict[tuple[str, int, int], dict]:
     """(env, seed, steps) -> the true-reward fields and wall time of the last matching line."""
     found: dict[tuple[str, int, int], dict] = {}
     for path in paths:
-        for n, line in enumerate(path.read_text().splitlines(), 1):
-            try:
-                row = json.loads(line) if line.strip() else {}
-            except ValueError as exc:
-                raise ValueError(f"{path} line {n} is not JSON ({exc})") from None
+        for row in read_lines([path]):
             if row.get("bench") == "prefs_vs_true_reward" and row.get("return_true_reward"):
                 key = (row["env"], row["seed"], row["steps"])
                 # lines older than the stochastic evaluation lack its field: None

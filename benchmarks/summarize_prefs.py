@@ -82,8 +82,9 @@ def summarize(by_seed: dict[int, dict], draws: int, seed: int) -> dict:
     for name, (a, b) in PAIRS.items():
         value = ratio_of_sums(rows, a, b)
         out[name] = None if value is None else round(value, 3)
-    out["median_seed_ratio"] = round(statistics.median(learned / true), 3)
-    out["seeds_at_or_over_0.9"] = int((learned / true >= 0.9).sum())
+    per_seed = learned / true
+    out["median_seed_ratio"] = round(statistics.median(per_seed), 3)
+    out["seeds_at_or_over_0.9"] = int((per_seed >= 0.9).sum())
     boot = bootstrap(learned, true, draws, seed)
     out["bootstrap_sd"] = round(float(boot.std()), 3)
     out["bootstrap_90"] = [round(float(q), 3) for q in np.quantile(boot, [0.05, 0.95])]
@@ -97,6 +98,8 @@ def versions_seen(by_seed: dict[int, dict]) -> list[str]:
 
 
 def read_lines(paths: list[Path]) -> list[dict]:
+    """Every JSON line of the files (blank lines skipped); ValueError naming the file and line
+    number of one that is not JSON."""
     rows = []
     for path in paths:
         for n, line in enumerate(path.read_text().splitlines(), 1):
