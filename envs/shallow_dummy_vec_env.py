@@ -23,6 +23,28 @@ class ShallowDummyVecEnv(DummyVecEnv):
         return dict_to_obs(self.observation_space, {k: np.copy(v) for k, v in self.buf_obs.items()})
 
     def step_wait(self) -> VecEnvStepReturn:
+        if self.keys != [None]:  # Dict or Tuple observations
+            return self._step_wait_any()
+        # One array of observations: written straight into the buffer, and every step's info
+        # dicts handed on as they are (the envs build new ones on every step).
+        buf_obs, rews, dones, infos = (
+            self.buf_obs[None],
+            self.buf_rews,
+            self.buf_dones,
+            self.buf_infos,
+        )
+        for i, (env, action) in enumerate(zip(self.envs, self.actions, strict=True)):
+            obs, rews[i], terminated, truncated, info = env.step(action)
+            done = dones[i] = terminated or truncated
+            info["TimeLimit.truncated"] = truncated and not terminated
+            if done:
+                info["terminal_observation"] = obs
+                obs, self.reset_infos[i] = env.reset()
+            buf_obs[i] = obs
+            infos[i] = info
+        return buf_obs.copy(), rews.copy(), dones.copy(), list(infos)
+
+    def _step_wait_any(self) -> VecEnvStepReturn:
         for i in range(self.num_envs):
             obs, self.buf_rews[i], terminated, truncated, info = self.envs[i].step(self.actions[i])
             self.buf_dones[i] = terminated or truncated

@@ -193,10 +193,12 @@ class RolloutWorker:
             self.recorder = FragmentRecorder(self.venv.num_envs, self.spec.render_state)
             obs, infos = self.reset()
             self.recorder.start(obs, infos)
-        pieces = []
+        obs = self._obs
+        assert obs is not None
         for _ in range(fragment_length):
-            assert self._obs is not None
-            acts = np.asarray(self.policy(self._obs, self.rng))
-            obs, rews, dones, infos, reset_infos = self.step(acts)
-            pieces += self.recorder.record(acts, obs, rews, dones, infos, reset_infos)
-        return pieces + self.recorder.flush()
+            acts = np.array(self.policy(obs, self.rng))  # a copy: the recorder keeps it
+            obs, rews, dones, infos = self.venv.step(acts)
+            # The recorder reads the reset infos of the envs that are done, straight away.
+            self.recorder.record(acts, obs, rews, dones, infos, self.base.reset_infos)
+        self._obs = obs
+        return self.recorder.flush()
