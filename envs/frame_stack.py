@@ -43,7 +43,9 @@ class PackedStackedObservations(StackedObservations):
         if not self.packed:
             return super().update(observations, dones, infos)
         old = np.ascontiguousarray(self.stacked_obs).view(np.uint32)[..., 0]
-        new = (old >> 8) | (observations[..., 0].astype(np.uint32) << 24)
+        new = observations[..., 0].astype(np.uint32)  # (v >> 8) | (new << 24), in place
+        np.left_shift(new, 24, out=new)
+        new |= old >> 8
         for i in np.flatnonzero(dones):
             info = infos[i]
             if "terminal_observation" in info:
