@@ -36,10 +36,10 @@ class FragmentRecorder:
     With ``render_state`` each piece also carries ``info["render_state"]`` per observation.
 
     Steps are kept as they come, one batch per step (no per-env work at a step unless an
-    episode ended there), and cut into pieces by :meth:`flush`: with cheap envs the per-env
-    bookkeeping of every step cost about 4% of a MuJoCo step. The observations and actions a
-    step is given are kept, not copied: SB3's VecEnvs return new arrays on every step, and
-    :class:`~rlkit.distributed.worker.RolloutWorker` copies the policy's actions.
+    episode ended there), and cut into pieces by :meth:`flush` (see :class:`_Cutter`). The
+    observations and actions a step is given are kept, not copied: SB3's VecEnvs return new
+    arrays on every step, and :class:`~rlkit.distributed.worker.RolloutWorker` copies the
+    policy's actions.
     """
 
     def __init__(self, n_envs: int, render_state: bool) -> None:
@@ -134,8 +134,9 @@ class _Cutter:
     """Cuts one chunk of steps (lists with one entry per step) into pieces.
 
     Actions, rewards and small observations are stacked into ``(steps, n_envs, ...)`` arrays
-    once: a few large copies instead of a Python-level step per env per step, which cost about
-    1% of a MuJoCo step. Large observations and render states are gathered per piece, so that
+    once and sliced per piece: a few large copies instead of Python-level work per env and
+    step (0.6 instead of 1.5 us per Hopper env step, about 1% of the step itself). Large
+    observations (Atari's stacked frames) and render states are gathered per piece, so that
     each is copied only once.
     """
 
