@@ -60,12 +60,14 @@ def steppers(spec: EnvSpec, n_envs: int, fragment: int) -> dict[str, Callable[[]
     policy = RandomPolicy(worker.spaces()[1])
     worker.set_policy(policy)
     worker.sample(fragment)  # first resets and allocations
-    obs = worker.venv.reset()
+    # The vector env alone: a second worker's, so that the first one's fragments stay whole.
+    venv = RolloutWorker(spec, 0, 0, n_envs, frame_stack=True).venv
+    obs = venv.reset()
 
     def vec_env() -> None:
         nonlocal obs
         for _ in range(fragment):
-            obs = worker.venv.step(policy(obs, rng))[0]
+            obs = venv.step(policy(obs, rng))[0]
 
     def sample() -> None:
         worker.sample(fragment)
