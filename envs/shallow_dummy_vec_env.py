@@ -14,8 +14,8 @@ class ShallowDummyVecEnv(DummyVecEnv):
     SB3 deep-copies the list of info dicts on every step, in case an env hands back the same
     dict twice. Gymnasium's envs and wrappers build a fresh dict on every step, and the
     render states this package puts into ``info`` (MuJoCo qpos/qvel, Atari RGB frames) are
-    fresh arrays, so copying the dicts shallowly is as safe; the deep copy cost about
-    0.2 ms per 4-env MuJoCo step, as much as a fifth of the simulation itself. The
+    fresh arrays, so the step's own dicts are handed on, in a new list; the deep copy cost
+    about 0.2 ms per 4-env MuJoCo step, as much as a fifth of the simulation itself. The
     observation buffers are copied with ``np.copy`` rather than ``deepcopy``, too.
     """
 
@@ -23,36 +23,19 @@ class ShallowDummyVecEnv(DummyVecEnv):
         return dict_to_obs(self.observation_space, {k: np.copy(v) for k, v in self.buf_obs.items()})
 
     def step_wait(self) -> VecEnvStepReturn:
-        if self.keys != [None]:  # Dict or Tuple observations
-            return self._step_wait_any()
-        # One array of observations: written straight into the buffer, and every step's info
-        # dicts handed on as they are (the envs build new ones on every step).
-        buf_obs, rews, dones, infos = (
-            self.buf_obs[None],
-            self.buf_rews,
-            self.buf_dones,
-            self.buf_infos,
-        )
+        # One array of observations (not Dict or Tuple) is written straight into its buffer.
+        flat = self.buf_obs[None] if self.keys == [None] else None
         for i, (env, action) in enumerate(zip(self.envs, self.actions, strict=True)):
-            obs, rews[i], terminated, truncated, info = env.step(action)
-            done = dones[i] = terminated or truncated
+            obs, self.buf_rews[i], terminated, truncated, info = env.step(action)
+            done = self.buf_dones[i] = terminated or truncated
             info["TimeLimit.truncated"] = truncated and not terminated
             if done:
                 info["terminal_observation"] = obs
                 obs, self.reset_infos[i] = env.reset()
-            buf_obs[i] = obs
-            infos[i] = info
-        return buf_obs.copy(), rews.copy(), dones.copy(), list(infos)
-
-    def _step_wait_any(self) -> VecEnvStepReturn:
-        for i in range(self.num_envs):
-            obs, self.buf_rews[i], terminated, truncated, info = self.envs[i].step(self.actions[i])
-            self.buf_dones[i] = terminated or truncated
-            info["TimeLimit.truncated"] = truncated and not terminated
-            if self.buf_dones[i]:
-                info["terminal_observation"] = obs
-                obs, self.reset_infos[i] = self.envs[i].reset()
             self.buf_infos[i] = info
-            self._save_obs(i, obs)
-        infos = [dict(info) for info in self.buf_infos]
-        return self._obs_from_buf(), np.copy(self.buf_rews), np.copy(self.buf_dones), infos
+            if flat is not None:
+                flat[i] = obs
+            else:
+                self._save_obs(i, obs)
+        obs = flat.copy() if flat is not None else self._obs_from_buf()
+        return obs, self.buf_rews.copy(), self.buf_dones.copy(), list(self.buf_infos)
