@@ -40,7 +40,7 @@ from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 from summarize_prefs import read_lines
 
 from agents.presets import make_agent
-from envs import EnvSpec, env_kind, make_vec_env
+from envs import env_kind, make_vec_env
 from rlkit.cli import run_tyro
 from rlkit.core.allocator import keep_freed_memory
 from rlkit.core.rundir import first_unused, save_config
@@ -73,8 +73,7 @@ def train_return(agent: object) -> float:
 def run_true_reward(cfg: PrefsConfig, n_envs: int) -> tuple[object, float]:
     seed_everything(cfg.seed)
     kind = env_kind(cfg.env)
-    spec = EnvSpec(cfg.env, terminate_when_unhealthy=None if cfg.early_termination else False)
-    venv = make_vec_env(spec, n_envs, cfg.seed)
+    venv = make_vec_env(cfg.env_spec(), n_envs, cfg.seed)
     if kind == "atari":
         venv = SignReward(venv)
     agent = make_agent(cfg.policy, venv, kind, cfg.seed)
@@ -109,18 +108,26 @@ def load_baselines(paths: list[Path]) -> dict[tuple[str, int, int], dict]:
 
 def true_reward_setup(cfg: PrefsConfig, n_envs: int) -> dict:
     """What the true-reward (TRPO) side ran with, as JSON values: the policy preset, the
-    number of envs and early termination (the preference-side flags do not change it)."""
+    number of envs, early termination and the true reward (the preference-side flags do not
+    change it)."""
     setup = {
         "policy": dataclasses.asdict(cfg.policy),
         "n_envs": n_envs,
         "early_termination": cfg.early_termination,
+        "env_reward": cfg.env_reward,
     }
     return json.loads(json.dumps(setup))
 
 
+#: What lines written before a setup field was recorded ran with.
+SETUP_BEFORE = {"env_reward": "gymnasium"}
+
+
 def flatten(setup: dict) -> dict:
-    """A setup with its policy preset's fields lifted to the top level."""
-    return {**setup.get("policy", {}), **{k: v for k, v in setup.items() if k != "policy"}}
+    """A setup with its policy preset's fields lifted to the top level (and the fields older
+    lines lack, at the values they ran with)."""
+    top = {k: v for k, v in setup.items() if k != "policy"}
+    return {**setup.get("policy", {}), **SETUP_BEFORE, **top}
 
 
 def mismatch(recorded: dict, current: dict) -> str | None:

@@ -140,8 +140,7 @@ def retrain(
     (deterministic evaluation) and its training curve ``[(step, mean true return)]``."""
     n_envs = cfg.vec_envs(kind)
     seed_everything(cfg.seed)
-    unhealthy = None if cfg.early_termination else False  # as in training
-    venv = make_vec_env(EnvSpec(cfg.env, terminate_when_unhealthy=unhealthy), n_envs, cfg.seed)
+    venv = make_vec_env(cfg.env_spec(), n_envs, cfg.seed)  # as in training
     reward_env = LearnedRewardVecEnv(venv, ensemble, cfg.policy_reward_scale(kind), deferred=True)
     agent = make_agent(cfg.policy, reward_env, kind, cfg.seed)
     curve = CurveCallback(max(steps // 20, 1))

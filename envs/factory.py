@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from difflib import get_close_matches
+from typing import Literal
 
 import ale_py
 import gymnasium as gym
@@ -13,6 +14,7 @@ from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import SubprocVecEnv, VecEnv
 
 from envs.frame_stack import AtariFrameStack
+from envs.paper_reward import PaperReward, paper_task
 from envs.render_state import RenderStateInfo
 from envs.shallow_dummy_vec_env import ShallowDummyVecEnv
 from rlkit.core.errors import UserError
@@ -57,6 +59,9 @@ class EnvSpec:
             episodes running to the time limit after a fall, as in Christiano et al. (2017),
             so that fixed-length segments exist and falling shows up in the reward instead.
             None leaves the env's default.
+        reward: ``"gymnasium"``, the env's own reward, or ``"paper"``, the reward of
+            Christiano et al.'s MuJoCo tasks (:mod:`envs.paper_reward`: no torque penalty, a
+            height bonus instead of the healthy bonus; MuJoCo v5 only).
     """
 
     env_id: str
@@ -64,6 +69,7 @@ class EnvSpec:
     render_state: bool = False
     sticky_actions: float = 0.0
     terminate_when_unhealthy: bool | None = None
+    reward: Literal["gymnasium", "paper"] = "gymnasium"
 
 
 def mujoco_kwargs(spec: EnvSpec) -> dict:
@@ -109,7 +115,10 @@ def make_env(spec: EnvSpec, seed: int, rank: int = 0) -> Callable[[], gym.Env]:
                 env, terminal_on_life_loss=spec.training, clip_reward=False, frame_skip=4
             )
         else:
-            env = Monitor(gym.make(spec.env_id, **mujoco_kwargs(spec)))
+            env = gym.make(spec.env_id, **mujoco_kwargs(spec))
+            if spec.reward == "paper":
+                env = PaperReward(env, paper_task(spec.env_id))
+            env = Monitor(env)
         if spec.render_state:
             env = RenderStateInfo(env, kind)
         env.action_space.seed(seed + rank)
@@ -122,6 +131,8 @@ def make_env(spec: EnvSpec, seed: int, rank: int = 0) -> Callable[[], gym.Env]:
 def make_vec_env(spec: EnvSpec, n_envs: int, seed: int, subprocess: bool = False) -> VecEnv:
     """``n_envs`` copies of ``spec`` as an SB3 VecEnv (Atari frames stacked 4 deep, channels last)."""
     check_env_id(spec.env_id)
+    if spec.reward == "paper":
+        paper_task(spec.env_id)  # a one-line error for an env without one, before any is built
     if n_envs < 1:
         raise UserError(f"n_envs must be >= 1, got {n_envs}")
     thunks = [make_env(spec, seed, rank) for rank in range(n_envs)]

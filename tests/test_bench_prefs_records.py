@@ -140,3 +140,12 @@ def test_baseline_from_without_a_line_for_the_seed_says_which(bench, tmp_path):
     assert (
         "no true-reward line at 1000 steps in --baseline-from for Hopper-v5 seed 0" in proc.stderr
     )
+
+
+def test_setup_records_the_true_reward_and_older_lines_ran_gymnasiums(bench):
+    gym_setup = bench.true_reward_setup(PrefsConfig(), 4)
+    paper_setup = bench.true_reward_setup(PrefsConfig(env="Walker2d-v5", env_reward="paper"), 4)
+    assert gym_setup["env_reward"] == "gymnasium" and paper_setup["env_reward"] == "paper"
+    older = {k: v for k, v in gym_setup.items() if k != "env_reward"}  # before the record
+    assert bench.mismatch(older, gym_setup) is None
+    assert bench.mismatch(older, paper_setup) == "env_reward 'gymnasium' there, 'paper' here"

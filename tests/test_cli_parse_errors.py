@@ -26,6 +26,11 @@ CASES = [
      "error: --trainer.l2-factor has an invalid value 0.5"),
     (["prefs", "train", "--trainer.input-stats-segments", "0"],
      "error: --trainer.input-stats-segments has an invalid value 0"),
+    (["prefs", "train", "--env", "ALE/Pong-v5", "--env-reward", "paper"],
+     "error: --env-reward paper is defined for Hopper-v5, Walker2d-v5, Ant-v5, HalfCheetah-v5,"
+     " Swimmer-v5; not for ALE/Pong-v5"),
+    (["prefs", "train", "--env-reward", "paper", "--early-termination"],
+     "error: --env-reward paper runs episodes to the time limit"),
 ]  # fmt: skip
 
 

@@ -14,9 +14,7 @@ from rlkit.loops.preference_config import PrefsConfig
 
 def eval_spec(cfg: PrefsConfig) -> EnvSpec:
     """The training env's settings, but whole Atari games (no life-loss termination)."""
-    return EnvSpec(
-        cfg.env, training=False, terminate_when_unhealthy=None if cfg.early_termination else False
-    )
+    return cfg.env_spec(training=False)
 
 
 def evaluate_policy_true(

@@ -41,7 +41,7 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from agents.obs_norm import obs_norm_state
 from agents.presets import load_agent, make_agent, resolve_algo
-from envs import EnvSpec, env_dt, env_kind, make_vec_env
+from envs import env_dt, env_kind, make_vec_env
 from rlkit.core.buffers import SegmentPool
 from rlkit.core.checkpoint import CheckpointManager
 from rlkit.core.errors import UserError
@@ -182,10 +182,7 @@ class PreferenceLoop:
         self.n_envs = cfg.vec_envs(self.kind)
         self.seg_len = check_segments_fit(cfg)
         self.scale = cfg.policy_reward_scale(self.kind)
-        self.spec = EnvSpec(
-            cfg.env, training=True, render_state=True,
-            terminate_when_unhealthy=None if cfg.early_termination else False,
-        )  # fmt: skip
+        self.spec = cfg.env_spec(render_state=True)
         self.store = Store(self.run_dir)
         self.pool = SegmentPool(
             cfg.pool_size or (300 if self.kind == "atari" else 1000),

@@ -6,14 +6,21 @@ import dataclasses
 import json
 from difflib import get_close_matches
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from agents.presets import PolicyConfig
-from rlkit.core.errors import ConfigError, check_settings
+from rlkit.core.errors import ConfigError, UserError, check_settings
 from rlkit.rewards.teachers import TeacherConfig
 from rlkit.rewards.trainer import TrainerConfig
 
-SAVED_BEFORE: dict[str, object] = {"reward_hidden": (64, 64), "reward_normalize_inputs": False}
+if TYPE_CHECKING:
+    from envs import EnvSpec
+
+SAVED_BEFORE: dict[str, object] = {
+    "reward_hidden": (64, 64),
+    "reward_normalize_inputs": False,
+    "env_reward": "gymnasium",
+}
 """What runs saved before a setting existed used for it."""
 SAVED_POLICY_BEFORE: dict[str, object] = {"normalize_obs": False}
 """The same for the policy's settings (``--policy.*``)."""
@@ -97,6 +104,11 @@ class PrefsConfig:
     """Episodes for the before/after evaluation on the true reward."""
     early_termination: bool = False
     """MuJoCo: end episodes when the robot falls (off, as in the paper: a fall shows in the reward)."""
+    env_reward: Literal["gymnasium", "paper"] = "gymnasium"
+    """MuJoCo: the true reward (teacher, evaluation, RL baseline). gymnasium: the env's own;
+    paper: Christiano et al.'s tasks (rl-teacher's envs): forward progress, no torque penalty,
+    and for Hopper, Walker2d and Ant the torso's height instead of a healthy bonus of 1 that
+    drops to 0 on a fall (envs/paper_reward.py)."""
     torch_threads: int = 1
     """Torch intra-op threads. One is fastest for the small per-step forward passes here and
     does not fight the envs for cores; raise it for big CNNs on a machine with spare cores."""
@@ -123,6 +135,19 @@ class PrefsConfig:
     def vec_envs(self, kind: str) -> int:
         """``n_envs``, or its default for ``kind`` (``"mujoco"`` or ``"atari"``)."""
         return self.n_envs or (8 if kind == "atari" else 4)
+
+    def env_spec(self, training: bool = True, render_state: bool = False) -> EnvSpec:
+        """The env these settings train on (``training=False``: for evaluation, whole Atari
+        games instead of one life)."""
+        from envs import EnvSpec
+
+        return EnvSpec(
+            self.env,
+            training=training,
+            render_state=render_state,
+            terminate_when_unhealthy=None if self.early_termination else False,
+            reward=self.env_reward,
+        )
 
     def policy_reward_scale(self, kind: str) -> float:
         """``reward_scale``, or its default for ``kind`` (``"mujoco"`` or ``"atari"``)."""
@@ -180,6 +205,18 @@ class PrefsConfig:
             "label_decay": self.label_decay is None or self.label_decay > 0,
         }
         check_settings(self, checks)
+        if self.env_reward == "paper":
+            from envs.paper_reward import paper_task
+
+            try:
+                paper_task(self.env)
+            except UserError as exc:
+                raise ConfigError(str(exc)) from None
+            if self.early_termination:
+                raise ConfigError(
+                    "--env-reward paper runs episodes to the time limit, as the paper's tasks "
+                    "do: drop --early-termination"
+                )
         if self.policy_reset_keep_hidden and self.policy_reset_at == 0:
             raise ConfigError("--policy-reset-keep-hidden needs --policy-reset-at above 0")
         for name in ("n_envs", "pool_size", "round_steps"):
