@@ -9,8 +9,10 @@ import pytest
 from envs import EnvSpec, make_env, make_vec_env
 from envs.paper_reward import PAPER_TASKS, paper_task
 from rlkit.core.errors import ConfigError, UserError
-from rlkit.loops.evaluation import eval_spec
+from rlkit.core.rundir import save_config
+from rlkit.loops.evaluation import eval_spec, evaluate_policy_true
 from rlkit.loops.preference import PreferenceLoop
+from tests.benchmark_scripts import load_benchmark
 from tests.prefs_tiny import tiny_hopper
 
 
@@ -71,12 +73,16 @@ def test_envs_without_a_paper_reward_are_one_line_errors():
 
 def test_the_loop_labels_and_evaluates_with_the_paper_reward(tmp_path):
     """A tiny Walker2d run: every pool segment's true rewards are the paper's, recomputed
-    from its render states (qpos after each step), and evaluation uses the same env."""
+    from its render states (qpos after each step), and evaluation uses the same env; a kept
+    run scored on the other reward by benchmarks/eval_other_reward.py."""
+    run_dir = tmp_path / "Walker2d-v5_seed0" / "run"
+    run_dir.mkdir(parents=True)
     cfg = dataclasses.replace(
-        tiny_hopper(env="Walker2d-v5", env_reward="paper", steps=512, labels=20), run_dir=tmp_path
+        tiny_hopper(env="Walker2d-v5", env_reward="paper", steps=512, labels=20), run_dir=run_dir
     )
+    save_config(run_dir, cfg)
     assert eval_spec(cfg).reward == "paper"
-    loop = PreferenceLoop(cfg, tmp_path)
+    loop = PreferenceLoop(cfg, run_dir)
     assert loop.spec.reward == "paper"
     loop.run()
     segments = [loop.pool[i] for i in loop.pool.ids()]
@@ -87,3 +93,16 @@ def test_the_loop_labels_and_evaluates_with_the_paper_reward(tmp_path):
         # step t's reward: forward velocity (x_{t+1} - x_t) / dt + height after it - 1
         expected = np.diff(x) / dt + z[1:] - 1.0
         assert np.allclose(seg.true_rews[:-1], expected, atol=1e-6)
+
+    loop.agent.save(run_dir.parent / "true_reward_agent.zip")  # stands in for bench's TRPO
+    scored = {
+        reward: load_benchmark("eval_other_reward").evaluate_kept(run_dir.parent, reward, 1)
+        for reward in ("paper", "gymnasium")
+    }
+    for reward, row in scored.items():
+        expected = evaluate_policy_true(
+            loop.agent, dataclasses.replace(cfg, env_reward=reward), 2, 1
+        )
+        assert row["return_learned"] == row["return_true_reward_agent"] == round(expected, 1)
+        assert row["trained_with"] == "paper" and row["scored_on"] == reward
+    assert scored["paper"]["return_learned"] != scored["gymnasium"]["return_learned"]
