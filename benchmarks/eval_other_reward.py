@@ -14,7 +14,6 @@ per seed.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 from pathlib import Path
 
@@ -38,7 +37,7 @@ def evaluate_kept(kept: Path, env_reward: str, episodes: int) -> dict:
     kind = env_kind(cfg.env)
     algo = resolve_algo(cfg.policy, kind)
     path, _ = CheckpointManager(run_dir).load_latest()
-    scored = dataclasses.replace(cfg, env_reward=env_reward)
+    scored = cfg.scored_on(env_reward)
     n_envs = cfg.vec_envs(kind)
     learned = evaluate_policy_true(
         load_agent(algo, str(path / "policy.zip")), scored, n_envs, episodes

@@ -2,12 +2,14 @@
 that never end early, and the preference loop's teacher and evaluation using them."""
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
 
 from envs import EnvSpec, make_env, make_vec_env
 from envs.paper_reward import PAPER_TASKS, paper_task
+from rlkit.cli import main
 from rlkit.core.errors import ConfigError, UserError
 from rlkit.core.rundir import save_config
 from rlkit.loops.evaluation import eval_spec, evaluate_policy_true
@@ -69,12 +71,18 @@ def test_envs_without_a_paper_reward_are_one_line_errors():
         tiny_hopper(env="ALE/Pong-v5", env_reward="paper")
     with pytest.raises(ConfigError, match="drop --early-termination"):
         tiny_hopper(env_reward="paper", early_termination=True)
+    # scoring a run on the other reward: the paper's runs episodes to the time limit
+    scored = tiny_hopper(early_termination=True).scored_on("paper")
+    assert scored.env_reward == "paper" and not scored.early_termination
+    assert tiny_hopper(early_termination=True).scored_on("gymnasium").early_termination
+    with pytest.raises(ConfigError, match="not for ALE/Pong-v5"):
+        tiny_hopper(env="ALE/Pong-v5").scored_on("paper")
 
 
-def test_the_loop_labels_and_evaluates_with_the_paper_reward(tmp_path):
+def test_the_loop_labels_and_evaluates_with_the_paper_reward(tmp_path, capsys):
     """A tiny Walker2d run: every pool segment's true rewards are the paper's, recomputed
     from its render states (qpos after each step), and evaluation uses the same env; a kept
-    run scored on the other reward by benchmarks/eval_other_reward.py."""
+    run scored on the other reward by benchmarks/eval_other_reward.py and `rlkit prefs eval`."""
     run_dir = tmp_path / "Walker2d-v5_seed0" / "run"
     run_dir.mkdir(parents=True)
     cfg = dataclasses.replace(
@@ -106,3 +114,10 @@ def test_the_loop_labels_and_evaluates_with_the_paper_reward(tmp_path):
         assert row["return_learned"] == row["return_true_reward_agent"] == round(expected, 1)
         assert row["trained_with"] == "paper" and row["scored_on"] == reward
     assert scored["paper"]["return_learned"] != scored["gymnasium"]["return_learned"]
+    # `rlkit prefs eval --env-reward`: the run's own reward by default, or the other one
+    for flag, reward in (("run", "paper"), ("gymnasium", "gymnasium"), ("paper", "paper")):
+        assert main(["prefs", "eval", str(run_dir), "--episodes", "1", "--json",
+                     "--env-reward", flag]) == 0  # fmt: skip
+        row = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        assert row["env_reward"] == reward
+        assert round(row["true_return"], 1) == scored[reward]["return_learned"]

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import math
 from pathlib import Path
+from typing import Literal
 
 import tyro
 from rich.console import Console
@@ -127,6 +128,9 @@ class EvalConfig:
     the run's seed, so repeatable)."""
     json: bool = False
     """Print one JSON object instead of a table."""
+    env_reward: Literal["run", "gymnasium", "paper"] = "run"
+    """The true reward to score on: the run's own, or (MuJoCo) another of `rlkit prefs train
+    --env-reward`'s, e.g. a run taught with the paper's reward scored on Gymnasium's."""
 
 
 def evaluate(argv: list[str]) -> int:
@@ -134,6 +138,8 @@ def evaluate(argv: list[str]) -> int:
     if args.episodes < 1:
         raise UserError(f"--episodes must be >= 1, got {args.episodes}")
     cfg = PrefsConfig.from_saved(load_config(args.run_dir))
+    if args.env_reward != "run":
+        cfg = cfg.scored_on(args.env_reward)
     from agents.presets import load_agent, resolve_algo
     from envs import env_kind
     from rlkit.loops.evaluation import evaluate_policy_true
@@ -150,14 +156,15 @@ def evaluate(argv: list[str]) -> int:
         "checkpoint": path.name,
         "episodes": args.episodes,
         "actions": "stochastic" if args.stochastic else "deterministic",
+        "env_reward": cfg.env_reward,
         "true_return": mean,
     }
     if args.json:
         print(json.dumps(result))
     else:
         Console().print(
-            f"{cfg.env} {path.name}: mean true return {mean:.2f} over {args.episodes}"
-            f" {result['actions']} episodes",
+            f"{cfg.env} {path.name}: mean true return ({cfg.env_reward} reward) {mean:.2f}"
+            f" over {args.episodes} {result['actions']} episodes",
             soft_wrap=True,
         )
     return 0

@@ -149,6 +149,16 @@ class PrefsConfig:
             reward=self.env_reward,
         )
 
+    def scored_on(self, env_reward: str) -> PrefsConfig:
+        """These settings with ``env_reward`` as the true reward: to score a run's policy on
+        another reward than it was taught with. ``paper`` runs episodes to the time limit, so
+        an ``--early-termination`` run scored on it is too. Unsupported envs: ConfigError."""
+        return dataclasses.replace(
+            self,
+            env_reward=env_reward,
+            early_termination=self.early_termination and env_reward == "gymnasium",
+        )
+
     def policy_reward_scale(self, kind: str) -> float:
         """``reward_scale``, or its default for ``kind`` (``"mujoco"`` or ``"atari"``)."""
         return self.reward_scale or (0.05 if kind == "atari" else 1.0)
