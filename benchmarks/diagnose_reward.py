@@ -37,13 +37,13 @@ import numpy as np
 import torch
 from stable_baselines3.common.callbacks import BaseCallback
 
-from agents.presets import load_agent, make_agent, resolve_algo
+from agents.presets import make_agent
 from envs import EnvSpec, env_kind, make_vec_env
 from rlkit.core.checkpoint import CheckpointManager
 from rlkit.core.errors import UserError
 from rlkit.core.rundir import load_config
 from rlkit.core.seeding import seed_everything
-from rlkit.loops.evaluation import eval_spec, evaluate_policy_true
+from rlkit.loops.evaluation import eval_spec, evaluate_policy_true, load_policy
 from rlkit.loops.preference import reward_ensemble, segment_length
 from rlkit.loops.preference_config import PrefsConfig
 from rlkit.rewards.ensemble import RewardEnsemble
@@ -179,10 +179,9 @@ def main() -> None:
     cfg = PrefsConfig.from_saved(load_config(args.run_dir))
     kind = env_kind(cfg.env)
     path, state = CheckpointManager(args.run_dir).load_latest()
-    algo = resolve_algo(cfg.policy, kind)
-    policies = {"run": load_agent(algo, str(path / "policy.zip"))}
+    policies = {"run": load_policy(cfg, path / "policy.zip")}
     if args.other is not None:
-        policies["other"] = load_agent(algo, str(args.other))
+        policies["other"] = load_policy(cfg, args.other)
     spec = eval_spec(cfg)
     probe = make_vec_env(spec, 1, 0)
     ensemble = reward_ensemble(cfg, kind, probe)

@@ -19,12 +19,11 @@ from pathlib import Path
 
 import torch
 
-from agents.presets import load_agent, resolve_algo
 from envs import env_kind
 from rlkit.core.checkpoint import CheckpointManager
 from rlkit.core.errors import UserError
 from rlkit.core.rundir import load_config
-from rlkit.loops.evaluation import evaluate_policy_true
+from rlkit.loops.evaluation import evaluate_policy_true, load_policy
 from rlkit.loops.preference_config import PrefsConfig
 
 
@@ -34,15 +33,11 @@ def evaluate_kept(kept: Path, env_reward: str, episodes: int) -> dict:
     if not (run_dir / "config.json").is_file() or not other.is_file():
         raise UserError(f"{kept}: not a folder kept by bench_prefs.py --keep")
     cfg = PrefsConfig.from_saved(load_config(run_dir))
-    kind = env_kind(cfg.env)
-    algo = resolve_algo(cfg.policy, kind)
-    path, _ = CheckpointManager(run_dir).load_latest()
     scored = cfg.scored_on(env_reward)
-    n_envs = cfg.vec_envs(kind)
-    learned = evaluate_policy_true(
-        load_agent(algo, str(path / "policy.zip")), scored, n_envs, episodes
-    )
-    true = evaluate_policy_true(load_agent(algo, str(other)), scored, n_envs, episodes)
+    path = CheckpointManager(run_dir).latest()
+    n_envs = cfg.vec_envs(env_kind(cfg.env))
+    learned = evaluate_policy_true(load_policy(cfg, path / "policy.zip"), scored, n_envs, episodes)
+    true = evaluate_policy_true(load_policy(cfg, other), scored, n_envs, episodes)
     return {
         "bench": "eval_other_reward",
         "env": cfg.env,

@@ -140,14 +140,12 @@ def evaluate(argv: list[str]) -> int:
     cfg = PrefsConfig.from_saved(load_config(args.run_dir))
     if args.env_reward != "run":
         cfg = cfg.scored_on(args.env_reward)
-    from agents.presets import load_agent, resolve_algo
     from envs import env_kind
-    from rlkit.loops.evaluation import evaluate_policy_true
+    from rlkit.loops.evaluation import evaluate_policy_true, load_policy
 
-    kind = env_kind(cfg.env)
     path = CheckpointManager(args.run_dir).latest()
-    agent = load_agent(resolve_algo(cfg.policy, kind), str(path / "policy.zip"))
-    n_envs = cfg.vec_envs(kind)
+    agent = load_policy(cfg, path / "policy.zip")
+    n_envs = cfg.vec_envs(env_kind(cfg.env))
     mean = evaluate_policy_true(
         agent, cfg, n_envs, args.episodes, deterministic=not args.stochastic
     )

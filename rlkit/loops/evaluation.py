@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import torch
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.evaluation import evaluate_policy
 
-from envs import EnvSpec, make_vec_env
+from agents.presets import load_agent, resolve_algo
+from envs import EnvSpec, env_kind, make_vec_env
 from rlkit.loops.preference_config import PrefsConfig
+
+
+def load_policy(cfg: PrefsConfig, path: Path) -> BaseAlgorithm:
+    """A policy saved under a run's settings ``cfg``: a checkpoint's ``policy.zip``, or
+    bench_prefs' true-reward agent (the same preset)."""
+    return load_agent(resolve_algo(cfg.policy, env_kind(cfg.env)), str(path))
 
 
 def eval_spec(cfg: PrefsConfig) -> EnvSpec:
