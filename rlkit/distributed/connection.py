@@ -161,9 +161,10 @@ def start_local(attempts: int = 2, worker_niceness: int = WORKER_NICENESS) -> No
             ray.shutdown()
 
 
-def _init_remote(target: str, attempts: int = 2) -> None:
+def _init_remote(target: str, attempts: int = 3) -> None:
     """``ray.init`` on a cluster. Ray Client's server starts a process per driver, which can
-    fail on a busy head: then the driver tries once more."""
+    fail on a busy head (twice in a row, seen in a test run): then the driver tries again,
+    ``attempts`` times in all."""
     for attempt in range(attempts):
         try:
             ray.init(address=target, logging_level=logging.WARNING, log_to_driver=False)
@@ -176,6 +177,7 @@ def _init_remote(target: str, attempts: int = 2) -> None:
             logger.warning(
                 "Ray Client could not start a session (%s); trying again", error_line(exc)
             )
+            time.sleep(1.0)  # the head's proxier is still cleaning up the failed session
 
 
 def _forget_client() -> None:
