@@ -9,10 +9,10 @@ from typing import Literal
 
 import ale_py
 import gymnasium as gym
-from stable_baselines3.common.atari_wrappers import AtariWrapper
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import SubprocVecEnv, VecEnv
 
+from envs.atari_preprocessing import atari_preprocessing
 from envs.frame_stack import AtariFrameStack
 from envs.paper_reward import PaperReward, paper_task
 from envs.render_state import RenderStateInfo
@@ -100,8 +100,9 @@ def env_dt(env_id: str) -> float | None:
 def make_env(spec: EnvSpec, seed: int, rank: int = 0) -> Callable[[], gym.Env]:
     """A thunk building one env, seeded with ``seed + rank``.
 
-    Atari gets the standard preprocessing: no-op reset (up to 30), frame skip 4 with max
-    pooling, 84x84 grayscale, terminal on life loss when training, and unclipped reward
+    Atari gets the standard preprocessing, SB3's ``AtariWrapper``'s exactly
+    (:func:`envs.atari_preprocessing.atari_preprocessing`): no-op reset (up to 30), frame skip 4
+    with max pooling, 84x84 grayscale, terminal on life loss when training, and unclipped reward
     (the true reward is what teachers and evaluation see). Frame stacking happens in the
     VecEnv (:func:`make_vec_env`).
     """
@@ -111,9 +112,7 @@ def make_env(spec: EnvSpec, seed: int, rank: int = 0) -> Callable[[], gym.Env]:
         if kind == "atari":
             env = gym.make(spec.env_id, frameskip=1, repeat_action_probability=spec.sticky_actions)
             env = Monitor(env)
-            env = AtariWrapper(
-                env, terminal_on_life_loss=spec.training, clip_reward=False, frame_skip=4
-            )
+            env = atari_preprocessing(env, terminal_on_life_loss=spec.training)
         else:
             env = gym.make(spec.env_id, **mujoco_kwargs(spec))
             if spec.reward == "paper":

@@ -1,0 +1,90 @@
+"""rlkit's Atari preprocessing returns exactly what SB3's AtariWrapper returns, reading the
+emulator's screen on two frames of four."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from ale_py.env import AtariEnv
+from stable_baselines3.common.atari_wrappers import AtariWrapper, MaxAndSkipEnv
+from stable_baselines3.common.monitor import Monitor
+
+from envs import EnvSpec, make_env
+from envs.atari_preprocessing import MaxAndSkipScreens, atari_preprocessing
+
+
+def _inner(env_id: str, sticky: float) -> Monitor:
+    return Monitor(gym.make(env_id, frameskip=1, repeat_action_probability=sticky))
+
+
+def _same_step(s1: tuple, s2: tuple) -> None:
+    """Equal observations, rewards, ends and infos (lives, frame numbers, the Monitor's episode
+    record but its wall-clock time)."""
+    np.testing.assert_array_equal(s1[0], s2[0])
+    assert s1[1:-1] == s2[1:-1]
+    i1, i2 = ({k: v for k, v in s[-1].items() if k != "episode"} for s in (s1, s2))
+    assert i1 == i2
+    assert ("episode" in s1[-1]) == ("episode" in s2[-1])
+    if "episode" in s1[-1]:
+        assert [s1[-1]["episode"][k] for k in "rl"] == [s2[-1]["episode"][k] for k in "rl"]
+
+
+def _pair(env_id: str, training: bool, sticky: float) -> tuple[gym.Env, gym.Env]:
+    ours = atari_preprocessing(_inner(env_id, sticky), terminal_on_life_loss=training)
+    ref = AtariWrapper(
+        _inner(env_id, sticky), terminal_on_life_loss=training, clip_reward=False, frame_skip=4
+    )
+    return ours, ref
+
+
+@pytest.mark.parametrize(
+    ("env_id", "training", "sticky"),
+    [("ALE/Breakout-v5", True, 0.0), ("ALE/Breakout-v5", False, 0.25), ("ALE/Pong-v5", True, 0.0)],
+)
+def test_outputs_equal_sb3_atari_wrapper_over_episodes(env_id, training, sticky):
+    ours, ref = _pair(env_id, training, sticky)
+    _same_step(ours.reset(seed=3), ref.reset(seed=3))
+    actions = np.random.default_rng(0).integers(0, ours.action_space.n, 1200)
+    ends = rewarded = 0
+    for a in actions:
+        s1, s2 = ours.step(int(a)), ref.step(int(a))
+        assert s1[0].shape == (84, 84, 1) and s1[0].dtype == np.uint8
+        _same_step(s1, s2)
+        rewarded += s1[1] != 0
+        if s1[2] or s1[3]:
+            ends += 1
+            _same_step(ours.reset(), ref.reset())
+    assert ends >= 1 and rewarded >= 1  # the comparison crossed an episode end and scores
+    monitors = [e.get_wrapper_attr("get_episode_rewards")() for e in (ours, ref)]
+    assert monitors[0] == monitors[1]
+    lengths = [e.get_wrapper_attr("get_episode_lengths")() for e in (ours, ref)]
+    assert lengths[0] == lengths[1]
+
+
+def test_the_screen_is_read_on_the_last_two_frames_of_four(monkeypatch):
+    reads: list[str] = []
+    original = AtariEnv._get_obs
+
+    def spy(self):
+        reads.append(self._obs_type)
+        return original(self)
+
+    env = make_env(EnvSpec("ALE/Pong-v5"), seed=0)()
+    assert isinstance(env.get_wrapper_attr("_ale_env"), AtariEnv)  # the factory uses it
+    monkeypatch.setattr(AtariEnv, "_get_obs", spy)
+    for _ in range(50):
+        env.step(0)
+    assert reads == ["ram", "ram", "rgb", "rgb"] * 50
+    assert env.unwrapped._obs_type == "rgb"
+
+
+def test_a_non_rgb_env_gets_sb3_max_and_skip_unchanged():
+    envs = [
+        cls(gym.make("ALE/Pong-v5", frameskip=1, obs_type="grayscale"), skip=4)
+        for cls in (MaxAndSkipScreens, MaxAndSkipEnv)
+    ]
+    assert envs[0]._ale_env is None
+    for env in envs:
+        env.reset(seed=1)
+    for a in np.random.default_rng(1).integers(0, 6, 40):
+        s1, s2 = envs[0].step(int(a)), envs[1].step(int(a))
+        _same_step(s1, s2)
