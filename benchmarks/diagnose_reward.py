@@ -163,6 +163,15 @@ def compare(judged: dict[str, dict]) -> dict[str, float]:
 
 
 def main() -> None:
+    """The command line; a missing run, config, checkpoint or policy: one line, exit 2."""
+    try:
+        diagnose()
+    except UserError as exc:
+        print(f"diagnose_reward: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def diagnose() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("run_dir", type=Path, help="a preference run (config.json, checkpoints/)")
     p.add_argument("--other", type=Path, help="another policy's SB3 zip to compare with")
@@ -228,8 +237,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except UserError as exc:  # a missing run, config or checkpoint: one line, exit 2
-        print(f"diagnose_reward: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+    main()
