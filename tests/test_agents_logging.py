@@ -20,12 +20,12 @@ def test_learning_leaves_no_folder_in_the_temp_dir(
     monkeypatch.setattr(tempfile, "tempdir", str(temp))  # where SB3 would put its folder
     venv = make_vec_env(EnvSpec("Pendulum-v1"), 1, 0)
     try:
-        agent = make_agent(PolicyConfig(algo=algo, n_steps=32), venv, "mujoco", seed=0)
-        agent.learn(64)
+        agent = make_agent(PolicyConfig(algo=algo, n_steps=128), venv, "mujoco", seed=0)
+        agent.learn(128)
         agent.save(tmp_path / "agent.zip")
         loaded = load_agent(algo, str(tmp_path / "agent.zip"), env=venv)
-        loaded.learn(64, reset_num_timesteps=False)
-        assert loaded.num_timesteps == 64 + 64  # resumed counting, and it did learn
+        loaded.learn(128, reset_num_timesteps=False)
+        assert loaded.num_timesteps == 128 + 128  # resumed counting, and it did learn
     finally:
         venv.close()
     assert list(temp.glob("SB3-*")) == []
