@@ -41,11 +41,22 @@ class RunningObsNorm(BaseFeaturesExtractor):
         self.register_buffer("mean", torch.zeros(dim, dtype=torch.float64))
         self.register_buffer("var", torch.ones(dim, dtype=torch.float64))
         self.register_buffer("count", torch.zeros((), dtype=torch.float64))
+        self._cached: tuple[tuple, torch.Tensor, torch.Tensor] | None = None
+
+    def _mean_std(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """``mean`` and ``sqrt(var + eps)`` in ``dtype``, computed again only when the
+        statistics change (``update``, ``load_state_dict`` and ``.to`` all do): a rollout
+        step's forward pass is then three small ops instead of eight."""
+        key = (dtype, self.mean.data_ptr(), self.mean._version, self.var.data_ptr(),
+               self.var._version)  # fmt: skip
+        if self._cached is None or self._cached[0] != key:
+            std = torch.sqrt(self.var + self.eps).to(dtype)
+            self._cached = (key, self.mean.to(dtype), std)
+        return self._cached[1], self._cached[2]
 
     def forward(self, observations: torch.Tensor) -> torch.Tensor:
         x = observations.flatten(1)
-        mean = self.mean.to(x.dtype)
-        std = torch.sqrt(self.var + self.eps).to(x.dtype)
+        mean, std = self._mean_std(x.dtype)
         return ((x - mean) / std).clamp(-self.clip, self.clip)
 
     @torch.no_grad()

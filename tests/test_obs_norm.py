@@ -37,6 +37,22 @@ def test_running_statistics_equal_those_of_all_batches_together() -> None:
     assert torch.all(far == 10.0)  # clipped at 10 std
 
 
+def test_loaded_statistics_replace_the_ones_a_forward_pass_used() -> None:
+    """The forward pass keeps mean and std between updates; loading statistics (as a resumed
+    or reset policy does) must still take effect, in float32 and float64 alike."""
+    space = gym.spaces.Box(-np.inf, np.inf, (3,))
+    trained = RunningObsNorm(space)
+    trained.update(np.random.default_rng(1).normal(5.0, 3.0, size=(100, 3)))
+    x = torch.tensor([[5.0, 8.0, -1.0]])
+    expected = (x.double() - trained.mean) / torch.sqrt(trained.var + trained.eps)
+    for dtype in (torch.float32, torch.float64):
+        fresh = RunningObsNorm(space)
+        torch.testing.assert_close(fresh(x.to(dtype)), x.to(dtype))  # identity, now kept
+        fresh.load_state_dict(trained.state_dict())
+        torch.testing.assert_close(fresh(x.to(dtype)), expected.to(dtype))
+        assert torch.equal(fresh(x.to(dtype)), trained(x.to(dtype)))
+
+
 def test_trpo_normalizes_with_the_rollouts_it_trained_on_and_saves_them(tmp_path) -> None:
     torch.set_num_threads(1)
     venv = make_vec_env(EnvSpec("Hopper-v5"), 2, 0)
