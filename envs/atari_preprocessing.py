@@ -4,7 +4,7 @@ ale_py's ``AtariEnv`` builds an RGB observation (a 100 kB copy of the screen) af
 emulator frame. Under frame skip 4 with max pooling, only the last two frames' screens are
 used: :class:`MaxAndSkipScreens` has ale_py return its RAM (128 bytes) on the others, so
 every output (observations, rewards, ends, infos, and the Monitor's episode records below it)
-is SB3's ``AtariWrapper``'s exactly, at ~10% less CPU per agent step
+is SB3's ``AtariWrapper``'s exactly, at 7-12% less CPU per agent step
 (``benchmarks/bench_atari_preprocessing.py``; ``tests/test_atari_preprocessing.py``).
 """
 
