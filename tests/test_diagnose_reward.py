@@ -71,9 +71,15 @@ def test_a_run_judged_against_its_own_policy(tmp_path, monkeypatch, capsys):
     cfg = dataclasses.replace(tiny_hopper(steps=512, labels=20), run_dir=run_dir)
     save_config(run_dir, cfg)
     loop = PreferenceLoop(cfg, run_dir)
-    loop.run()
-    other = tmp_path / "same_policy.zip"
-    loop.agent.save(other)
+    try:
+        loop.run()
+        other = tmp_path / "same_policy.zip"
+        loop.agent.save(other)
+        expected = evaluate_policy_true(loop.agent, cfg, 1, 1, seed_offset=123 - cfg.seed)
+    finally:
+        loop.close()
+    csv = [f for f in loop.agent.logger.output_formats if hasattr(f, "file")]
+    assert csv and all(f.file.closed for f in csv)  # close() closed sb3/progress.csv
     code, out, _ = run_main(
         monkeypatch, capsys, str(run_dir), "--other", str(other), "--episodes", "1",
         "--seed", "123", "--retrain", "2048",
@@ -87,7 +93,6 @@ def test_a_run_judged_against_its_own_policy(tmp_path, monkeypatch, capsys):
     assert row["run"] == row["other"]
     assert 0.25 < row["pred_prefers_other"] <= 780 / 1600
     assert 0.25 < row["true_prefers_other"] <= 780 / 1600
-    expected = evaluate_policy_true(loop.agent, cfg, 1, 1, seed_offset=123 - cfg.seed)
     assert row["run"]["true_return"] == round(expected, 1)
     assert {"corr_learned_true", "corr_learned_reward_forward", "action_std"} <= row["run"].keys()
     assert -1 <= row["segment_rank_corr"] <= 1

@@ -103,6 +103,7 @@ def test_the_loop_labels_and_evaluates_with_the_paper_reward(tmp_path, capsys):
         assert np.allclose(seg.true_rews[:-1], expected, atol=1e-6)
 
     loop.agent.save(run_dir.parent / "true_reward_agent.zip")  # stands in for bench's TRPO
+    loop.close()  # the agent stays usable for predictions
     scored = {
         reward: load_benchmark("eval_other_reward").evaluate_kept(run_dir.parent, reward, 1)
         for reward in ("paper", "gymnasium")

@@ -538,6 +538,10 @@ class PreferenceLoop:
         )  # fmt: skip
 
     def close(self) -> None:
+        """Stop the reward learner, close the envs and the store, and close the policy's
+        SB3 log files (``sb3/progress.csv``, TensorBoard)."""
+        if self.agent is not None:
+            self.agent.logger.close()
         self.learner.close()
         self.reward_env.close()
         self.store.close()
