@@ -65,6 +65,7 @@ def test_learn_skips_distribution_checks_and_restores_them(checks: bool) -> None
         with pytest.raises(RuntimeError, match="callback failed"):
             agent.learn(128, callback=_Record(fail=True))
         assert Distribution._validate_args is checks  # restored after an error too
+        venv.close()
     finally:
         Distribution.set_default_validate_args(previous)
 
@@ -75,7 +76,10 @@ def test_learning_without_the_checks_gives_the_same_policy() -> None:
     for learn in (EntropyTRPO.learn, TRPO.learn):  # checks off; sb3-contrib's, checks as set
         venv = make_vec_env(EnvSpec("Hopper-v5"), 1, 0)
         agent = make_agent(PolicyConfig(n_steps=128), venv, "mujoco", seed=0)
+        start = torch.nn.utils.parameters_to_vector(agent.policy.parameters()).detach().clone()
         learn(agent, 256)
         weights.append(torch.nn.utils.parameters_to_vector(agent.policy.parameters()).detach())
+        assert not torch.equal(weights[-1], start)  # two updates did change the policy
+        venv.close()
     assert Distribution._validate_args  # torch's default, on for the second run
     assert torch.equal(weights[0], weights[1])
