@@ -1,6 +1,6 @@
 """benchmarks/diagnose_reward.py: its segment cutting and comparisons by hand, and a run's
-policy judged against itself (the same rollouts: the ensemble and the truth agree on every
-share) with the true return that the run's own evaluation gives."""
+policy judged against itself (the same rollouts on both sides, so neither side is preferred
+more often than the other) with the true return that the run's own evaluation gives."""
 
 import dataclasses
 import json
