@@ -50,9 +50,12 @@ class RunningObsNorm(BaseFeaturesExtractor):
         key = (dtype, self.mean.data_ptr(), self.mean._version, self.var.data_ptr(),
                self.var._version)  # fmt: skip
         if self._cached is None or self._cached[0] != key:
-            std = torch.sqrt(self.var + self.eps).to(dtype)
-            self._cached = (key, self.mean.to(dtype), std)
+            self._cached = (key, *self.compute_mean_std(dtype))
         return self._cached[1], self._cached[2]
+
+    def compute_mean_std(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """``mean`` and ``sqrt(var + eps)`` in ``dtype``, computed now."""
+        return self.mean.to(dtype), torch.sqrt(self.var + self.eps).to(dtype)
 
     def forward(self, observations: torch.Tensor) -> torch.Tensor:
         x = observations.flatten(1)

@@ -29,19 +29,9 @@ sys.path.insert(0, str(ROOT))
 
 from sb3_contrib import TRPO  # noqa: E402
 
-from agents.obs_norm import RunningObsNorm  # noqa: E402
 from agents.presets import make_agent  # noqa: E402
 from envs import make_vec_env  # noqa: E402
 from rlkit.loops.preference_config import PrefsConfig  # noqa: E402
-
-
-def uncached(norm: RunningObsNorm):
-    """``norm._mean_std`` as it was before it kept its results: computed on every call."""
-
-    def mean_std(dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        return norm.mean.to(dtype), torch.sqrt(norm.var + norm.eps).to(dtype)
-
-    return mean_std
 
 
 def main() -> None:
@@ -57,7 +47,7 @@ def main() -> None:
         agent = make_agent(cfg.policy, make_vec_env(cfg.env_spec(), 4, 0), "mujoco", 0)
         if name == "before":
             norm = agent.policy.features_extractor
-            norm._mean_std = uncached(norm)
+            norm._mean_std = norm.compute_mean_std  # as before it kept them: every call
         agents[name] = agent
     learn = {"rlkit": lambda a, n: a.learn(n, reset_num_timesteps=False),
              "before": lambda a, n: TRPO.learn(a, n, reset_num_timesteps=False)}  # fmt: skip

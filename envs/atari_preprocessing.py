@@ -53,20 +53,16 @@ class MaxAndSkipScreens(MaxAndSkipEnv):
         total_reward = 0.0
         terminated = truncated = False
         info: dict[str, Any] = {}
+        first_kept = self._skip - 2
         for i in range(self._skip):
-            kept = i >= self._skip - 2
-            if kept:
-                obs, reward, terminated, truncated, info = self.env.step(action)
-            else:
+            if i < first_kept:
                 self._ale_env._obs_type = "ram"
-                try:
-                    obs, reward, terminated, truncated, info = self.env.step(action)
-                finally:
-                    self._ale_env._obs_type = "rgb"
-            if i == self._skip - 2:
-                self._obs_buffer[0] = obs
-            if i == self._skip - 1:
-                self._obs_buffer[1] = obs
+            try:
+                obs, reward, terminated, truncated, info = self.env.step(action)
+            finally:
+                self._ale_env._obs_type = "rgb"
+            if i >= first_kept:
+                self._obs_buffer[i - first_kept] = obs
             total_reward += float(reward)
             if terminated or truncated:
                 break
