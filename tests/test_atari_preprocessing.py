@@ -60,21 +60,47 @@ def test_outputs_equal_sb3_atari_wrapper_over_episodes(env_id, training, sticky)
     assert lengths[0] == lengths[1]
 
 
-def test_the_screen_is_read_on_the_last_two_frames_of_four(monkeypatch):
-    reads: list[str] = []
+def test_the_screen_is_read_on_the_last_two_frames_of_four_into_the_buffer(monkeypatch):
+    observations: list[str] = []
     original = AtariEnv._get_obs
 
     def spy(self):
-        reads.append(self._obs_type)
+        observations.append(self._obs_type)
         return original(self)
 
+    class CountingALE:
+        """Forwards to the emulator, noting which frame each screen read follows."""
+
+        def __init__(self, ale) -> None:
+            self.ale, self.reads = ale, []
+
+        def getScreenRGB(self, out: np.ndarray) -> None:  # noqa: N802 (ale_py's name)
+            self.reads.append((ale_env.ale.getEpisodeFrameNumber(), out.ctypes.data))
+            self.ale.getScreenRGB(out)
+
     env = make_env(EnvSpec("ALE/Pong-v5"), seed=0)()
-    assert isinstance(env.get_wrapper_attr("_ale_env"), AtariEnv)  # the factory uses it
+    ale_env = env.get_wrapper_attr("_ale_env")
+    assert isinstance(ale_env, AtariEnv)  # the factory uses it
+    buffer = env.get_wrapper_attr("_obs_buffer")
+    counting = CountingALE(ale_env.ale)
+    monkeypatch.setattr(_skipper(env), "_ale", counting)
     monkeypatch.setattr(AtariEnv, "_get_obs", spy)
+    first = ale_env.ale.getEpisodeFrameNumber()
     for _ in range(50):
         env.step(0)
-    assert reads == ["ram", "ram", "rgb", "rgb"] * 50
-    assert env.unwrapped._obs_type == "rgb"
+    # Every frame returns RAM to the wrappers below; the screen is copied only after frames 3
+    # and 4 of each step, straight into the two max-pool slots.
+    assert observations == ["ram"] * 200
+    slots = [buffer[0].ctypes.data, buffer[1].ctypes.data]
+    expected = [(first + 4 * k + j, slots[j - 3]) for k in range(50) for j in (3, 4)]
+    assert counting.reads == expected
+    assert ale_env._obs_type == "rgb"
+
+
+def _skipper(env: gym.Env) -> MaxAndSkipScreens:
+    while not isinstance(env, MaxAndSkipScreens):
+        env = env.env
+    return env
 
 
 def test_a_non_rgb_env_gets_sb3_max_and_skip_unchanged():
