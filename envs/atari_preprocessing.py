@@ -5,7 +5,7 @@ emulator frame. Under frame skip 4 with max pooling, only the last two frames' s
 used: :class:`MaxAndSkipScreens` has ale_py return its RAM (128 bytes) on every frame and
 copies the screen after the last two straight into its max-pool buffer, so every output
 (observations, rewards, ends, infos, and the Monitor's episode records below it) is SB3's
-``AtariWrapper``'s exactly, at 9-13% less CPU per agent step
+``AtariWrapper``'s exactly, at 9-14% less CPU per agent step
 (``benchmarks/bench_atari_preprocessing.py``; ``tests/test_atari_preprocessing.py``).
 """
 
