@@ -35,8 +35,8 @@ class MaxAndSkipScreens(MaxAndSkipEnv):
     Every frame steps the same env stack (so wrappers below it, such as ``Monitor`` and
     ``NoopResetEnv``, see every frame as before) with ale_py's observation type switched to
     ``"ram"`` for the call; after each of the last two, the emulator writes its screen into
-    one of the two max-pool slots (``ale.getScreenRGB(out)``, no new array). On an env that is not an RGB ``AtariEnv`` without
-    sound it is ``MaxAndSkipEnv`` unchanged.
+    one of the two max-pool slots (``ale.getScreenRGB(out)``, no new array). On an env that
+    is not an RGB ``AtariEnv`` without sound it is ``MaxAndSkipEnv`` unchanged.
 
     Observations: ``(210, 160, 3)`` uint8, the max of the last two frames' screens.
     """

@@ -75,7 +75,7 @@ def test_the_screen_is_read_on_the_last_two_frames_of_four_into_the_buffer(monke
             self.ale, self.reads = ale, []
 
         def getScreenRGB(self, out: np.ndarray) -> None:  # noqa: N802 (ale_py's name)
-            self.reads.append((ale_env.ale.getEpisodeFrameNumber(), out.ctypes.data))
+            self.reads.append((self.ale.getEpisodeFrameNumber(), out.ctypes.data))
             self.ale.getScreenRGB(out)
 
     env = make_env(EnvSpec("ALE/Pong-v5"), seed=0)()
