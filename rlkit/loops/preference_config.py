@@ -40,7 +40,9 @@ class PrefsConfig:
     """Label budget: comparisons asked for over the whole run (the paper's 700 for MuJoCo)."""
     initial_labels: int | None = None
     """Labels asked for up front, on segments of the initial random policy, with the reward
-    model pretrained on them before RL starts; default 25% of --labels (MuJoCo), 500 (Atari)."""
+    model pretrained on them before RL starts; default 25% of --labels (MuJoCo, the paper's),
+    500 (Atari). With 700 labels, 70 did better on Walker2d and HalfCheetah and worse on Hopper
+    (BENCHMARKS.md, "Fewer labels up front")."""
     label_decay: float | None = None
     """c in the label rate c / (T + c) after the initial labels, T the policy steps so far;
     default 2e6 (MuJoCo), 5e6 (Atari). Larger spreads the labels more evenly over the run."""
