@@ -14,6 +14,14 @@ had the same settings under different flags). For each (env, seed) the last line
 
     .venv/bin/python benchmarks/summarize_prefs.py benchmarks/results/prefs_1m_*.jsonl \
         --variant "" "--policy.normalize-obs --reward-normalize-inputs"
+
+With ``--against PREFS_ARGS`` each env's line also compares the variant with those lines on the
+seeds both ran (``paired``): each one's ratio of sums there, the difference, its bootstrap 90%
+interval (the same seeds drawn for both), and on how many of those seeds the variant's
+learned-reward return is the higher.
+
+    .venv/bin/python benchmarks/summarize_prefs.py VARIANT.jsonl DEFAULT.jsonl \
+        --variant "--initial-labels 70" --against ""
 """
 
 from __future__ import annotations
@@ -91,6 +99,31 @@ def summarize(by_seed: dict[int, dict], draws: int, seed: int) -> dict:
     return out
 
 
+def paired(
+    variant: dict[int, dict], against: dict[int, dict], draws: int, seed: int
+) -> dict | None:
+    """The variant against other lines on the seeds both have (see the module docstring);
+    None if they share none. The bootstrap draws the same seeds for both sides."""
+    seeds = sorted(set(variant) & set(against))
+    if not seeds:
+        return None
+    a = np.array([variant[s]["return_learned"] for s in seeds], dtype=float)
+    b = np.array([against[s]["return_learned"] for s in seeds], dtype=float)
+    ta = np.array([variant[s]["return_true_reward"] for s in seeds], dtype=float)
+    tb = np.array([against[s]["return_true_reward"] for s in seeds], dtype=float)
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(seeds), size=(draws, len(seeds)))
+    diff = a[idx].sum(axis=1) / ta[idx].sum(axis=1) - b[idx].sum(axis=1) / tb[idx].sum(axis=1)
+    return {
+        "seeds": seeds,
+        "ratio": round(float(a.sum() / ta.sum()), 3),
+        "ratio_against": round(float(b.sum() / tb.sum()), 3),
+        "difference": round(float(a.sum() / ta.sum() - b.sum() / tb.sum()), 3),
+        "difference_90": [round(float(q), 3) for q in np.quantile(diff, [0.05, 0.95])],
+        "variant_higher": int((a > b).sum()),
+    }
+
+
 def versions_seen(by_seed: dict[int, dict]) -> list[str]:
     """The distinct library-version records of an env's lines ("unrecorded" for older ones)."""
     seen = {json.dumps(r.get("versions"), sort_keys=True) for r in by_seed.values()}
@@ -124,6 +157,13 @@ def main(argv: list[str] | None = None) -> int:
         help="the prefs_args of the lines to pool (default: the default, ''; a lone flag: "
         "--variant=--flag)",
     )
+    p.add_argument(
+        "--against",
+        nargs="+",
+        default=None,
+        metavar="PREFS_ARGS",
+        help="compare with the lines of these prefs_args on the seeds both ran (see above)",
+    )
     p.add_argument("--draws", type=int, default=10_000)
     p.add_argument("--seed", type=int, default=0, help="of the bootstrap draws")
     args = p.parse_args(argv)
@@ -136,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     found = select(rows, args.steps, set(args.variant))
     if not found:
         p.error(f"no bench_prefs line at {args.steps} steps with --variant {args.variant}")
+    against = select(rows, args.steps, set(args.against)) if args.against is not None else {}
     for env in sorted(found):
         seen = versions_seen(found[env])
         if len(seen) > 1:
@@ -144,7 +185,10 @@ def main(argv: list[str] | None = None) -> int:
                 "version sets (or none): the sums mix set-ups",
                 file=sys.stderr,
             )
-        print(json.dumps(summarize(found[env], args.draws, args.seed)), flush=True)
+        out = summarize(found[env], args.draws, args.seed)
+        if args.against is not None:
+            out["paired"] = paired(found[env], against.get(env, {}), args.draws, args.seed)
+        print(json.dumps(out), flush=True)
     return 0
 
 

@@ -92,6 +92,37 @@ def test_cli_prints_one_line_per_env_and_notes_mixed_versions(summ, tmp_path, ca
     )
 
 
+def test_against_compares_on_the_seeds_both_ran(summ, tmp_path, capsys):
+    variant = "--initial-labels 70"
+    rows = [
+        line(0, 600.0, 400.0),
+        line(1, 100.0, 200.0),
+        line(2, 100.0, 400.0),  # only the reference ran seed 2
+        line(0, 800.0, 400.0, prefs_args=variant),
+        line(1, 200.0, 200.0, prefs_args=variant),
+        line(3, 900.0, 100.0, prefs_args=variant),  # only the variant ran seed 3
+    ]
+    path = str(write(tmp_path / "r.jsonl", rows))
+    assert summ.main([path, "--steps", "1000", f"--variant={variant}", "--against", ""]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["seeds"] == [0, 1, 3]  # the variant's own summary keeps its every seed
+    got = out["paired"]
+    assert got["seeds"] == [0, 1] and got["variant_higher"] == 2
+    # variant (800 + 200) / 600, reference (600 + 100) / 600
+    assert got["ratio"] == pytest.approx(1.667, abs=1e-3) and got["ratio_against"] == 1.167
+    assert got["difference"] == 0.5
+    # every resample of the two seeds moves both sides alike (seed 0: 2.0 vs 1.5, seed 1: 1.0
+    # vs 0.5, one of each: 1.5 vs 1.0), so drawing the same seeds for both leaves no spread
+    assert got["difference_90"] == [0.5, 0.5]
+    ref = summ.select(rows, 1000, {""})["Hopper-v5"]
+    worse = {0: line(0, 500.0, 400.0), 1: line(1, 200.0, 200.0), 2: line(2, 50.0, 400.0)}
+    got = summ.paired(worse, ref, draws=2000, seed=0)
+    assert got["variant_higher"] == 1 and got["difference"] == -0.05  # 750 / 1000 - 800 / 1000
+    lo, hi = got["difference_90"]
+    assert lo < -0.05 < hi
+    assert summ.paired({5: line(5, 1.0, 1.0)}, ref, draws=10, seed=0) is None
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
