@@ -73,12 +73,17 @@ def bootstrap(learned: np.ndarray, true: np.ndarray, draws: int, seed: int) -> n
     return learned[idx].sum(axis=1) / true[idx].sum(axis=1)
 
 
+def returns(rows: list[dict]) -> tuple[np.ndarray, np.ndarray]:
+    """(n_rows,) learned-reward and (n_rows,) TRPO true returns of the lines."""
+    learned = np.array([r["return_learned"] for r in rows], dtype=float)
+    return learned, np.array([r["return_true_reward"] for r in rows], dtype=float)
+
+
 def summarize(by_seed: dict[int, dict], draws: int, seed: int) -> dict:
     """One env's summary (see the module docstring)."""
     seeds = sorted(by_seed)
     rows = [by_seed[s] for s in seeds]
-    learned = np.array([r["return_learned"] for r in rows], dtype=float)
-    true = np.array([r["return_true_reward"] for r in rows], dtype=float)
+    learned, true = returns(rows)
     out: dict = {
         "env": rows[0]["env"],
         "steps": rows[0]["steps"],
@@ -107,18 +112,16 @@ def paired(
     seeds = sorted(set(variant) & set(against))
     if not seeds:
         return None
-    a = np.array([variant[s]["return_learned"] for s in seeds], dtype=float)
-    b = np.array([against[s]["return_learned"] for s in seeds], dtype=float)
-    ta = np.array([variant[s]["return_true_reward"] for s in seeds], dtype=float)
-    tb = np.array([against[s]["return_true_reward"] for s in seeds], dtype=float)
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(seeds), size=(draws, len(seeds)))
-    diff = a[idx].sum(axis=1) / ta[idx].sum(axis=1) - b[idx].sum(axis=1) / tb[idx].sum(axis=1)
+    a, ta = returns([variant[s] for s in seeds])
+    b, tb = returns([against[s] for s in seeds])
+    # one seed for both: bootstrap() draws the same seeds for both sides
+    diff = bootstrap(a, ta, draws, seed) - bootstrap(b, tb, draws, seed)
+    ratio, ratio_against = float(a.sum() / ta.sum()), float(b.sum() / tb.sum())
     return {
         "seeds": seeds,
-        "ratio": round(float(a.sum() / ta.sum()), 3),
-        "ratio_against": round(float(b.sum() / tb.sum()), 3),
-        "difference": round(float(a.sum() / ta.sum() - b.sum() / tb.sum()), 3),
+        "ratio": round(ratio, 3),
+        "ratio_against": round(ratio_against, 3),
+        "difference": round(ratio - ratio_against, 3),
         "difference_90": [round(float(q), 3) for q in np.quantile(diff, [0.05, 0.95])],
         "variant_higher": int((a > b).sum()),
     }
