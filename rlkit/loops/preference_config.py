@@ -41,8 +41,8 @@ class PrefsConfig:
     initial_labels: int | None = None
     """Labels asked for up front, on segments of the initial random policy, with the reward
     model pretrained on them before RL starts; default 25% of --labels (MuJoCo, the paper's),
-    500 (Atari). With 700 labels, 70 did better on Walker2d and HalfCheetah and about as well on
-    Hopper (BENCHMARKS.md, "Fewer labels up front", "Hopper on fresh seeds")."""
+    500 (Atari). With 700 labels, 70 did better on Walker2d, worse on HalfCheetah and about as
+    well on Hopper (BENCHMARKS.md, "Fewer labels up front", "... on fresh seeds")."""
     label_decay: float | None = None
     """c in the label rate c / (T + c) after the initial labels, T the policy steps so far;
     default 2e6 (MuJoCo), 5e6 (Atari). Larger spreads the labels more evenly over the run."""
