@@ -5,7 +5,7 @@ import torch
 
 from rlkit.core import Comparison, Segment
 from rlkit.rewards.ensemble import RewardEnsemble
-from rlkit.rewards.trainer import RewardTrainer, TrainerConfig
+from rlkit.rewards.trainer import RewardTrainer, TrainerConfig, initial_weights
 
 W = np.array([1.0, -2.0, 0.5, 0.0])
 
@@ -245,3 +245,47 @@ def test_kept_input_statistics_stay_kept_after_a_resume():
     _label(fresh, segs, range(0, 10), shift=0.0)
     fresh.load_state_dict(old_state)  # saved before the field existed: not kept yet
     assert fresh.input_stats_from == 0 and not fresh.input_stats_kept
+
+
+def test_initial_weights_fall_once_later_labels_outnumber_the_initial_ones():
+    np.testing.assert_allclose(initial_weights(5, 3), np.ones(5))  # 2 later < 3 initial
+    np.testing.assert_allclose(initial_weights(6, 3), np.ones(6))  # equal: still 1
+    np.testing.assert_allclose(initial_weights(12, 3), [1 / 3] * 3 + [1] * 9)
+    w = initial_weights(700, 175)  # the MuJoCo default's end: share 0.1 instead of 0.25
+    assert w[:175].sum() / w.sum() == pytest.approx(0.1)
+    np.testing.assert_allclose(initial_weights(4, 0), np.ones(4))
+
+
+@pytest.mark.parametrize("rebalance", [False, True])
+def test_rebalanced_minibatches_draw_initial_labels_by_their_weight(rebalance, monkeypatch):
+    rng = np.random.default_rng(3)
+    segs = make_data(80, rng)
+    ens = RewardEnsemble(
+        gym.spaces.Box(-9, 9, (4,)), gym.spaces.Box(-9, 9, (1,)), n_members=2, seed=0
+    )
+    config = TrainerConfig(holdout=0.0, rebalance_initial=rebalance, min_steps=0)
+    trainer = RewardTrainer(ens, config, rng)
+    for i in range(10):  # up front
+        trainer.add(Comparison(2 * i, 2 * i + 1, (1, 0)), segs[2 * i], segs[2 * i + 1])
+    trainer.train(epochs=1)
+    assert trainer.n_initial == 10
+    for i in range(10, 40):  # later: 30 labels, so each initial one weighs 1/3
+        trainer.add(Comparison(2 * i, 2 * i + 1, (0, 1)), segs[2 * i], segs[2 * i + 1])
+    drawn: list[np.ndarray] = []
+    batch = trainer._batch
+
+    def recording_batch(idx: torch.Tensor):
+        drawn.append(idx.numpy().copy())
+        return batch(idx)
+
+    monkeypatch.setattr(trainer, "_batch", recording_batch)
+    trainer.train(epochs=100)
+    idx = np.concatenate(drawn, axis=1)  # (K, draws)
+    w = trainer.counts.T * (initial_weights(40, 10) if rebalance else 1.0)  # (K, 40)
+    for m in range(2):
+        expected = w[m, :10].sum() / w[m].sum()
+        assert np.mean(idx[m] < 10) == pytest.approx(expected, abs=0.02)
+    # the split point survives a checkpoint
+    restored = RewardTrainer(ens, config, np.random.default_rng(4))
+    restored.load_state_dict(trainer.state_dict())
+    assert restored.n_initial == 10

@@ -82,6 +82,13 @@ class TrainerConfig:
     in the MuJoCo benchmark's runs), so the input scaling stops moving under the policy; at
     1M steps that was on par with retaking them on Hopper and far worse on HalfCheetah
     (BENCHMARKS.md)."""
+    rebalance_initial: bool = False
+    """Once more labels have come from the policy's segments than were asked up front, draw
+    each up-front label (the random policy's segments) with weight ``n_initial / n_later``, so
+    their share of the minibatches falls as ``n_i^2 / (n_i^2 + n_l^2)`` (0.5 when the later
+    labels catch up, 0.1 at a MuJoCo run's end with 175 + 525) instead of
+    ``n_i / (n_i + n_l)`` (0.25). The label schedule is untouched. Off by default (the paper's
+    uniform bootstrap)."""
     cross_lipschitz: float = 0.0
     """Weight of the cross-Lipschitz penalty on the preference classifier (0: off)."""
     mean_teacher_weight: float = 0.0
@@ -150,6 +157,16 @@ class _SegmentCache:
         self.size += 1
 
 
+def initial_weights(n_labels: int, n_initial: int) -> np.ndarray:
+    """Sampling weight per label ``(n_labels,)`` under ``rebalance_initial``: the first
+    ``n_initial`` labels weigh ``min(1, n_initial / n_later)``, the later ones 1."""
+    out = np.ones(n_labels)
+    n_later = n_labels - n_initial
+    if n_later > n_initial > 0:
+        out[:n_initial] = n_initial / n_later
+    return out
+
+
 class RewardTrainer:
     """Trains a :class:`RewardEnsemble` on a growing set of comparisons.
 
@@ -187,6 +204,7 @@ class RewardTrainer:
         self.counts = np.zeros((0, ensemble.n_members), dtype=np.int64)
         self.steps = 0
         self.input_stats_from = 0  # labelled segments the input statistics were taken from
+        self.n_initial: int | None = None  # labels at the first training (the up-front ones)
         self.mean_teacher: MeanTeacherConsistency | None = None
         if config.mean_teacher_weight > 0:
             if unlabeled is None:
@@ -242,7 +260,11 @@ class RewardTrainer:
         min_steps = MIN_STEPS if cfg.min_steps is None else cfg.min_steps
         total = max(min_steps, math.ceil(epochs * steps_per_epoch))
         k = self.ensemble.n_members
+        if self.n_initial is None:
+            self.n_initial = len(self)
         weights = self.counts[train_idx].T.astype(np.float64)  # (K, N_train)
+        if cfg.rebalance_initial:
+            weights *= initial_weights(len(self), self.n_initial)[train_idx]
         # A member whose bootstrap drew no label so far falls back to uniform weights.
         weights[weights.sum(1) == 0] = 1.0
         probs = weights / weights.sum(1, keepdims=True)
@@ -352,6 +374,7 @@ class RewardTrainer:
             "optimizer": self.optimizer.state_dict(),
             "steps": self.steps,
             "input_stats_from": self.input_stats_from,
+            "n_initial": self.n_initial,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -363,3 +386,5 @@ class RewardTrainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.steps = int(state["steps"])
         self.input_stats_from = int(state.get("input_stats_from", 0))
+        n_initial = state.get("n_initial")
+        self.n_initial = None if n_initial is None else int(n_initial)
