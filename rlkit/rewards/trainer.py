@@ -88,7 +88,8 @@ class TrainerConfig:
     their share of the minibatches falls as ``n_i^2 / (n_i^2 + n_l^2)`` (0.5 when the later
     labels catch up, 0.1 at a MuJoCo run's end with 175 + 525) instead of
     ``n_i / (n_i + n_l)`` (0.25). The label schedule is untouched. Off by default (the paper's
-    uniform bootstrap)."""
+    uniform bootstrap): at 1M steps it did not lift Walker2d (BENCHMARKS.md, "Up-front labels
+    weighed down later")."""
     cross_lipschitz: float = 0.0
     """Weight of the cross-Lipschitz penalty on the preference classifier (0: off)."""
     mean_teacher_weight: float = 0.0
