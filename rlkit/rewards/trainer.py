@@ -264,10 +264,10 @@ class RewardTrainer:
         if self.n_initial is None:
             self.n_initial = len(self)
         weights = self.counts[train_idx].T.astype(np.float64)  # (K, N_train)
-        if cfg.rebalance_initial:
-            weights *= initial_weights(len(self), self.n_initial)[train_idx]
         # A member whose bootstrap drew no label so far falls back to uniform weights.
         weights[weights.sum(1) == 0] = 1.0
+        if cfg.rebalance_initial:
+            weights *= initial_weights(len(self), self.n_initial)[train_idx]
         probs = weights / weights.sum(1, keepdims=True)
         if self.ensemble.normalize_inputs and not self.input_stats_kept:
             # Every labelled segment's steps, validation ones included (no labels used).
