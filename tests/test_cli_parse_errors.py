@@ -24,6 +24,8 @@ CASES = [
      "error: --trainer.random-response has an invalid value 1.0"),
     (["prefs", "train", "--trainer.l2-factor", "0.5"],
      "error: --trainer.l2-factor has an invalid value 0.5"),
+    (["prefs", "train", "--trainer.l2-max", "-1"],
+     "error: --trainer.l2-max has an invalid value -1.0"),
     (["prefs", "train", "--trainer.input-stats-segments", "0"],
      "error: --trainer.input-stats-segments has an invalid value 0"),
     (["prefs", "train", "--env", "ALE/Pong-v5", "--env-reward", "paper"],

@@ -157,9 +157,43 @@ def test_a_round_trains_at_least_min_steps_and_the_default_depends_on_the_observ
         trainer.train(epochs=1)  # one epoch of 64-pair batches over ~6 labels: one step
         assert trainer.steps == steps
     assert MIN_STEPS == 30
-    assert trainer_config(TrainerConfig(), "mujoco").min_steps is None  # -> MIN_STEPS
-    assert trainer_config(TrainerConfig(), "atari").min_steps == MIN_STEPS_PIXELS == 10
-    assert trainer_config(TrainerConfig(min_steps=50), "atari").min_steps == 50
+    hopper = trainer_config(TrainerConfig(), "mujoco", "Hopper-v5")
+    assert hopper.min_steps is None  # -> MIN_STEPS
+    assert trainer_config(TrainerConfig(), "atari", "ALE/Pong-v5").min_steps == MIN_STEPS_PIXELS
+    assert MIN_STEPS_PIXELS == 10
+    assert trainer_config(TrainerConfig(min_steps=50), "atari", "ALE/Pong-v5").min_steps == 50
+
+
+def test_l2_stops_at_its_cap_which_defaults_by_env():
+    from rlkit.loops.preference import trainer_config
+    from rlkit.rewards.trainer import L2_MAX
+
+    space = gym.spaces.Box(-9, 9, (4,)), gym.spaces.Box(-9, 9, (1,))
+    rng = np.random.default_rng(4)
+    caps = []
+    for config in [TrainerConfig(), TrainerConfig(l2_max=0.1)]:
+        trainer = RewardTrainer(RewardEnsemble(*space, n_members=2, seed=0), config, rng)
+        trainer.l2 = 0.005
+        history = []
+        for _ in range(20):  # validation loss 2x training loss: L2 grows by 1.3x an epoch
+            trainer._adapt_l2(1.0, 2.0)
+            history.append(trainer.l2)
+        caps.append(history[-1])
+        trainer._adapt_l2(1.0, 1.0)  # below 1.1x: it weakens again
+        assert trainer.l2 == pytest.approx(history[-1] / 1.3)
+    assert caps == [L2_MAX, 0.1] and L2_MAX == 1e-2
+    caps = {
+        env: trainer_config(TrainerConfig(), kind, env).l2_max
+        for env, kind in [
+            ("Walker2d-v5", "mujoco"), ("Walker2d-v4", "mujoco"), ("HalfCheetah-v5", "mujoco"),
+            ("Hopper-v5", "mujoco"), ("ALE/Breakout-v5", "atari"),
+        ]
+    }  # fmt: skip
+    assert caps == {
+        "Walker2d-v5": 3e-2, "Walker2d-v4": 3e-2, "HalfCheetah-v5": 1e-2, "Hopper-v5": 1e-2,
+        "ALE/Breakout-v5": 1e-2,
+    }  # fmt: skip
+    assert trainer_config(TrainerConfig(l2_max=0.05), "mujoco", "Walker2d-v5").l2_max == 0.05
 
 
 def test_trainer_normalizes_inputs_with_its_labelled_segments_and_still_learns():

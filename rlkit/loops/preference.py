@@ -59,7 +59,7 @@ from rlkit.rewards.queries import select_queries
 from rlkit.rewards.rollout_reward import RolloutRewardCallback
 from rlkit.rewards.schedule import LabelSchedule
 from rlkit.rewards.teachers import QueryRequest, SyntheticTeacher, SyntheticTeacherAdapter
-from rlkit.rewards.trainer import MIN_STEPS_PIXELS, TrainerConfig
+from rlkit.rewards.trainer import L2_MAX, MIN_STEPS_PIXELS, TrainerConfig
 from rlkit.rewards.vec_wrapper import LearnedRewardVecEnv
 from rlkit.store import Store
 
@@ -140,11 +140,24 @@ def reward_ensemble(cfg: PrefsConfig, kind: str, venv: VecEnv) -> RewardEnsemble
         ) from None
 
 
-def trainer_config(config: TrainerConfig, kind: str) -> TrainerConfig:
-    """``config`` with the env kind's defaults for what it leaves unset (fewer gradient
-    steps per round for pixels, where a CNN step costs ~10x)."""
+L2_MAX_BY_ENV = {"Walker2d": 3e-2}
+"""The L2 cap for an env family (the id without ``ALE/`` and version) when
+``--trainer.l2-max`` is left unset; others get :data:`rlkit.rewards.trainer.L2_MAX`. Walker2d's
+was measured on eighteen seeds, the last eight fresh (BENCHMARKS.md, "Walker2d on its own")."""
+
+
+def env_family(env_id: str) -> str:
+    """``"Walker2d-v5"`` -> ``"Walker2d"``, ``"ALE/Pong-v5"`` -> ``"Pong"``."""
+    return env_id.rsplit("/", 1)[-1].rsplit("-v", 1)[0]
+
+
+def trainer_config(config: TrainerConfig, kind: str, env_id: str) -> TrainerConfig:
+    """``config`` with the env's defaults for what it leaves unset: fewer gradient steps per
+    round for pixels, where a CNN step costs ~10x, and the L2 cap (:data:`L2_MAX_BY_ENV`)."""
     if config.min_steps is None and kind == "atari":
-        return dataclasses.replace(config, min_steps=MIN_STEPS_PIXELS)
+        config = dataclasses.replace(config, min_steps=MIN_STEPS_PIXELS)
+    if config.l2_max is None:
+        config = dataclasses.replace(config, l2_max=L2_MAX_BY_ENV.get(env_family(env_id), L2_MAX))
     return config
 
 
@@ -206,7 +219,7 @@ class PreferenceLoop:
         # The trainer, on a thread or in a child process (rlkit.rewards.learner); its
         # ensemble is self.ensemble, current after each finish().
         self.learner = make_learner(
-            cfg.reward_learner, self.ensemble, trainer_config(cfg.trainer, self.kind),
+            cfg.reward_learner, self.ensemble, trainer_config(cfg.trainer, self.kind, cfg.env),
             self.rng.spawn(1)[0],
             unlabeled=self.sample_unlabeled_steps, torch_threads=cfg.torch_threads,
         )  # fmt: skip

@@ -33,6 +33,10 @@ MIN_STEPS = 30
 preference loop sets 10 for pixel observations)."""
 MIN_STEPS_PIXELS = 10
 
+L2_MAX = 1e-2
+"""Cap on the L2 coefficient when ``TrainerConfig.l2_max`` is left unset (the preference
+loop sets 3e-2 for Walker2d, ``rlkit.loops.preference.L2_MAX_BY_ENV``)."""
+
 EVAL_CHUNK = 64
 """Comparisons per forward pass when evaluating. Activations stay ~9 MB (K=3, 188-step
 segments, 64 units): above glibc's 32 MB mmap threshold every op's output would be fresh
@@ -57,13 +61,14 @@ class TrainerConfig:
     """Upper bound on validation loss / training loss: above it, L2 is strengthened."""
     l2_factor: float = 1.3
     """Multiplicative L2 adjustment per epoch."""
-    l2_max: float = 1e-2
-    """Upper bound on the L2 coefficient: with few labels every model overfits, and an
-    unbounded coefficient would flatten the reward to a constant. In practice the bound
-    binds: on the MuJoCo benchmarks (700 labels) validation loss is ~1.9x training loss after
-    pretraining and never falls below 1.1x, so the coefficient reaches the cap and stays there
-    all run (a fixed L2 equal to the cap). 1e-3, 3e-2 and 0.1 were measured against it
-    (BENCHMARKS.md, "The L2 cap"): 3e-2 lifts Walker2d and Hopper and costs HalfCheetah."""
+    l2_max: float | None = None
+    """Upper bound on the L2 coefficient; unset: 1e-2 (:data:`L2_MAX`), 3e-2 on Walker2d.
+    With few labels every model overfits, and an unbounded coefficient would flatten the
+    reward to a constant. In practice the bound binds: on the MuJoCo benchmarks (700 labels)
+    validation loss is ~1.9x training loss after pretraining and never falls below 1.1x, so
+    the coefficient reaches the cap and stays there all run (a fixed L2 equal to the cap).
+    1e-3, 3e-2 and 0.1 were measured against 1e-2 (BENCHMARKS.md, "The L2 cap"): 3e-2 lifts
+    Walker2d and Hopper and costs HalfCheetah, where some seeds settle into a slow gait."""
     l2_min: float = 1e-7
     """Lower bound on the L2 coefficient."""
     random_response: float = 0.1
@@ -108,10 +113,11 @@ class TrainerConfig:
             "lr": self.lr > 0,
             "batch_size": self.batch_size >= 1,
             "holdout": 0.0 <= self.holdout < 1.0,
-            "l2_init": self.l2_min <= self.l2_init <= self.l2_max,
+            "l2_max": self.l2_max is None or self.l2_max >= 0,
+            "l2_init": self.l2_min <= self.l2_init <= self.l2_cap,
             "l2_low": 1.0 <= self.l2_low < self.l2_high,
             "l2_factor": self.l2_factor >= 1.0,  # 1: a fixed L2 coefficient
-            "l2_min": 0.0 <= self.l2_min <= self.l2_max,
+            "l2_min": 0.0 <= self.l2_min <= self.l2_cap,
             "random_response": 0.0 <= self.random_response < 1.0,
             "epochs": self.epochs >= 0,
             "pretrain_epochs": self.pretrain_epochs >= 0,
@@ -124,6 +130,11 @@ class TrainerConfig:
             "mean_teacher_rampup": self.mean_teacher_rampup >= 0,
         }
         check_settings(self, checks, "--trainer.")
+
+    @property
+    def l2_cap(self) -> float:
+        """``l2_max``, or :data:`L2_MAX` when it is left unset."""
+        return L2_MAX if self.l2_max is None else self.l2_max
 
 
 class _SegmentCache:
@@ -355,7 +366,7 @@ class RewardTrainer:
             self.l2 *= self.config.l2_factor
         elif ratio < self.config.l2_low:
             self.l2 /= self.config.l2_factor
-        self.l2 = min(max(self.l2, self.config.l2_min), self.config.l2_max)
+        self.l2 = min(max(self.l2, self.config.l2_min), self.config.l2_cap)
 
     def evaluate(self) -> dict[str, float]:
         train_loss, train_acc = self._losses(self._split(val=False))
