@@ -34,6 +34,7 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import torch
+from gymnasium.envs.registration import parse_env_id
 from rich.console import Console
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.logger import Logger, make_output_format
@@ -146,18 +147,15 @@ L2_MAX_BY_ENV = {"Walker2d": 3e-2}
 was measured on eighteen seeds, the last eight fresh (BENCHMARKS.md, "Walker2d on its own")."""
 
 
-def env_family(env_id: str) -> str:
-    """``"Walker2d-v5"`` -> ``"Walker2d"``, ``"ALE/Pong-v5"`` -> ``"Pong"``."""
-    return env_id.rsplit("/", 1)[-1].rsplit("-v", 1)[0]
-
-
 def trainer_config(config: TrainerConfig, kind: str, env_id: str) -> TrainerConfig:
     """``config`` with the env's defaults for what it leaves unset: fewer gradient steps per
     round for pixels, where a CNN step costs ~10x, and the L2 cap (:data:`L2_MAX_BY_ENV`)."""
     if config.min_steps is None and kind == "atari":
         config = dataclasses.replace(config, min_steps=MIN_STEPS_PIXELS)
     if config.l2_max is None:
-        config = dataclasses.replace(config, l2_max=L2_MAX_BY_ENV.get(env_family(env_id), L2_MAX))
+        config = dataclasses.replace(
+            config, l2_max=L2_MAX_BY_ENV.get(parse_env_id(env_id)[1], L2_MAX)
+        )
     return config
 
 
