@@ -26,6 +26,8 @@ CASES = [
      "error: --trainer.l2-factor has an invalid value 0.5"),
     (["prefs", "train", "--trainer.l2-max", "-1"],
      "error: --trainer.l2-max has an invalid value -1.0"),
+    (["prefs", "train", "--env", "Hopper-v5", "--trainer.l2-init", "0.02"],
+     "error: --trainer.l2-init 0.02 is above the L2 cap 0.01 (--trainer.l2-max;"),
     (["prefs", "train", "--trainer.input-stats-segments", "0"],
      "error: --trainer.input-stats-segments has an invalid value 0"),
     (["prefs", "train", "--env", "ALE/Pong-v5", "--env-reward", "paper"],

@@ -5,6 +5,9 @@ import pytest
 from prefs_tiny import tiny_hopper
 from rich.console import Console
 
+import rlkit.loops.preference as preference
+from rlkit.cli import main
+from rlkit.core.errors import UserError
 from rlkit.core.rundir import load_config, save_config
 from rlkit.loops.preference import PreferenceLoop
 from rlkit.loops.preference_config import PrefsConfig
@@ -37,3 +40,24 @@ def test_a_walker2d_run_saved_with_the_old_cap_resumes_with_it(tmp_path):
     assert _trainer_cap(PrefsConfig.from_saved(saved), tmp_path) == 0.01
     saved["trainer"]["l2_max"] = None  # saved since: the env's cap, as when it started
     assert _trainer_cap(PrefsConfig.from_saved(saved), tmp_path) == 3e-2
+
+
+class _Stop(UserError):
+    pass
+
+
+@pytest.mark.parametrize(
+    ("flags", "cap"),
+    [(["--env", "Walker2d-v5"], 3e-2), (["--env", "Hopper-v5"], L2_MAX),
+     (["--env", "Walker2d-v5", "--trainer.l2-max", "0.05"], 0.05)],
+)  # fmt: skip
+def test_train_saves_the_cap_the_run_gets(tmp_path, monkeypatch, flags, cap):
+    """config.json says what the run trains with, so a resumed run keeps it even if the
+    per-env defaults change later."""
+
+    def stop(*args, **kwargs):
+        raise _Stop("stopped before training")
+
+    monkeypatch.setattr(preference, "PreferenceLoop", stop)
+    assert main(["prefs", "train", *flags, "--run-dir", str(tmp_path / "run")]) != 0
+    assert load_config(tmp_path / "run")["trainer"]["l2_max"] == cap

@@ -196,6 +196,24 @@ def test_l2_stops_at_its_cap_which_defaults_by_env():
     assert trainer_config(TrainerConfig(l2_max=0.05), "mujoco", "Walker2d-v5").l2_max == 0.05
 
 
+def test_the_initial_l2_is_checked_against_the_cap_the_env_gets():
+    from rlkit.core.errors import ConfigError
+    from rlkit.loops.preference import trainer_config
+    from rlkit.rewards.trainer import L2_MAX
+
+    config = TrainerConfig(l2_init=0.02)  # unset cap: the env decides
+    assert trainer_config(config, "mujoco", "Walker2d-v5").l2_max == 3e-2
+    with pytest.raises(ConfigError, match=r"--trainer.l2-init 0.02 is above the L2 cap 0.01"):
+        trainer_config(config, "mujoco", "Hopper-v5")
+    with pytest.raises(ConfigError, match="above the L2 cap"):
+        TrainerConfig(l2_init=0.02, l2_max=0.01)
+    space = gym.spaces.Box(-9, 9, (4,)), gym.spaces.Box(-9, 9, (1,))
+    ensemble, rng = RewardEnsemble(*space, n_members=2, seed=0), np.random.default_rng(0)
+    assert RewardTrainer(ensemble, TrainerConfig(), rng).config.l2_max == L2_MAX
+    with pytest.raises(ConfigError, match="above the L2 cap"):
+        RewardTrainer(ensemble, config, rng)  # built on its own, the cap is L2_MAX
+
+
 def test_trainer_normalizes_inputs_with_its_labelled_segments_and_still_learns():
     rng = np.random.default_rng(3)
     scale = np.array([10, 0.1, 3, 1], np.float32)  # far from zero mean and unit scale

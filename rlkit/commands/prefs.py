@@ -81,9 +81,15 @@ def train(argv: list[str]) -> int:
 
         check_address(cfg.ray_address)  # before anything is written: a bad address is one line
     if not cfg.resume:
-        from rlkit.loops.preference import check_segments_fit
+        from envs import env_kind
+        from rlkit.loops.preference import check_segments_fit, trainer_config
 
         check_segments_fit(cfg)  # before anything is written
+        # The env's trainer settings (an unset L2 cap is 3e-2 on Walker2d) are checked here
+        # and saved as set, so a resumed run keeps them if the per-env defaults change.
+        cfg = dataclasses.replace(
+            cfg, trainer=trainer_config(cfg.trainer, env_kind(cfg.env), cfg.env)
+        )
         run_dir = Path(cfg.run_dir or Path("runs") / default_run_name(cfg.env, "prefs", cfg.seed))
         run_dir = prepare_run_dir(run_dir, resume=False)
         cfg = dataclasses.replace(cfg, run_dir=run_dir)

@@ -18,7 +18,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from rlkit.core.errors import check_settings
+from rlkit.core.errors import ConfigError, check_settings
 from rlkit.core.types import Comparison, Segment
 from rlkit.rewards.ensemble import RewardEnsemble
 from rlkit.rewards.preference import preference_loss, preference_probs
@@ -68,7 +68,8 @@ class TrainerConfig:
     validation loss is ~1.9x training loss after pretraining and never falls below 1.1x, so
     the coefficient reaches the cap and stays there all run (a fixed L2 equal to the cap).
     1e-3, 3e-2 and 0.1 were measured against 1e-2 (BENCHMARKS.md, "The L2 cap"): 3e-2 lifts
-    Walker2d and Hopper and costs HalfCheetah, where some seeds settle into a slow gait."""
+    Walker2d and Hopper and costs HalfCheetah, where some seeds settle into a slow gait.
+    ``rlkit prefs train`` saves the cap it resolves in the run's ``config.json``."""
     l2_min: float = 1e-7
     """Lower bound on the L2 coefficient."""
     random_response: float = 0.1
@@ -109,15 +110,18 @@ class TrainerConfig:
     """Gradient steps over which the consistency weight ramps up (sigmoid)."""
 
     def __post_init__(self) -> None:
+        # Limits against the cap apply once it is known: unset, it depends on the env (the
+        # preference loop's trainer_config sets it; RewardTrainer falls back to L2_MAX).
+        cap = math.inf if self.l2_max is None else self.l2_max
         checks = {
             "lr": self.lr > 0,
             "batch_size": self.batch_size >= 1,
             "holdout": 0.0 <= self.holdout < 1.0,
             "l2_max": self.l2_max is None or self.l2_max >= 0,
-            "l2_init": self.l2_min <= self.l2_init <= self.l2_cap,
+            "l2_init": self.l2_min <= self.l2_init,
             "l2_low": 1.0 <= self.l2_low < self.l2_high,
             "l2_factor": self.l2_factor >= 1.0,  # 1: a fixed L2 coefficient
-            "l2_min": 0.0 <= self.l2_min <= self.l2_cap,
+            "l2_min": 0.0 <= self.l2_min <= cap,
             "random_response": 0.0 <= self.random_response < 1.0,
             "epochs": self.epochs >= 0,
             "pretrain_epochs": self.pretrain_epochs >= 0,
@@ -130,6 +134,11 @@ class TrainerConfig:
             "mean_teacher_rampup": self.mean_teacher_rampup >= 0,
         }
         check_settings(self, checks, "--trainer.")
+        if self.l2_init > cap:
+            raise ConfigError(
+                f"--trainer.l2-init {self.l2_init!r} is above the L2 cap {cap!r} "
+                "(--trainer.l2-max; unset, 1e-2 and 3e-2 on Walker2d)"
+            )
 
     @property
     def l2_cap(self) -> float:
@@ -207,7 +216,8 @@ class RewardTrainer:
         if rng is None:
             raise ValueError("RewardTrainer needs an explicit rng (np.random.Generator)")
         self.ensemble = ensemble
-        self.config = config
+        # An unset cap is L2_MAX here; replacing it checks l2_init and l2_min against it.
+        self.config = dataclasses.replace(config, l2_max=config.l2_cap)
         self.rng = rng
         self.extra_loss = extra_loss
         self.l2 = config.l2_init
