@@ -43,10 +43,11 @@ from agents.presets import make_agent
 from envs import env_kind, make_vec_env
 from rlkit.cli import run_tyro
 from rlkit.core.allocator import keep_freed_memory
+from rlkit.core.errors import UserError
 from rlkit.core.rundir import first_unused, save_config
 from rlkit.core.seeding import seed_everything
 from rlkit.loops.evaluation import evaluate_policy_true
-from rlkit.loops.preference import PreferenceLoop
+from rlkit.loops.preference import PreferenceLoop, trainer_config
 from rlkit.loops.preference_config import PrefsConfig
 
 
@@ -151,6 +152,16 @@ def library_versions() -> dict[str, str | None]:
     return found
 
 
+def joined_prefs_args(argv: list[str]) -> list[str]:
+    """``argv`` with ``--prefs-args VALUE`` as ``--prefs-args=VALUE``: argparse takes a lone
+    ``--flag`` after an option for another option, not for its value."""
+    out, rest = [], iter(argv)
+    for arg in rest:
+        value = next(rest, None) if arg == "--prefs-args" else None
+        out.append(arg if value is None else f"{arg}={value}")
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--envs", nargs="+", default=["Hopper-v5"])
@@ -162,7 +173,7 @@ def main() -> None:
     p.add_argument(
         "--prefs-args",
         default="",
-        help="more `rlkit prefs train` flags, one string (a lone flag: --prefs-args=--flag)",
+        help="more `rlkit prefs train` flags, one string",
     )
     p.add_argument(
         "--keep",
@@ -191,7 +202,7 @@ def main() -> None:
         "this run's, or other library versions, is refused; older lines without the record are "
         "used with a warning",
     )
-    args = p.parse_args()
+    args = p.parse_args(joined_prefs_args(sys.argv[1:]))
     try:
         baselines = load_baselines(args.baseline_from) if args.baseline_from else None
     except (OSError, ValueError, KeyError) as exc:  # unreadable, not JSON, or not this script's
@@ -207,7 +218,10 @@ def main() -> None:
             p.error(
                 f"no true-reward line at {args.steps} steps in --baseline-from for {', '.join(missing)}"
             )
-    base = run_tyro(PrefsConfig, shlex.split(args.prefs_args), prog="bench_prefs --prefs-args")
+    try:
+        base = run_tyro(PrefsConfig, shlex.split(args.prefs_args), prog="bench_prefs --prefs-args")
+    except UserError as exc:  # a flag rlkit prefs train does not know, or an invalid value
+        p.error(f"--prefs-args: {exc}")
     versions = library_versions()
     # the true-reward side's setup depends on the env's kind only through its number of envs
     setups = {env: true_reward_setup(base, base.vec_envs(env_kind(env))) for env in args.envs}
@@ -289,6 +303,8 @@ def main() -> None:
                 "labels": summary.labels,
                 # the variant: a line says which flags its learned-reward run had
                 "prefs_args": args.prefs_args,
+                # and the L2 cap its reward trainer had (per env when --trainer.l2-max is unset)
+                "l2_max": trainer_config(cfg.trainer, kind, env).l2_max,
                 # what the true-reward side ran with, checked when --baseline-from reuses it
                 # (None: reused from a line that predates the field)
                 "true_reward_setup": base_row["true_reward_setup"]

@@ -11,6 +11,9 @@ Lines are those of ``bench_prefs.py`` (``"bench": "prefs_vs_true_reward"``) with
 ``--steps`` and whose ``prefs_args`` is one of ``--variant`` (default: the default as it ships,
 ``""``; pass the flags a line ran with to select a variant, several to pool lines of runs that
 had the same settings under different flags). For each (env, seed) the last line read wins.
+``--l2-max`` keeps only the lines whose reward trainer ran with that L2 cap: Walker2d's
+default cap became 3e-2 on 2026-12-04, so its lines with ``""`` before and after differ (lines
+record their cap since; older ones ran with their ``--trainer.l2-max``, else 1e-2).
 
     .venv/bin/python benchmarks/summarize_prefs.py benchmarks/results/prefs_1m_*.jsonl \
         --variant "" "--policy.normalize-obs --reward-normalize-inputs"
@@ -28,6 +31,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import shlex
 import statistics
 import sys
 from collections.abc import Iterable
@@ -42,8 +47,25 @@ PAIRS = {
 }
 
 
-def select(rows: Iterable[dict], steps: int, variants: set[str]) -> dict[str, dict[int, dict]]:
-    """env -> seed -> the last matching line."""
+def l2_cap(row: dict) -> float:
+    """The reward trainer's L2 cap a line ran with: recorded since 2026-12-04 (``l2_max``);
+    an older line ran with its prefs_args' ``--trainer.l2-max``, else 1e-2, every env's cap
+    until Walker2d's became 3e-2."""
+    if row.get("l2_max") is not None:
+        return float(row["l2_max"])
+    args = shlex.split(row.get("prefs_args", ""))
+    for flag, value in zip(args, [*args[1:], None], strict=False):  # value: the next token
+        if flag == "--trainer.l2-max" and value is not None:
+            return float(value)
+        if flag.startswith("--trainer.l2-max="):
+            return float(flag.split("=", 1)[1])
+    return 1e-2
+
+
+def select(
+    rows: Iterable[dict], steps: int, variants: set[str], l2_max: float | None = None
+) -> dict[str, dict[int, dict]]:
+    """env -> seed -> the last matching line (with ``l2_max``: of those with that cap)."""
     found: dict[str, dict[int, dict]] = {}
     for row in rows:
         if (
@@ -51,6 +73,7 @@ def select(rows: Iterable[dict], steps: int, variants: set[str]) -> dict[str, di
             and row.get("steps") == steps
             and row.get("prefs_args", "") in variants
             and row.get("return_true_reward")
+            and (l2_max is None or math.isclose(l2_cap(row), l2_max))
         ):
             found.setdefault(row["env"], {})[row["seed"]] = row
     return found
@@ -91,6 +114,7 @@ def summarize(by_seed: dict[int, dict], draws: int, seed: int) -> dict:
         "n": len(seeds),
         "mean_learned": round(float(learned.mean()), 1),
         "mean_true_reward": round(float(true.mean()), 1),
+        "l2_max": sorted({l2_cap(r) for r in rows}),
     }
     for name, (a, b) in PAIRS.items():
         value = ratio_of_sums(rows, a, b)
@@ -167,6 +191,13 @@ def main(argv: list[str] | None = None) -> int:
         metavar="PREFS_ARGS",
         help="compare with the lines of these prefs_args on the seeds both ran (see above)",
     )
+    p.add_argument(
+        "--l2-max",
+        type=float,
+        default=None,
+        help="only --variant lines whose reward trainer ran with this L2 cap (Walker2d's "
+        "default is 3e-2 since 2026-12-04, 1e-2 before: '' alone selects both)",
+    )
     p.add_argument("--draws", type=int, default=10_000)
     p.add_argument("--seed", type=int, default=0, help="of the bootstrap draws")
     args = p.parse_args(argv)
@@ -176,9 +207,10 @@ def main(argv: list[str] | None = None) -> int:
         rows = read_lines(args.results)
     except (OSError, ValueError) as exc:
         p.error(str(exc))
-    found = select(rows, args.steps, set(args.variant))
+    found = select(rows, args.steps, set(args.variant), args.l2_max)
     if not found:
-        p.error(f"no bench_prefs line at {args.steps} steps with --variant {args.variant}")
+        cap = "" if args.l2_max is None else f" and L2 cap {args.l2_max:g}"
+        p.error(f"no bench_prefs line at {args.steps} steps with --variant {args.variant}{cap}")
     against = select(rows, args.steps, set(args.against)) if args.against is not None else {}
     for env in sorted(found):
         seen = versions_seen(found[env])

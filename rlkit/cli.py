@@ -137,7 +137,12 @@ def tyro_error_line(screen: str) -> str:
             sections[-1].append(row)
     sections = [section for section in sections if section][0 if boxed else 1 :]
     message = " ".join(sections[0]) if sections else "invalid arguments"
-    flags = [row.split()[0] for row in rows if row[:3].startswith("--") and row[2:3].isalpha()]
+    # a boolean flag's row names both forms: "--early-termination, --no-early-termination"
+    flags = [
+        row.split()[0].rstrip(",")
+        for row in rows
+        if row[:3].startswith("--") and row[2:3].isalpha()
+    ]
     if "Perhaps you meant:" in rows and flags:
         message += f"; did you mean {', '.join(dict.fromkeys(flags))}?"
     return message

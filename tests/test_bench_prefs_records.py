@@ -149,3 +149,41 @@ def test_setup_records_the_true_reward_and_older_lines_ran_gymnasiums(bench):
     older = {k: v for k, v in gym_setup.items() if k != "env_reward"}  # before the record
     assert bench.mismatch(older, gym_setup) is None
     assert bench.mismatch(older, paper_setup) == "env_reward 'gymnasium' there, 'paper' here"
+
+
+def test_prefs_args_takes_a_lone_flag_as_its_value(bench):
+    argv = ["--envs", "Hopper-v5", "--prefs-args", "--early-termination", "--seeds", "1"]
+    assert bench.joined_prefs_args(argv) == [
+        "--envs", "Hopper-v5", "--prefs-args=--early-termination", "--seeds", "1"
+    ]  # fmt: skip
+    assert bench.joined_prefs_args(["--prefs-args"]) == ["--prefs-args"]  # argparse says so
+    proc = run_script("--prefs-args", "--early-terminatio")  # one line, before anything runs
+    assert proc.returncode == 2 and proc.stdout == "" and "Traceback" not in proc.stderr
+    assert (
+        proc.stderr.strip()
+        .splitlines()[-1]
+        .startswith(
+            "bench_prefs.py: error: --prefs-args: Unrecognized options: --early-terminatio; "
+            "did you mean --early-termination?"
+        )
+    ), proc.stderr
+
+
+@pytest.mark.slow
+def test_a_tiny_walker2d_line_records_what_ran(tmp_path):
+    tiny = "--n-envs 2 --segment-seconds 0.2 --pool-size 100 --trainer.pretrain-epochs 2"
+    proc = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "bench_prefs.py"), "--envs", "Walker2d-v5",
+         "--seeds", "0", "--steps", "1024", "--labels", "12", "--eval-episodes", "1",
+         "--out", str(tmp_path), "--prefs-args", tiny],
+        capture_output=True, text=True, cwd=BENCHMARKS.parent, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    row = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert (row["env"], row["seed"], row["steps"], row["labels"]) == ("Walker2d-v5", 0, 1024, 12)
+    assert row["prefs_args"] == tiny
+    assert row["l2_max"] == 3e-2  # Walker2d's cap, --trainer.l2-max unset
+    ratio = row["return_learned"] / row["return_true_reward"]  # returns rounded to 0.1
+    assert row["ratio"] == pytest.approx(ratio, abs=0.01)
+    assert row["true_reward_setup"]["n_envs"] == 2 and "baseline_from" not in row  # trained here
+    assert (tmp_path / "prefs_Walker2d-v5_seed0.png").stat().st_size > 1000

@@ -14,6 +14,8 @@ CASES = [
     (["prefs", "train", "--stepz", "5"],
      "error: Unrecognized options: --stepz, 5; did you mean --steps?"),
     (["prefs", "train", "--labels"], "error: Missing value for argument '--labels'."),
+    (["prefs", "train", "--early-terminatio"],
+     "error: Unrecognized options: --early-terminatio; did you mean --early-termination? ("),
     (["vpn", "train", "--nope"], "error: Unrecognized options: --nope"),
     (["ird", "lavaland", "--beta", "x"],
      "error: Error parsing --beta: could not convert string to float: 'x'"),

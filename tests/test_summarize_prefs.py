@@ -123,10 +123,34 @@ def test_against_compares_on_the_seeds_both_ran(summ, tmp_path, capsys):
     assert summ.paired({5: line(5, 1.0, 1.0)}, ref, draws=10, seed=0) is None
 
 
+def test_l2_max_keeps_the_lines_that_ran_with_that_cap(summ, tmp_path, capsys):
+    w = {"env": "Walker2d-v5"}
+    rows = [
+        line(0, 100.0, 100.0, **w),  # before 2026-12-04: no record, "" -> 1e-2
+        line(1, 100.0, 100.0, prefs_args="--trainer.l2-max 3e-2", **w),
+        line(2, 300.0, 100.0, prefs_args="--trainer.l2-max=0.03 --labels 700", **w),
+        line(0, 200.0, 100.0, l2_max=0.03, **w),  # since: recorded; seed 0 again, at 3e-2
+    ]
+    assert [summ.l2_cap(r) for r in rows] == [1e-2, 3e-2, 3e-2, 3e-2]
+    path = str(write(tmp_path / "r.jsonl", rows))
+    variants = ["--variant", "", "--trainer.l2-max 3e-2", "--trainer.l2-max=0.03 --labels 700"]
+    assert summ.main([path, "--steps", "1000", *variants, "--l2-max", "3e-2"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["seeds"] == [0, 1, 2] and out["ratio"] == 2.0 and out["l2_max"] == [0.03]
+    # 1e-2: seed 0's earlier line only, though a later one for seed 0 exists (at 3e-2)
+    assert summ.main([path, "--steps", "1000", "--l2-max", "0.01"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["seeds"] == [0] and out["ratio"] == 1.0 and out["l2_max"] == [0.01]
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
         (["--variant=--nope"], "no bench_prefs line at 1000 steps with --variant ['--nope']"),
+        (
+            ["--l2-max", "0.5"],
+            "no bench_prefs line at 1000 steps with --variant [''] and L2 cap 0.5",
+        ),
         (["--draws", "0"], "--draws must be at least 1, got 0"),
     ],
 )
