@@ -144,7 +144,8 @@ def reward_ensemble(cfg: PrefsConfig, kind: str, venv: VecEnv) -> RewardEnsemble
 L2_MAX_BY_ENV = {"Walker2d": 3e-2}
 """The L2 cap for an env family (the id without ``ALE/`` and version) when
 ``--trainer.l2-max`` is left unset; others get :data:`rlkit.rewards.trainer.L2_MAX`. Walker2d's
-was measured on eighteen seeds, the last eight fresh (BENCHMARKS.md, "Walker2d on its own")."""
+was measured on twenty-eight seeds, eighteen of them fresh (BENCHMARKS.md, "Walker2d on its
+own" and "Walker2d's default on more fresh seeds")."""
 
 
 def trainer_config(config: TrainerConfig, kind: str, env_id: str) -> TrainerConfig:
