@@ -137,7 +137,7 @@ class TrainerConfig:
         if self.l2_init > cap:
             raise ConfigError(
                 f"--trainer.l2-init {self.l2_init!r} is above the L2 cap {cap!r} "
-                "(--trainer.l2-max; unset, 1e-2 and 3e-2 on Walker2d)"
+                "(--trainer.l2-max; unset, the env's default)"
             )
 
     @property
