@@ -85,7 +85,9 @@ def main(argv: list[str] | None = None) -> int:
         where = f": {exc.filename}" if exc.filename else ""
         return _fail(f"{exc.strerror or exc}{where}", 1)
     except KeyboardInterrupt:
-        print("interrupted; the last checkpoint and every stored label are intact", file=sys.stderr)
+        print(
+            "interrupted; what was already saved (checkpoints, labels) is intact", file=sys.stderr
+        )
         return 130
     return int(result or 0)
 

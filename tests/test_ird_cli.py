@@ -37,8 +37,13 @@ def test_json_output_has_one_object_per_planner_and_condition_and_is_seeded(tmp_
         assert 0.0 <= r["lava_rate"] <= 1.0 and r["regret"] >= -1e-6
     assert (tmp_path / "paths.png").stat().st_size > 1000
     assert len((tmp_path / "results.jsonl").read_text().splitlines()) == 14
+    first = (tmp_path / "results.jsonl").read_bytes()
     assert main(args) == 0
     assert _json_lines(capsys.readouterr().out) == rows
+    # the second run keeps the first one's files and writes beside them
+    assert (tmp_path / "results.jsonl").read_bytes() == first
+    assert (tmp_path / "results-2.jsonl").read_bytes() == first  # same seed, same results
+    assert (tmp_path / "paths-2.png").stat().st_size > 1000
 
 
 def test_table_output_and_one_condition(tmp_path, capsys):

@@ -55,9 +55,14 @@ def test_train_saves_the_cap_the_run_gets(tmp_path, monkeypatch, flags, cap):
     """config.json says what the run trains with, so a resumed run keeps it even if the
     per-env defaults change later."""
 
-    def stop(*args, **kwargs):
+    saved = {}
+
+    def stop(cfg, run_dir, console):  # read what was saved, then stop before training
+        saved.update(load_config(run_dir))
         raise _Stop("stopped before training")
 
     monkeypatch.setattr(preference, "PreferenceLoop", stop)
     assert main(["prefs", "train", *flags, "--run-dir", str(tmp_path / "run")]) != 0
-    assert load_config(tmp_path / "run")["trainer"]["l2_max"] == cap
+    assert saved["trainer"]["l2_max"] == cap
+    # a run that failed to start leaves nothing behind: the same command can run again
+    assert list((tmp_path / "run").iterdir()) == []

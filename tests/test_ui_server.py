@@ -129,6 +129,11 @@ def test_cli_refuses_bad_input_in_one_line(tmp_path, capsys):
     assert main(["label", "serve", str(tmp_path), "--token", "short"]) == 2
     assert main(["label", "serve", str(tmp_path), "--clip.width", "3"]) == 2
     assert "clip size" in capsys.readouterr().err
+    for flags, says in [(["--lease-seconds", "nan"], "--lease-seconds must be a finite number"),
+                        (["--clip.max-fps", "nan"], "--clip.max-fps must be a finite number"),
+                        (["--host", ""], "--host has an invalid value ''")]:  # fmt: skip
+        assert main(["label", "serve", str(tmp_path), *flags]) == 2
+        assert says in capsys.readouterr().err
     out = tmp_path / "labels.jsonl"
     Store(tmp_path).add_label(1, "left", "ann", "human")
     assert main(["label", "export", str(tmp_path), "--output", str(out)]) == 0

@@ -84,6 +84,9 @@ def test_train_eval_and_resume(tmp_path: Path, capsys: pytest.CaptureFixture) ->
         (["--plan", "4,0"], "branching factors >= 1"),
         (["--steps", "0"], "--steps must be >= 1"),
         (["--lr", "-1"], "--lr must be > 0"),
+        (["--lr", "inf"], "--lr must be a finite number, got inf"),
+        (["--max-grad-norm", "-1"], "--max-grad-norm must be > 0"),
+        (["--seed", str(2**32)], "--seed must lie in 0..2**32-1"),
         (["--algo", "ppo"], "--algo must be vpn or dqn"),
         (["--backbone", "resnet"], "--backbone must be one of auto, collect_conv"),
     ],
@@ -106,6 +109,19 @@ def test_run_dir_protection_and_resume_errors(
     assert train(run, "--steps", "80") == 0
     assert train(run, "--steps", "80") == 2  # a fresh run refuses to overwrite
     assert "already holds a run" in capsys.readouterr().err
+    # evaluation output never replaces a file of the run, and is checked before evaluating
+    config = (run / "config.json").read_bytes()
+    for output in (run / "config.json", tmp_path / "missing" / "eval.json"):
+        assert main(["vpn", "eval", str(run), "--episodes", "2", "--output", str(output)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1
+    assert (run / "config.json").read_bytes() == config
+    # nor does a fresh run whose directory lost its config.json but holds the rest
+    (tmp_path / "orphan").mkdir()
+    (tmp_path / "orphan" / "model.pt").write_bytes(b"weights")
+    assert train(tmp_path / "orphan", "--steps", "80") == 2
+    assert "is not empty" in capsys.readouterr().err
+    assert (tmp_path / "orphan" / "model.pt").read_bytes() == b"weights"
     # A corrupt checkpoint: one-line error, and the file is left as it was.
     state = run / "checkpoints" / (run / "checkpoints/latest").read_text() / "state.pt"
     state.write_bytes(b"not a checkpoint")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from rlkit.core.errors import UserError
+from rlkit.core.errors import UserError, check_settings
 
 
 @dataclasses.dataclass
@@ -93,10 +93,13 @@ class VPNConfig:
             raise UserError(f"--backbone must be one of {', '.join(known)}, got {self.backbone!r}")
         if self.algo not in ("vpn", "dqn"):
             raise UserError(f"--algo must be vpn or dqn, got {self.algo!r}")
-        if self.seed < 0:
-            raise UserError(f"--seed must be >= 0, got {self.seed}")
+        if not 0 <= self.seed < 2**32:
+            raise UserError(f"--seed must lie in 0..2**32-1, got {self.seed}")
+        check_settings(self, {})  # every float setting finite
         if self.eval_every < 0 or self.learning_starts < 0:
             raise UserError("--eval-every and --learning-starts must be >= 0")
+        if not self.max_grad_norm > 0:
+            raise UserError(f"--max-grad-norm must be > 0, got {self.max_grad_norm}")
         if self.lr is not None and not self.lr > 0:
             raise UserError(f"--lr must be > 0, got {self.lr}")
         if self.gamma is not None and not 0 < self.gamma <= 1:
@@ -147,5 +150,5 @@ class EvalConfig:
     def validate(self) -> None:
         if self.episodes < 1 or self.n_envs < 1:
             raise UserError("--episodes and --n-envs must be >= 1")
-        if self.seed < 0:
-            raise UserError(f"--seed must be >= 0, got {self.seed}")
+        if not 0 <= self.seed < 2**32:
+            raise UserError(f"--seed must lie in 0..2**32-1, got {self.seed}")

@@ -4,7 +4,7 @@ Infers the true reward from the designer's proxy on a lava-free training map, th
 ``--maps`` random test maps with lava, for the one-hot and latent conditions, and reports
 each planner's lava-entry rate and true-reward regret (a rich table, or ``--json``: one JSON
 object per planner and condition a line). A PNG of the planners' paths on a few test maps
-and ``results.jsonl`` go to ``--out-dir``.
+and ``results.jsonl`` go to ``--out-dir`` (an earlier run's are kept: ``results-2.jsonl``, ...).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Literal
 import numpy as np
 
 from rlkit.core.errors import UserError
+from rlkit.core.rundir import first_unused
 
 CONDITION_CHOICES = ("onehot", "latent")
 
@@ -63,7 +64,7 @@ def _validate(cfg: LavalandConfig) -> None:
     checks = [
         (cfg.maps >= 1, f"--maps must be >= 1, got {cfg.maps}"),
         (cfg.samples >= 2, f"--samples must be >= 2, got {cfg.samples}"),
-        (cfg.seed >= 0, f"--seed must be >= 0, got {cfg.seed}"),
+        (0 <= cfg.seed < 2**32, f"--seed must lie in 0..2**32-1, got {cfg.seed}"),
         (6 <= cfg.size <= 64, f"--size must lie in 6..64, got {cfg.size}"),
         (cfg.beta > 0, f"--beta must be > 0, got {cfg.beta}"),
         (cfg.prior_std > 0, f"--prior-std must be > 0, got {cfg.prior_std}"),
@@ -124,17 +125,22 @@ def lavaland(argv: list[str]) -> int:
         {k: round(v, 4) if isinstance(v, float) else v for k, v in dataclasses.asdict(r).items()}
         for r in result.rows
     ]
-    with open(cfg.out_dir / "results.jsonl", "w") as fh:
+    # An earlier run's files in --out-dir are kept: this one's get the next free suffix.
+    results = first_unused(cfg.out_dir / "results.jsonl")
+    with open(results, "w") as fh:
         fh.writelines(jsonlib.dumps(r) + "\n" for r in records)
     png = None
     if cfg.plot_maps > 0:
-        png = cfg.out_dir / "paths.png"
+        png = first_unused(
+            cfg.out_dir / results.with_suffix(".png").name.replace("results", "paths")
+        )
         plot_paths(result.examples, settings.conditions, png)
     if cfg.json:
         for r in records:
             print(jsonlib.dumps(r))
     else:
         _print_table(result, cfg)
+        print(f"results: {results}")
         if png is not None:
             print(f"paths: {png}")
     return 0

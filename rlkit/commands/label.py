@@ -13,7 +13,8 @@ import tyro
 
 from feedback_ui.clips import ClipOptions
 from rlkit.cli import run_tyro
-from rlkit.core.errors import UserError
+from rlkit.core.errors import UserError, check_settings
+from rlkit.core.rundir import check_output_file
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,6 +61,9 @@ def _check_run_dir(run_dir: Path) -> None:
             f"{run_dir} holds no run (no store.sqlite or config.json); pass the --run-dir of"
             " `rlkit prefs train`"
         )
+    from rlkit.store import check_store
+
+    check_store(run_dir, required=False)
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -85,6 +89,8 @@ def _bind(host: str, port: int) -> socket.socket:
 
 def serve(argv: list[str]) -> int:
     cfg = run_tyro(ServeConfig, argv, prog="rlkit label serve")
+    check_settings(cfg.clip, {}, "--clip.")  # every float setting finite
+    check_settings(cfg, {"host": bool(cfg.host.strip())})
     try:
         cfg.clip.validate()
     except ValueError as exc:
@@ -129,6 +135,10 @@ def serve(argv: list[str]) -> int:
 def export(argv: list[str]) -> int:
     cfg = run_tyro(ExportConfig, argv, prog="rlkit label export")
     _check_run_dir(cfg.run_dir)
+    if cfg.output is not None:
+        check_output_file(cfg.output, cfg.run_dir)
+    if not (cfg.run_dir / "store.sqlite").is_file():
+        raise UserError(f"{cfg.run_dir} has no store.sqlite yet: no labels to export")
     from feedback_ui.export import write_export
     from rlkit.store import Store
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import sys
 from pathlib import Path
 from typing import Literal
 
@@ -54,11 +55,72 @@ def _fmt(x: float, spec: str = ".1f") -> str:
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
 
 
+def check_resumable(run_dir: Path) -> None:
+    """One-line errors, before anything is written, for a run that cannot be resumed: no
+    checkpoint, a damaged one (state or policy), or a missing or damaged label store."""
+    import zipfile
+
+    from rlkit.store import check_store
+
+    path, _ = CheckpointManager(run_dir).load_latest()
+    if not zipfile.is_zipfile(path / "policy.zip"):
+        raise UserError(f"{path / 'policy.zip'} is missing or not a zip archive; left as it is")
+    check_store(run_dir, required=True)
+
+
+def _clear_new_run(run_dir: Path) -> None:
+    """Remove what a fresh run wrote before it failed to start (the directory was new or
+    empty, and no label exists yet), so the same command can be run again."""
+    import shutil
+
+    for entry in run_dir.iterdir():
+        if entry.is_dir():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+
+
+def _stored_labels(run_dir: Path) -> int:
+    import sqlite3
+
+    try:
+        conn = sqlite3.connect(f"file:{run_dir / 'store.sqlite'}?mode=ro", uri=True)
+        try:
+            return int(conn.execute("SELECT COUNT(*) FROM labels").fetchone()[0])
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return 0
+
+
+def _interrupted(run_dir: Path) -> str:
+    """What an interrupted run left, and how to go on."""
+    labels = _stored_labels(run_dir)
+    try:
+        step = CheckpointManager(run_dir).latest().name
+    except UserError:
+        return (
+            f"interrupted before the first checkpoint; the {labels} labels stored so far are in "
+            f"{run_dir / 'store.sqlite'} (`rlkit label export {run_dir}` writes them out), but "
+            "a run resumes only from a checkpoint: start again with a new --run-dir"
+        )
+    return (
+        f"interrupted; checkpoint {step} and all {labels} stored labels are saved: "
+        f"`rlkit prefs train --run-dir {run_dir} --resume` continues"
+    )
+
+
 def train(argv: list[str]) -> int:
     cfg = _parse(argv)
-    from envs import check_env_id
+    from envs import check_env_id, env_kind
 
     check_env_id(cfg.env)
+    if env_kind(cfg.env) == "other":
+        raise UserError(
+            f"rlkit prefs trains on MuJoCo v5 tasks and ALE Atari games; {cfg.env} is neither"
+        )
+    if cfg.ray_workers == 0 and (cfg.ray_address is not None or cfg.ray_compiled):
+        raise UserError("--ray-address and --ray-compiled need --ray-workers N (N >= 1)")
     if cfg.resume:
         if cfg.run_dir is None:
             raise UserError("--resume needs --run-dir: the run to continue")
@@ -74,14 +136,13 @@ def train(argv: list[str]) -> int:
         cfg = dataclasses.replace(
             saved, resume=True, run_dir=run_dir, steps=max(steps, saved.steps), **execution
         )
-        # A missing or corrupt checkpoint stops us here, before anything is written.
-        CheckpointManager(run_dir).load_latest()
+        # A missing or corrupt checkpoint or store stops us here, before anything is written.
+        check_resumable(run_dir)
     if cfg.ray_workers > 0 and cfg.ray_address is not None:
         from rlkit.distributed import check_address  # optional dependency
 
         check_address(cfg.ray_address)  # before anything is written: a bad address is one line
     if not cfg.resume:
-        from envs import env_kind
         from rlkit.loops.preference import check_segments_fit, trainer_config
 
         check_segments_fit(cfg)  # before anything is written
@@ -101,9 +162,22 @@ def train(argv: list[str]) -> int:
     console.print(
         f"[bold]rlkit prefs[/] {cfg.env}: {cfg.steps} steps, {cfg.labels} labels, run dir {run_dir}"
     )
-    loop = PreferenceLoop(cfg, run_dir, console)
+    try:
+        loop = PreferenceLoop(cfg, run_dir, console)
+    except (ValueError, TypeError, RuntimeError) as exc:  # settings the env cannot take
+        if not cfg.resume:
+            _clear_new_run(run_dir)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"cannot set up the run: {first}") from None
+    except BaseException:
+        if not cfg.resume:
+            _clear_new_run(run_dir)
+        raise
     try:
         summary = loop.run(resume=cfg.resume)
+    except KeyboardInterrupt:
+        print(_interrupted(run_dir), file=sys.stderr)
+        return 130
     finally:
         loop.close()
     table = Table(title=f"rlkit prefs: {cfg.env}", show_header=False)
@@ -150,6 +224,10 @@ def evaluate(argv: list[str]) -> int:
     from rlkit.loops.evaluation import evaluate_policy_true, load_policy
 
     path = CheckpointManager(args.run_dir).latest()
+    import zipfile
+
+    if not zipfile.is_zipfile(path / "policy.zip"):
+        raise UserError(f"{path / 'policy.zip'} is missing or not a zip archive")
     agent = load_policy(cfg, path / "policy.zip")
     n_envs = cfg.vec_envs(env_kind(cfg.env))
     mean = evaluate_policy_true(

@@ -43,6 +43,10 @@ def evaluate(argv: list[str]) -> int:
         argv = ["--run-dir", argv[0], *argv[1:]]
     cfg = run_tyro(EvalConfig, argv, prog="rlkit vpn eval DIR", description=EvalConfig.__doc__)
     cfg.validate()
+    if cfg.output:
+        from rlkit.core.rundir import check_output_file
+
+        check_output_file(cfg.output, cfg.run_dir)
     result = evaluate_run(cfg)
     line = json.dumps(result)
     print(line)

@@ -119,13 +119,14 @@ class CheckpointManager:
         """The newest complete checkpoint directory; CheckpointError if there is none."""
         if not self.latest_file.is_file():
             raise CheckpointError(
-                f"no checkpoint in {self.root.parent} to resume from; run without --resume to start anew"
+                f"no checkpoint in {self.root.parent}: the run stopped before writing its first"
             )
-        name = self.latest_file.read_text().strip()
+        name = self.latest_file.read_bytes().decode(errors="replace").strip()
         path = self.root / name
-        if not name.startswith("step_") or not (path / "state.pt").is_file():
+        if not name.startswith("step_") or "/" in name or not (path / "state.pt").is_file():
+            shown = name if len(name) <= 40 else name[:40] + "..."
             raise CheckpointError(
-                f"checkpoint pointer {self.latest_file} names a missing checkpoint {name!r}"
+                f"checkpoint pointer {self.latest_file} names a missing checkpoint {shown!r}"
             )
         return path
 

@@ -24,8 +24,18 @@ def check_settings(config: object, checks: dict[str, bool], prefix: str = "--") 
     """Raise a :class:`ConfigError` naming the flag of the first setting whose check failed.
 
     ``checks`` maps field names of ``config`` to whether their values are valid; the flag is
-    ``prefix`` plus the name with dashes (``--trainer.batch-size``).
+    ``prefix`` plus the name with dashes (``--trainer.batch-size``). Every float field of a
+    dataclass ``config`` must also be finite: no setting means anything at nan or inf.
     """
+    import dataclasses
+    import math
+
+    if dataclasses.is_dataclass(config):
+        for field in dataclasses.fields(config):
+            value = getattr(config, field.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                flag = prefix + field.name.replace("_", "-")
+                raise ConfigError(f"{flag} must be a finite number, got {value!r}")
     for name, ok in checks.items():
         if not ok:
             flag = prefix + name.replace("_", "-")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -20,10 +21,13 @@ def default_run_name(env_id: str, exp: str, seed: int) -> str:
 def prepare_run_dir(run_dir: str | Path, resume: bool) -> Path:
     """Create (or, on resume, check) a run directory.
 
-    A fresh run refuses a directory that already holds a run, so nothing saved there is
-    overwritten; ``--resume`` requires one.
+    A fresh run refuses a directory that already holds a run, or anything else (a run whose
+    config.json was lost still has labels and checkpoints), so nothing saved there is
+    overwritten; ``--resume`` requires a run.
     """
     path = Path(run_dir)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"--run-dir {path} is a file, not a directory; choose another --run-dir")
     has_run = (path / "config.json").is_file()
     if resume and not has_run:
         raise UserError(
@@ -33,13 +37,29 @@ def prepare_run_dir(run_dir: str | Path, resume: bool) -> Path:
         raise UserError(
             f"{path} already holds a run; pass --resume to continue it or choose another --run-dir"
         )
-    if path.exists() and not path.is_dir():
-        raise UserError(f"--run-dir {path} is a file, not a directory; choose another --run-dir")
+    if not resume and path.is_dir() and any(path.iterdir()):
+        raise UserError(f"--run-dir {path} is not empty; a new run needs a new or empty directory")
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UserError(f"cannot create --run-dir {path}: {exc.strerror}") from None
     return path
+
+
+def check_output_file(output: str | Path, run_dir: str | Path, flag: str = "--output") -> None:
+    """Refuse, before any work, an output file that would replace something already in the
+    run directory (its store, config or checkpoints; a new file there is fine) or that
+    cannot be written (its folder is missing or read-only)."""
+    output = Path(output)
+    target, root = output.resolve(), Path(run_dir).resolve()
+    if target.exists() and (target == root or root in target.parents):
+        raise UserError(
+            f"{flag} {output} would overwrite a file of the run in {run_dir}; write elsewhere"
+        )
+    if target.is_dir():
+        raise UserError(f"{flag} {output} is a directory; give a file name")
+    if not target.parent.is_dir() or not os.access(target.parent, os.W_OK):
+        raise UserError(f"cannot write {flag} {output}: its folder is missing or read-only")
 
 
 def _jsonable(value: Any) -> Any:
@@ -63,9 +83,14 @@ def load_config(run_dir: Path) -> dict[str, Any]:
     if not path.is_file():
         raise UserError(f"{run_dir} holds no run (no config.json)")
     try:
-        return json.loads(path.read_text())
+        data = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
-        raise UserError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno})") from exc
+        raise UserError(f"{path} is not valid JSON ({exc.msg}, line {exc.lineno})") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path} is not text (not UTF-8): not a config rlkit wrote") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path} holds a JSON {type(data).__name__}, not a config object")
+    return data
 
 
 def dataclass_from_dict(cls: type, data: dict[str, Any]) -> Any:
@@ -83,6 +108,10 @@ def dataclass_from_dict(cls: type, data: dict[str, Any]) -> Any:
     kwargs = {}
     for name, value in data.items():
         hint = hints[name]
+        if not _fits(value, hint):
+            raise UserError(
+                f"config field {name!r} of {cls.__name__} is {value!r}, not {_describe(hint)}"
+            )
         candidates = [hint, *typing.get_args(hint)]
         sub = next((c for c in candidates if dataclasses.is_dataclass(c)), None)
         if sub is not None and isinstance(value, dict):
@@ -93,6 +122,46 @@ def dataclass_from_dict(cls: type, data: dict[str, Any]) -> Any:
             value = tuple(value)
         kwargs[name] = value
     return cls(**kwargs)
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    """Whether a JSON value can stand for a field typed ``hint`` (its dataclass, a number,
+    a string, a Literal's choice, a tuple of them, or None where optional)."""
+    import types
+    import typing
+
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, arg) for arg in args)
+    if origin is typing.Literal:
+        return value in args
+    if origin in (tuple, list):
+        items = [a for a in args if a is not Ellipsis]
+        return isinstance(value, list | tuple) and all(
+            not items or _fits(v, items[0]) for v in value
+        )
+    if dataclasses.is_dataclass(hint):
+        return isinstance(value, dict)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if hint in (str, Path):
+        return isinstance(value, str)
+    return True
+
+
+def _describe(hint: Any) -> str:
+    """A field's type for an error message: ``int``, ``int | None``, ..."""
+    import typing
+
+    if typing.get_origin(hint) is None and hasattr(hint, "__name__"):
+        return hint.__name__
+    return str(hint).replace("typing.", "")
 
 
 def first_unused(path: Path, start: int = 2) -> Path:

@@ -199,7 +199,7 @@ class PrefsConfig:
         checks = {
             "steps": self.steps > 0,
             "labels": self.labels >= 0,
-            "seed": self.seed >= 0,
+            "seed": 0 <= self.seed < 2**32,
             "ensemble_size": self.ensemble_size >= 1,
             "segment_seconds": self.segment_seconds > 0,
             "atari_segment_steps": self.atari_segment_steps >= 1,
@@ -207,7 +207,7 @@ class PrefsConfig:
             "checkpoint_every": self.checkpoint_every > 0,
             "eval_episodes": self.eval_episodes >= 0,
             "ray_workers": self.ray_workers >= 0,
-            "torch_threads": self.torch_threads >= 1,
+            "torch_threads": 1 <= self.torch_threads <= 1024,
             "synthetic_share": 0.0 <= self.synthetic_share <= 1.0,
             "dropout": 0.0 <= self.dropout < 1.0,
             "reward_hidden": len(self.reward_hidden) > 0 and min(self.reward_hidden) >= 1,
@@ -215,6 +215,7 @@ class PrefsConfig:
             "initial_labels": self.initial_labels is None
             or 0 <= self.initial_labels <= self.labels,
             "label_decay": self.label_decay is None or self.label_decay > 0,
+            "reward_scale": self.reward_scale is None or self.reward_scale > 0,
         }
         check_settings(self, checks)
         if self.env_reward == "paper":

@@ -94,6 +94,35 @@ def connect(path: str | os.PathLike, timeout: float = 30.0) -> sqlite3.Connectio
     return conn
 
 
+def check_store(run_dir: str | os.PathLike, required: bool = True) -> None:
+    """Raise a one-line :class:`~rlkit.core.errors.UserError` if the run's store is missing
+    (when ``required``) or is not a readable SQLite database, before anything opens it for
+    writing; the file is left as it is."""
+    from rlkit.core.errors import UserError
+
+    path = Path(run_dir) / Store.DB_NAME
+    if not path.exists():
+        if required:
+            raise UserError(f"{path} is missing: the run's labels are not there")
+        return
+    try:
+        # Read-only; with no -wal file beside it (no open writer), also without the -shm and
+        # -wal files a WAL reader would leave behind.
+        live = path.with_name(path.name + "-wal").exists()
+        conn = sqlite3.connect(f"file:{path}?mode=ro" + ("" if live else "&immutable=1"), uri=True)
+        try:
+            verdict = conn.execute("PRAGMA quick_check").fetchone()[0]
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        raise UserError(f"{path} is not a readable SQLite store ({exc}); left as it is") from None
+    if verdict != "ok":
+        raise UserError(f"{path} is damaged ({verdict}); left as it is")
+    if "labels" not in tables:
+        raise UserError(f"{path} holds no label table: not a store rlkit wrote; left as it is")
+
+
 class Store:
     """The run's store. One instance per process (or per thread, for servers).
 

@@ -1,0 +1,183 @@
+"""What is saved stays saved: bad input to `rlkit prefs`, `label export` and `vpn eval` is one
+line and a non-zero exit, and leaves every file of an existing run byte for byte as it was."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+import rlkit.loops.preference as preference
+from rlkit.cli import main
+from rlkit.core.checkpoint import CheckpointManager
+
+TINY = [
+    "--env", "Hopper-v5", "--steps", "1024", "--labels", "10", "--n-envs", "2",
+    "--round-steps", "512", "--policy.n-steps", "256", "--segment-seconds", "0.2",
+    "--eval-episodes", "0", "--checkpoint-every", "512", "--pool-size", "100",
+    "--reward-learner", "thread",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("saved") / "run"
+    assert main(["prefs", "train", *TINY, "--run-dir", str(run)]) == 0
+    return run
+
+
+def _copy(run: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    return copy
+
+
+def _snapshot(run: Path) -> dict[Path, bytes]:
+    return {p: p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()}
+
+
+def _one_error_line(capsys) -> str:
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert "Traceback" not in "\n".join(lines)
+    assert lines and lines[-1].startswith("error: "), lines
+    return lines[-1]
+
+
+def test_label_export_never_writes_over_the_runs_own_files(finished_run, tmp_path, capsys):
+    run = _copy(finished_run, tmp_path)
+    before = _snapshot(run)
+    for target in ("store.sqlite", "config.json", "checkpoints/latest"):
+        assert main(["label", "export", str(run), "--output", str(run / target)]) == 2
+        assert "would overwrite a file of the run" in _one_error_line(capsys)
+    assert main(["label", "export", str(run), "--output", str(tmp_path / "no" / "x.csv")]) == 2
+    assert "folder is missing" in _one_error_line(capsys)
+    assert _snapshot(run) == before
+    # a new file, even inside the run directory, is fine
+    assert main(["label", "export", str(run), "--output", str(run / "labels.jsonl")]) == 0
+    assert len((run / "labels.jsonl").read_text().splitlines()) == 10
+
+
+def test_a_fresh_run_refuses_a_directory_with_anything_in_it(finished_run, tmp_path, capsys):
+    run = _copy(finished_run, tmp_path)
+    (run / "config.json").unlink()  # its labels and checkpoints are still there
+    before = _snapshot(run)
+    assert main(["prefs", "train", *TINY, "--run-dir", str(run)]) == 2
+    assert "is not empty" in _one_error_line(capsys)
+    assert _snapshot(run) == before
+
+
+def _damage_store(run: Path) -> None:
+    (run / "store.sqlite").write_bytes(b"not a database" * 100)
+
+
+def _drop_store(run: Path) -> None:
+    for path in run.glob("store.sqlite*"):
+        path.unlink()
+
+
+def _damage_policy(run: Path) -> None:
+    (CheckpointManager(run).latest() / "policy.zip").write_bytes(b"not a zip")
+
+
+def _mistype_config(run: Path) -> None:
+    config = json.loads((run / "config.json").read_text())
+    config["steps"] = "abc"
+    (run / "config.json").write_text(json.dumps(config))
+
+
+def _list_config(run: Path) -> None:
+    (run / "config.json").write_text("[1, 2]")
+
+
+def _binary_config(run: Path) -> None:
+    (run / "config.json").write_bytes(b"\xff\xfe\x00garbage")
+
+
+def _long_pointer(run: Path) -> None:
+    (run / "checkpoints" / "latest").write_text("x" * 5000)
+
+
+@pytest.mark.parametrize(
+    ("damage", "says"),
+    [(_damage_store, "is not a readable SQLite store"), (_drop_store, "store.sqlite is missing"),
+     (_damage_policy, "policy.zip is missing or not a zip archive"),
+     (_mistype_config, "config field 'steps' of PrefsConfig is 'abc', not int"),
+     (_list_config, "holds a JSON list, not a config object"),
+     (_binary_config, "is not text"), (_long_pointer, "names a missing checkpoint")],
+)  # fmt: skip
+def test_resume_of_a_damaged_run_says_what_and_changes_nothing(
+    finished_run, tmp_path, capsys, damage, says
+):
+    run = _copy(finished_run, tmp_path)
+    damage(run)
+    before = _snapshot(run)
+    assert main(["prefs", "train", "--run-dir", str(run), "--resume", "--steps", "2048"]) == 2
+    line = _one_error_line(capsys)
+    assert says in line and len(line) < 300, line
+    if damage not in (_damage_store, _drop_store):  # eval reads no store
+        assert main(["prefs", "eval", str(run), "--episodes", "1"]) == 2
+        assert says in _one_error_line(capsys)
+    assert _snapshot(run) == before
+
+
+@pytest.mark.parametrize(
+    ("flags", "says"),
+    [(["--trainer.lr", "inf"], "--trainer.lr must be a finite number, got inf"),
+     (["--teacher-model.beta", "nan"], "--teacher-model.beta must be a finite number, got nan"),
+     (["--policy.learning-rate", "inf"], "--policy.learning-rate must be a finite number"),
+     (["--label-decay", "inf"], "--label-decay must be a finite number"),
+     (["--seed", str(2**32)], "--seed has an invalid value 4294967296"),
+     (["--reward-scale", "-1"], "--reward-scale has an invalid value -1.0"),
+     (["--torch-threads", "100000"], "--torch-threads has an invalid value 100000"),
+     (["--ray-address", "127.0.0.1:1"], "need --ray-workers N"),
+     (["--env", "CartPole-v1"], "CartPole-v1 is neither")],
+)  # fmt: skip
+def test_settings_that_mean_nothing_are_refused_before_anything_is_written(
+    tmp_path, capsys, flags, says
+):
+    assert main(["prefs", "train", *TINY, *flags, "--run-dir", str(tmp_path / "run")]) == 2
+    assert says in _one_error_line(capsys)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_run_that_cannot_start_leaves_nothing_and_can_be_run_again(tmp_path, capsys):
+    run = tmp_path / "run"
+    # an image backbone for a vector observation fails when the ensemble is built
+    assert main(["prefs", "train", *TINY, "--backbone", "nature_cnn", "--run-dir", str(run)]) == 2
+    assert "nature_cnn backbone needs image observations" in _one_error_line(capsys)
+    assert list(run.iterdir()) == []
+    assert main(["prefs", "train", *TINY, "--run-dir", str(run)]) == 0
+
+
+class _Interrupted:
+    """A PreferenceLoop whose run is interrupted (Ctrl-C) at once."""
+
+    def __init__(self, cfg, run_dir, console) -> None:
+        pass
+
+    def run(self, resume: bool) -> None:
+        raise KeyboardInterrupt
+
+    def close(self) -> None:
+        pass
+
+
+def test_interrupt_before_the_first_checkpoint_says_where_the_labels_are(
+    tmp_path, capsys, monkeypatch
+):
+    monkeypatch.setattr(preference, "PreferenceLoop", _Interrupted)
+    run = tmp_path / "run"
+    assert main(["prefs", "train", *TINY, "--run-dir", str(run)]) == 130
+    err = capsys.readouterr().err
+    assert "interrupted before the first checkpoint; the 0 labels stored so far" in err
+    assert "resumes only from a checkpoint" in err and (run / "config.json").is_file()
+
+
+def test_interrupt_after_a_checkpoint_names_it(finished_run, tmp_path, capsys, monkeypatch):
+    run = _copy(finished_run, tmp_path)
+
+    monkeypatch.setattr(preference, "PreferenceLoop", _Interrupted)
+    assert main(["prefs", "train", "--run-dir", str(run), "--resume", "--steps", "4096"]) == 130
+    err = capsys.readouterr().err
+    latest = CheckpointManager(run).latest().name
+    assert f"interrupted; checkpoint {latest} and all 10 stored labels are saved" in err
