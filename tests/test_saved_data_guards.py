@@ -130,7 +130,8 @@ def test_resume_of_a_damaged_run_says_what_and_changes_nothing(
      (["--reward-scale", "-1"], "--reward-scale has an invalid value -1.0"),
      (["--torch-threads", "100000"], "--torch-threads has an invalid value 100000"),
      (["--ray-address", "127.0.0.1:1"], "need --ray-workers N"),
-     (["--env", "CartPole-v1"], "CartPole-v1 is neither")],
+     (["--env", "CartPole-v1"], "CartPole-v1 is neither"),
+     (["--n-envs", "100000"], "--steps 1024 is less than one rollout (100000 envs x 256 steps")],
 )  # fmt: skip
 def test_settings_that_mean_nothing_are_refused_before_anything_is_written(
     tmp_path, capsys, flags, says
@@ -138,6 +139,14 @@ def test_settings_that_mean_nothing_are_refused_before_anything_is_written(
     assert main(["prefs", "train", *TINY, *flags, "--run-dir", str(tmp_path / "run")]) == 2
     assert says in _one_error_line(capsys)
     assert not (tmp_path / "run").exists()
+
+
+def test_resume_never_shortens_a_run(finished_run, tmp_path, capsys):
+    run = _copy(finished_run, tmp_path)
+    before = _snapshot(run)
+    assert main(["prefs", "train", "--run-dir", str(run), "--resume", "--steps", "512"]) == 2
+    assert "--steps 512 is below the run's 1024" in _one_error_line(capsys)
+    assert _snapshot(run) == before
 
 
 def test_a_run_that_cannot_start_leaves_nothing_and_can_be_run_again(tmp_path, capsys):

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import math
 import sys
+import zipfile
 from pathlib import Path
 from typing import Literal
 
@@ -58,8 +59,6 @@ def _fmt(x: float, spec: str = ".1f") -> str:
 def check_resumable(run_dir: Path) -> None:
     """One-line errors, before anything is written, for a run that cannot be resumed: no
     checkpoint, a damaged one (state or policy), or a missing or damaged label store."""
-    import zipfile
-
     from rlkit.store import check_store
 
     path, _ = CheckpointManager(run_dir).load_latest()
@@ -110,6 +109,20 @@ def _interrupted(run_dir: Path) -> str:
     )
 
 
+def _check_one_rollout(cfg: PrefsConfig, kind: str) -> None:
+    """``--steps`` is rounded up to whole rollouts: refuse a budget under one, which would
+    silently run a whole rollout (a million steps with ``--n-envs 1000``)."""
+    from agents.presets import resolve_algo
+
+    per_env = cfg.policy.n_steps or (1024 if resolve_algo(cfg.policy, kind) == "trpo" else 5)
+    rollout = cfg.vec_envs(kind) * per_env
+    if cfg.steps < rollout:
+        raise UserError(
+            f"--steps {cfg.steps} is less than one rollout ({cfg.vec_envs(kind)} envs x {per_env}"
+            f" steps = {rollout}); raise --steps or lower --n-envs or --policy.n-steps"
+        )
+
+
 def train(argv: list[str]) -> int:
     cfg = _parse(argv)
     from envs import check_env_id, env_kind
@@ -133,6 +146,10 @@ def train(argv: list[str]) -> int:
         allowed = RESUME_FLAGS.union(*(_flags(n) for n in EXECUTION_SETTINGS))
         refuse_changes_on_resume(argv, cfg, saved, allowed=allowed)
         steps = cfg.steps if "--steps" in given else saved.steps
+        if steps < saved.steps:
+            raise UserError(
+                f"--steps {steps} is below the run's {saved.steps}: a resumed run can only go on"
+            )
         cfg = dataclasses.replace(
             saved, resume=True, run_dir=run_dir, steps=max(steps, saved.steps), **execution
         )
@@ -146,6 +163,7 @@ def train(argv: list[str]) -> int:
         from rlkit.loops.preference import check_segments_fit, trainer_config
 
         check_segments_fit(cfg)  # before anything is written
+        _check_one_rollout(cfg, env_kind(cfg.env))
         # The env's trainer settings (an unset L2 cap is 3e-2 on Walker2d) are checked here
         # and saved as set, so a resumed run keeps them if the per-env defaults change.
         cfg = dataclasses.replace(
@@ -224,8 +242,6 @@ def evaluate(argv: list[str]) -> int:
     from rlkit.loops.evaluation import evaluate_policy_true, load_policy
 
     path = CheckpointManager(args.run_dir).latest()
-    import zipfile
-
     if not zipfile.is_zipfile(path / "policy.zip"):
         raise UserError(f"{path / 'policy.zip'} is missing or not a zip archive")
     agent = load_policy(cfg, path / "policy.zip")
