@@ -82,6 +82,7 @@ def test_train_eval_and_resume(tmp_path: Path, capsys: pytest.CaptureFixture) ->
         (["--env", "rlkit/Colect-v0"], "unknown env id 'rlkit/Colect-v0'; did you mean"),
         (["--plan", "4,x"], "--plan must be comma-separated integers"),
         (["--plan", "4,0"], "branching factors >= 1"),
+        (["--plan", "4,4,4,4,4,4,4,4,4,4,4,4"], "expands 16,777,216 paths per decision"),
         (["--steps", "0"], "--steps must be >= 1"),
         (["--lr", "-1"], "--lr must be > 0"),
         (["--lr", "inf"], "--lr must be a finite number, got inf"),

@@ -17,6 +17,7 @@ plan costs ``D`` forward passes whatever the batch size.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import NamedTuple, Protocol
 
@@ -48,6 +49,10 @@ class Plan(NamedTuple):
     option: torch.Tensor
 
 
+MAX_PLAN_LEAVES = 100_000
+"""The most paths a plan may expand per decision (the product of its branching factors)."""
+
+
 def parse_branching(text: str | Sequence[int], num_options: int | None = None) -> tuple[int, ...]:
     """``"4,4,4,1,1"`` -> ``(4, 4, 4, 1, 1)``; UserError for anything but positive integers.
 
@@ -67,6 +72,12 @@ def parse_branching(text: str | Sequence[int], num_options: int | None = None) -
         raise UserError(f"--plan needs one or more branching factors >= 1, got {text!r}")
     if num_options is not None:
         values = [min(v, num_options) for v in values]
+    leaves = math.prod(values)
+    if leaves > MAX_PLAN_LEAVES:
+        raise UserError(
+            f"--plan {','.join(map(str, values))} expands {leaves:,} paths per decision (more than"
+            f" {MAX_PLAN_LEAVES:,}: hours per step); the paper's deepest is 4,4,4,1,1 (64)"
+        )
     return tuple(values)
 
 
