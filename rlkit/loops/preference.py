@@ -44,7 +44,7 @@ from agents.obs_norm import obs_norm_state
 from agents.presets import load_agent, make_agent, resolve_algo
 from envs import env_dt, env_kind, make_vec_env
 from rlkit.core.buffers import SegmentPool
-from rlkit.core.checkpoint import CheckpointManager
+from rlkit.core.checkpoint import CheckpointError, CheckpointManager
 from rlkit.core.errors import UserError
 from rlkit.core.metrics import MetricsLogger
 from rlkit.core.progress import make_progress
@@ -478,8 +478,16 @@ class PreferenceLoop:
     def restore(self) -> None:
         """Continue from the latest checkpoint; labels stored after it are ingested too."""
         path, state = self.checkpoints.load_latest()
-        self.learner.load_ensemble(state["ensemble"])
-        self.agent = load_agent(self.algo, str(path / "policy.zip"), env=self.reward_env)
+        try:
+            self.learner.load_ensemble(state["ensemble"])
+            self.agent = load_agent(self.algo, str(path / "policy.zip"), env=self.reward_env)
+        except (RuntimeError, ValueError, KeyError) as exc:  # e.g. config.json edited since
+            lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+            first = next((line for line in lines if "mismatch" in line), lines[0] if lines else "")
+            first = first[:200] or repr(exc)
+            raise CheckpointError(
+                f"checkpoint {path} does not fit the run's config.json ({first}); left as it is"
+            ) from None
         self.agent.set_logger(sb3_logger(self.run_dir / "sb3"))
         self.pool.next_id = max(self.pool.next_id, int(state["pool_next_id"]))
         # Re-add the labels the checkpoint had seen, in order, then restore their splits.
