@@ -182,7 +182,8 @@ def test_resume_from_corrupt_checkpoint_says_so_and_overwrites_nothing(tmp_path)
     ckpt.mkdir(parents=True)
     (ckpt / "state.pt").write_bytes(b"not a checkpoint")
     (run / "checkpoints" / "latest").write_text("step_0000001024")
-    (run / "config.json").write_text(json.dumps({"env": "Hopper-v5", "steps": 2048}))
+    config = {"env": "Hopper-v5", "steps": 2048, "labels": 24, "seed": 0}
+    (run / "config.json").write_text(json.dumps(config))
     snapshot = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
     out = run_cli("prefs", "train", "--run-dir", str(run), "--resume")
     assert out.returncode == 2

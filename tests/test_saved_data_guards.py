@@ -85,6 +85,12 @@ def _mistype_config(run: Path) -> None:
     (run / "config.json").write_text(json.dumps(config))
 
 
+def _cut_config(run: Path) -> None:
+    config = json.loads((run / "config.json").read_text())
+    del config["labels"]
+    (run / "config.json").write_text(json.dumps(config))
+
+
 def _list_config(run: Path) -> None:
     (run / "config.json").write_text("[1, 2]")
 
@@ -109,6 +115,7 @@ def _long_pointer(run: Path) -> None:
      (_damage_policy, "policy.zip is missing or not a zip archive"),
      (_mistype_config, "config field 'steps' of PrefsConfig is 'abc', not int"),
      (_list_config, "holds a JSON list, not a config object"),
+     (_cut_config, "config.json lacks labels: it is incomplete"),
      (_binary_config, "is not text"), (_long_pointer, "names a missing checkpoint"),
      (_other_env, "does not fit the run's config.json (size mismatch for")],
 )  # fmt: skip

@@ -171,6 +171,9 @@ class PrefsConfig:
         that run used (SAVED_BEFORE), so its checkpoints still fit."""
         from rlkit.core.rundir import dataclass_from_dict
 
+        missing = [name for name in ("env", "steps", "labels", "seed") if name not in data]
+        if missing:  # every run saved these: the file was cut or edited
+            raise UserError(f"the run's config.json lacks {', '.join(missing)}: it is incomplete")
         policy = {**SAVED_POLICY_BEFORE, **data.get("policy", {})}
         return dataclass_from_dict(cls, {**SAVED_BEFORE, **data, "policy": policy})
 
