@@ -58,6 +58,13 @@ def resolve_algo(config: PolicyConfig, kind: str) -> Algo:
     return "a2c" if kind == "atari" else "trpo"
 
 
+def steps_per_env(config: PolicyConfig, algo: Algo) -> int:
+    """Steps each env takes per policy update: ``n_steps``, or 1024 (TRPO) / 5 (A2C)."""
+    if config.n_steps is not None:
+        return config.n_steps
+    return 1024 if algo == "trpo" else 5
+
+
 def normalizes_obs(config: PolicyConfig, algo: Algo) -> bool:
     """Whether the policy of ``algo`` normalizes its observations (TRPO only)."""
     return config.normalize_obs and algo == "trpo"
@@ -83,7 +90,7 @@ def make_agent(
             "MlpPolicy", env,
             gamma=0.995 if config.gamma is None else config.gamma,
             gae_lambda=0.97 if config.gae_lambda is None else config.gae_lambda,
-            n_steps=1024 if config.n_steps is None else config.n_steps,
+            n_steps=steps_per_env(config, algo),
             learning_rate=1e-3 if config.learning_rate is None else config.learning_rate,
             ent_coef=config.ent_coef, policy_kwargs=policy_kwargs,
             seed=seed, tensorboard_log=tensorboard_log, device="cpu", verbose=0,
@@ -93,7 +100,7 @@ def make_agent(
             "CnnPolicy" if kind == "atari" else "MlpPolicy", env,
             gamma=0.99 if config.gamma is None else config.gamma,
             gae_lambda=1.0 if config.gae_lambda is None else config.gae_lambda,
-            n_steps=5 if config.n_steps is None else config.n_steps,
+            n_steps=steps_per_env(config, algo),
             learning_rate=7e-4 if config.learning_rate is None else config.learning_rate,
             ent_coef=config.ent_coef or (0.01 if kind == "atari" else 0.0), vf_coef=0.25,
             seed=seed, tensorboard_log=tensorboard_log, device="cpu", verbose=0,

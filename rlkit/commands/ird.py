@@ -131,9 +131,7 @@ def lavaland(argv: list[str]) -> int:
         fh.writelines(jsonlib.dumps(r) + "\n" for r in records)
     png = None
     if cfg.plot_maps > 0:
-        png = first_unused(
-            cfg.out_dir / results.with_suffix(".png").name.replace("results", "paths")
-        )
+        png = first_unused(results.with_name(results.stem.replace("results", "paths") + ".png"))
         plot_paths(result.examples, settings.conditions, png)
     if cfg.json:
         for r in records:

@@ -62,9 +62,13 @@ def check_resumable(run_dir: Path) -> None:
     from rlkit.store import check_store
 
     path, _ = CheckpointManager(run_dir).load_latest()
-    if not zipfile.is_zipfile(path / "policy.zip"):
-        raise UserError(f"{path / 'policy.zip'} is missing or not a zip archive; left as it is")
+    _check_policy_file(path / "policy.zip")
     check_store(run_dir, required=True)
+
+
+def _check_policy_file(path: Path) -> None:
+    if not zipfile.is_zipfile(path):
+        raise UserError(f"{path} is missing or not a zip archive; left as it is")
 
 
 def _clear_new_run(run_dir: Path) -> None:
@@ -79,22 +83,11 @@ def _clear_new_run(run_dir: Path) -> None:
             entry.unlink(missing_ok=True)
 
 
-def _stored_labels(run_dir: Path) -> int:
-    import sqlite3
-
-    try:
-        conn = sqlite3.connect(f"file:{run_dir / 'store.sqlite'}?mode=ro", uri=True)
-        try:
-            return int(conn.execute("SELECT COUNT(*) FROM labels").fetchone()[0])
-        finally:
-            conn.close()
-    except sqlite3.Error:
-        return 0
-
-
 def _interrupted(run_dir: Path) -> str:
     """What an interrupted run left, and how to go on."""
-    labels = _stored_labels(run_dir)
+    from rlkit.store import stored_label_count
+
+    labels = stored_label_count(run_dir)
     try:
         step = CheckpointManager(run_dir).latest().name
     except UserError:
@@ -112,9 +105,9 @@ def _interrupted(run_dir: Path) -> str:
 def _check_one_rollout(cfg: PrefsConfig, kind: str) -> None:
     """``--steps`` is rounded up to whole rollouts: refuse a budget under one, which would
     silently run a whole rollout (a million steps with ``--n-envs 1000``)."""
-    from agents.presets import resolve_algo
+    from agents.presets import resolve_algo, steps_per_env
 
-    per_env = cfg.policy.n_steps or (1024 if resolve_algo(cfg.policy, kind) == "trpo" else 5)
+    per_env = steps_per_env(cfg.policy, resolve_algo(cfg.policy, kind))
     rollout = cfg.vec_envs(kind) * per_env
     if cfg.steps < rollout:
         raise UserError(
@@ -182,14 +175,12 @@ def train(argv: list[str]) -> int:
     )
     try:
         loop = PreferenceLoop(cfg, run_dir, console)
-    except (ValueError, TypeError, RuntimeError) as exc:  # settings the env cannot take
+    except BaseException as exc:
         if not cfg.resume:
             _clear_new_run(run_dir)
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"cannot set up the run: {first}") from None
-    except BaseException:
-        if not cfg.resume:
-            _clear_new_run(run_dir)
+        if isinstance(exc, ValueError | TypeError | RuntimeError):  # settings the env cannot take
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise UserError(f"cannot set up the run: {first}") from None
         raise
     try:
         summary = loop.run(resume=cfg.resume)
@@ -242,8 +233,7 @@ def evaluate(argv: list[str]) -> int:
     from rlkit.loops.evaluation import evaluate_policy_true, load_policy
 
     path = CheckpointManager(args.run_dir).latest()
-    if not zipfile.is_zipfile(path / "policy.zip"):
-        raise UserError(f"{path / 'policy.zip'} is missing or not a zip archive")
+    _check_policy_file(path / "policy.zip")
     agent = load_policy(cfg, path / "policy.zip")
     n_envs = cfg.vec_envs(env_kind(cfg.env))
     mean = evaluate_policy_true(

@@ -94,6 +94,25 @@ def connect(path: str | os.PathLike, timeout: float = 30.0) -> sqlite3.Connectio
     return conn
 
 
+def _connect_read_only(path: Path) -> sqlite3.Connection:
+    """Read-only; with no -wal file beside it (no open writer), also without the -shm and
+    -wal files a WAL reader would leave behind."""
+    live = path.with_name(path.name + "-wal").exists()
+    return sqlite3.connect(f"file:{path}?mode=ro" + ("" if live else "&immutable=1"), uri=True)
+
+
+def stored_label_count(run_dir: str | os.PathLike) -> int:
+    """Labels in the run's store, read without writing to it (0 if it cannot be read)."""
+    try:
+        conn = _connect_read_only(Path(run_dir) / Store.DB_NAME)
+        try:
+            return int(conn.execute("SELECT COUNT(*) FROM labels").fetchone()[0])
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return 0
+
+
 def check_store(run_dir: str | os.PathLike, required: bool = True) -> None:
     """Raise a one-line :class:`~rlkit.core.errors.UserError` if the run's store is missing
     (when ``required``) or is not a readable SQLite database, before anything opens it for
@@ -106,10 +125,7 @@ def check_store(run_dir: str | os.PathLike, required: bool = True) -> None:
             raise UserError(f"{path} is missing: the run's labels are not there")
         return
     try:
-        # Read-only; with no -wal file beside it (no open writer), also without the -shm and
-        # -wal files a WAL reader would leave behind.
-        live = path.with_name(path.name + "-wal").exists()
-        conn = sqlite3.connect(f"file:{path}?mode=ro" + ("" if live else "&immutable=1"), uri=True)
+        conn = _connect_read_only(path)
         try:
             verdict = conn.execute("PRAGMA quick_check").fetchone()[0]
             tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
