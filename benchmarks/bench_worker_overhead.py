@@ -11,6 +11,8 @@ in one process, CPU time (``time.process_time``, so other load on the machine ma
 - ``sample``: ``RolloutWorker.sample(fragment)``, as a FragmentSampler's worker runs it
   (Atari frames stacked in the worker).
 - ``sample_pickled``: the same, plus pickling its fragments (protocol 5, as Ray does).
+- ``sample_packed_pickled`` (Atari): the same with the frames sent instead of their stacks
+  (``pack_frames``, what the FragmentSampler asks for).
 
 Prints one JSON line per env: median microseconds per env step and each against ``raw``.
 
@@ -75,7 +77,13 @@ def steppers(spec: EnvSpec, n_envs: int, fragment: int) -> dict[str, Callable[[]
     def sample_pickled() -> None:
         pickle.dumps(worker.sample(fragment), protocol=5)
 
-    return {"raw": raw, "vec_env": vec_env, "sample": sample, "sample_pickled": sample_pickled}
+    def sample_packed_pickled() -> None:
+        pickle.dumps(worker.sample(fragment, None, True), protocol=5)
+
+    fns = {"raw": raw, "vec_env": vec_env, "sample": sample, "sample_pickled": sample_pickled}
+    if worker.stacks_frames:
+        fns["sample_packed_pickled"] = sample_packed_pickled
+    return fns
 
 
 def cpu_us_per_step(fn: Callable[[], None], steps: int, seconds: float) -> float:

@@ -27,6 +27,7 @@ from envs import EnvSpec, make_vec_env  # noqa: E402
 from rlkit.core.errors import UserError  # noqa: E402
 from rlkit.distributed import (  # noqa: E402
     FragmentSampler,
+    RandomPolicy,
     RayVecEnv,
     SB3Policy,
     WorkerFailedError,
@@ -35,6 +36,7 @@ from rlkit.distributed import (  # noqa: E402
     make_ray_vec_env,
     shutdown,
 )
+from rlkit.distributed.worker import RolloutWorker  # noqa: E402
 
 RAY_BIN = Path(sys.executable).with_name("ray")
 
@@ -252,6 +254,30 @@ def test_fragment_sampler_broadcasts_weights_and_survives_a_kill(ray_head):
         fresh = sampler.sample_indexed()
         assert all(np.allclose(t.acts, 0.1) for _, t in fresh)
         assert all(sum(len(t) for i, t in fresh if i == k) == 20 for k in range(4))
+    finally:
+        sampler.close()
+
+
+def test_fragment_sampler_sends_atari_frames_and_returns_the_stacks(ray_head):
+    """Pong fragments cross the object store as their frames (PackedFrames) and come back
+    as the stacked observations an in-process worker with the same seeds records."""
+    spec = EnvSpec("ALE/Pong-v5")
+    sampler = FragmentSampler(spec, n_envs=2, n_workers=2, seed=3, fragment_length=15)
+    local = [RolloutWorker(spec, 3, k, 1, frame_stack=True, policy_seed=3 + k) for k in (0, 1)]
+    try:
+        policy = RandomPolicy(sampler.action_space)
+        for w in local:
+            w.set_policy(policy)
+        for call in range(2):
+            got = sampler.sample_indexed(policy if call == 0 else None)
+            want = [(k, t) for k, w in enumerate(local) for _, t in w.sample(15)]
+            assert [k for k, _ in got] == [k for k, _ in want] == [0, 1]
+            for (_, traj), (_, ref) in zip(got, want, strict=True):
+                assert traj.obs.shape == (16, 84, 84, 4) and not traj.obs.flags.writeable
+                assert traj.obs.strides[-1] == 84 * 84  # a view of the frames sent
+                np.testing.assert_array_equal(traj.obs, ref.obs)
+                np.testing.assert_array_equal(traj.acts, ref.acts)
+        assert traj.obs[-1][..., :3].any()
     finally:
         sampler.close()
 

@@ -9,6 +9,7 @@ import dataclasses
 from typing import Any
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
 from envs.render_state import RENDER_STATE_KEY
 from rlkit.core.types import Trajectory
@@ -24,6 +25,40 @@ class _Ending:
     last_obs: np.ndarray
     last_state: np.ndarray | None
     terminal: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class PackedFrames:
+    """A :class:`Trajectory` whose observations are stacks of the last ``S`` frames (Atari's
+    ``(H, W, S)`` channels-last stacks), kept as the frames themselves: a quarter of the bytes
+    to pickle, put in the object store and send over the network.
+
+    Within a piece each observation is the one before it shifted by one frame (an episode's
+    end only ever ends a piece), so ``obs[t][..., j] == frames[t + j]``: ``frames[:S]`` is the
+    first observation's stack, then one new frame per step, the last observation's included.
+
+    Attributes:
+        frames: ``(T + S, H, W)``.
+        acts, rews, terminal, render_states: as in :class:`Trajectory`.
+    """
+
+    frames: np.ndarray
+    acts: np.ndarray
+    rews: np.ndarray
+    terminal: bool
+    render_states: np.ndarray | None = None
+
+    def unpack(self) -> Trajectory:
+        """The trajectory, its ``obs`` (shape ``(T + 1, H, W, S)``) a read-only view of the
+        frames (no copy)."""
+        n_stack = len(self.frames) - len(self.acts)
+        return Trajectory(
+            obs=sliding_window_view(self.frames, n_stack, axis=0),
+            acts=self.acts,
+            rews=self.rews,
+            terminal=self.terminal,
+            render_states=self.render_states,
+        )
 
 
 class FragmentRecorder:
@@ -99,16 +134,24 @@ class FragmentRecorder:
         if states is not None:
             self._states.append(states)
 
-    def flush(self) -> list[tuple[int, Trajectory]]:
+    def flush(self, pack_frames: bool = False) -> list[tuple[int, Trajectory | PackedFrames]]:
         """Every piece since :meth:`start` or the last flush, as ``(env index, piece)`` pairs
         ordered by time of completion: those that ended in an episode end, then every env's
         unfinished piece (``terminal=False``, if it has a step). The next pieces start at the
-        last observations, so that the episodes continue."""
+        last observations, so that the episodes continue.
+
+        ``pack_frames``: the observations are stacked frames (``(H, W, S)``, newest last, as
+        ``envs.frame_stack.AtariFrameStack`` gives them); each piece comes as
+        :class:`PackedFrames`."""
         steps = len(self._acts)
         if steps == 0:
             return []
         cut = _Cutter(
-            self._obs, self._acts, self._rews, self._states if self.render_state else None
+            self._obs,
+            self._acts,
+            self._rews,
+            self._states if self.render_state else None,
+            pack_frames,
         )
         out = [
             (e.k, cut.piece(e.k, e.first, e.stop, e.last_obs, e.last_state, e.terminal))
@@ -146,11 +189,13 @@ class _Cutter:
         acts: list[np.ndarray],
         rews: list[np.ndarray],
         states: list[list[np.ndarray]] | None,
+        pack_frames: bool = False,
     ) -> None:
-        self.obs, self.states = obs, states
+        self.obs, self.states, self.pack_frames = obs, states, pack_frames
         self.acts = np.stack(acts)
         self.rews = np.stack(rews).astype(np.float32, copy=False)
-        self.stacked_obs = np.stack(obs) if obs[0][0].nbytes <= _STACK_ALL_BYTES else None
+        small = obs[0][0].nbytes <= _STACK_ALL_BYTES and not pack_frames
+        self.stacked_obs = np.stack(obs) if small else None
 
     def piece(
         self,
@@ -160,20 +205,25 @@ class _Cutter:
         last_obs: np.ndarray,
         last_state: np.ndarray | None,
         terminal: bool,
-    ) -> Trajectory:
+    ) -> Trajectory | PackedFrames:
         """Env ``k``'s steps ``first .. stop - 1`` of the chunk, ending at ``last_obs`` (whose
         render state is ``last_state``)."""
+        states = None
+        if self.states is not None:
+            states = np.stack([s[k] for s in self.states[first:stop]] + [last_state])
+        acts = np.ascontiguousarray(self.acts[first:stop, k])
+        rews = np.ascontiguousarray(self.rews[first:stop, k])
+        if self.pack_frames:
+            start = self.obs[first][k]  # (H, W, S): the piece's first stack
+            n_stack = start.shape[-1]
+            frames = np.empty((stop - first + n_stack, *start.shape[:-1]), start.dtype)
+            frames[:n_stack] = np.moveaxis(start, -1, 0)
+            for j, o in enumerate(self.obs[first + 1 : stop], start=n_stack):
+                frames[j] = o[k][..., -1]
+            frames[-1] = np.asarray(last_obs)[..., -1]
+            return PackedFrames(frames, acts, rews, terminal, states)
         if self.stacked_obs is not None:
             obs = np.concatenate([self.stacked_obs[first:stop, k], np.asarray(last_obs)[None]])
         else:
             obs = np.stack([o[k] for o in self.obs[first:stop]] + [np.asarray(last_obs)])
-        states = None
-        if self.states is not None:
-            states = np.stack([s[k] for s in self.states[first:stop]] + [last_state])
-        return Trajectory(
-            obs=obs,
-            acts=np.ascontiguousarray(self.acts[first:stop, k]),
-            rews=np.ascontiguousarray(self.rews[first:stop, k]),
-            terminal=terminal,
-            render_states=states,
-        )
+        return Trajectory(obs=obs, acts=acts, rews=rews, terminal=terminal, render_states=states)

@@ -9,6 +9,7 @@ import ray
 
 from envs.factory import EnvSpec, check_env_id
 from rlkit.core.types import Trajectory
+from rlkit.distributed.fragments import PackedFrames
 from rlkit.distributed.policies import WorkerPolicy
 from rlkit.distributed.pool import WorkerPool
 
@@ -20,7 +21,8 @@ class FragmentSampler:
     ``fragment_length`` times with the policy, cutting each env's stream at episode ends,
     and sends back the pieces whole (observations, actions, true rewards, and with
     ``spec.render_state`` the render states). Observations are what ``envs.make_vec_env``
-    gives (Atari: 4 stacked frames, stacked in the worker). Episodes continue from one call
+    gives (Atari: 4 stacked frames, stacked in the worker and sent as the frames themselves,
+    a quarter of the bytes: each trajectory's ``obs`` is a read-only view of its frames). Episodes continue from one call
     to the next; the policy and each new set of weights cross the object store once.
 
     With ``prefetch``, each worker starts its next fragment as soon as it has sent one, so
@@ -113,25 +115,26 @@ class FragmentSampler:
         new_weights = None
         if state_dict is not None:
             self._weights_ref = new_weights = ray.put(dict(state_dict))
-        args = (self.fragment_length, new_weights)
+        args = (self.fragment_length, new_weights, True)
+        plain = (self.fragment_length, None, True)
         refs, self._in_flight = self._in_flight, None
         if refs is None:
             refs = self._submit(args)
-            args = (self.fragment_length, None)
+            args = plain
         else:
-            self._resubmit_if_restarted(refs, handles, (self.fragment_length, None))
+            self._resubmit_if_restarted(refs, handles, plain)
         handles = list(self.pool.handles)
         if self.prefetch:
             self._in_flight = self._submit(args)
         # A worker re-created on death gets the latest policy and weights from _reinstall.
-        retry = [("sample", (self.fragment_length, None))] * len(refs)
+        retry = [("sample", plain)] * len(refs)
         results = self.pool.results(refs, retry=retry)
         if self._in_flight is not None:
             self._resubmit_if_restarted(self._in_flight, handles, args)
         out: list[tuple[int, Trajectory]] = []
         for i, pieces in enumerate(results):
             start = self.pool.ranges[i].start
-            out += sorted(((start + k, traj) for k, traj in pieces), key=lambda p: p[0])
+            out += sorted(((start + k, _unpacked(p)) for k, p in pieces), key=lambda p: p[0])
         return out
 
     def _resubmit_if_restarted(
@@ -149,3 +152,7 @@ class FragmentSampler:
         """End the workers; safe to call twice."""
         self._in_flight = None
         self.pool.close()
+
+
+def _unpacked(piece: Trajectory | PackedFrames) -> Trajectory:
+    return piece.unpack() if isinstance(piece, PackedFrames) else piece

@@ -20,7 +20,7 @@ from envs.factory import ATARI_FRAME_STACK, EnvSpec, env_kind, make_env
 from envs.frame_stack import AtariFrameStack
 from envs.shallow_dummy_vec_env import ShallowDummyVecEnv
 from rlkit.core.types import Trajectory
-from rlkit.distributed.fragments import FragmentRecorder
+from rlkit.distributed.fragments import FragmentRecorder, PackedFrames
 from rlkit.distributed.policies import WorkerPolicy
 
 
@@ -62,6 +62,7 @@ class RolloutWorker:
         self.base.seed(seed + first_rank)
         stack = frame_stack and env_kind(spec.env_id) == "atari"
         self.venv: VecEnv = AtariFrameStack(self.base, ATARI_FRAME_STACK) if stack else self.base
+        self.stacks_frames = stack
         self.rng = np.random.default_rng(policy_seed)
         torch.manual_seed(policy_seed)
         self.policy: WorkerPolicy | None = None
@@ -174,12 +175,18 @@ class RolloutWorker:
         self.policy.load_state_dict(state_dict)  # type: ignore[attr-defined]
 
     def sample(
-        self, fragment_length: int, state_dict: Mapping[str, Any] | None = None
-    ) -> list[tuple[int, Trajectory]]:
+        self,
+        fragment_length: int,
+        state_dict: Mapping[str, Any] | None = None,
+        pack_frames: bool = False,
+    ) -> list[tuple[int, Trajectory | PackedFrames]]:
         """Step every env ``fragment_length`` times with the worker's policy.
 
         Episodes carry over from one call to the next. Args: ``state_dict``: new weights for
-        the policy (its ``load_state_dict``) before stepping.
+        the policy (its ``load_state_dict``) before stepping; ``pack_frames``: where this
+        worker stacks Atari frames, send each piece as
+        :class:`~rlkit.distributed.fragments.PackedFrames` (a quarter of the bytes; the
+        receiver calls ``unpack()``).
 
         Returns: ``(local env index, piece)`` pairs, ordered by time of completion; each env's
         pieces hold ``fragment_length`` steps together (a piece ends at an episode's end or
@@ -201,4 +208,4 @@ class RolloutWorker:
             # The recorder reads the reset infos of the envs that are done, straight away.
             self.recorder.record(acts, obs, rews, dones, infos, self.base.reset_infos)
         self._obs = obs
-        return self.recorder.flush()
+        return self.recorder.flush(pack_frames and self.stacks_frames)
