@@ -190,5 +190,5 @@ def test_pong_worker_sends_packed_frames_that_equal_its_stacks():
     # MuJoCo observations are not frame stacks: they come as they are
     hopper = RolloutWorker(EnvSpec("Hopper-v5"), 0, 0, 1, frame_stack=True)
     hopper.set_policy(RandomPolicy(hopper.spaces()[1]))
-    (_, piece), = hopper.sample(5, pack_frames=True)
+    ((_, piece),) = hopper.sample(5, pack_frames=True)
     assert isinstance(piece, Trajectory) and piece.obs.shape == (6, 11)
