@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -28,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("MUJOCO_GL", "egl")
 
-from bench_ray_throughput import parallel_raw, raw_rate_and_cpu  # noqa: E402
+from bench_ray_throughput import parallel_raw, raw_rate_and_cpu, timed_fragments  # noqa: E402
 
 from envs import EnvSpec  # noqa: E402
 from rlkit.distributed import FragmentSampler, RandomPolicy, connect  # noqa: E402
@@ -71,11 +70,11 @@ def measure(spec: EnvSpec, n_envs: int, workers: int, fragment_length: int, seco
     sampler.sample(RandomPolicy(sampler.action_space))
     for _ in range(3):
         sampler.sample()
-    before, steps, start = cpu_seconds(), 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        sampler.sample()
-        steps += n_envs * fragment_length
-    wall, after = time.perf_counter() - start, cpu_seconds()
+    snapshot: list[dict] = []
+    steps, wall = timed_fragments(
+        sampler, n_envs * fragment_length, seconds, lambda: snapshot.append(cpu_seconds())
+    )
+    before, after = snapshot[0], cpu_seconds()
     sampler.close()
     used: dict[str, float] = {"workers": 0.0, "driver": 0.0, "ray_daemons": 0.0, "other": 0.0}
     for pid, (t, cmd) in after.items():
@@ -95,13 +94,16 @@ def main() -> None:
     parser.add_argument("--n-envs", type=int, default=8)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--envs", nargs="+", default=["Hopper-v5", "ALE/Pong-v5"])
+    parser.add_argument(
+        "--fragment-length", type=int, help="env steps per env per call (default 100; Atari 25)"
+    )
     parser.add_argument("--out", type=Path, help="also append the JSON lines to this file")
     args = parser.parse_args()
     torch.set_num_threads(1)
     connect(None)
     for env_id in args.envs:
         spec = EnvSpec(env_id)
-        length = 100 if "ALE" not in env_id else 25
+        length = args.fragment_length or (100 if "ALE" not in env_id else 25)
         for workers in args.workers:
             raw, raw_cpu = raw_rate_and_cpu(spec, args.seconds / 2)
             row = measure(spec, args.n_envs, workers, length, args.seconds)

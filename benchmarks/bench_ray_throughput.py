@@ -125,14 +125,32 @@ def vec_rate(venv, n_envs: int, seconds: float, gym_api: bool = False) -> float:
     return rate
 
 
-def sampling(sampler: FragmentSampler, steps: int) -> Callable[[], int]:
-    """One :meth:`FragmentSampler.sample` per call, counted as its ``steps`` env steps."""
-
-    def step() -> int:
+def timed_fragments(
+    sampler: FragmentSampler,
+    steps_per_call: int,
+    seconds: float,
+    at_start: Callable[[], object] = lambda: None,
+) -> tuple[int, float]:
+    """``(env steps, wall seconds)`` of :meth:`FragmentSampler.sample` calls over about
+    ``seconds``. The window starts with no fragment in flight and ends when the last one is
+    back: with ``prefetch`` a fragment in flight at the start would have been partly stepped
+    before it (a fragment of 16 envs x 400 Hopper steps takes about a second). ``at_start``
+    runs just before the clock starts (a CPU-time snapshot)."""
+    prefetch = sampler.prefetch
+    sampler.prefetch = False
+    sampler.sample()  # whatever is in flight comes back; nothing is sent
+    sampler.prefetch = prefetch
+    at_start()
+    steps, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
         sampler.sample()
-        return steps
-
-    return step
+        steps += steps_per_call
+    if prefetch:
+        sampler.prefetch = False
+        sampler.sample()
+        steps += steps_per_call
+        sampler.prefetch = True
+    return steps, time.perf_counter() - start
 
 
 def call_overhead(n_calls: int = 300) -> dict[str, float]:
@@ -210,7 +228,8 @@ def run(env_id: str, n_envs: int, fragment_length: int, seconds: float, out: lis
             )
             sampler.sample(RandomPolicy(sampler.action_space))
             name = f"ray_fragments{'_prefetch' if prefetch else ''}_{workers}w"
-            rows[name] = timed(sampling(sampler, n_envs * fragment_length), seconds, 1)
+            steps, wall = timed_fragments(sampler, n_envs * fragment_length, seconds)
+            rows[name] = steps / wall
             sampler.close()
     rows["sb3_subproc_vec_env"] = vec_rate(
         make_vec_env(spec, n_envs, 0, subprocess=True), n_envs, seconds
