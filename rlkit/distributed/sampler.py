@@ -21,9 +21,10 @@ class FragmentSampler:
     ``fragment_length`` times with the policy, cutting each env's stream at episode ends,
     and sends back the pieces whole (observations, actions, true rewards, and with
     ``spec.render_state`` the render states). Observations are what ``envs.make_vec_env``
-    gives (Atari: 4 stacked frames, stacked in the worker and sent as the frames themselves,
-    a quarter of the bytes: each trajectory's ``obs`` is a read-only view of its frames). Episodes continue from one call
-    to the next; the policy and each new set of weights cross the object store once.
+    gives (Atari: 4 stacked frames, stacked in the worker and sent as the frames themselves, a
+    quarter of the bytes, so that each trajectory's ``obs`` is a read-only view of its frames).
+    Episodes continue from one call to the next; the policy and each new set of weights cross
+    the object store once.
 
     With ``prefetch``, each worker starts its next fragment as soon as it has sent one, so
     workers never wait for the driver (nor for each other); the price is one fragment of
