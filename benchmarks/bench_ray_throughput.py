@@ -137,19 +137,21 @@ def timed_fragments(
     before it (a fragment of 16 envs x 400 Hopper steps takes about a second). ``at_start``
     runs just before the clock starts (a CPU-time snapshot)."""
     prefetch = sampler.prefetch
-    sampler.prefetch = False
-    sampler.sample()  # whatever is in flight comes back; nothing is sent
-    sampler.prefetch = prefetch
+
+    def drain() -> None:  # the fragment in flight comes back; nothing new is sent
+        sampler.prefetch = False
+        sampler.sample()
+        sampler.prefetch = prefetch
+
+    drain()
     at_start()
     steps, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
         sampler.sample()
         steps += steps_per_call
     if prefetch:
-        sampler.prefetch = False
-        sampler.sample()
+        drain()
         steps += steps_per_call
-        sampler.prefetch = True
     return steps, time.perf_counter() - start
 
 
