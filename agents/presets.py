@@ -12,9 +12,15 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from agents.obs_norm import RunningObsNorm
 from agents.trpo_entropy import EntropyTRPO
+from agents.worker_rollouts import WorkerRolloutsMixin
 from rlkit.core.errors import check_settings
 
 Algo = Literal["trpo", "a2c"]
+
+
+class WorkerA2C(WorkerRolloutsMixin, A2C):
+    """SB3's A2C, whose rollouts the env's workers collect when they can
+    (:mod:`agents.worker_rollouts`)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,7 +102,7 @@ def make_agent(
             seed=seed, tensorboard_log=tensorboard_log, device="cpu", verbose=0,
         )  # fmt: skip
     else:
-        agent = A2C(
+        agent = WorkerA2C(
             "CnnPolicy" if kind == "atari" else "MlpPolicy", env,
             gamma=0.99 if config.gamma is None else config.gamma,
             gae_lambda=1.0 if config.gae_lambda is None else config.gae_lambda,
@@ -111,7 +117,7 @@ def make_agent(
 
 
 def load_agent(algo: Algo, path: str, env: VecEnv | None = None) -> BaseAlgorithm:
-    cls = EntropyTRPO if algo == "trpo" else A2C
+    cls = EntropyTRPO if algo == "trpo" else WorkerA2C
     agent = cls.load(path, env=env, device="cpu")
     agent.set_logger(silent_logger())
     return agent

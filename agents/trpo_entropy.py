@@ -9,15 +9,18 @@ import torch as th
 from sb3_contrib import TRPO
 
 from agents.obs_norm import RunningObsNorm
+from agents.worker_rollouts import WorkerRolloutsMixin
 
 
-class EntropyTRPO(TRPO):
+class EntropyTRPO(WorkerRolloutsMixin, TRPO):
     """TRPO whose policy-gradient direction also ascends ``ent_coef * H(pi)``.
 
     sb3-contrib's TRPO has no entropy term. We add it where the surrogate's gradient is
     taken (``_compute_actor_grad``), using the distribution that ``train`` just built for
     the batch; the KL trust region and line search are unchanged (the line search still
     checks the plain surrogate improves, so the bonus only tilts the search direction).
+
+    Rollouts are collected by the env's workers when they can (:mod:`agents.worker_rollouts`).
     """
 
     def __init__(self, *args: Any, ent_coef: float = 0.0, **kwargs: Any) -> None:

@@ -18,11 +18,17 @@ import tempfile
 import time
 from pathlib import Path
 
+import gymnasium as gym
 import numpy as np
 import pytest
+import torch as th
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.utils import obs_as_tensor
 
 ray = pytest.importorskip("ray")
 
+from agents.presets import PolicyConfig, make_agent  # noqa: E402
+from agents.worker_rollouts import PolicyWeights, RolloutPolicy  # noqa: E402
 from envs import EnvSpec, make_vec_env  # noqa: E402
 from rlkit.core.errors import UserError  # noqa: E402
 from rlkit.distributed import (  # noqa: E402
@@ -488,3 +494,144 @@ def test_workers_spread_over_a_two_node_cluster(ray_head, caplog):
         while node2 in _alive_nodes() and time.monotonic() < deadline:
             time.sleep(0.5)
         shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+# -- on-policy rollouts taken by the workers ------------------------------------------------
+
+
+class _BufferCheck(BaseCallback):
+    """At each rollout's end, how far the buffer's values and log-probabilities are from the
+    driver's policy evaluated on the buffer's observations and actions (zero if the workers
+    ran that policy on those observations); keeps the first step's infos of each rollout."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gaps: list[float] = []
+        self.first_steps: list[tuple[np.ndarray, list[dict]]] = []
+        self._step = 0
+
+    def _on_rollout_start(self) -> None:
+        self._step = 0
+
+    def _on_step(self) -> bool:
+        if self._step == 0:
+            self.first_steps.append((self.locals["dones"].copy(), self.locals["infos"]))
+        self._step += 1
+        return True
+
+    def _on_rollout_end(self) -> None:
+        buf = self.model.rollout_buffer
+        obs = buf.observations.reshape(-1, *buf.observations.shape[2:])
+        acts = th.as_tensor(buf.actions.reshape(-1, *buf.actions.shape[2:]))
+        if isinstance(self.model.action_space, gym.spaces.Discrete):
+            acts = acts.long().flatten()
+        with th.no_grad():
+            values, log_probs, _ = self.model.policy.evaluate_actions(
+                obs_as_tensor(obs, "cpu"), acts
+            )
+        self.gaps.append(
+            max(
+                np.abs(log_probs.numpy() - buf.log_probs.reshape(-1)).max(),
+                np.abs(values.flatten().numpy() - buf.values.reshape(-1)).max(),
+            )
+        )
+
+
+def _count_calls(pool) -> list[str]:
+    """The names of the methods ``pool`` submits from now on."""
+    names: list[str] = []
+    submit = pool.submit
+
+    def counted(i, method, *args):
+        names.append(method)
+        return submit(i, method, *args)
+
+    pool.submit = counted
+    return names
+
+
+@pytest.mark.parametrize("env_id", ["Hopper-v5", "ALE/Pong-v5"])
+def test_worker_rollouts_fill_the_buffer_as_the_drivers_policy_would(ray_head, env_id):
+    """TRPO (MuJoCo, observations normalized in the policy) and A2C (Atari: frames stacked on
+    the driver and, in its shadow, on the workers; the CNN takes them channels first) train
+    with rollouts the workers took in one call each: the buffer holds exactly what the
+    driver's policy gives for its observations, and no env step went through the driver."""
+    kind = "atari" if env_id.startswith("ALE") else "mujoco"
+    venv = make_ray_vec_env(EnvSpec(env_id), n_envs=4, n_workers=2, seed=0)
+    ray_env = venv if isinstance(venv, RayVecEnv) else venv.venv
+    try:
+        n_steps = 64 if kind == "mujoco" else 5
+        agent = make_agent(PolicyConfig(n_steps=n_steps), venv, kind, seed=0)
+        check = _BufferCheck()
+        calls = _count_calls(ray_env.pool)
+        agent.learn(4 * n_steps * 6, callback=check)
+        assert len(check.gaps) == 6 and max(check.gaps) < 1e-4
+        assert calls.count("rollout") == 2 * 6 and "step" not in calls
+        assert agent.num_timesteps == 4 * n_steps * 6
+        if kind == "mujoco":  # a random Hopper falls within 64 steps: episodes were replayed
+            assert len(agent.ep_info_buffer) > 0
+    finally:
+        venv.close()
+
+
+def test_a_worker_rollout_replays_the_steps_the_envs_took(ray_head):
+    """The steps of a rollout come back through ``step``, equal to a local VecEnv stepped
+    with the same actions, episode ends included; other actions are refused."""
+    spec = EnvSpec("Hopper-v5", render_state=True)
+    venv = RayVecEnv(spec, n_envs=3, n_workers=2, seed=4)
+    ref = make_vec_env(spec, 3, seed=4)
+    try:
+        agent = make_agent(PolicyConfig(), venv, "mujoco", seed=4)  # seeds the envs as ref's
+        policy = RolloutPolicy(agent.policy)
+        np.testing.assert_array_equal(venv.reset(), ref.reset())
+        plan = venv.rollout(policy, 60, PolicyWeights.of(agent.policy.state_dict()))
+        assert plan.actions.shape == (60, 3, 3) and plan.values.shape == (60, 3)
+        n_done = 0
+        for acts in np.clip(plan.actions, -1, 1):
+            got, want = venv.step(acts), ref.step(acts)
+            for k in range(3):  # obs, rewards, dones
+                np.testing.assert_array_equal(got[k], want[k])
+            for got_info, want_info in zip(got[3], want[3], strict=True):
+                np.testing.assert_array_equal(got_info["render_state"], want_info["render_state"])
+            n_done += int(got[2].sum())
+        assert n_done > 0
+        venv.rollout(policy, 2, PolicyWeights.of(agent.policy.state_dict()))
+        with pytest.raises(RuntimeError, match="other actions than the workers took"):
+            venv.step(np.zeros((3, 3), dtype=np.float32))
+        venv.step(np.zeros((3, 3), dtype=np.float32))  # the replay was dropped: a real step
+    finally:
+        venv.close()
+
+
+def test_worker_rollouts_survive_a_killed_worker(ray_head, caplog):
+    """A worker killed between rollouts dies during the next one: its envs' first step is a
+    truncation (the driver's policy decides it), its replacement takes the rest from fresh
+    episodes, training goes on; a worker that keeps dying stops training with its error."""
+    spec = EnvSpec("Hopper-v5", render_state=True)
+    venv = RayVecEnv(spec, n_envs=4, n_workers=2, seed=0, max_restarts=1)
+    try:
+        agent = make_agent(PolicyConfig(n_steps=32), venv, "mujoco", seed=0)
+        check = _BufferCheck()
+        agent.learn(128, callback=check)
+        last_obs = agent._last_obs.copy()
+        os.kill(venv.worker_pid(1), signal.SIGKILL)
+        with caplog.at_level(logging.WARNING, logger="rlkit.distributed"):
+            agent.learn(128, callback=check, reset_num_timesteps=False)
+        assert venv.restarts == 1 and "worker 1 died" in caplog.text
+        dones, infos = check.first_steps[-1]
+        assert dones.tolist() == [False, False, True, True]
+        for k in (2, 3):
+            assert infos[k]["TimeLimit.truncated"] and infos[k]["worker_restarted"]
+            np.testing.assert_array_equal(infos[k]["terminal_observation"], last_obs[k])
+            assert infos[k]["render_state"].shape == (12,)
+        assert max(check.gaps) < 1e-4 and agent.num_timesteps == 256
+        agent.learn(128, callback=check, reset_num_timesteps=False)  # training goes on
+        assert agent.num_timesteps == 384
+
+        os.kill(venv.worker_pid(1), signal.SIGKILL)
+        start = time.monotonic()
+        with pytest.raises(WorkerFailedError, match=r"worker 1 died 2 times \(max_restarts=1\)"):
+            agent.learn(128, reset_num_timesteps=False)
+        assert time.monotonic() - start < 30
+    finally:
+        venv.close()

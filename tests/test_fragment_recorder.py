@@ -4,7 +4,6 @@ ones (gathered per piece); Atari pieces sent as their frames against the stacked
 
 from __future__ import annotations
 
-import gymnasium as gym
 import numpy as np
 import pytest
 
@@ -16,6 +15,7 @@ from rlkit.core.types import Trajectory
 from rlkit.distributed.fragments import _STACK_ALL_BYTES, FragmentRecorder, PackedFrames
 from rlkit.distributed.policies import RandomPolicy
 from rlkit.distributed.worker import RolloutWorker
+from tests.synthetic_frames import RandomFrames
 
 
 def reference(stream, start_obs, start_states, flush_after):
@@ -114,32 +114,11 @@ def test_pieces_match_a_step_by_step_reference(obs_shape):
     assert total == n * steps
 
 
-class _Frames(gym.Env):
-    """Random 6x7 one-channel frames; episodes end at random, by termination or time limit."""
-
-    observation_space = gym.spaces.Box(0, 255, (6, 7, 1), np.uint8)
-    action_space = gym.spaces.Discrete(3)
-
-    def __init__(self, seed: int) -> None:
-        self.rng = np.random.default_rng(seed)
-
-    def _frame(self) -> np.ndarray:
-        return self.rng.integers(0, 256, (6, 7, 1), dtype=np.uint8)
-
-    def reset(self, *, seed=None, options=None):
-        return self._frame(), {RENDER_STATE_KEY: self.rng.normal(size=2)}
-
-    def step(self, action):
-        end = self.rng.random()
-        info = {RENDER_STATE_KEY: self.rng.normal(size=2)}
-        return self._frame(), float(action), end < 0.07, 0.07 <= end < 0.12, info
-
-
 def test_packed_frames_unpack_to_the_stacked_pieces():
     """Atari pieces sent as their frames (PackedFrames) unpack to exactly the stacked pieces,
     across episode ends (terminated and truncated) and flushes, at a quarter of the bytes."""
     n = 3
-    venv = AtariFrameStack(ShallowDummyVecEnv([lambda s=s: _Frames(s) for s in range(n)]), 4)
+    venv = AtariFrameStack(ShallowDummyVecEnv([lambda s=s: RandomFrames(s) for s in range(n)]), 4)
     assert venv.stacked_obs.packed
     plain, packed = (FragmentRecorder(n, render_state=True) for _ in range(2))
     obs = venv.reset()

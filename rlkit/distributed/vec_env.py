@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
@@ -13,6 +14,7 @@ from ray.exceptions import RayActorError, RayChannelError
 from stable_baselines3.common.vec_env import VecEnv
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices, VecEnvObs, VecEnvStepReturn
 
+from agents.worker_rollouts import PolicyWeights, RolloutPlan, RolloutPolicy
 from envs.factory import ATARI_FRAME_STACK, EnvSpec, check_env_id, env_kind
 from envs.frame_stack import AtariFrameStack
 from envs.render_state import RENDER_STATE_KEY
@@ -61,6 +63,10 @@ class RayVecEnv(VecEnv):
         max_restarts: re-creations allowed per worker.
         num_cpus: CPUs reserved per actor (lowered when the cluster has fewer).
         compiled: step through a compiled Ray graph when possible (see above).
+        worker_rollouts: let on-policy agents with
+            :class:`agents.worker_rollouts.WorkerRolloutsMixin` (the presets' TRPO and A2C)
+            collect each rollout with one :meth:`rollout` call per worker instead of one
+            round trip per step.
     """
 
     def __init__(
@@ -72,9 +78,16 @@ class RayVecEnv(VecEnv):
         max_restarts: int = 3,
         num_cpus: float = 1.0,
         compiled: bool = False,
+        worker_rollouts: bool = True,
     ) -> None:
         check_env_id(spec.env_id)
         self.spec = spec
+        self.worker_rollouts = worker_rollouts
+        self._rollout_policy: RolloutPolicy | None = None
+        self._rollout_policy_ref: ray.ObjectRef | None = None
+        self._rollout_weights_ref: ray.ObjectRef | None = None
+        # Steps the workers took in a rollout, not yet replayed: (per-worker results, actions).
+        self._replay: deque[tuple[list[tuple], np.ndarray, np.ndarray]] = deque()
         self._graph: StepGraph | None = None
         self._use_graph = compiled and graphs_supported()
         self._step_numbers = [0] * n_workers
@@ -116,6 +129,7 @@ class RayVecEnv(VecEnv):
         Returns: observations, shape ``(n_envs, *obs_shape)``.
         """
         self._pending = None
+        self._replay.clear()
         if self._jobs is not None and self._graph is not None:
             self._graph.drain()
         self._jobs = None
@@ -135,6 +149,15 @@ class RayVecEnv(VecEnv):
     def step_async(self, actions: np.ndarray) -> None:
         """Send each worker its block of ``actions`` (shape ``(n_envs, *act_shape)``)."""
         actions = np.asarray(actions)
+        if self._replay:
+            _, expected, checked = self._replay[0]
+            if not np.array_equal(actions[checked], expected[checked]):
+                self._replay.clear()
+                raise RuntimeError(
+                    "step_async got other actions than the workers took in the rollout being"
+                    " replayed"
+                )
+            return
         blocks = [actions[r.start : r.stop] for r in self.pool.ranges]
         graph = self._step_graph()
         if graph is None:
@@ -149,7 +172,9 @@ class RayVecEnv(VecEnv):
 
     def step_wait(self) -> VecEnvStepReturn:
         """Collect every worker's step: ``(obs, rews, dones, infos)`` as from a DummyVecEnv."""
-        if self._jobs is not None:
+        if self._replay:
+            results = self._replay.popleft()[0]
+        elif self._jobs is not None:
             results = self._graph_results()
         elif self._pending is not None:
             refs, self._pending = self._pending, None
@@ -212,9 +237,80 @@ class RayVecEnv(VecEnv):
             graph.teardown()
 
     def _on_restart(self, i: int) -> None:
-        """Worker ``i`` was re-created: the graph held the dead actor, and steps restart."""
+        """Worker ``i`` was re-created: the graph held the dead actor, and steps restart; the
+        rollout policy and its latest weights are installed again."""
         self._forget_graph()
         self._step_numbers[i] = 0
+        if self._rollout_policy_ref is not None:
+            self.pool.call(i, "set_rollout_policy", self._rollout_policy_ref)
+        if self._rollout_weights_ref is not None:
+            self.pool.call(i, "load_rollout_state_dict", self._rollout_weights_ref)
+
+    # -- rollouts on the workers ----------------------------------------------------------
+
+    def rollout(self, policy: RolloutPolicy, n_steps: int, weights: PolicyWeights) -> RolloutPlan:
+        """Every worker takes ``n_steps`` steps of its envs with its copy of ``policy`` (sent
+        once per policy object) and ``weights`` (put in the object store once per call), in
+        one call each.
+
+        The steps are queued: the next ``n_steps`` :meth:`step` calls, which must be given
+        the actions the workers took (the plan's actions, clipped as SB3 clips them), return
+        them instead of stepping, so that every wrapper above sees the rollout step by
+        step. A worker that dies meanwhile is re-created; its envs' first step is then the
+        truncation :meth:`step` makes on a death, and its replacement takes the other
+        ``n_steps - 1`` from fresh episodes (see :class:`~agents.worker_rollouts.RolloutPlan`).
+
+        Returns: the policy's actions, values and log-probabilities for every step.
+        """
+        if n_steps < 1:
+            raise ValueError(f"n_steps must be >= 1, got {n_steps}")
+        self._pending = None
+        if self._jobs is not None:  # a compiled-graph step in flight: take it first
+            self._graph_results()
+        if self._rollout_policy is not policy:
+            self._rollout_policy, self._rollout_policy_ref = policy, ray.put(policy)
+            for i in range(self.pool.n_workers):
+                self.pool.call(i, "set_rollout_policy", self._rollout_policy_ref)
+        self._rollout_weights_ref = ref = ray.put(weights)
+        refs = [self.pool.submit(i, "rollout", n_steps, ref) for i in range(self.pool.n_workers)]
+        decide_first: list[range] = []
+
+        def on_death(i: int) -> tuple:
+            decide_first.append(self.pool.ranges[i])
+            return self._restarted_rollout(i, n_steps)
+
+        results = self.pool.results(refs, on_death=on_death)
+        actions, env_actions, values, log_probs = (
+            np.concatenate([r[k] for r in results], axis=1) for k in range(1, 5)
+        )
+        checked = np.ones(self.num_envs, dtype=bool)
+        for block in decide_first:
+            checked[block.start : block.stop] = False
+        for t in range(n_steps):
+            self._replay.append(([r[0][t] for r in results], env_actions[t], checked))
+            checked = np.ones(self.num_envs, dtype=bool)
+        return RolloutPlan(actions, values, log_probs, tuple(decide_first))
+
+    def _restarted_rollout(self, i: int, n_steps: int) -> tuple:
+        """Worker ``i``'s rollout after it died: the truncation of its episodes, then
+        ``n_steps - 1`` steps of its replacement (the step-0 policy rows are zeros)."""
+        while True:
+            first = self._truncated_step(i)
+            if n_steps == 1:
+                break
+            ref = self.pool.submit(i, "rollout", n_steps - 1, None)
+            try:
+                steps, *arrays = ray.get(ref)
+                break
+            except RayActorError as exc:
+                self.pool.restart(i, exc)  # raises once it has died too often
+        if n_steps == 1:
+            n = len(self.pool.ranges[i])
+            act_shape = self.action_space.shape or ()
+            zeros = np.zeros((1, n, *act_shape), dtype=self.action_space.dtype)
+            return [first], zeros, zeros, np.zeros((1, n), np.float32), np.zeros((1, n), np.float32)
+        padded = [np.concatenate([np.zeros_like(a[:1]), a]) for a in arrays]
+        return [first, *steps], *padded
 
     def _remember(self, obs: np.ndarray, infos: list[dict[str, Any]], dones: np.ndarray) -> None:
         """Keep what a truncation needs if a worker dies during the next step."""
@@ -292,6 +388,7 @@ class RayVecEnv(VecEnv):
         """End the workers (their envs are closed first); safe to call twice."""
         self._pending = None
         self._jobs = None
+        self._replay.clear()
         self._forget_graph()
         self.pool.close()
 
@@ -303,10 +400,14 @@ def make_ray_vec_env(
     seed: int,
     max_restarts: int = 3,
     compiled: bool = False,
+    worker_rollouts: bool = True,
 ) -> VecEnv:
     """Like ``envs.make_vec_env(spec, n_envs, seed)``, with the envs on ``n_workers`` Ray
     actors: a :class:`RayVecEnv`, wrapped in a 4-frame ``AtariFrameStack`` (SB3's ``VecFrameStack``) for Atari."""
-    venv: VecEnv = RayVecEnv(spec, n_envs, n_workers, seed, max_restarts, compiled=compiled)
+    venv: VecEnv = RayVecEnv(
+        spec, n_envs, n_workers, seed, max_restarts, compiled=compiled,
+        worker_rollouts=worker_rollouts,
+    )  # fmt: skip
     if env_kind(spec.env_id) == "atari":
         venv = AtariFrameStack(venv, ATARI_FRAME_STACK)
     return venv

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
 import numpy as np
@@ -17,11 +17,14 @@ import torch
 from stable_baselines3.common.vec_env import VecEnv
 
 from envs.factory import ATARI_FRAME_STACK, EnvSpec, env_kind, make_env
-from envs.frame_stack import AtariFrameStack
+from envs.frame_stack import AtariFrameStack, PackedStackedObservations
 from envs.shallow_dummy_vec_env import ShallowDummyVecEnv
 from rlkit.core.types import Trajectory
 from rlkit.distributed.fragments import FragmentRecorder, PackedFrames
 from rlkit.distributed.policies import WorkerPolicy
+
+if TYPE_CHECKING:
+    from agents.worker_rollouts import PolicyWeights, RolloutPolicy
 
 
 class RolloutWorker:
@@ -63,6 +66,14 @@ class RolloutWorker:
         stack = frame_stack and env_kind(spec.env_id) == "atari"
         self.venv: VecEnv = AtariFrameStack(self.base, ATARI_FRAME_STACK) if stack else self.base
         self.stacks_frames = stack
+        # Without the stack here (a RayVecEnv's worker: the driver stacks), a shadow of the
+        # driver's stack is kept, for the observations of a worker-side rollout policy.
+        self._shadow: PackedStackedObservations | None = None
+        if env_kind(spec.env_id) == "atari" and not stack:
+            self._shadow = PackedStackedObservations(
+                n_envs, ATARI_FRAME_STACK, self.base.observation_space
+            )
+        self.rollout_policy: RolloutPolicy | None = None
         self.rng = np.random.default_rng(policy_seed)
         torch.manual_seed(policy_seed)
         self.policy: WorkerPolicy | None = None
@@ -112,6 +123,8 @@ class RolloutWorker:
             self.base._options = [dict(o) for o in options]
         obs = self.venv.reset()
         self._obs = obs
+        if self._shadow is not None:
+            self._shadow.reset(obs)
         return obs, [dict(info) for info in self.base.reset_infos]
 
     def step(
@@ -124,6 +137,9 @@ class RolloutWorker:
         """
         obs, rews, dones, infos = self.venv.step(actions)
         self._obs = obs
+        if self._shadow is not None:  # it rewrites terminal observations: give it copies
+            copies = [dict(i) if d else i for i, d in zip(infos, dones, strict=True)]
+            self._shadow.update(obs, dones, copies)
         reset_infos = [dict(self.base.reset_infos[k]) if d else {} for k, d in enumerate(dones)]
         return obs, rews, dones, infos, reset_infos
 
@@ -209,3 +225,46 @@ class RolloutWorker:
             self.recorder.record(acts, obs, rews, dones, infos, self.base.reset_infos)
         self._obs = obs
         return self.recorder.flush(pack_frames and self.stacks_frames)
+
+    # -- on-policy rollouts -----------------------------------------------------------------
+
+    def set_rollout_policy(self, policy: RolloutPolicy) -> None:
+        """Use ``policy`` (an :class:`agents.worker_rollouts.RolloutPolicy`) for :meth:`rollout`."""
+        self.rollout_policy = policy
+
+    def load_rollout_state_dict(self, weights: Mapping[str, Any] | PolicyWeights) -> None:
+        if self.rollout_policy is None:
+            raise RuntimeError("no rollout policy: call set_rollout_policy first")
+        self.rollout_policy.load_state_dict(weights)
+
+    def rollout(
+        self, n_steps: int, weights: Mapping[str, Any] | PolicyWeights | None = None
+    ) -> tuple[list[tuple], np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Take ``n_steps`` vector steps (:meth:`step`) with the rollout policy, from where the
+        envs are (reset first if they never were), with new ``weights`` first if given (a
+        ``state_dict`` or :class:`~agents.worker_rollouts.PolicyWeights`). The policy sees
+        what the driver's VecEnv
+        gives (Atari: the 4-frame stack kept in the shadow of the driver's).
+
+        Returns: ``(steps, actions, env_actions, values, log_probs)``: each step's
+        :meth:`step` result, the sampled actions ``(n_steps, n_envs, *act_shape)``, what the
+        envs were given (clipped), and ``(n_steps, n_envs)`` values and log-probabilities.
+        """
+        if weights is not None:
+            self.load_rollout_state_dict(weights)
+        policy = self.rollout_policy
+        if policy is None:
+            raise RuntimeError("no rollout policy: call set_rollout_policy first")
+        if self._obs is None:
+            self.reset()
+        steps, acts, env_acts, values, log_probs = [], [], [], [], []
+        for _ in range(n_steps):
+            obs = self._shadow.stacked_obs if self._shadow is not None else self._obs
+            action, value, log_prob = policy(obs)
+            env_action = policy.env_actions(action)
+            steps.append(self.step(env_action))
+            acts.append(action)
+            env_acts.append(env_action)
+            values.append(value)
+            log_probs.append(log_prob)
+        return steps, *(np.stack(x) for x in (acts, env_acts, values, log_probs))  # type: ignore[return-value]

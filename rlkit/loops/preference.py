@@ -250,6 +250,7 @@ class PreferenceLoop:
                 self.cfg.ray_workers,
                 self.cfg.seed,
                 compiled=self.cfg.ray_compiled,
+                worker_rollouts=self.cfg.ray_worker_rollouts,
             )
         else:
             venv = make_vec_env(self.spec, self.n_envs, self.cfg.seed)

@@ -127,6 +127,10 @@ class PrefsConfig:
     """With --ray-workers: step the workers through a compiled Ray graph (workers on this node
     only). Round trips are 3-6x cheaper when every process has a core of its own, but much
     slower when the cores are oversubscribed (the graph polls)."""
+    ray_worker_rollouts: bool = True
+    """With --ray-workers: each worker runs a copy of the policy for a whole rollout (one call
+    per worker per policy update); --no-ray-worker-rollouts steps the envs from here instead,
+    one round trip per env step (the random-policy phase always does)."""
     teacher_model: TeacherConfig = dataclasses.field(default_factory=TeacherConfig)
     """The synthetic teacher's noise model."""
     trainer: TrainerConfig = dataclasses.field(default_factory=TrainerConfig)

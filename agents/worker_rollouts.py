@@ -1,0 +1,258 @@
+"""On-policy rollouts collected by the env workers themselves: one call per worker per rollout.
+
+SB3's on-policy algorithms step their VecEnv once per env step, running the policy on the
+driver in between. When the envs live in other processes (Ray workers), that is one round
+trip per step. Here each worker holds a copy of the policy instead: the driver sends the
+weights once per rollout, each worker samples actions, values and log-probabilities for all
+``n_steps`` steps of its envs, and the driver gets the whole rollout in one reply.
+
+The driver then *replays* the rollout through its own VecEnv wrappers (segment recorder,
+learned reward, frame stack, ...) step by step, exactly as SB3's ``collect_rollouts`` would
+have stepped them, with the workers' actions and the steps they already took. Nothing but the
+source of the actions changes, so callbacks, info buffers and time-limit bootstrapping work as
+before.
+
+A VecEnv offers this by having a ``worker_rollouts`` attribute that is True and a method
+``rollout(policy, n_steps, weights) -> RolloutPlan`` (:class:`WorkerRolloutSource`) that
+queues the steps for replay; :class:`rlkit.distributed.RayVecEnv` does. This module imports
+no Ray.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+import numpy as np
+import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.buffers import RolloutBuffer
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
+from stable_baselines3.common.policies import ActorCriticPolicy
+from stable_baselines3.common.utils import obs_as_tensor
+from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
+
+
+def _no_schedule(_: float) -> float:
+    """A picklable learning-rate schedule for a policy that is never optimized."""
+    return 0.0
+
+
+def env_actions(policy: ActorCriticPolicy, space: spaces.Space, actions: np.ndarray) -> np.ndarray:
+    """The actions the env is given for the policy's sampled ``actions``, as SB3's
+    ``collect_rollouts`` computes them (unsquashed, or clipped to a Box's bounds)."""
+    if not isinstance(space, spaces.Box):
+        return actions
+    if policy.squash_output:
+        return policy.unscale_action(actions)
+    return np.clip(actions, space.low, space.high)
+
+
+@dataclasses.dataclass(frozen=True)
+class PolicyWeights:
+    """A policy's ``state_dict`` as numpy arrays, each tensor once: SB3's actor-critic
+    policies list a shared features extractor three times (``features_extractor``,
+    ``pi_features_extractor``, ``vf_features_extractor``), 20 MB instead of 6.7 for A2C's
+    Atari CNN. Numpy arrays also cross Ray's object store without a copy, tensors do not.
+
+    Attributes:
+        arrays: the distinct tensors' data, by the first key that names each.
+        aliases: every other key, mapped to the key in ``arrays`` holding its data.
+    """
+
+    arrays: dict[str, np.ndarray]
+    aliases: dict[str, str]
+
+    @classmethod
+    def of(cls, state_dict: Mapping[str, th.Tensor]) -> PolicyWeights:
+        arrays: dict[str, np.ndarray] = {}
+        aliases: dict[str, str] = {}
+        seen: dict[tuple, str] = {}
+        for key, tensor in state_dict.items():
+            view = (tensor.data_ptr(), tensor.dtype, tuple(tensor.shape), tensor.stride())
+            if view in seen:
+                aliases[key] = seen[view]
+            else:
+                seen[view] = key
+                arrays[key] = tensor.detach().cpu().numpy()
+        return cls(arrays, aliases)
+
+    def state_dict(self) -> dict[str, th.Tensor]:
+        """Tensors over the arrays (read-only when they came through Ray's object store,
+        which is fine for ``load_state_dict``: it copies)."""
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            tensors = {key: th.from_numpy(array) for key, array in self.arrays.items()}
+        return {**tensors, **{key: tensors[first] for key, first in self.aliases.items()}}
+
+
+class RolloutPolicy:
+    """A picklable copy of an SB3 actor-critic policy for the workers, built from the policy's
+    constructor parameters (the policy object itself may not pickle: ``EntropyTRPO`` patches
+    a closure onto it); weights come through :meth:`load_state_dict` (a ``state_dict`` or
+    :class:`PolicyWeights`).
+
+    ``__call__(obs)`` takes the envs' observations ``(n_envs, *obs_shape)`` (channels last
+    for images; transposed here when the policy takes channels first, as SB3's
+    ``VecTransposeImage`` does on the driver) and returns ``(actions, values, log_probs)``
+    with shapes ``(n_envs, *act_shape)``, ``(n_envs,)``, ``(n_envs,)``: the policy's
+    ``forward`` with torch's generator (seed it on the worker) and no gradients.
+    """
+
+    def __init__(self, policy: ActorCriticPolicy) -> None:
+        self.policy_class = type(policy)
+        params = dict(policy._get_constructor_parameters())
+        params["lr_schedule"] = _no_schedule
+        self.params = params
+        self._policy: ActorCriticPolicy | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_policy": None}
+
+    @property
+    def policy(self) -> ActorCriticPolicy:
+        if self._policy is None:
+            self._policy = self.policy_class(**self.params).to("cpu")
+            self._policy.set_training_mode(False)
+        return self._policy
+
+    def load_state_dict(self, weights: Mapping[str, Any] | PolicyWeights) -> None:
+        if isinstance(weights, PolicyWeights):
+            weights = weights.state_dict()
+        self.policy.load_state_dict(weights)
+
+    def __call__(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        policy = self.policy
+        want = policy.observation_space.shape
+        if obs.shape[1:] != want and obs.ndim == 4 and obs.shape[1:] == (*want[1:], want[0]):
+            obs = np.transpose(obs, (0, 3, 1, 2))
+        with th.no_grad():
+            actions, values, log_probs = policy(obs_as_tensor(obs, th.device("cpu")))
+        return actions.numpy(), values.flatten().numpy(), log_probs.numpy()
+
+    def env_actions(self, actions: np.ndarray) -> np.ndarray:
+        """What the env is given for ``actions`` (see :func:`env_actions`)."""
+        return env_actions(self.policy, self.policy.action_space, actions)
+
+
+@dataclasses.dataclass(frozen=True)
+class RolloutPlan:
+    """The policy's side of a rollout the workers took.
+
+    Attributes:
+        actions: ``(n_steps, n_envs, *act_shape)``, as sampled (before clipping).
+        values: ``(n_steps, n_envs)``; log_probs: ``(n_steps, n_envs)``.
+        decide_first: env index blocks whose first step the driver's policy decides: their
+            worker died, that step ends their episodes (a truncation, whatever the action)
+            and the worker's replacement took the rest from fresh episodes. Their rows at
+            step 0 hold zeros.
+    """
+
+    actions: np.ndarray
+    values: np.ndarray
+    log_probs: np.ndarray
+    decide_first: tuple[range, ...] = ()
+
+
+class WorkerRolloutSource(Protocol):
+    worker_rollouts: bool
+
+    def rollout(
+        self, policy: RolloutPolicy, n_steps: int, weights: PolicyWeights
+    ) -> RolloutPlan: ...
+
+
+def rollout_source(env: VecEnv) -> WorkerRolloutSource | None:
+    """The VecEnv under ``env``'s wrappers if it rolls policies out on its workers."""
+    while isinstance(env, VecEnvWrapper):
+        env = env.venv
+    return env if getattr(env, "worker_rollouts", False) else None  # type: ignore[return-value]
+
+
+class WorkerRolloutsMixin:
+    """For an SB3 on-policy algorithm: ``collect_rollouts`` with the workers' policy copies
+    when the env offers it (see the module docstring), SB3's own otherwise (and with gSDE).
+    The rollout buffer is filled with the same quantities SB3 stores."""
+
+    _rollout_policy: tuple[ActorCriticPolicy, RolloutPolicy] | None = None
+
+    def _excluded_save_params(self) -> list[str]:
+        return [*super()._excluded_save_params(), "_rollout_policy"]  # type: ignore[misc]
+
+    def collect_rollouts(
+        self,
+        env: VecEnv,
+        callback: BaseCallback,
+        rollout_buffer: RolloutBuffer,
+        n_rollout_steps: int,
+    ) -> bool:
+        algo: OnPolicyAlgorithm = self  # type: ignore[assignment]
+        source = rollout_source(env)
+        if source is None or algo.use_sde:
+            return super().collect_rollouts(env, callback, rollout_buffer, n_rollout_steps)  # type: ignore[misc]
+        assert algo._last_obs is not None, "No previous observation was provided"
+        policy = algo.policy
+        policy.set_training_mode(False)
+        if self._rollout_policy is None or self._rollout_policy[0] is not policy:
+            self._rollout_policy = (policy, RolloutPolicy(policy))
+        rollout_buffer.reset()
+        callback.on_rollout_start()
+        weights = PolicyWeights.of(policy.state_dict())
+        plan = source.rollout(self._rollout_policy[1], n_rollout_steps, weights)
+        all_actions = plan.actions
+        all_values = th.as_tensor(plan.values, dtype=th.float32)
+        all_log_probs = th.as_tensor(plan.log_probs, dtype=th.float32)
+        if plan.decide_first:
+            with th.no_grad():
+                first = policy(obs_as_tensor(algo._last_obs, algo.device))  # type: ignore[arg-type]
+            for block in plan.decide_first:
+                rows = slice(block.start, block.stop)
+                all_actions[0, rows] = first[0].numpy()[rows]
+                all_values[0, rows] = first[1].flatten()[rows]
+                all_log_probs[0, rows] = first[2][rows]
+        n_steps = 0
+        dones = np.zeros(env.num_envs, dtype=bool)
+        new_obs = algo._last_obs
+        while n_steps < n_rollout_steps:
+            actions = all_actions[n_steps]
+            values = all_values[n_steps].reshape(-1, 1)
+            log_probs = all_log_probs[n_steps]
+            clipped_actions = env_actions(policy, algo.action_space, actions)
+            new_obs, rewards, dones, infos = env.step(clipped_actions)
+            algo.num_timesteps += env.num_envs
+            callback.update_locals(locals())
+            if not callback.on_step():
+                return False
+            algo._update_info_buffer(infos, dones)
+            n_steps += 1
+            if isinstance(algo.action_space, spaces.Discrete):
+                actions = actions.reshape(-1, 1)
+            for idx, done in enumerate(dones):  # time limits: bootstrap, as SB3 does
+                if (
+                    done
+                    and infos[idx].get("terminal_observation") is not None
+                    and infos[idx].get("TimeLimit.truncated", False)
+                ):
+                    terminal_obs = policy.obs_to_tensor(infos[idx]["terminal_observation"])[0]
+                    with th.no_grad():
+                        terminal_value = policy.predict_values(terminal_obs)[0]  # type: ignore[arg-type]
+                    rewards[idx] += algo.gamma * terminal_value
+            rollout_buffer.add(
+                algo._last_obs,  # type: ignore[arg-type]
+                actions,
+                rewards,
+                algo._last_episode_starts,  # type: ignore[arg-type]
+                values,
+                log_probs,
+            )
+            algo._last_obs = new_obs  # type: ignore[assignment]
+            algo._last_episode_starts = dones
+        with th.no_grad():
+            values = policy.predict_values(obs_as_tensor(new_obs, algo.device))  # type: ignore[arg-type]
+        rollout_buffer.compute_returns_and_advantage(last_values=values, dones=dones)
+        callback.update_locals(locals())
+        callback.on_rollout_end()
+        return True

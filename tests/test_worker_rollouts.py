@@ -1,0 +1,122 @@
+"""Worker-side rollouts without Ray: the policy copy the workers run, its weights on the wire,
+and the frame stack a worker keeps in the shadow of the driver's."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import torch as th
+
+from agents.presets import PolicyConfig, make_agent
+from agents.worker_rollouts import PolicyWeights, RolloutPolicy, rollout_source
+from envs import EnvSpec, make_vec_env
+from envs.frame_stack import AtariFrameStack, PackedStackedObservations
+from envs.shallow_dummy_vec_env import ShallowDummyVecEnv
+from rlkit.distributed.worker import RolloutWorker
+from tests.synthetic_frames import RandomFrames
+
+
+def test_policy_weights_send_each_shared_tensor_once_and_load_exactly():
+    """A2C's Atari policy lists its CNN three times; the wire form holds it once (a third of
+    the bytes) and a fresh copy of the policy loads every tensor back."""
+    venv = make_vec_env(EnvSpec("ALE/Pong-v5"), 1, seed=0)
+    try:
+        agent = make_agent(PolicyConfig(), venv, "atari", seed=0)
+        state = agent.policy.state_dict()
+        weights = pickle.loads(pickle.dumps(PolicyWeights.of(state)))
+        assert len(state) == 28 and len(weights.arrays) == 12
+        assert weights.aliases["vf_features_extractor.linear.0.weight"] == (
+            "features_extractor.linear.0.weight"
+        )
+        wire = sum(a.nbytes for a in weights.arrays.values())
+        listed = sum(t.numel() * t.element_size() for t in state.values())
+        assert wire < 0.34 * listed
+        copy = RolloutPolicy(agent.policy)
+        copy.load_state_dict(weights)
+        for key, tensor in copy.policy.state_dict().items():
+            assert th.equal(tensor, state[key]), key
+    finally:
+        venv.close()
+
+
+def test_rollout_policy_pickles_and_answers_as_the_drivers_policy():
+    """The TRPO preset's policy does not pickle (a closure is patched onto it); its rollout
+    copy does, and with the weights (observation statistics included) gives the driver
+    policy's values and log-probabilities, its actions clipped as SB3 clips them."""
+    venv = make_vec_env(EnvSpec("Hopper-v5"), 2, seed=0)
+    try:
+        agent = make_agent(PolicyConfig(), venv, "mujoco", seed=0)
+        rng = np.random.default_rng(0)
+        agent.policy.features_extractor.update(rng.normal(3.0, 2.0, size=(500, 11)))
+        copy = pickle.loads(pickle.dumps(RolloutPolicy(agent.policy)))
+        copy.load_state_dict(PolicyWeights.of(agent.policy.state_dict()))
+        obs = rng.normal(3.0, 2.0, size=(6, 11)).astype(np.float32)
+        actions, values, log_probs = copy(obs)
+        assert actions.shape == (6, 3) and values.shape == (6,) and log_probs.shape == (6,)
+        with th.no_grad():
+            want_v, want_lp, _ = agent.policy.evaluate_actions(
+                th.as_tensor(obs), th.as_tensor(actions)
+            )
+        np.testing.assert_allclose(values, want_v.flatten().numpy(), atol=1e-5)
+        np.testing.assert_allclose(log_probs, want_lp.numpy(), atol=1e-5)
+        clipped = copy.env_actions(actions)
+        np.testing.assert_array_equal(clipped, np.clip(actions, -1, 1))
+        assert rollout_source(venv) is None  # a local VecEnv: SB3's own collect_rollouts
+    finally:
+        venv.close()
+
+
+class _Recording:
+    """A rollout policy that keeps the observations it is shown and acts at random."""
+
+    def __init__(self) -> None:
+        self.seen: list[np.ndarray] = []
+        self.rng = np.random.default_rng(0)
+
+    def __call__(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        self.seen.append(obs.copy())
+        n = len(obs)
+        return self.rng.integers(0, 3, size=n), np.zeros(n, np.float32), np.zeros(n, np.float32)
+
+    def env_actions(self, actions: np.ndarray) -> np.ndarray:
+        return actions
+
+
+def test_a_worker_shows_its_policy_the_stack_the_driver_keeps():
+    """A RayVecEnv's Atari worker sends single frames (the driver stacks them); its rollout
+    policy sees the same 4-frame stacks as the driver, across episode ends (the stack starts
+    again from zeros), and the terminal observations it sends stay single frames."""
+    n = 3
+    worker = RolloutWorker(EnvSpec("ALE/Pong-v5"), seed=0, first_rank=0, n_envs=n)
+    assert worker._shadow is not None and not worker.stacks_frames
+    # The worker's envs, swapped for tiny random frames with frequent episode ends.
+    worker.base = worker.venv = ShallowDummyVecEnv([lambda s=s: RandomFrames(s) for s in range(n)])
+    worker._shadow = PackedStackedObservations(n, 4, worker.base.observation_space)
+    driver = AtariFrameStack(ShallowDummyVecEnv([lambda s=s: RandomFrames(s) for s in range(n)]), 4)
+    want_obs = [driver.reset()]
+    np.testing.assert_array_equal(worker.reset()[0], want_obs[0][..., -1:])
+    policy = _Recording()
+    worker.set_rollout_policy(policy)  # type: ignore[arg-type]
+    ends = 0
+    for _ in range(4):
+        steps, actions, env_actions, values, log_probs = worker.rollout(30)
+        assert actions.shape == (30, n) and values.shape == log_probs.shape == (30, n)
+        for (obs, rews, dones, infos, _), acts in zip(steps, actions, strict=True):
+            assert obs.shape == (n, 6, 7, 1)
+            want, want_rews, want_dones, want_infos = driver.step(acts)
+            np.testing.assert_array_equal(rews, want_rews)
+            np.testing.assert_array_equal(dones, want_dones)
+            for k in np.flatnonzero(dones):
+                ends += 1
+                single = infos[k]["terminal_observation"]
+                assert single.shape == (6, 7, 1)
+                np.testing.assert_array_equal(
+                    single[..., 0], want_infos[k]["terminal_observation"][..., -1]
+                )
+            want_obs.append(want)
+    assert ends >= 10
+    assert len(policy.seen) == 120
+    for seen, want in zip(policy.seen, want_obs[:-1], strict=True):
+        np.testing.assert_array_equal(seen, want)
+    assert any((s[..., :3] == 0).all() and s[..., 3].any() for obs in policy.seen for s in obs)
