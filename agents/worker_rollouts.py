@@ -35,6 +35,18 @@ from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.utils import obs_as_tensor
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 
+from rlkit.core.rollout_plan import RolloutPlan
+
+__all__ = [
+    "PolicyWeights",
+    "RolloutPlan",
+    "RolloutPolicy",
+    "WorkerRolloutSource",
+    "WorkerRolloutsMixin",
+    "env_actions",
+    "rollout_source",
+]
+
 
 def _no_schedule(_: float) -> float:
     """A picklable learning-rate schedule for a policy that is never optimized."""
@@ -145,25 +157,6 @@ class RolloutPolicy:
     def env_actions(self, actions: np.ndarray) -> np.ndarray:
         """What the env is given for ``actions`` (see :func:`env_actions`)."""
         return env_actions(self.policy, self.policy.action_space, actions)
-
-
-@dataclasses.dataclass(frozen=True)
-class RolloutPlan:
-    """The policy's side of a rollout the workers took.
-
-    Attributes:
-        actions: ``(n_steps, n_envs, *act_shape)``, as sampled (before clipping).
-        values: ``(n_steps, n_envs)``; log_probs: ``(n_steps, n_envs)``.
-        decide_first: env index blocks whose first step the driver's policy decides: their
-            worker died, that step ends their episodes (a truncation, whatever the action)
-            and the worker's replacement took the rest from fresh episodes. Their rows at
-            step 0 hold zeros.
-    """
-
-    actions: np.ndarray
-    values: np.ndarray
-    log_probs: np.ndarray
-    decide_first: tuple[range, ...] = ()
 
 
 class WorkerRolloutSource(Protocol):

@@ -146,6 +146,7 @@ def test_resume_of_a_damaged_run_says_what_and_changes_nothing(
      (["--reward-scale", "-1"], "--reward-scale has an invalid value -1.0"),
      (["--torch-threads", "100000"], "--torch-threads has an invalid value 100000"),
      (["--ray-address", "127.0.0.1:1"], "need --ray-workers N"),
+     (["--no-ray-worker-rollouts"], "need --ray-workers N"),
      (["--env", "CartPole-v1"], "CartPole-v1 is neither"),
      (["--n-envs", "100000"], "--steps 1024 is less than one rollout (100000 envs x 256 steps")],
 )  # fmt: skip

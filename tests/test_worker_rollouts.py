@@ -6,10 +6,11 @@ from __future__ import annotations
 import pickle
 
 import numpy as np
+import pytest
 import torch as th
 
 from agents.presets import PolicyConfig, make_agent
-from agents.worker_rollouts import PolicyWeights, RolloutPolicy, rollout_source
+from agents.worker_rollouts import PolicyWeights, RolloutPlan, RolloutPolicy, rollout_source
 from envs import EnvSpec, make_vec_env
 from envs.frame_stack import AtariFrameStack, PackedStackedObservations
 from envs.shallow_dummy_vec_env import ShallowDummyVecEnv
@@ -120,3 +121,9 @@ def test_a_worker_shows_its_policy_the_stack_the_driver_keeps():
     for seen, want in zip(policy.seen, want_obs[:-1], strict=True):
         np.testing.assert_array_equal(seen, want)
     assert any((s[..., :3] == 0).all() and s[..., 3].any() for obs in policy.seen for s in obs)
+
+
+def test_a_rollout_plan_checks_its_shapes():
+    RolloutPlan(np.zeros((5, 4, 3)), np.zeros((5, 4)), np.zeros((5, 4)))
+    with pytest.raises(ValueError, match=r"must share \(n_steps, n_envs\)"):
+        RolloutPlan(np.zeros((5, 4, 3)), np.zeros((4, 5)), np.zeros((5, 4)))

@@ -31,7 +31,7 @@ from rlkit.loops.preference_config import PrefsConfig
 # cluster has a new address; the two reward learners train alike, tested).
 EXECUTION_SETTINGS = (
     "reward_learner", "torch_threads", "eval_episodes", "checkpoint_every", "ray_address",
-    "ray_compiled",
+    "ray_compiled", "ray_worker_rollouts",
 )  # fmt: skip
 
 
@@ -125,8 +125,13 @@ def train(argv: list[str]) -> int:
         raise UserError(
             f"rlkit prefs trains on MuJoCo v5 tasks and ALE Atari games; {cfg.env} is neither"
         )
-    if cfg.ray_workers == 0 and (cfg.ray_address is not None or cfg.ray_compiled):
-        raise UserError("--ray-address and --ray-compiled need --ray-workers N (N >= 1)")
+    if cfg.ray_workers == 0 and (
+        cfg.ray_address is not None or cfg.ray_compiled or not cfg.ray_worker_rollouts
+    ):
+        raise UserError(
+            "--ray-address, --ray-compiled and --no-ray-worker-rollouts need --ray-workers N"
+            " (N >= 1)"
+        )
     if cfg.resume:
         if cfg.run_dir is None:
             raise UserError("--resume needs --run-dir: the run to continue")

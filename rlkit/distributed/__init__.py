@@ -5,7 +5,9 @@ on an existing cluster.
   :func:`check_address` checks within seconds that a Ray cluster answers at an address.
 - :class:`RayVecEnv` / :func:`make_ray_vec_env`: an SB3 VecEnv whose envs are spread over
   rollout-worker actors (one batched call per worker per step), so any SB3 algorithm
-  trains on envs across the cluster.
+  trains on envs across the cluster; on-policy agents with
+  :class:`agents.worker_rollouts.WorkerRolloutsMixin` (the presets' TRPO and A2C) have each
+  worker take a whole rollout with its copy of the policy, one call per update.
 - :class:`FragmentSampler`: whole trajectory fragments (with render states) rolled out by a
   worker-side policy, for the segment pool.
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
 import numpy as np
@@ -14,13 +14,16 @@ from ray.exceptions import RayActorError, RayChannelError
 from stable_baselines3.common.vec_env import VecEnv
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices, VecEnvObs, VecEnvStepReturn
 
-from agents.worker_rollouts import PolicyWeights, RolloutPlan, RolloutPolicy
 from envs.factory import ATARI_FRAME_STACK, EnvSpec, check_env_id, env_kind
 from envs.frame_stack import AtariFrameStack
 from envs.render_state import RENDER_STATE_KEY
+from rlkit.core.rollout_plan import RolloutPlan
 from rlkit.distributed.connection import error_line
 from rlkit.distributed.pool import WorkerPool
 from rlkit.distributed.step_graph import StepGraph, graphs_supported
+
+if TYPE_CHECKING:  # agents sits above this package; its policies only pass through here
+    from agents.worker_rollouts import PolicyWeights, RolloutPolicy
 
 logger = logging.getLogger("rlkit.distributed")
 
