@@ -227,6 +227,13 @@ class WorkerRolloutsMixin:
             algo.num_timesteps += env.num_envs
             callback.update_locals(locals())
             if not callback.on_step():
+                # The workers took the rest already: the wrappers see them too, the buffer not.
+                algo._last_obs, algo._last_episode_starts = new_obs, dones  # type: ignore[assignment]
+                for rest in all_actions[n_steps + 1 :]:
+                    algo._last_obs, _, algo._last_episode_starts, _ = env.step(
+                        env_actions(policy, algo.action_space, rest)
+                    )
+                    algo.num_timesteps += env.num_envs
                 return False
             algo._update_info_buffer(infos, dones)
             n_steps += 1

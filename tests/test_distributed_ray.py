@@ -637,3 +637,31 @@ def test_worker_rollouts_survive_a_killed_worker(ray_head, caplog):
         assert time.monotonic() - start < 30
     finally:
         venv.close()
+
+
+class _StopAt(BaseCallback):
+    def __init__(self, step: int) -> None:
+        super().__init__()
+        self.stop_at, self.calls = step, 0
+
+    def _on_step(self) -> bool:
+        self.calls += 1
+        return self.calls != self.stop_at
+
+
+def test_a_rollout_stopped_by_a_callback_is_still_stepped_through(ray_head):
+    """A callback that stops training mid-rollout: the steps the workers took after it still
+    pass through the wrappers (the driver's observation is the workers' again), and the next
+    ``learn`` collects from there."""
+    venv = RayVecEnv(EnvSpec("Hopper-v5"), n_envs=2, n_workers=2, seed=0)
+    try:
+        agent = make_agent(PolicyConfig(n_steps=64), venv, "mujoco", seed=0)
+        agent.learn(256, callback=_StopAt(3))
+        assert agent.num_timesteps == 2 * 64 and not venv._replay
+        workers_obs = np.stack(venv.env_method("_get_obs"))  # where the envs are now
+        np.testing.assert_allclose(agent._last_obs, workers_obs, rtol=1e-6)
+        check = _BufferCheck()
+        agent.learn(256, callback=check, reset_num_timesteps=False)
+        assert max(check.gaps) < 1e-4 and agent.num_timesteps == 2 * 64 + 256
+    finally:
+        venv.close()

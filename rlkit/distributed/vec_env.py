@@ -89,7 +89,8 @@ class RayVecEnv(VecEnv):
         self._rollout_policy: RolloutPolicy | None = None
         self._rollout_policy_ref: ray.ObjectRef | None = None
         self._rollout_weights_ref: ray.ObjectRef | None = None
-        # Steps the workers took in a rollout, not yet replayed: (per-worker results, actions).
+        # Steps the workers took in a rollout, not yet replayed: (per-worker step results, the
+        # actions the envs were given, which of them step_async must be given again).
         self._replay: deque[tuple[list[tuple], np.ndarray, np.ndarray]] = deque()
         self._graph: StepGraph | None = None
         self._use_graph = compiled and graphs_supported()
@@ -261,12 +262,17 @@ class RayVecEnv(VecEnv):
         them instead of stepping, so that every wrapper above sees the rollout step by
         step. A worker that dies meanwhile is re-created; its envs' first step is then the
         truncation :meth:`step` makes on a death, and its replacement takes the other
-        ``n_steps - 1`` from fresh episodes (see :class:`~agents.worker_rollouts.RolloutPlan`).
+        ``n_steps - 1`` from fresh episodes (see :class:`~rlkit.core.rollout_plan.RolloutPlan`).
 
         Returns: the policy's actions, values and log-probabilities for every step.
         """
         if n_steps < 1:
             raise ValueError(f"n_steps must be >= 1, got {n_steps}")
+        if self._replay:
+            raise RuntimeError(
+                f"{len(self._replay)} steps of the last rollout were not replayed: step through"
+                " them (or reset) before the next rollout"
+            )
         self._pending = None
         if self._jobs is not None:  # a compiled-graph step in flight: take it first
             self._graph_results()

@@ -243,8 +243,8 @@ class RolloutWorker:
         """Take ``n_steps`` vector steps (:meth:`step`) with the rollout policy, from where the
         envs are (reset first if they never were), with new ``weights`` first if given (a
         ``state_dict`` or :class:`~agents.worker_rollouts.PolicyWeights`). The policy sees
-        what the driver's VecEnv
-        gives (Atari: the 4-frame stack kept in the shadow of the driver's).
+        what the driver's VecEnv gives (Atari: the 4-frame stack kept in the shadow of the
+        driver's).
 
         Returns: ``(steps, actions, env_actions, values, log_probs)``: each step's
         :meth:`step` result, the sampled actions ``(n_steps, n_envs, *act_shape)``, what the
