@@ -39,6 +39,7 @@ from rlkit.core.rollout_plan import RolloutPlan
 
 __all__ = [
     "PolicyWeights",
+    "RandomRolloutPolicy",
     "RolloutPlan",
     "RolloutPolicy",
     "WorkerRolloutSource",
@@ -157,6 +158,34 @@ class RolloutPolicy:
     def env_actions(self, actions: np.ndarray) -> np.ndarray:
         """What the env is given for ``actions`` (see :func:`env_actions`)."""
         return env_actions(self.policy, self.policy.action_space, actions)
+
+
+class RandomRolloutPolicy:
+    """Uniformly random actions (Discrete or Box) for a worker's rollout, drawn with torch's
+    generator, which each worker seeds on its own; values and log-probabilities are zeros.
+    For filling a segment pool before there is a policy."""
+
+    def __init__(self, action_space: spaces.Space) -> None:
+        if not isinstance(action_space, spaces.Discrete | spaces.Box):
+            raise TypeError(f"RandomRolloutPolicy takes Discrete or Box, got {action_space}")
+        self.action_space = action_space
+
+    def load_state_dict(self, weights: Any) -> None:
+        raise TypeError("RandomRolloutPolicy has no weights")
+
+    def __call__(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        n, space = len(obs), self.action_space
+        if isinstance(space, spaces.Discrete):
+            actions = (space.start + th.randint(int(space.n), (n,))).numpy()
+        else:
+            low = np.broadcast_to(space.low, space.shape).astype(np.float64)
+            span = np.broadcast_to(space.high, space.shape) - low
+            u = th.rand((n, *space.shape), dtype=th.float64).numpy()
+            actions = (low + span * u).astype(space.dtype)
+        return actions, np.zeros(n, np.float32), np.zeros(n, np.float32)
+
+    def env_actions(self, actions: np.ndarray) -> np.ndarray:
+        return actions
 
 
 class WorkerRolloutSource(Protocol):

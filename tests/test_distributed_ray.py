@@ -28,7 +28,7 @@ from stable_baselines3.common.utils import obs_as_tensor
 ray = pytest.importorskip("ray")
 
 from agents.presets import PolicyConfig, make_agent  # noqa: E402
-from agents.worker_rollouts import PolicyWeights, RolloutPolicy  # noqa: E402
+from agents.worker_rollouts import PolicyWeights, RandomRolloutPolicy, RolloutPolicy  # noqa: E402
 from envs import EnvSpec, make_vec_env  # noqa: E402
 from rlkit.core.errors import UserError  # noqa: E402
 from rlkit.distributed import (  # noqa: E402
@@ -597,6 +597,12 @@ def test_a_worker_rollout_replays_the_steps_the_envs_took(ray_head):
                 np.testing.assert_array_equal(got_info["render_state"], want_info["render_state"])
             n_done += int(got[2].sum())
         assert n_done > 0
+        # random actions drawn on the workers (the segment pool's first fill): each worker
+        # with its own seed, and no weights
+        plan = venv.rollout(RandomRolloutPolicy(venv.action_space), 30, None)
+        assert not np.array_equal(plan.actions[:, 0], plan.actions[:, 2])
+        for acts in plan.actions:
+            np.testing.assert_array_equal(venv.step(acts)[0], ref.step(acts)[0])
         venv.rollout(policy, 2, PolicyWeights.of(agent.policy.state_dict()))
         with pytest.raises(RuntimeError, match="other actions than the workers took"):
             venv.step(np.zeros((3, 3), dtype=np.float32))

@@ -5,12 +5,19 @@ from __future__ import annotations
 
 import pickle
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch as th
 
 from agents.presets import PolicyConfig, make_agent
-from agents.worker_rollouts import PolicyWeights, RolloutPlan, RolloutPolicy, rollout_source
+from agents.worker_rollouts import (
+    PolicyWeights,
+    RandomRolloutPolicy,
+    RolloutPlan,
+    RolloutPolicy,
+    rollout_source,
+)
 from envs import EnvSpec, make_vec_env
 from envs.frame_stack import AtariFrameStack, PackedStackedObservations
 from envs.shallow_dummy_vec_env import ShallowDummyVecEnv
@@ -127,3 +134,21 @@ def test_a_rollout_plan_checks_its_shapes():
     RolloutPlan(np.zeros((5, 4, 3)), np.zeros((5, 4)), np.zeros((5, 4)))
     with pytest.raises(ValueError, match=r"must share \(n_steps, n_envs\)"):
         RolloutPlan(np.zeros((5, 4, 3)), np.zeros((4, 5)), np.zeros((5, 4)))
+
+
+def test_random_rollout_actions_cover_the_space_and_follow_torchs_seed():
+    box = gym.spaces.Box(low=np.array([-1.0, 0.0]), high=np.array([1.0, 5.0]), dtype=np.float32)
+    policy = RandomRolloutPolicy(box)
+    obs = np.zeros((4000, 3))
+    th.manual_seed(3)
+    actions, values, log_probs = policy(obs)
+    assert actions.dtype == np.float32 and actions.shape == (4000, 2)
+    assert box.contains(actions[0]) and all(box.contains(a) for a in actions[:100])
+    np.testing.assert_allclose(actions.mean(axis=0), [0.0, 2.5], atol=0.1)
+    assert not values.any() and not log_probs.any() and policy.env_actions(actions) is actions
+    th.manual_seed(3)
+    np.testing.assert_array_equal(policy(obs)[0], actions)
+    discrete, _, _ = RandomRolloutPolicy(gym.spaces.Discrete(6, start=1))(obs)
+    assert sorted(np.unique(discrete)) == [1, 2, 3, 4, 5, 6]
+    with pytest.raises(TypeError, match="no weights"):
+        policy.load_state_dict({})

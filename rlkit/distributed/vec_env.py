@@ -23,7 +23,7 @@ from rlkit.distributed.pool import WorkerPool
 from rlkit.distributed.step_graph import StepGraph, graphs_supported
 
 if TYPE_CHECKING:  # agents sits above this package; its policies only pass through here
-    from agents.worker_rollouts import PolicyWeights, RolloutPolicy
+    from agents.worker_rollouts import PolicyWeights, RandomRolloutPolicy, RolloutPolicy
 
 logger = logging.getLogger("rlkit.distributed")
 
@@ -252,10 +252,15 @@ class RayVecEnv(VecEnv):
 
     # -- rollouts on the workers ----------------------------------------------------------
 
-    def rollout(self, policy: RolloutPolicy, n_steps: int, weights: PolicyWeights) -> RolloutPlan:
+    def rollout(
+        self,
+        policy: RolloutPolicy | RandomRolloutPolicy,
+        n_steps: int,
+        weights: PolicyWeights | None,
+    ) -> RolloutPlan:
         """Every worker takes ``n_steps`` steps of its envs with its copy of ``policy`` (sent
-        once per policy object) and ``weights`` (put in the object store once per call), in
-        one call each.
+        once per policy object) and ``weights`` (put in the object store once per call;
+        None: the policy's as they are), in one call each.
 
         The steps are queued: the next ``n_steps`` :meth:`step` calls, which must be given
         the actions the workers took (the plan's actions, clipped as SB3 clips them), return
@@ -278,9 +283,12 @@ class RayVecEnv(VecEnv):
             self._graph_results()
         if self._rollout_policy is not policy:
             self._rollout_policy, self._rollout_policy_ref = policy, ray.put(policy)
+            self._rollout_weights_ref = None  # the last policy's
             for i in range(self.pool.n_workers):
                 self.pool.call(i, "set_rollout_policy", self._rollout_policy_ref)
-        self._rollout_weights_ref = ref = ray.put(weights)
+        ref = None
+        if weights is not None:
+            self._rollout_weights_ref = ref = ray.put(weights)
         refs = [self.pool.submit(i, "rollout", n_steps, ref) for i in range(self.pool.n_workers)]
         decide_first: list[range] = []
 

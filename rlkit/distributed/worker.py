@@ -24,7 +24,7 @@ from rlkit.distributed.fragments import FragmentRecorder, PackedFrames
 from rlkit.distributed.policies import WorkerPolicy
 
 if TYPE_CHECKING:
-    from agents.worker_rollouts import PolicyWeights, RolloutPolicy
+    from agents.worker_rollouts import PolicyWeights, RandomRolloutPolicy, RolloutPolicy
 
 
 class RolloutWorker:
@@ -73,7 +73,7 @@ class RolloutWorker:
             self._shadow = PackedStackedObservations(
                 n_envs, ATARI_FRAME_STACK, self.base.observation_space
             )
-        self.rollout_policy: RolloutPolicy | None = None
+        self.rollout_policy: RolloutPolicy | RandomRolloutPolicy | None = None
         self.rng = np.random.default_rng(policy_seed)
         torch.manual_seed(policy_seed)
         self.policy: WorkerPolicy | None = None
@@ -228,8 +228,8 @@ class RolloutWorker:
 
     # -- on-policy rollouts -----------------------------------------------------------------
 
-    def set_rollout_policy(self, policy: RolloutPolicy) -> None:
-        """Use ``policy`` (an :class:`agents.worker_rollouts.RolloutPolicy`) for :meth:`rollout`."""
+    def set_rollout_policy(self, policy: RolloutPolicy | RandomRolloutPolicy) -> None:
+        """Use ``policy`` (from :mod:`agents.worker_rollouts`) for :meth:`rollout`."""
         self.rollout_policy = policy
 
     def load_rollout_state_dict(self, weights: Mapping[str, Any] | PolicyWeights) -> None:

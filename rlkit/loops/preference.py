@@ -42,6 +42,7 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from agents.obs_norm import obs_norm_state
 from agents.presets import load_agent, make_agent, resolve_algo
+from agents.worker_rollouts import RandomRolloutPolicy, rollout_source
 from envs import env_dt, env_kind, make_vec_env
 from rlkit.core.buffers import SegmentPool
 from rlkit.core.checkpoint import CheckpointError, CheckpointManager
@@ -283,17 +284,28 @@ class PreferenceLoop:
         rng = np.random.default_rng(self.cfg.seed)
         limit = max(200_000, 50 * n_segments * self.seg_len)
         start, episodes0, lengths0 = env.total_steps, env.episodes_done, env.episode_steps_done
+        # On Ray workers, one segment's steps per call, drawn there (agents.worker_rollouts).
+        source = rollout_source(env)
+        policy = RandomRolloutPolicy(env.action_space) if source is not None else None
         while len(self.pool) < n_segments and env.total_steps - start < limit:
-            env.step(random_actions(env.action_space, self.n_envs, rng))
-            episodes = env.episodes_done - episodes0
-            if len(self.pool) == 0 and episodes >= 100:  # episodes shorter than a segment
-                mean = (env.episode_steps_done - lengths0) / episodes
-                raise UserError(
-                    f"no segment of {self.seg_len} steps in {episodes} episodes of the random"
-                    f" policy (mean length {mean:.0f} steps): shorten --segment-seconds"
-                    + (" or drop --early-termination" if self.cfg.early_termination else "")
-                )
+            if source is not None:
+                steps = source.rollout(policy, self.seg_len, None).actions
+            else:
+                steps = [random_actions(env.action_space, self.n_envs, rng)]
+            for actions in steps:
+                env.step(actions)
+                self._check_random_episodes(env.episodes_done - episodes0, env, lengths0)
         self.random_steps += env.total_steps - start
+
+    def _check_random_episodes(self, episodes: int, env: SegmentRecorder, lengths0: int) -> None:
+        """Stop when the random policy's episodes are too short for any segment."""
+        if len(self.pool) == 0 and episodes >= 100:
+            mean = (env.episode_steps_done - lengths0) / episodes
+            raise UserError(
+                f"no segment of {self.seg_len} steps in {episodes} episodes of the random"
+                f" policy (mean length {mean:.0f} steps): shorten --segment-seconds"
+                + (" or drop --early-termination" if self.cfg.early_termination else "")
+            )
 
     def ask(self, n: int) -> int:
         """Choose ``n`` new queries from the pool, persist them, and hand them to the teacher."""

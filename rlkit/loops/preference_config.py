@@ -129,8 +129,8 @@ class PrefsConfig:
     slower when the cores are oversubscribed (the graph polls)."""
     ray_worker_rollouts: bool = True
     """With --ray-workers: each worker runs a copy of the policy for a whole rollout (one call
-    per worker per policy update); --no-ray-worker-rollouts steps the envs from here instead,
-    one round trip per env step (the random-policy phase always does)."""
+    per worker per policy update; in the random-policy phase, one per segment's steps);
+    --no-ray-worker-rollouts steps the envs from here instead, one round trip per env step."""
     teacher_model: TeacherConfig = dataclasses.field(default_factory=TeacherConfig)
     """The synthetic teacher's noise model."""
     trainer: TrainerConfig = dataclasses.field(default_factory=TrainerConfig)
