@@ -443,61 +443,6 @@ def _alive_nodes() -> dict[str, dict]:
     return {n["NodeID"]: n for n in ray.nodes() if n["Alive"]}
 
 
-def test_workers_spread_over_a_two_node_cluster(ray_head, caplog):
-    """A second node joins the head as the README says (`RAY_worker_niceness=0 ray start
-    --address=HEAD:PORT`, here with its own CPU and a `node2` resource); two workers run on
-    the two nodes and step exactly like make_vec_env. The head was started without
-    RAY_worker_niceness, so its worker runs 15 steps nicer than this process and the pool
-    says so. Runs last: the node is stopped at the end."""
-    temp_dir = tempfile.mkdtemp(prefix="rlray")
-    args = [
-        f"--address={ray_head}",
-        "--num-cpus=1",
-        '--resources={"node2": 1}',
-        "--object-store-memory=100000000",
-        "--min-worker-port=0",  # random ports: the head uses the default range
-        "--max-worker-port=0",
-        f"--dashboard-agent-listen-port={_free_port()}",
-    ]
-    proc, log = _ray_start(args, temp_dir, {"RAY_worker_niceness": "0"})
-    node2 = None
-    try:
-        deadline = time.monotonic() + 60
-        while node2 is None:
-            if proc.poll() is not None:
-                pytest.fail(f"ray start exited with {proc.returncode}: {log.read_text()}")
-            if time.monotonic() > deadline:
-                pytest.fail("the second node did not join within 60 s")
-            time.sleep(0.5)
-            nodes = _alive_nodes()
-            node2 = next((k for k, n in nodes.items() if "node2" in n["Resources"]), None)
-        assert len(nodes) == 2 and ray.cluster_resources()["CPU"] == 3
-
-        spec = EnvSpec("Hopper-v5", render_state=True)
-        with caplog.at_level(logging.WARNING, logger="rlkit.distributed"):
-            venv = make_ray_vec_env(spec, n_envs=2, n_workers=2, seed=4)
-        try:
-            assert {venv.worker_node_id(i) for i in range(2)} == set(nodes)
-            mine, ray_default = os.nice(0), min(os.nice(0) + 15, 19)
-            niceness = {venv.worker_node_id(i): venv.pool.call(i, "niceness") for i in range(2)}
-            assert niceness[node2] == mine
-            assert niceness[next(n for n in nodes if n != node2)] == ray_default
-            if ray_default > mine:  # (not when this process already runs at 19)
-                assert f"1 of 2 rollout workers at niceness {ray_default}" in caplog.text
-                assert "RAY_worker_niceness=0" in caplog.text
-            actions = np.random.default_rng(3).uniform(-1, 1, size=(10, 2, 3)).astype(np.float32)
-            _assert_same_steps(venv, make_vec_env(spec, 2, seed=4), actions)
-        finally:
-            venv.close()
-    finally:
-        _stop(proc)
-        # Leave the head as it was: a single node (a stopped raylet says goodbye at once).
-        deadline = time.monotonic() + 30
-        while node2 in _alive_nodes() and time.monotonic() < deadline:
-            time.sleep(0.5)
-        shutil.rmtree(temp_dir, ignore_errors=True)
-
-
 # -- on-policy rollouts taken by the workers ------------------------------------------------
 
 
@@ -671,3 +616,63 @@ def test_a_rollout_stopped_by_a_callback_is_still_stepped_through(ray_head):
         assert max(check.gaps) < 1e-4 and agent.num_timesteps == 2 * 64 + 256
     finally:
         venv.close()
+
+
+def test_workers_spread_over_a_two_node_cluster(ray_head, caplog):
+    """A second node joins the head as the README says (`RAY_worker_niceness=0 ray start
+    --address=HEAD:PORT`, here with its own CPU and a `node2` resource); two workers run on
+    the two nodes and step exactly like make_vec_env. The head was started without
+    RAY_worker_niceness, so its worker runs 15 steps nicer than this process and the pool
+    says so. Runs last: the node is stopped at the end."""
+    temp_dir = tempfile.mkdtemp(prefix="rlray")
+    args = [
+        f"--address={ray_head}",
+        "--num-cpus=1",
+        '--resources={"node2": 1}',
+        "--object-store-memory=100000000",
+        "--min-worker-port=0",  # random ports: the head uses the default range
+        "--max-worker-port=0",
+        f"--dashboard-agent-listen-port={_free_port()}",
+    ]
+    proc, log = _ray_start(args, temp_dir, {"RAY_worker_niceness": "0"})
+    node2 = None
+    try:
+        deadline = time.monotonic() + 60
+        while node2 is None:
+            if proc.poll() is not None:
+                pytest.fail(f"ray start exited with {proc.returncode}: {log.read_text()}")
+            if time.monotonic() > deadline:
+                pytest.fail("the second node did not join within 60 s")
+            time.sleep(0.5)
+            nodes = _alive_nodes()
+            node2 = next((k for k, n in nodes.items() if "node2" in n["Resources"]), None)
+        assert len(nodes) == 2 and ray.cluster_resources()["CPU"] == 3
+
+        spec = EnvSpec("Hopper-v5", render_state=True)
+        with caplog.at_level(logging.WARNING, logger="rlkit.distributed"):
+            venv = make_ray_vec_env(spec, n_envs=2, n_workers=2, seed=4)
+        try:
+            assert {venv.worker_node_id(i) for i in range(2)} == set(nodes)
+            mine, ray_default = os.nice(0), min(os.nice(0) + 15, 19)
+            niceness = {venv.worker_node_id(i): venv.pool.call(i, "niceness") for i in range(2)}
+            assert niceness[node2] == mine
+            assert niceness[next(n for n in nodes if n != node2)] == ray_default
+            if ray_default > mine:  # (not when this process already runs at 19)
+                assert f"1 of 2 rollout workers at niceness {ray_default}" in caplog.text
+                assert "RAY_worker_niceness=0" in caplog.text
+            actions = np.random.default_rng(3).uniform(-1, 1, size=(10, 2, 3)).astype(np.float32)
+            _assert_same_steps(venv, make_vec_env(spec, 2, seed=4), actions)
+            # and TRPO trains on rollouts the two nodes' workers take themselves
+            agent = make_agent(PolicyConfig(n_steps=64), venv, "mujoco", seed=0)
+            check = _BufferCheck()
+            agent.learn(256, callback=check)
+            assert len(check.gaps) == 2 and max(check.gaps) < 1e-4
+        finally:
+            venv.close()
+    finally:
+        _stop(proc)
+        # Leave the head as it was: a single node (a stopped raylet says goodbye at once).
+        deadline = time.monotonic() + 30
+        while node2 in _alive_nodes() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        shutil.rmtree(temp_dir, ignore_errors=True)
