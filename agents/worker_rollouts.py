@@ -189,10 +189,15 @@ class RandomRolloutPolicy:
 
 
 class WorkerRolloutSource(Protocol):
+    """A VecEnv whose workers take rollouts (see the module docstring)."""
+
     worker_rollouts: bool
 
     def rollout(
-        self, policy: RolloutPolicy, n_steps: int, weights: PolicyWeights
+        self,
+        policy: RolloutPolicy | RandomRolloutPolicy,
+        n_steps: int,
+        weights: PolicyWeights | None,
     ) -> RolloutPlan: ...
 
 
