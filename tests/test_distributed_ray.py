@@ -22,13 +22,19 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch as th
+from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.utils import obs_as_tensor
 
 ray = pytest.importorskip("ray")
 
 from agents.presets import PolicyConfig, make_agent  # noqa: E402
-from agents.worker_rollouts import PolicyWeights, RandomRolloutPolicy, RolloutPolicy  # noqa: E402
+from agents.worker_rollouts import (  # noqa: E402
+    PolicyWeights,
+    RandomRolloutPolicy,
+    RolloutPolicy,
+    WorkerRolloutsMixin,
+)
 from envs import EnvSpec, make_vec_env  # noqa: E402
 from rlkit.core.errors import UserError  # noqa: E402
 from rlkit.distributed import (  # noqa: E402
@@ -517,6 +523,24 @@ def test_worker_rollouts_fill_the_buffer_as_the_drivers_policy_would(ray_head, e
         assert agent.num_timesteps == 4 * n_steps * 6
         if kind == "mujoco":  # a random Hopper falls within 64 steps: episodes were replayed
             assert len(agent.ep_info_buffer) > 0
+    finally:
+        venv.close()
+
+
+def test_any_sb3_on_policy_algorithm_takes_worker_rollouts_with_the_mixin(ray_head):
+    """SB3's PPO, given the mixin, collects on the workers as the presets do."""
+
+    class WorkerPPO(WorkerRolloutsMixin, PPO):
+        pass
+
+    venv = RayVecEnv(EnvSpec("Hopper-v5"), n_envs=2, n_workers=2, seed=0)
+    try:
+        agent = WorkerPPO("MlpPolicy", venv, n_steps=64, batch_size=64, seed=0, device="cpu")
+        check = _BufferCheck()
+        calls = _count_calls(venv.pool)
+        agent.learn(256, callback=check)
+        assert len(check.gaps) == 2 and max(check.gaps) < 1e-4
+        assert calls.count("rollout") == 2 * 2 and "step" not in calls
     finally:
         venv.close()
 

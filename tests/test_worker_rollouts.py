@@ -137,7 +137,9 @@ def test_a_rollout_plan_checks_its_shapes():
 
 
 def test_random_rollout_actions_cover_the_space_and_follow_torchs_seed():
-    box = gym.spaces.Box(low=np.array([-1.0, 0.0]), high=np.array([1.0, 5.0]), dtype=np.float32)
+    box = gym.spaces.Box(
+        low=np.array([-1.0, 0.0], np.float32), high=np.array([1.0, 5.0], np.float32)
+    )
     policy = RandomRolloutPolicy(box)
     obs = np.zeros((4000, 3))
     th.manual_seed(3)
