@@ -153,6 +153,13 @@ def train(argv: list[str]) -> int:
         )
         # A missing or corrupt checkpoint or store stops us here, before anything is written.
         check_resumable(run_dir)
+    n_envs = cfg.vec_envs(env_kind(cfg.env))
+    if cfg.ray_workers > n_envs:
+        default = " (the default)" if cfg.n_envs is None else ""
+        raise UserError(
+            f"--ray-workers {cfg.ray_workers} is more than the {n_envs} envs{default}: each"
+            f" worker needs at least one; raise --n-envs"
+        )
     if cfg.ray_workers > 0 and cfg.ray_address is not None:
         from rlkit.distributed import check_address  # optional dependency
 
