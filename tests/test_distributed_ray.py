@@ -360,6 +360,10 @@ def test_prefs_train_runs_on_ray_workers(ray_head, tmp_path, compiled):
     # segments rolled out on the workers keep their MuJoCo render state
     seg = store.load_segment(store.labels_after(0)[0].segment_a)
     assert seg.render_state is not None and seg.render_state.shape == (25, 12)
+    # each round logs how many workers died and were re-created: none here
+    metrics = (run / "metrics.csv").read_text().splitlines()
+    restarts = [line for line in metrics if ",charts/ray_worker_restarts," in line]
+    assert len(restarts) == 2 and all(line.endswith(",0.0") for line in restarts)
 
 
 def test_a_real_head_passes_the_address_check(ray_head, monkeypatch):

@@ -38,7 +38,7 @@ from gymnasium.envs.registration import parse_env_id
 from rich.console import Console
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.logger import Logger, make_output_format
-from stable_baselines3.common.vec_env import VecEnv
+from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 
 from agents.obs_norm import obs_norm_state
 from agents.presets import load_agent, make_agent, resolve_algo
@@ -257,6 +257,14 @@ class PreferenceLoop:
             venv = make_vec_env(self.spec, self.n_envs, self.cfg.seed)
         return venv
 
+    def worker_restarts(self) -> float:
+        """How many Ray workers were re-created after dying so far (NaN without Ray)."""
+        env: VecEnv = self.recorder
+        while isinstance(env, VecEnvWrapper):
+            env = env.venv
+        restarts = getattr(env, "restarts", None)
+        return math.nan if restarts is None else float(restarts)
+
     def _new_agent(self) -> BaseAlgorithm:
         agent = make_agent(self.cfg.policy, self.reward_env, self.kind, self.cfg.seed)
         agent.set_logger(sb3_logger(self.run_dir / "sb3"))
@@ -459,6 +467,7 @@ class PreferenceLoop:
             "charts/pool_size": float(len(self.pool)),
             "time/policy_seconds": policy_seconds,
             "time/reward_wait_seconds": wait_seconds,
+            "charts/ray_worker_restarts": self.worker_restarts(),
         })  # fmt: skip
         self.metrics.log_dict(step, {k: v for k, v in stats.items() if not math.isnan(v)})
         reset_step = round(self.cfg.policy_reset_at * self.cfg.steps)
