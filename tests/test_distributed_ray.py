@@ -366,6 +366,42 @@ def test_prefs_train_runs_on_ray_workers(ray_head, tmp_path, compiled):
     assert len(restarts) == 2 and all(line.endswith(",0.0") for line in restarts)
 
 
+def test_prefs_train_goes_on_when_a_worker_is_killed_mid_run(ray_head, tmp_path, monkeypatch):
+    """A worker SIGKILLed after the first policy rollout: the next rollout re-creates it, the
+    run finishes with every label, and that round's metrics count the restart."""
+    from agents.worker_rollouts import rollout_source
+    from rlkit.cli import main
+    from rlkit.core.checkpoint import CheckpointManager
+    from rlkit.rewards.rollout_reward import RolloutRewardCallback
+    from rlkit.store import Store
+
+    original = RolloutRewardCallback._on_rollout_end
+    killed: list[int] = []
+
+    def kill_once(self) -> None:
+        original(self)
+        if not killed:
+            ray_env = rollout_source(self.model.get_env())
+            killed.append(ray_env.worker_pid(1))
+            os.kill(killed[0], signal.SIGKILL)
+
+    monkeypatch.setattr(RolloutRewardCallback, "_on_rollout_end", kill_once)
+    run = tmp_path / "ray_kill"
+    args = ["prefs", "train", "--env", "Hopper-v5", "--steps", "1024", "--labels", "10",
+            "--n-envs", "2", "--round-steps", "512", "--policy.n-steps", "256",
+            "--segment-seconds", "0.2", "--eval-episodes", "0", "--pool-size", "100",
+            "--trainer.pretrain-epochs", "2", "--ray-workers", "2", "--ray-address", ray_head,
+            "--run-dir", str(run)]  # fmt: skip
+    assert main(args) == 0
+    assert len(killed) == 1 and Store(run).count_labels() == 10
+    metrics = (run / "metrics.csv").read_text().splitlines()
+    restarts = [line for line in metrics if ",charts/ray_worker_restarts," in line]
+    # one rollout per round (2 envs x 256 steps): the death shows in the second round
+    assert [line.rsplit(",", 1)[1] for line in restarts] == ["0.0", "1.0"]
+    _, state = CheckpointManager(run).load_latest()
+    assert state["step"] == 1024
+
+
 def test_a_real_head_passes_the_address_check(ray_head, monkeypatch):
     """The quick check before ray.init (one GCS request) accepts a real head, by address
     and through ``auto``, and tells its GCS and Ray Client ports apart."""
