@@ -159,6 +159,23 @@ def test_settings_that_mean_nothing_are_refused_before_anything_is_written(
     assert not (tmp_path / "run").exists()
 
 
+def test_a_resumed_ray_run_takes_a_new_address_alone(finished_run, tmp_path, capsys):
+    """A run saved with --ray-workers 2 resumes with just a new --ray-address (a restarted
+    cluster): the address is checked (here: nothing answers, one line, exit 2) and nothing is
+    written; a run saved without Ray workers still refuses one."""
+    run = _copy(finished_run, tmp_path)
+    before = _snapshot(run)
+    resume = ["prefs", "train", "--run-dir", str(run), "--resume", "--ray-address", "127.0.0.1:1"]
+    assert main(resume) == 2
+    assert "need --ray-workers N" in _one_error_line(capsys)
+    config = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**config, "ray_workers": 2}))
+    before[run / "config.json"] = (run / "config.json").read_bytes()
+    assert main(resume) == 2
+    assert "cannot reach Ray cluster at 127.0.0.1:1" in _one_error_line(capsys)
+    assert _snapshot(run) == before
+
+
 def test_resume_never_shortens_a_run(finished_run, tmp_path, capsys):
     run = _copy(finished_run, tmp_path)
     before = _snapshot(run)

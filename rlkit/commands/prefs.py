@@ -125,13 +125,6 @@ def train(argv: list[str]) -> int:
         raise UserError(
             f"rlkit prefs trains on MuJoCo v5 tasks and ALE Atari games; {cfg.env} is neither"
         )
-    if cfg.ray_workers == 0 and (
-        cfg.ray_address is not None or cfg.ray_compiled or not cfg.ray_worker_rollouts
-    ):
-        raise UserError(
-            "--ray-address, --ray-compiled and --no-ray-worker-rollouts need --ray-workers N"
-            " (N >= 1)"
-        )
     if cfg.resume:
         if cfg.run_dir is None:
             raise UserError("--resume needs --run-dir: the run to continue")
@@ -153,6 +146,14 @@ def train(argv: list[str]) -> int:
         )
         # A missing or corrupt checkpoint or store stops us here, before anything is written.
         check_resumable(run_dir)
+    # On the settings the run will use: a resumed Ray run takes a new --ray-address alone.
+    if cfg.ray_workers == 0 and (
+        cfg.ray_address is not None or cfg.ray_compiled or not cfg.ray_worker_rollouts
+    ):
+        raise UserError(
+            "--ray-address, --ray-compiled and --no-ray-worker-rollouts need --ray-workers N"
+            " (N >= 1)"
+        )
     n_envs = cfg.vec_envs(env_kind(cfg.env))
     if cfg.ray_workers > n_envs:
         default = " (the default)" if cfg.n_envs is None else ""
