@@ -341,17 +341,29 @@ def test_killed_worker_truncates_its_episodes_then_too_many_deaths_stop(ray_head
         venv.close()
 
 
+def _tiny_ray_prefs(ray_head: str, run: Path) -> list[str]:
+    """A few-second `rlkit prefs train` on 2 Ray workers: 2 Hopper envs, one 512-step
+    rollout per round, two rounds."""
+    return ["prefs", "train", "--env", "Hopper-v5", "--steps", "1024", "--labels", "10",
+            "--n-envs", "2", "--round-steps", "512", "--policy.n-steps", "256",
+            "--segment-seconds", "0.2", "--eval-episodes", "0", "--pool-size", "100",
+            "--trainer.pretrain-epochs", "2", "--ray-workers", "2", "--ray-address", ray_head,
+            "--run-dir", str(run)]  # fmt: skip
+
+
+def _restart_counts(run: Path) -> list[str]:
+    """Each round's `charts/ray_worker_restarts` in the run's metrics.csv, as written."""
+    lines = (run / "metrics.csv").read_text().splitlines()
+    return [line.rsplit(",", 1)[1] for line in lines if ",charts/ray_worker_restarts," in line]
+
+
 @pytest.mark.parametrize("compiled", [False, True], ids=["actor_calls", "compiled_graph"])
 def test_prefs_train_runs_on_ray_workers(ray_head, tmp_path, compiled):
     from rlkit.cli import main
     from rlkit.store import Store
 
     run = tmp_path / "ray_prefs"
-    args = ["prefs", "train", "--env", "Hopper-v5", "--steps", "1024", "--labels", "10",
-            "--n-envs", "2", "--round-steps", "512", "--policy.n-steps", "256",
-            "--segment-seconds", "0.2", "--eval-episodes", "0", "--pool-size", "100",
-            "--trainer.pretrain-epochs", "2", "--ray-workers", "2", "--ray-address", ray_head,
-            "--run-dir", str(run)]  # fmt: skip
+    args = _tiny_ray_prefs(ray_head, run)
     if compiled:  # the policy's rollouts step through the graph too, not the workers' copies
         args += ["--ray-compiled", "--no-ray-worker-rollouts"]
     assert main(args) == 0
@@ -361,9 +373,8 @@ def test_prefs_train_runs_on_ray_workers(ray_head, tmp_path, compiled):
     seg = store.load_segment(store.labels_after(0)[0].segment_a)
     assert seg.render_state is not None and seg.render_state.shape == (25, 12)
     # each round logs how many workers died and were re-created: none here
-    metrics = (run / "metrics.csv").read_text().splitlines()
-    restarts = [line for line in metrics if ",charts/ray_worker_restarts," in line]
-    assert len(restarts) == 2 and all(line.endswith(",0.0") for line in restarts)
+    restarts = _restart_counts(run)
+    assert restarts == ["0.0", "0.0"]
 
 
 def test_prefs_train_goes_on_when_a_worker_is_killed_mid_run(ray_head, tmp_path, monkeypatch):
@@ -387,17 +398,12 @@ def test_prefs_train_goes_on_when_a_worker_is_killed_mid_run(ray_head, tmp_path,
 
     monkeypatch.setattr(RolloutRewardCallback, "_on_rollout_end", kill_once)
     run = tmp_path / "ray_kill"
-    args = ["prefs", "train", "--env", "Hopper-v5", "--steps", "1024", "--labels", "10",
-            "--n-envs", "2", "--round-steps", "512", "--policy.n-steps", "256",
-            "--segment-seconds", "0.2", "--eval-episodes", "0", "--pool-size", "100",
-            "--trainer.pretrain-epochs", "2", "--ray-workers", "2", "--ray-address", ray_head,
-            "--run-dir", str(run)]  # fmt: skip
+    args = _tiny_ray_prefs(ray_head, run)
     assert main(args) == 0
     assert len(killed) == 1 and Store(run).count_labels() == 10
-    metrics = (run / "metrics.csv").read_text().splitlines()
-    restarts = [line for line in metrics if ",charts/ray_worker_restarts," in line]
+    restarts = _restart_counts(run)
     # one rollout per round (2 envs x 256 steps): the death shows in the second round
-    assert [line.rsplit(",", 1)[1] for line in restarts] == ["0.0", "1.0"]
+    assert restarts == ["0.0", "1.0"]
     _, state = CheckpointManager(run).load_latest()
     assert state["step"] == 1024
 

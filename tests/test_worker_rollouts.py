@@ -96,7 +96,9 @@ def test_a_worker_shows_its_policy_the_stack_the_driver_keeps():
     policy sees the same 4-frame stacks as the driver, across episode ends (the stack starts
     again from zeros), and the terminal observations it sends stay single frames."""
     n = 3
-    worker = RolloutWorker(EnvSpec("ALE/Pong-v5"), seed=0, first_rank=0, n_envs=n)
+    worker = RolloutWorker(
+        EnvSpec("ALE/Pong-v5"), seed=0, first_rank=0, n_envs=n, shadow_stack=True
+    )
     assert worker._shadow is not None and not worker.stacks_frames
     # The worker's envs, swapped for tiny random frames with frequent episode ends.
     worker.base = worker.venv = ShallowDummyVecEnv([lambda s=s: RandomFrames(s) for s in range(n)])

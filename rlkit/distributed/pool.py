@@ -66,6 +66,8 @@ class WorkerPool:
         max_restarts: how many times each worker may be re-created after dying; one more
             death raises :class:`WorkerFailedError` with the last error.
         frame_stack: stack Atari frames in the workers.
+        shadow_stack: keep a copy of the driver's Atari frame stack in the workers (see
+            :class:`RolloutWorker`).
         num_cpus: CPUs each actor reserves; lowered to ``cluster CPUs / n_workers`` when
             the cluster is smaller, so that the actors can always be placed.
         startup_timeout_s: how long to wait for the actors to be placed and build their envs.
@@ -82,6 +84,7 @@ class WorkerPool:
         max_restarts: int = 3,
         frame_stack: bool = False,
         num_cpus: float = 1.0,
+        shadow_stack: bool = False,
         startup_timeout_s: float = 120.0,
         on_restart: Callable[[int], None] | None = None,
     ) -> None:
@@ -92,6 +95,7 @@ class WorkerPool:
         self.seed = seed
         self.max_restarts = max_restarts
         self.frame_stack = frame_stack
+        self.shadow_stack = shadow_stack
         self.num_cpus = min(num_cpus, cluster_cpus / n_workers)
         self.startup_timeout_s = startup_timeout_s
         self.on_restart = on_restart
@@ -150,6 +154,7 @@ class WorkerPool:
                 len(self.ranges[i]),
                 frame_stack=self.frame_stack,
                 policy_seed=seed + first,
+                shadow_stack=self.shadow_stack,
             )
         )
 

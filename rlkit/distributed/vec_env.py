@@ -98,7 +98,7 @@ class RayVecEnv(VecEnv):
         self._jobs: list[tuple[int, np.ndarray]] | None = None
         self.pool = WorkerPool(
             spec, n_envs, n_workers, seed, max_restarts, num_cpus=num_cpus,
-            on_restart=self._on_restart,
+            on_restart=self._on_restart, shadow_stack=worker_rollouts,
         )  # fmt: skip
         observation_space, action_space = self.pool.call(0, "spaces")
         self._last_obs: np.ndarray | None = None
@@ -300,12 +300,12 @@ class RayVecEnv(VecEnv):
         actions, env_actions, values, log_probs = (
             np.concatenate([r[k] for r in results], axis=1) for k in range(1, 5)
         )
-        checked = np.ones(self.num_envs, dtype=bool)
+        every = np.ones(self.num_envs, dtype=bool)
+        first = every.copy()  # the driver decides the first step of the restarted blocks
         for block in decide_first:
-            checked[block.start : block.stop] = False
+            first[block.start : block.stop] = False
         for t in range(n_steps):
-            self._replay.append(([r[0][t] for r in results], env_actions[t], checked))
-            checked = np.ones(self.num_envs, dtype=bool)
+            self._replay.append(([r[0][t] for r in results], env_actions[t], every if t else first))
         return RolloutPlan(actions, values, log_probs, tuple(decide_first))
 
     def _restarted_rollout(self, i: int, n_steps: int) -> tuple:

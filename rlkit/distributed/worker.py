@@ -44,6 +44,8 @@ class RolloutWorker:
         n_envs: number of envs in this worker.
         frame_stack: stack Atari frames here (for worker-side policies); the vector env
             stacks them on the driver instead.
+        shadow_stack: without ``frame_stack``, keep a copy of the driver's Atari frame stack
+            here, for :meth:`rollout`'s policy (a RayVecEnv's workers, with worker rollouts).
         policy_seed: seeds the generator passed to worker-side policies and torch's.
     """
 
@@ -55,6 +57,7 @@ class RolloutWorker:
         n_envs: int,
         frame_stack: bool = False,
         policy_seed: int = 0,
+        shadow_stack: bool = False,
     ) -> None:
         # One core per worker: intra-op threads would only fight the other workers.
         torch.set_num_threads(1)
@@ -67,9 +70,10 @@ class RolloutWorker:
         self.venv: VecEnv = AtariFrameStack(self.base, ATARI_FRAME_STACK) if stack else self.base
         self.stacks_frames = stack
         # Without the stack here (a RayVecEnv's worker: the driver stacks), a shadow of the
-        # driver's stack is kept, for the observations of a worker-side rollout policy.
+        # driver's stack, for the observations of a worker-side rollout policy.
         self._shadow: PackedStackedObservations | None = None
-        if env_kind(spec.env_id) == "atari" and not stack:
+        self._needs_stack = env_kind(spec.env_id) == "atari" and not stack
+        if self._needs_stack and shadow_stack:
             self._shadow = PackedStackedObservations(
                 n_envs, ATARI_FRAME_STACK, self.base.observation_space
             )
@@ -255,6 +259,8 @@ class RolloutWorker:
         policy = self.rollout_policy
         if policy is None:
             raise RuntimeError("no rollout policy: call set_rollout_policy first")
+        if self._needs_stack and self._shadow is None:
+            raise RuntimeError("an Atari rollout needs the frame stack: create with shadow_stack")
         if self._obs is None:
             self.reset()
         steps, acts, env_acts, values, log_probs = [], [], [], [], []
