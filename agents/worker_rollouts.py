@@ -20,8 +20,6 @@ no Ray.
 
 from __future__ import annotations
 
-import dataclasses
-import warnings
 from collections.abc import Mapping
 from typing import Any, Protocol
 
@@ -35,6 +33,7 @@ from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.utils import obs_as_tensor
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 
+from rlkit.core.policy_weights import PolicyWeights
 from rlkit.core.rollout_plan import RolloutPlan
 
 __all__ = [
@@ -62,44 +61,6 @@ def env_actions(policy: ActorCriticPolicy, space: spaces.Space, actions: np.ndar
     if policy.squash_output:
         return policy.unscale_action(actions)
     return np.clip(actions, space.low, space.high)
-
-
-@dataclasses.dataclass(frozen=True)
-class PolicyWeights:
-    """A policy's ``state_dict`` as numpy arrays, each tensor once: SB3's actor-critic
-    policies list a shared features extractor three times (``features_extractor``,
-    ``pi_features_extractor``, ``vf_features_extractor``), 20 MB instead of 6.7 for A2C's
-    Atari CNN. Numpy arrays also cross Ray's object store without a copy, tensors do not.
-
-    Attributes:
-        arrays: the distinct tensors' data, by the first key that names each.
-        aliases: every other key, mapped to the key in ``arrays`` holding its data.
-    """
-
-    arrays: dict[str, np.ndarray]
-    aliases: dict[str, str]
-
-    @classmethod
-    def of(cls, state_dict: Mapping[str, th.Tensor]) -> PolicyWeights:
-        arrays: dict[str, np.ndarray] = {}
-        aliases: dict[str, str] = {}
-        seen: dict[tuple, str] = {}
-        for key, tensor in state_dict.items():
-            view = (tensor.data_ptr(), tensor.dtype, tuple(tensor.shape), tensor.stride())
-            if view in seen:
-                aliases[key] = seen[view]
-            else:
-                seen[view] = key
-                arrays[key] = tensor.detach().cpu().numpy()
-        return cls(arrays, aliases)
-
-    def state_dict(self) -> dict[str, th.Tensor]:
-        """Tensors over the arrays (read-only when they came through Ray's object store,
-        which is fine for ``load_state_dict``: it copies)."""
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-            tensors = {key: th.from_numpy(array) for key, array in self.arrays.items()}
-        return {**tensors, **{key: tensors[first] for key, first in self.aliases.items()}}
 
 
 class RolloutPolicy:

@@ -343,3 +343,33 @@ def test_a_local_start_that_times_out_is_tried_once_more(monkeypatch, message):
     with pytest.raises(ValueError, match="bad"):
         connection.start_local()
     assert calls == []
+
+
+def test_sampler_weights_cross_as_policy_weights_and_load_exactly():
+    """An SB3 CNN policy's state_dict lists its extractor three times: the sampler sends it as
+    PolicyWeights (each tensor once, numpy), and the worker's SB3Policy loads every tensor
+    back; a state_dict that is not all tensors goes as it is."""
+    import torch
+    from stable_baselines3 import A2C
+
+    from rlkit.core.policy_weights import PolicyWeights
+    from rlkit.distributed import SB3Policy
+
+    spec = EnvSpec("ALE/Pong-v5")
+    venv = make_vec_env(spec, 1, seed=0)
+    try:
+        driver = A2C("CnnPolicy", venv, seed=0, device="cpu").policy
+        other = A2C("CnnPolicy", venv, seed=1, device="cpu").policy
+    finally:
+        venv.close()
+    state = driver.state_dict()
+    wire = PolicyWeights.wrap(dict(state))
+    assert isinstance(wire, PolicyWeights) and len(wire.arrays) < len(state) / 2
+    worker = RolloutWorker(spec, 0, 0, 1, frame_stack=True)
+    worker.set_policy(SB3Policy(other))
+    assert not torch.equal(other.state_dict()["action_net.weight"], state["action_net.weight"])
+    worker.load_state_dict(wire)
+    for key, tensor in other.state_dict().items():
+        assert torch.equal(tensor, state[key]), key
+    mixed = {"step": 3, "w": torch.zeros(2)}
+    assert PolicyWeights.wrap(mixed) is mixed and PolicyWeights.unwrap(mixed) is mixed

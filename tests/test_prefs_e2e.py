@@ -110,23 +110,28 @@ def test_atari_run_produces_labels_and_checkpoint(tmp_path):
     assert state["step"] >= 400 and len(state["ensemble"]) > 0
 
 
+def _kill_9_when(args: list[str], ready, timeout: float = 300) -> None:
+    """Run ``rlkit prefs train *args`` and SIGKILL it as soon as ``ready()``."""
+    proc = subprocess.Popen([sys.executable, "-m", "rlkit.cli", "prefs", "train", *args],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        deadline = time.time() + timeout
+        while not ready():
+            if time.time() > deadline:
+                pytest.fail("the run did not get there within the deadline")
+            time.sleep(0.1)
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
 @pytest.mark.slow
 def test_kill_9_during_training_then_resume_keeps_every_label(tmp_path):
     run = tmp_path / "crash"
     args = [*TINY_MUJOCO, "--steps", "4096", "--labels", "40", "--run-dir", str(run)]
-    proc = subprocess.Popen([sys.executable, "-m", "rlkit.cli", "prefs", "train", *args],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    try:
-        deadline = time.time() + 300
-        while time.time() < deadline:
-            if (run / "checkpoints" / "latest").is_file() and Store(run).count_labels() > 10:
-                break
-            time.sleep(0.5)
-        else:
-            pytest.fail("no checkpoint within the deadline")
-    finally:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
+    _kill_9_when(
+        args, lambda: (run / "checkpoints" / "latest").is_file() and Store(run).count_labels() > 10
+    )
     before = {(r.id, r.choice) for r in Store(run).labels_after(0)}
     out = run_cli("prefs", "train", "--run-dir", str(run), "--resume")
     assert out.returncode == 0, out.stderr[-2000:]
@@ -134,6 +139,26 @@ def test_kill_9_during_training_then_resume_keeps_every_label(tmp_path):
     assert before <= after and len(after) == 40
     _, state = CheckpointManager(run).load_latest()
     assert state["step"] >= 4096
+
+
+@pytest.mark.slow
+def test_kill_9_before_the_first_checkpoint_then_resume_keeps_every_label(tmp_path):
+    """Killed while the reward model pretrains on the initial labels (long pretraining keeps
+    the run there): --resume starts again from step 0 with those labels and finishes."""
+    run = tmp_path / "early"
+    args = [*TINY_MUJOCO, "--trainer.pretrain-epochs", "2000", "--eval-episodes", "0",
+            "--run-dir", str(run)]  # fmt: skip
+    _kill_9_when(args, lambda: (run / "store.sqlite").is_file() and Store(run).count_labels() > 0)
+    assert not CheckpointManager(run).any()
+    before = [(r.id, r.segment_a, r.segment_b, r.choice) for r in Store(run).labels_after(0)]
+    out = run_cli("prefs", "train", "--run-dir", str(run), "--resume")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert f"starts again from step 0 with the {len(before)} labels" in out.stderr
+    after = [(r.id, r.segment_a, r.segment_b, r.choice) for r in Store(run).labels_after(0)]
+    assert after[: len(before)] == before and len(after) == 24
+    assert Store(run).count_selected_queries() == 24
+    _, state = CheckpointManager(run).load_latest()
+    assert state["step"] >= 2048 and state["last_label_id"] == after[-1][0]
 
 
 def test_bad_input_gets_one_line_and_exit_2(tmp_path):

@@ -10,6 +10,7 @@ import pytest
 import rlkit.loops.preference as preference
 from rlkit.cli import main
 from rlkit.core.checkpoint import CheckpointManager
+from rlkit.store import Store
 
 TINY = [
     "--env", "Hopper-v5", "--steps", "1024", "--labels", "10", "--n-envs", "2",
@@ -131,9 +132,7 @@ def test_resume_of_a_damaged_run_says_what_and_changes_nothing(
     if damage not in (_damage_store, _drop_store, _other_env):  # eval reads no store
         assert main(["prefs", "eval", str(run), "--episodes", "1"]) == 2
         assert says in _one_error_line(capsys)
-    # nothing saved changed (a failed resume may add a TensorBoard event file, nothing else)
-    kept = {p: b for p, b in _snapshot(run).items() if p.parent.name != "tb"}
-    assert kept == {p: b for p, b in before.items() if p.parent.name != "tb"}
+    assert _snapshot(run) == before  # nothing written, not even a TensorBoard event file
 
 
 @pytest.mark.parametrize(
@@ -213,8 +212,54 @@ def test_interrupt_before_the_first_checkpoint_says_where_the_labels_are(
     run = tmp_path / "run"
     assert main(["prefs", "train", *TINY, "--run-dir", str(run)]) == 130
     err = capsys.readouterr().err
-    assert "interrupted before the first checkpoint; the 0 labels stored so far" in err
-    assert "resumes only from a checkpoint" in err and (run / "config.json").is_file()
+    assert "interrupted before the first checkpoint; the 0 labels stored so far are kept" in err
+    assert f"--run-dir {run} --resume` starts the run again from step 0" in err
+    assert (run / "config.json").is_file()
+
+
+def test_a_run_stopped_before_its_first_checkpoint_starts_again_with_its_labels(
+    tmp_path, capsys, monkeypatch
+):
+    """Stopped after its initial labels were stored, before step 0 was saved: --resume runs
+    from step 0 again, trains on every stored label, asks no query twice, and saves step 0
+    as soon as the reward model is pretrained."""
+    run = tmp_path / "run"
+
+    def stop(self, epochs=None):  # right after the initial labels are stored
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(preference.PreferenceLoop, "start_reward_training", stop)
+        assert main(["prefs", "train", *TINY, "--run-dir", str(run)]) == 130
+    store = Store(run)
+    first = [(r.id, r.segment_a, r.segment_b, r.choice) for r in store.labels_after(0)]
+    segments = {s: store.load_segment(s).obs for _, a, b, _ in first for s in (a, b)}
+    assert 0 < len(first) < 10 and store.count_selected_queries() == len(first)
+    assert f"the {len(first)} labels stored so far are kept" in capsys.readouterr().err
+    assert not CheckpointManager(run).any()
+
+    saves = []
+    real_save = preference.PreferenceLoop.save
+    monkeypatch.setattr(
+        preference.PreferenceLoop,
+        "save",
+        lambda self: saves.append(self.steps_done) or real_save(self),
+    )
+    assert main(["prefs", "train", "--run-dir", str(run), "--resume"]) == 0
+    err = capsys.readouterr().err
+    assert (
+        f"no checkpoint yet: the run starts again from step 0 with the {len(first)} labels" in err
+    )
+    labels = [(r.id, r.segment_a, r.segment_b, r.choice) for r in store.labels_after(0)]
+    assert labels[: len(first)] == first and len(labels) == 10
+    assert store.count_selected_queries() == 10  # the budget, no query asked twice
+    for seg, obs in segments.items():  # the old labels' segments, not overwritten by new ones
+        assert (store.load_segment(seg).obs == obs).all()
+    new_segments = {s for _, a, b, _ in labels[len(first) :] for s in (a, b)}
+    assert min(new_segments - set(segments)) > max(segments)
+    assert saves[0] == 0 and saves[-1] >= 1024
+    _, state = CheckpointManager(run).load_latest()
+    assert state["last_label_id"] == labels[-1][0]  # every label was trained on
 
 
 def test_interrupt_after_a_checkpoint_names_it(finished_run, tmp_path, capsys, monkeypatch):

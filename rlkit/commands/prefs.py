@@ -57,11 +57,17 @@ def _fmt(x: float, spec: str = ".1f") -> str:
 
 
 def check_resumable(run_dir: Path) -> None:
-    """One-line errors, before anything is written, for a run that cannot be resumed: no
-    checkpoint, a damaged one (state or policy), or a missing or damaged label store."""
+    """One-line errors, before anything is written, for a run that cannot be resumed: a
+    damaged checkpoint (state or policy), or a missing or damaged label store. A run that
+    stopped before its first checkpoint starts again from step 0 with the labels it stored
+    (its store, if it got as far as making one, must be readable)."""
     from rlkit.store import check_store
 
-    path, _ = CheckpointManager(run_dir).load_latest()
+    checkpoints = CheckpointManager(run_dir)
+    if not checkpoints.any():
+        check_store(run_dir, required=False)
+        return
+    path, _ = checkpoints.load_latest()
     _check_policy_file(path / "policy.zip")
     check_store(run_dir, required=True)
 
@@ -92,9 +98,9 @@ def _interrupted(run_dir: Path) -> str:
         step = CheckpointManager(run_dir).latest().name
     except UserError:
         return (
-            f"interrupted before the first checkpoint; the {labels} labels stored so far are in "
-            f"{run_dir / 'store.sqlite'} (`rlkit label export {run_dir}` writes them out), but "
-            "a run resumes only from a checkpoint: start again with a new --run-dir"
+            f"interrupted before the first checkpoint; the {labels} labels stored so far are kept:"
+            f" `rlkit prefs train --run-dir {run_dir} --resume` starts the run again from step 0"
+            " with them"
         )
     return (
         f"interrupted; checkpoint {step} and all {labels} stored labels are saved: "

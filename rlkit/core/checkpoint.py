@@ -115,6 +115,10 @@ class CheckpointManager:
             if old.name != keep_name:
                 shutil.rmtree(old, ignore_errors=True)
 
+    def any(self) -> bool:
+        """Whether a checkpoint was ever completed here (a damaged one counts)."""
+        return self.latest_file.is_file() or any(p.is_dir() for p in self.root.glob("step_*"))
+
     def latest(self) -> Path:
         """The newest complete checkpoint directory; CheckpointError if there is none."""
         if not self.latest_file.is_file():

@@ -8,6 +8,7 @@ from typing import Any
 import ray
 
 from envs.factory import EnvSpec, check_env_id
+from rlkit.core.policy_weights import PolicyWeights
 from rlkit.core.types import Trajectory
 from rlkit.distributed.fragments import PackedFrames
 from rlkit.distributed.policies import WorkerPolicy
@@ -115,7 +116,8 @@ class FragmentSampler:
             raise ValueError("FragmentSampler.sample needs a policy the first time")
         new_weights = None
         if state_dict is not None:
-            self._weights_ref = new_weights = ray.put(dict(state_dict))
+            # Numpy, each shared tensor once (an SB3 CNN policy's extractor is listed 3 times).
+            self._weights_ref = new_weights = ray.put(PolicyWeights.wrap(dict(state_dict)))
         args = (self.fragment_length, new_weights, True)
         plain = (self.fragment_length, None, True)
         refs, self._in_flight = self._in_flight, None

@@ -23,7 +23,8 @@ from rlkit.distributed.pool import WorkerPool
 from rlkit.distributed.step_graph import StepGraph, graphs_supported
 
 if TYPE_CHECKING:  # agents sits above this package; its policies only pass through here
-    from agents.worker_rollouts import PolicyWeights, RandomRolloutPolicy, RolloutPolicy
+    from agents.worker_rollouts import RandomRolloutPolicy, RolloutPolicy
+    from rlkit.core.policy_weights import PolicyWeights
 
 logger = logging.getLogger("rlkit.distributed")
 

@@ -19,12 +19,13 @@ from stable_baselines3.common.vec_env import VecEnv
 from envs.factory import ATARI_FRAME_STACK, EnvSpec, env_kind, make_env
 from envs.frame_stack import AtariFrameStack, PackedStackedObservations
 from envs.shallow_dummy_vec_env import ShallowDummyVecEnv
+from rlkit.core.policy_weights import PolicyWeights
 from rlkit.core.types import Trajectory
 from rlkit.distributed.fragments import FragmentRecorder, PackedFrames
 from rlkit.distributed.policies import WorkerPolicy
 
 if TYPE_CHECKING:
-    from agents.worker_rollouts import PolicyWeights, RandomRolloutPolicy, RolloutPolicy
+    from agents.worker_rollouts import RandomRolloutPolicy, RolloutPolicy
 
 
 class RolloutWorker:
@@ -188,16 +189,17 @@ class RolloutWorker:
         """Use ``policy`` for :meth:`sample` from now on."""
         self.policy = policy
 
-    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
-        """Give the policy new weights (through its ``load_state_dict``)."""
+    def load_state_dict(self, state_dict: Mapping[str, Any] | PolicyWeights) -> None:
+        """Give the policy new weights (through its ``load_state_dict``, as a ``state_dict``
+        even when they came as :class:`~rlkit.core.policy_weights.PolicyWeights`)."""
         if self.policy is None:
             raise RuntimeError("no policy: call set_policy first")
-        self.policy.load_state_dict(state_dict)  # type: ignore[attr-defined]
+        self.policy.load_state_dict(PolicyWeights.unwrap(state_dict))  # type: ignore[attr-defined]
 
     def sample(
         self,
         fragment_length: int,
-        state_dict: Mapping[str, Any] | None = None,
+        state_dict: Mapping[str, Any] | PolicyWeights | None = None,
         pack_frames: bool = False,
     ) -> list[tuple[int, Trajectory | PackedFrames]]:
         """Step every env ``fragment_length`` times with the worker's policy.

@@ -395,13 +395,20 @@ class PreferenceLoop:
             self.teacher.request([QueryRequest(*p) for p in pending], segs, self.store)
 
     def start(self) -> None:
-        """A new run: random segments, the initial labels, reward pretraining."""
+        """A new run: random segments, the initial labels, reward pretraining.
+
+        Also a run started again after it stopped before its first checkpoint (``--resume``):
+        the queries and labels it stored are kept, so only the initial queries it had not yet
+        asked are asked, and every stored label is trained on (their segments are in the store;
+        the pool's ids start after them).
+        """
         self.agent = self._new_agent()
         n0 = self.schedule.target(0)
         t0 = time.perf_counter()
         self.collect_random_segments(min(self.pool.capacity, max(2 * n0, 20)))
         t1 = time.perf_counter()
-        self.ask(n0)
+        self.answer_pending_synthetic()
+        self.ask(n0 - self.store.count_selected_queries())
         if self.ingest_labels():
             # One thread, like the rounds: two were 1.4x faster alone on 2 cores but 2x slower
             # with a second run beside it (BENCHMARKS.md, overhead).
@@ -538,10 +545,19 @@ class PreferenceLoop:
     # -- the whole run --------------------------------------------------------------------
     def run(self, resume: bool = False) -> RunSummary:
         t_start = time.perf_counter()
-        if resume:
+        if resume and self.checkpoints.any():
             self.restore()
         else:
+            if resume:
+                self.console.print(
+                    f"no checkpoint yet: the run starts again from step 0 with the"
+                    f" {self.store.count_labels()} labels it stored",
+                    soft_wrap=True,
+                )
             self.start()
+            # Step 0 is saved at once: a run stopped from here on resumes with its pretrained
+            # reward model (the initial labels may be hours of a person's time).
+            self.save()
         assert self.agent is not None
         with make_progress(self.console) as progress:
             task = progress.add_task(
