@@ -14,6 +14,7 @@ from stable_baselines3.common.vec_env import SubprocVecEnv, VecEnv
 
 from envs.atari_preprocessing import atari_preprocessing
 from envs.frame_stack import AtariFrameStack
+from envs.mujoco_warnings import route_mujoco_warnings
 from envs.paper_reward import PaperReward, paper_task
 from envs.render_state import RenderStateInfo
 from envs.shallow_dummy_vec_env import ShallowDummyVecEnv
@@ -89,6 +90,8 @@ def mujoco_kwargs(spec: EnvSpec) -> dict:
 
 def env_dt(env_id: str) -> float | None:
     """Seconds of simulated time per agent step (MuJoCo's ``dt``), or None if the env has none."""
+    if env_kind(env_id) == "mujoco":
+        route_mujoco_warnings()
     env = gym.make(env_id)
     try:
         dt = getattr(env.unwrapped, "dt", None)
@@ -114,6 +117,8 @@ def make_env(spec: EnvSpec, seed: int, rank: int = 0) -> Callable[[], gym.Env]:
             env = Monitor(env)
             env = atari_preprocessing(env, terminal_on_life_loss=spec.training)
         else:
+            if kind == "mujoco":
+                route_mujoco_warnings()
             env = gym.make(spec.env_id, **mujoco_kwargs(spec))
             if spec.reward == "paper":
                 env = PaperReward(env, paper_task(spec.env_id))

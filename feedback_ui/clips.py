@@ -98,6 +98,9 @@ class MujocoFrames:
     def __init__(self, env_id: str, width: int, height: int) -> None:
         import mujoco
 
+        from envs.mujoco_warnings import route_mujoco_warnings
+
+        route_mujoco_warnings()
         self.env = gym.make(env_id, render_mode="rgb_array", width=width, height=height)
         self.env.reset(seed=0)
         model = self.env.unwrapped.model
