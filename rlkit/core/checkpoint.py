@@ -120,8 +120,15 @@ class CheckpointManager:
         return self.latest_file.is_file() or any(p.is_dir() for p in self.root.glob("step_*"))
 
     def latest(self) -> Path:
-        """The newest complete checkpoint directory; CheckpointError if there is none."""
+        """The newest complete checkpoint directory; CheckpointError if there is none.
+
+        A ``step_*`` directory only gets its name once complete, so where a kill came between
+        that rename and the pointer's first write, the newest such directory is the latest.
+        """
         if not self.latest_file.is_file():
+            done = sorted(p for p in self.root.glob("step_*") if (p / "state.pt").is_file())
+            if done:
+                return done[-1]
             raise CheckpointError(
                 f"no checkpoint in {self.root.parent}: the run stopped before writing its first"
             )

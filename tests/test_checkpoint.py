@@ -1,0 +1,48 @@
+"""Atomic checkpoints: what a kill at each moment of a save leaves, and what resumes from it."""
+
+import pytest
+
+from rlkit.core.checkpoint import CheckpointError, CheckpointManager
+
+
+def _save(manager: CheckpointManager, step: int) -> None:
+    manager.save(step, {"step": step}, {"policy.zip": lambda p: p.write_bytes(b"zip")})
+
+
+def test_saves_keep_the_newest_two_and_point_at_the_last(tmp_path):
+    manager = CheckpointManager(tmp_path)
+    assert not manager.any()
+    for step in (0, 512, 1024):
+        _save(manager, step)
+    assert manager.any()
+    assert sorted(p.name for p in manager.root.iterdir()) == [
+        "latest", "step_0000000512", "step_0000001024",
+    ]  # fmt: skip
+    path, state = manager.load_latest()
+    assert path.name == "step_0000001024" and state == {"step": 1024}
+    assert (path / "policy.zip").read_bytes() == b"zip"
+
+
+def test_killed_before_the_pointer_was_first_written_the_renamed_checkpoint_is_latest(tmp_path):
+    manager = CheckpointManager(tmp_path)
+    _save(manager, 0)
+    manager.latest_file.unlink()  # the kill came after the rename, before the pointer
+    (manager.root / ".step_0000000512.tmp99").mkdir()  # and a later save's unfinished folder
+    path, state = manager.load_latest()
+    assert path.name == "step_0000000000" and state == {"step": 0}
+
+
+def test_an_unfinished_first_save_is_no_checkpoint(tmp_path):
+    manager = CheckpointManager(tmp_path)
+    (manager.root / ".step_0000000000.tmp99").mkdir(parents=True)  # killed mid-save
+    assert not manager.any()
+    with pytest.raises(CheckpointError, match="stopped before writing its first"):
+        manager.latest()
+
+
+def test_a_pointer_to_a_missing_checkpoint_is_an_error_not_a_guess(tmp_path):
+    manager = CheckpointManager(tmp_path)
+    _save(manager, 0)
+    manager.latest_file.write_text("step_0000009999")
+    with pytest.raises(CheckpointError, match="names a missing checkpoint"):
+        manager.latest()
