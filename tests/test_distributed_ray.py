@@ -49,6 +49,7 @@ from rlkit.distributed import (  # noqa: E402
     shutdown,
 )
 from rlkit.distributed.worker import RolloutWorker  # noqa: E402
+from rlkit.loops.segment_recorder import FragmentSegmenter  # noqa: E402
 
 RAY_BIN = Path(sys.executable).with_name("ray")
 
@@ -243,9 +244,18 @@ def test_fragment_sampler_broadcasts_weights_and_survives_a_kill(ray_head):
             assert mine[0].obs.shape[1:] == (11,) and mine[0].render_states.shape[1:] == (12,)
         assert all(np.allclose(t.acts, 0.5) for _, t in first)
 
+        segments: list = []
+        segmenter = FragmentSegmenter(4, 10, segments.append)
+        segmenter.add(first)
         os.kill(sampler.pool.pid(0), signal.SIGKILL)
         second = sampler.sample_indexed()
         assert sampler.restarts == 1
+        # Into a segment pool: the re-created worker's envs (0, 1) start new episodes.
+        before = len(segments)
+        segmenter.add(second)
+        for k in (0, 1):
+            new = [s for s in segments[before:] if s.env_index == k]
+            assert new[0].episode_start == 0 and new[0].render_state.shape == (10, 12)
         assert {k for k, _ in second} == {0, 1, 2, 3}
         assert all(sum(len(t) for i, t in second if i == k) == 20 for k in range(4))
         assert all(np.allclose(t.acts, 0.5) for _, t in second)

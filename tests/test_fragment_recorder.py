@@ -34,7 +34,8 @@ def reference(stream, start_obs, start_states, flush_after):
             if dones[k]:
                 piece["obs"].append(infos[k]["terminal_observation"])
                 piece["states"].append(infos[k][RENDER_STATE_KEY])
-                out.append((k, piece, not infos[k]["TimeLimit.truncated"]))
+                truncated = infos[k]["TimeLimit.truncated"]
+                out.append((k, piece, not truncated, truncated))
                 state = reset_infos[k][RENDER_STATE_KEY]
                 cur[k] = {"obs": [obs[k]], "acts": [], "rews": [], "states": [state]}
             else:
@@ -43,7 +44,7 @@ def reference(stream, start_obs, start_states, flush_after):
         if t + 1 in flush_after:
             for k in range(n):
                 if cur[k]["acts"]:
-                    out.append((k, cur[k], False))
+                    out.append((k, cur[k], False, False))
                     last = cur[k]
                     cur[k] = {
                         "obs": [last["obs"][-1]],
@@ -102,9 +103,9 @@ def test_pieces_match_a_step_by_step_reference(obs_shape):
 
     want = reference(stream, start_obs, start_states, flush_after)
     # Per flush: episode ends in time order, then the unfinished pieces by env.
-    assert [k for k, _ in got] == [k for k, _, _ in want]
-    for (_, traj), (_, piece, terminal) in zip(got, want, strict=True):
-        assert traj.terminal == terminal
+    assert [k for k, _ in got] == [k for k, *_ in want]
+    for (_, traj), (_, piece, terminal, truncated) in zip(got, want, strict=True):
+        assert (traj.terminal, traj.truncated) == (terminal, truncated)
         assert traj.obs.dtype == dtype and traj.obs.flags.c_contiguous
         np.testing.assert_array_equal(traj.obs, np.stack(piece["obs"]))
         np.testing.assert_array_equal(traj.acts, np.stack(piece["acts"]))
@@ -142,7 +143,7 @@ def test_packed_frames_unpack_to_the_stacked_pieces():
         traj = wire.unpack()
         assert traj.obs.shape == want.obs.shape and not traj.obs.flags.writeable
         np.testing.assert_array_equal(traj.obs, want.obs)
-        assert traj.terminal == want.terminal
+        assert (traj.terminal, traj.truncated) == (want.terminal, want.truncated)
         np.testing.assert_array_equal(traj.acts, want.acts)
         np.testing.assert_array_equal(traj.rews, want.rews)
         np.testing.assert_array_equal(traj.render_states, want.render_states)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -131,8 +132,12 @@ def test_run_dir_protection_and_resume_errors(
     assert "corrupt or unreadable" in err and err.count("\n") == 1
     assert state.read_bytes() == b"not a checkpoint"
     assert (run / "checkpoints/latest").read_text() == "step_0000000080"
-    # Missing checkpoint pointer.
+    # Missing checkpoint pointer: the newest complete checkpoint is the latest (here, the
+    # corrupt one); with none at all, there is no checkpoint.
     (run / "checkpoints/latest").unlink()
+    assert main(["vpn", "train", "--run-dir", str(run), "--resume"]) == 2
+    assert "step_0000000080/state.pt is corrupt" in capsys.readouterr().err
+    shutil.rmtree(state.parent)
     assert main(["vpn", "train", "--run-dir", str(run), "--resume"]) == 2
     assert "no checkpoint" in capsys.readouterr().err
     assert main(["vpn", "eval", str(tmp_path / "nope")]) == 2

@@ -24,6 +24,8 @@ class Trajectory:
         terminal: whether the episode ended in a terminal state (not a time-limit truncation).
         render_states: per-observation simulator state to render it later, shape
             ``(T + 1, *state_shape)``, or None.
+        truncated: the episode ended here without a terminal state (a time limit). A piece
+            with neither flag is cut from a longer stream that goes on from ``obs[-1]``.
     """
 
     obs: np.ndarray
@@ -31,8 +33,11 @@ class Trajectory:
     rews: np.ndarray
     terminal: bool
     render_states: np.ndarray | None = None
+    truncated: bool = False
 
     def __post_init__(self) -> None:
+        if self.terminal and self.truncated:
+            raise ValueError("a Trajectory ends either terminal or truncated, not both")
         if len(self.obs) != len(self.acts) + 1:
             raise ValueError(
                 f"Trajectory needs len(obs) == len(acts) + 1, got {len(self.obs)} and {len(self.acts)}"

@@ -39,7 +39,7 @@ class PackedFrames:
 
     Attributes:
         frames: ``(T + S, H, W)``.
-        acts, rews, terminal, render_states: as in :class:`Trajectory`.
+        acts, rews, terminal, render_states, truncated: as in :class:`Trajectory`.
     """
 
     frames: np.ndarray
@@ -47,6 +47,7 @@ class PackedFrames:
     rews: np.ndarray
     terminal: bool
     render_states: np.ndarray | None = None
+    truncated: bool = False
 
     def unpack(self) -> Trajectory:
         """The trajectory, its ``obs`` (shape ``(T + 1, H, W, S)``) a read-only view of the
@@ -58,6 +59,7 @@ class PackedFrames:
             rews=self.rews,
             terminal=self.terminal,
             render_states=self.render_states,
+            truncated=self.truncated,
         )
 
 
@@ -65,9 +67,10 @@ class FragmentRecorder:
     """Follows ``n_envs`` auto-resetting envs (SB3 VecEnv conventions) and emits
     :class:`Trajectory` pieces.
 
-    A piece ends at an episode's end (``terminal`` is True unless the episode was cut by a
-    time limit, ``info["TimeLimit.truncated"]``; its last observation is
-    ``info["terminal_observation"]``) or when :meth:`flush` is called (``terminal`` False).
+    A piece ends at an episode's end (``terminal``, or ``truncated`` where a time limit cut the
+    episode, ``info["TimeLimit.truncated"]``; its last observation is
+    ``info["terminal_observation"]``) or when :meth:`flush` is called (neither flag: the next
+    piece of that env goes on from its last observation).
     With ``render_state`` each piece also carries ``info["render_state"]`` per observation.
 
     Steps are kept as they come, one batch per step (no per-env work at a step unless an
@@ -154,13 +157,14 @@ class FragmentRecorder:
             pack_frames,
         )
         out = [
-            (e.k, cut.piece(e.k, e.first, e.stop, e.last_obs, e.last_state, e.terminal))
+            (e.k, cut.piece(e.k, e.first, e.stop, e.last_obs, e.last_state, e.terminal, True))
             for e in self._endings
         ]
         for k, first in enumerate(self._first):
             if first < steps:
                 state = self._states[steps][k] if self.render_state else None
-                out.append((k, cut.piece(k, first, steps, self._obs[steps][k], state, False)))
+                piece = cut.piece(k, first, steps, self._obs[steps][k], state, False, False)
+                out.append((k, piece))
         self._obs, self._acts, self._rews = [self._obs[-1]], [], []
         self._states = self._states[-1:]
         self._first = [0] * self.n_envs
@@ -205,9 +209,11 @@ class _Cutter:
         last_obs: np.ndarray,
         last_state: np.ndarray | None,
         terminal: bool,
+        ended: bool,
     ) -> Trajectory | PackedFrames:
         """Env ``k``'s steps ``first .. stop - 1`` of the chunk, ending at ``last_obs`` (whose
-        render state is ``last_state``)."""
+        render state is ``last_state``); ``ended``: the episode ended there."""
+        truncated = ended and not terminal
         states = None
         if self.states is not None:
             states = np.stack([s[k] for s in self.states[first:stop]] + [last_state])
@@ -221,9 +227,9 @@ class _Cutter:
             for j, o in enumerate(self.obs[first + 1 : stop], start=n_stack):
                 frames[j] = o[k][..., -1]
             frames[-1] = np.asarray(last_obs)[..., -1]
-            return PackedFrames(frames, acts, rews, terminal, states)
+            return PackedFrames(frames, acts, rews, terminal, states, truncated)
         if self.stacked_obs is not None:
             obs = np.concatenate([self.stacked_obs[first:stop, k], np.asarray(last_obs)[None]])
         else:
             obs = np.stack([o[k] for o in self.obs[first:stop]] + [np.asarray(last_obs)])
-        return Trajectory(obs=obs, acts=acts, rews=rews, terminal=terminal, render_states=states)
+        return Trajectory(obs, acts, rews, terminal, states, truncated)

@@ -103,9 +103,11 @@ class FragmentSampler:
 
         Returns: ``(env index, trajectory)`` pairs, sorted by env index then time. Each
         env's trajectories hold ``fragment_length`` actions together; a trajectory ends at
-        an episode's end (``terminal`` True unless a time limit cut it) or at the end of the
-        call (``terminal`` False), where the next call's first trajectory of that env
-        starts.
+        an episode's end (``terminal``, or ``truncated`` where a time limit cut it) or at the
+        end of the call (neither), where the next call's first trajectory of that env
+        starts (unless its worker was re-created meanwhile: its envs start new episodes).
+        :class:`rlkit.loops.segment_recorder.FragmentSegmenter` cuts them into the segments
+        of a preference run's pool.
         """
         handles = list(self.pool.handles)
         if policy is not None:

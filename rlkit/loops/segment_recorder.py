@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 
-from rlkit.core.types import Segment
+from rlkit.core.types import Segment, Trajectory
 
 RENDER_STATE_KEY = "render_state"
 
@@ -27,6 +27,19 @@ class _EnvTrace:
         self.acts.clear()
         self.rews.clear()
         self.states.clear()
+
+    def cut(self, length: int, env_id: str, env_index: int, step: int) -> Segment:
+        """The ``length`` steps held as a Segment (render states if every step has one);
+        the trace is emptied, its episode goes on."""
+        states = np.stack(self.states) if len(self.states) == length else None
+        seg = Segment(
+            obs=np.stack(self.obs), acts=np.stack(self.acts),
+            true_rews=np.asarray(self.rews, dtype=np.float64), render_state=states,
+            env_id=env_id, env_index=env_index, step=step,
+            episode_start=self.episode_step - length,
+        )  # fmt: skip
+        self.clear()
+        return seg
 
 
 class SegmentRecorder(VecEnvWrapper):
@@ -105,12 +118,54 @@ class SegmentRecorder(VecEnvWrapper):
         return obs, rews, dones, infos
 
     def _emit(self, i: int, trace: _EnvTrace) -> None:
-        states = np.stack(trace.states) if len(trace.states) == self.length else None
-        seg = Segment(
-            obs=np.stack(trace.obs), acts=np.stack(trace.acts),
-            true_rews=np.asarray(trace.rews, dtype=np.float64), render_state=states,
-            env_id=self.env_id, env_index=i, step=self.total_steps,
-            episode_start=trace.episode_step - self.length,
-        )  # fmt: skip
-        trace.clear()
-        self.on_segment(seg)
+        self.on_segment(trace.cut(self.length, self.env_id, i, self.total_steps))
+
+
+class FragmentSegmenter:
+    """Cuts trajectory fragments (``FragmentSampler.sample_indexed``'s ``(env index,
+    trajectory)`` pairs, call after call) into the segments a :class:`SegmentRecorder` cuts
+    from the same steps: consecutive windows of ``length`` steps within one episode, each
+    observation with the render state it was rendered from, the tail of an episode shorter
+    than ``length`` dropped.
+
+    An env's fragment with neither ``terminal`` nor ``truncated`` goes on in its next one; the
+    next one only continues it if it starts at the same observation (a worker re-created in
+    between starts new episodes, whose first steps must not join the old ones).
+
+    Args:
+        n_envs: the sampler's envs; ``Segment.step`` counts steps over all of them, as the
+            recorder does when they step in lockstep.
+        length, on_segment, env_id: as in :class:`SegmentRecorder`.
+    """
+
+    def __init__(
+        self, n_envs: int, length: int, on_segment: Callable[[Segment], object], env_id: str = ""
+    ) -> None:
+        if length < 1:
+            raise ValueError(f"segment length must be >= 1, got {length}")
+        self.n_envs, self.length, self.on_segment, self.env_id = n_envs, length, on_segment, env_id
+        self.traces = [_EnvTrace() for _ in range(n_envs)]
+        self.steps = [0] * n_envs  # each env's steps so far
+        self._last_obs: list[np.ndarray | None] = [None] * n_envs  # None: no episode goes on
+
+    def add(self, pieces: Iterable[tuple[int, Trajectory]]) -> None:
+        """Take one call's fragments, each env's in order of time."""
+        for k, traj in pieces:
+            trace, last = self.traces[k], self._last_obs[k]
+            if last is None or not np.array_equal(last, traj.obs[0]):
+                trace.clear()  # a new episode
+                trace.episode_step = 0
+            states = traj.render_states
+            for t in range(len(traj)):
+                trace.obs.append(traj.obs[t])
+                trace.acts.append(traj.acts[t])
+                trace.rews.append(float(traj.rews[t]))
+                if states is not None:
+                    trace.states.append(states[t])
+                trace.episode_step += 1
+                self.steps[k] += 1
+                if len(trace.acts) == self.length:
+                    step = self.steps[k] * self.n_envs
+                    self.on_segment(trace.cut(self.length, self.env_id, k, step))
+            ended = traj.terminal or traj.truncated
+            self._last_obs[k] = None if ended else traj.obs[-1]
