@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 import rlkit.loops.preference as preference
 from rlkit.cli import main
@@ -238,13 +239,16 @@ def test_a_run_stopped_before_its_first_checkpoint_starts_again_with_its_labels(
     assert f"the {len(first)} labels stored so far are kept" in capsys.readouterr().err
     assert not CheckpointManager(run).any()
 
-    saves = []
-    real_save = preference.PreferenceLoop.save
-    monkeypatch.setattr(
-        preference.PreferenceLoop,
-        "save",
-        lambda self: saves.append(self.steps_done) or real_save(self),
-    )
+    saves, generators = [], []
+    loop = preference.PreferenceLoop
+    write, start, run_round = loop._write_checkpoint, loop.start, loop.run_round
+
+    def note_generators(self):
+        generators.append((self.rng.bit_generator.state, torch.random.get_rng_state()))
+
+    monkeypatch.setattr(loop, "_write_checkpoint", lambda s: saves.append(s.steps_done) or write(s))
+    monkeypatch.setattr(loop, "start", lambda s: (start(s), note_generators(s))[0])
+    monkeypatch.setattr(loop, "run_round", lambda s: (note_generators(s), run_round(s))[1])
     assert main(["prefs", "train", "--run-dir", str(run), "--resume"]) == 0
     err = capsys.readouterr().err
     assert (
@@ -258,6 +262,9 @@ def test_a_run_stopped_before_its_first_checkpoint_starts_again_with_its_labels(
     new_segments = {s for _, a, b, _ in labels[len(first) :] for s in (a, b)}
     assert min(new_segments - set(segments)) > max(segments)
     assert saves[0] == 0 and saves[-1] >= 1024
+    # Saving step 0 drew nothing from the run's generators: the run goes on as without it.
+    (after_start, rng_a), (first_round, rng_b) = generators[:2]
+    assert after_start == first_round and torch.equal(rng_a, rng_b)
     _, state = CheckpointManager(run).load_latest()
     assert state["last_label_id"] == labels[-1][0]  # every label was trained on
 

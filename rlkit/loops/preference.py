@@ -485,8 +485,12 @@ class PreferenceLoop:
     # -- checkpoints ----------------------------------------------------------------------
     def save(self) -> Path:
         """Checkpoint at a round boundary (waits for any reward training in flight)."""
-        assert self.agent is not None
         self.finish_reward_training()
+        return self._write_checkpoint()
+
+    def _write_checkpoint(self) -> Path:
+        """Checkpoint as things stand (no reward training in flight)."""
+        assert self.agent is not None
         state = {
             "step": self.steps_done,
             "ensemble": self.ensemble.state_dict(),
@@ -556,8 +560,10 @@ class PreferenceLoop:
                 )
             self.start()
             # Step 0 is saved at once: a run stopped from here on resumes with its pretrained
-            # reward model (the initial labels may be hours of a person's time).
-            self.save()
+            # reward model (the initial labels may be hours of a person's time). start() has
+            # finished the reward training: save() would refresh the normalization again,
+            # drawing from the run's generator, and change the rest of the run.
+            self._write_checkpoint()
         assert self.agent is not None
         with make_progress(self.console) as progress:
             task = progress.add_task(
