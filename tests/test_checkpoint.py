@@ -32,12 +32,14 @@ def test_killed_before_the_pointer_was_first_written_the_renamed_checkpoint_is_l
     assert path.name == "step_0000000000" and state == {"step": 0}
 
 
-def test_an_unfinished_first_save_is_no_checkpoint(tmp_path):
+def test_an_unfinished_first_save_is_no_checkpoint_and_the_next_save_clears_it(tmp_path):
     manager = CheckpointManager(tmp_path)
     (manager.root / ".step_0000000000.tmp99").mkdir(parents=True)  # killed mid-save
     assert not manager.any()
     with pytest.raises(CheckpointError, match="stopped before writing its first"):
         manager.latest()
+    _save(manager, 0)  # the run, started again, saves step 0 from another process
+    assert sorted(p.name for p in manager.root.iterdir()) == ["latest", "step_0000000000"]
 
 
 def test_a_pointer_to_a_missing_checkpoint_is_an_error_not_a_guess(tmp_path):

@@ -114,6 +114,8 @@ class CheckpointManager:
         for old in done[: -self.keep]:
             if old.name != keep_name:
                 shutil.rmtree(old, ignore_errors=True)
+        for unfinished in self.root.glob(".step_*.tmp*"):  # left by a save that was killed
+            shutil.rmtree(unfinished, ignore_errors=True)
 
     def any(self) -> bool:
         """Whether a checkpoint was ever completed here (a damaged one counts)."""
