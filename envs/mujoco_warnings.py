@@ -2,11 +2,12 @@
 
 MuJoCo's default warning handler prints to stdout and appends to ``MUJOCO_LOG.TXT`` in the
 working directory. Gymnasium's HalfCheetah model sets its total mass with the compiler
-attribute ``settotalmass``, which MuJoCo 3.3+ reports as deprecated each time the model is
-compiled: every HalfCheetah env a run makes (its training envs, evaluation, clip rendering) would
-print that line and leave a log file in the user's directory. The mass is still set (the
-bodies weigh 14 in all), so that message is dropped; any other MuJoCo warning (a simulation
-going unstable, say) becomes a ``RuntimeWarning``, shown once per message.
+attribute ``settotalmass``, which MuJoCo 4 (the pinned release) reports as deprecated each
+time the model is compiled: every HalfCheetah env a run makes (its training envs, evaluation,
+clip rendering) would print that line and leave a log file in the user's directory. The mass
+is still set (the bodies weigh 14 in all), so that message is dropped; any other MuJoCo
+warning (a simulation going unstable, say) becomes a ``RuntimeWarning``, shown once per
+message.
 """
 
 from __future__ import annotations
