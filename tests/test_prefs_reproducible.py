@@ -1,5 +1,6 @@
 """A preference run is a function of its seed: the same seed gives the same queries, labels,
-reward model and policy, even though reward training runs on a background thread."""
+reward model and policy, even though reward training runs on a background thread; how often
+it is checkpointed changes none of them."""
 
 from pathlib import Path
 
@@ -47,3 +48,31 @@ def test_same_seed_same_run_other_seed_other_run(tmp_path):
     # ... and the seed matters (otherwise the checks above prove nothing)
     assert first["labels"] != other["labels"]
     assert not same_tensors(first["policy"], other["policy"])
+
+
+def checkpointed_run(run_dir: Path, every: int) -> dict:
+    """A whole tiny run (step 0 and the end are always saved), checkpointed every ``every``."""
+    cfg = tiny_hopper(steps=2048, labels=24, seed=5, round_steps=512, checkpoint_every=every)
+    loop = PreferenceLoop(cfg, run_dir, Console(quiet=True))
+    try:
+        loop.run()
+        return {
+            "labels": [(r.segment_a, r.segment_b, r.choice) for r in loop.store.labels_after(0)],
+            "reward": {k: v.clone() for k, v in loop.ensemble.state_dict().items()},
+            "policy": {k: v.clone() for k, v in loop.agent.policy.state_dict().items()},
+            "saves": sorted(p.name for p in (run_dir / "checkpoints").glob("step_*")),
+        }
+    finally:
+        loop.close()
+
+
+@pytest.mark.slow
+def test_checkpoints_change_nothing_the_run_learns(tmp_path):
+    """Checkpointed after every round or only at its start and end: the same run."""
+    often, rarely = (checkpointed_run(tmp_path / name, every) for name, every in
+                     (("often", 512), ("rarely", 10**9)))  # fmt: skip
+    assert often["saves"] == ["step_0000001536", "step_0000002048"]  # the newest two kept
+    assert rarely["saves"] == ["step_0000000000", "step_0000002048"]
+    assert len(often["labels"]) > 10 and often["labels"] == rarely["labels"]
+    assert same_tensors(often["reward"], rarely["reward"])
+    assert same_tensors(often["policy"], rarely["policy"])

@@ -238,6 +238,7 @@ class PreferenceLoop:
         self.true_return_before = math.nan
         self.random_steps = 0
         self.last_checkpoint_step = 0
+        self._finished_early: dict[str, float] = {}  # stats of training a save waited for
 
     # -- construction -------------------------------------------------------------------
     def _make_venv(self) -> VecEnv:
@@ -371,7 +372,8 @@ class PreferenceLoop:
 
     def finish_reward_training(self) -> dict[str, float]:
         """Wait for the learner, refresh its normalization, copy it into the actor."""
-        stats = self.learner.finish()
+        stats = {**self._finished_early, **self.learner.finish()}
+        self._finished_early = {}
         self.refresh_normalization()
         self.actor.load_state_dict(self.ensemble.state_dict())
         return stats
@@ -484,8 +486,12 @@ class PreferenceLoop:
 
     # -- checkpoints ----------------------------------------------------------------------
     def save(self) -> Path:
-        """Checkpoint at a round boundary (waits for any reward training in flight)."""
-        self.finish_reward_training()
+        """Checkpoint at a round boundary. Waits for any reward training in flight, but leaves
+        its result for the next :meth:`finish_reward_training` to take, as it would have
+        without the checkpoint: the policy's reward stays one round behind and the run's
+        generator is not drawn from, so how often a run is checkpointed changes nothing it
+        learns."""
+        self._finished_early.update(self.learner.finish())
         return self._write_checkpoint()
 
     def _write_checkpoint(self) -> Path:
@@ -560,10 +566,8 @@ class PreferenceLoop:
                 )
             self.start()
             # Step 0 is saved at once: a run stopped from here on resumes with its pretrained
-            # reward model (the initial labels may be hours of a person's time). start() has
-            # finished the reward training: save() would refresh the normalization again,
-            # drawing from the run's generator, and change the rest of the run.
-            self._write_checkpoint()
+            # reward model (the initial labels may be hours of a person's time).
+            self.save()
         assert self.agent is not None
         with make_progress(self.console) as progress:
             task = progress.add_task(
@@ -584,6 +588,7 @@ class PreferenceLoop:
         self.finish_reward_training()
         if self.ingest_labels():
             self.start_reward_training()
+            self.finish_reward_training()
         self.save()
         after = evaluate_policy_true(self.agent, self.cfg, self.n_envs, self.cfg.eval_episodes)
         if not math.isnan(after):
