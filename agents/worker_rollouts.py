@@ -96,9 +96,7 @@ class RolloutPolicy:
         return self._policy
 
     def load_state_dict(self, weights: Mapping[str, Any] | PolicyWeights) -> None:
-        if isinstance(weights, PolicyWeights):
-            weights = weights.state_dict()
-        self.policy.load_state_dict(weights)
+        self.policy.load_state_dict(PolicyWeights.unwrap(weights))
 
     def __call__(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         policy = self.policy
@@ -130,6 +128,9 @@ class RandomRolloutPolicy:
         if not isinstance(action_space, spaces.Discrete | spaces.Box):
             raise TypeError(f"RandomRolloutPolicy takes Discrete or Box, got {action_space}")
         self.action_space = action_space
+        if isinstance(action_space, spaces.Box):  # the bounds once, not at every step
+            self._low = np.broadcast_to(action_space.low, action_space.shape).astype(np.float64)
+            self._span = np.broadcast_to(action_space.high, action_space.shape) - self._low
 
     def load_state_dict(self, weights: Any) -> None:
         raise TypeError("RandomRolloutPolicy has no weights")
@@ -139,10 +140,8 @@ class RandomRolloutPolicy:
         if isinstance(space, spaces.Discrete):
             actions = (space.start + th.randint(int(space.n), (n,))).numpy()
         else:
-            low = np.broadcast_to(space.low, space.shape).astype(np.float64)
-            span = np.broadcast_to(space.high, space.shape) - low
             u = th.rand((n, *space.shape), dtype=th.float64).numpy()
-            actions = (low + span * u).astype(space.dtype)
+            actions = (self._low + self._span * u).astype(space.dtype)
         return actions, np.zeros(n, np.float32), np.zeros(n, np.float32)
 
     def env_actions(self, actions: np.ndarray) -> np.ndarray:

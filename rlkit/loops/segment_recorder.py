@@ -28,6 +28,16 @@ class _EnvTrace:
         self.rews.clear()
         self.states.clear()
 
+    def add(self, obs: np.ndarray, act: np.ndarray, rew: float, state: np.ndarray | None) -> int:
+        """One more step of the episode; returns how many steps are held."""
+        self.obs.append(obs)
+        self.acts.append(act)
+        self.rews.append(float(rew))
+        if state is not None:
+            self.states.append(state)
+        self.episode_step += 1
+        return len(self.acts)
+
     def cut(self, length: int, env_id: str, env_index: int, step: int) -> Segment:
         """The ``length`` steps held as a Segment (render states if every step has one);
         the trace is emptied, its episode goes on."""
@@ -97,14 +107,10 @@ class SegmentRecorder(VecEnvWrapper):
         assert self._obs is not None and self._actions is not None, "reset() before step()"
         self.total_steps += self.num_envs
         for i, trace in enumerate(self.traces):
-            trace.obs.append(self._obs[i].copy())
-            trace.acts.append(np.array(self._actions[i]))
-            trace.rews.append(float(rews[i]))
-            state = self._states[i]
-            if state is not None:
-                trace.states.append(state)
-            trace.episode_step += 1
-            if len(trace.acts) == self.length:
+            held = trace.add(
+                self._obs[i].copy(), np.array(self._actions[i]), rews[i], self._states[i]
+            )
+            if held == self.length:
                 self._emit(i, trace)
             if dones[i]:
                 self.episodes_done += 1
@@ -157,14 +163,10 @@ class FragmentSegmenter:
                 trace.episode_step = 0
             states = traj.render_states
             for t in range(len(traj)):
-                trace.obs.append(traj.obs[t])
-                trace.acts.append(traj.acts[t])
-                trace.rews.append(float(traj.rews[t]))
-                if states is not None:
-                    trace.states.append(states[t])
-                trace.episode_step += 1
+                state = None if states is None else states[t]
+                held = trace.add(traj.obs[t], traj.acts[t], traj.rews[t], state)
                 self.steps[k] += 1
-                if len(trace.acts) == self.length:
+                if held == self.length:
                     step = self.steps[k] * self.n_envs
                     self.on_segment(trace.cut(self.length, self.env_id, k, step))
             ended = traj.terminal or traj.truncated
