@@ -161,6 +161,97 @@ def test_kill_9_before_the_first_checkpoint_then_resume_keeps_every_label(tmp_pa
     assert state["step"] >= 2048 and state["last_label_id"] == after[-1][0]
 
 
+def _signal_when(args: list[str], ready, send, log, timeout: float = 300) -> int:
+    """Run ``rlkit prefs train *args`` in a session of its own (as a terminal's job), call
+    ``send(proc)`` as soon as ``ready()``, and return its exit code; its stderr goes to
+    ``log``."""
+    with open(log, "w") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "rlkit.cli", "prefs", "train", *args],
+            stdout=subprocess.DEVNULL, stderr=err, start_new_session=True,
+        )  # fmt: skip
+        try:
+            deadline = time.time() + timeout
+            while not ready():
+                if time.time() > deadline or proc.poll() is not None:
+                    pytest.fail(f"the run did not get there: {log.read_text()[-2000:]}")
+                time.sleep(0.05)
+            send(proc)
+            return proc.wait(timeout=timeout)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+def _metrics_steps(run) -> set[int]:
+    path = run / "metrics.csv"
+    if not path.is_file():
+        return set()
+    return {int(line.split(",")[0]) for line in path.read_text().splitlines()[1:] if line}
+
+
+def _labelled(run):
+    return lambda: (run / "store.sqlite").is_file() and Store(run).count_labels() > 0
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_at_the_end_of_the_round_checkpointed_and_resume_goes_on(tmp_path):
+    """Ctrl-C reaches every process of a terminal's job, the reward learner's too: the run
+    finishes its round, checkpoints it (with the learner's state) and exits 130."""
+    run = tmp_path / "ctrl_c"
+    args = [*TINY_MUJOCO, "--steps", "8192", "--checkpoint-every", "100000", "--run-dir", str(run)]
+    rc = _signal_when(
+        args, lambda: max(_metrics_steps(run), default=0) >= 2048,
+        lambda proc: os.killpg(proc.pid, signal.SIGINT), tmp_path / "err.txt",
+    )  # fmt: skip
+    err = (tmp_path / "err.txt").read_text()
+    assert rc == 130, err[-2000:]
+    assert "Ctrl-C: stopping at the end of this round" in err
+    ckpt, state = CheckpointManager(run).load_latest()
+    step = state["step"]
+    assert 2048 <= step < 8192 and step % 1024 == 0  # a round's end, not a scheduled save
+    assert f"stopped at step {step:,}; checkpoint {ckpt.name} and all" in err
+    assert "--resume` continues" in err and "Traceback" not in err
+    assert state["last_label_id"] == max(r.id for r in Store(run).labels_after(0))
+    labels = [(r.id, r.choice) for r in Store(run).labels_after(0)]
+    out = run_cli("prefs", "train", "--run-dir", str(run), "--resume")
+    assert out.returncode == 0, out.stderr[-2000:]
+    _, state = CheckpointManager(run).load_latest()
+    assert state["step"] == 8192
+    assert [(r.id, r.choice) for r in Store(run).labels_after(0)][: len(labels)] == labels
+
+
+@pytest.mark.slow
+def test_sigterm_waits_for_the_pretrained_model_and_a_second_signal_stops_at_once(tmp_path):
+    # SIGTERM (a scheduler's notice) while the reward model pretrains: it finishes, step 0 is
+    # saved, exit 143
+    run = tmp_path / "term"
+    args = [*TINY_MUJOCO, "--trainer.pretrain-epochs", "300", "--eval-episodes", "0",
+            "--run-dir", str(run)]  # fmt: skip
+    rc = _signal_when(
+        args, _labelled(run), lambda proc: proc.send_signal(signal.SIGTERM), tmp_path / "t.txt"
+    )
+    err = (tmp_path / "t.txt").read_text()
+    assert rc == 143, err[-2000:]
+    assert "SIGTERM: stopping" in err and "stopped at step 0; checkpoint step_0000000000" in err
+    assert [p.name for p in CheckpointManager(run).root.glob("step_*")] == ["step_0000000000"]
+    # twice: the first asks, the second stops at once (pretraining left unfinished)
+    run = tmp_path / "twice"
+    args = [*TINY_MUJOCO, "--trainer.pretrain-epochs", "2000", "--run-dir", str(run)]
+
+    def twice(proc: subprocess.Popen) -> None:
+        os.killpg(proc.pid, signal.SIGINT)
+        time.sleep(0.5)
+        os.killpg(proc.pid, signal.SIGINT)
+
+    rc = _signal_when(args, _labelled(run), twice, tmp_path / "i.txt")
+    err = (tmp_path / "i.txt").read_text()
+    assert rc == 130, err[-2000:]
+    assert "interrupted before the first checkpoint" in err and "Traceback" not in err
+    assert not CheckpointManager(run).any() and Store(run).count_labels() > 0
+
+
 def test_bad_input_gets_one_line_and_exit_2(tmp_path):
     out = run_cli("prefs", "train", "--env", "Hoper-v5", "--run-dir", str(tmp_path / "x"))
     assert out.returncode == 2

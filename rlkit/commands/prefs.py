@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import signal
 import sys
 import zipfile
 from pathlib import Path
@@ -25,6 +26,7 @@ from rlkit.core.rundir import (
     refuse_changes_on_resume,
     save_config,
 )
+from rlkit.core.stop import GracefulStop, StopRequested
 from rlkit.loops.preference_config import PrefsConfig
 
 # How a run executes, not what it learns: a resumed run may change these (a restarted Ray
@@ -89,8 +91,8 @@ def _clear_new_run(run_dir: Path) -> None:
             entry.unlink(missing_ok=True)
 
 
-def _interrupted(run_dir: Path) -> str:
-    """What an interrupted run left, and how to go on."""
+def _interrupted(run_dir: Path, what: str = "interrupted") -> str:
+    """What an interrupted (or stopped, ``what``) run left, and how to go on."""
     from rlkit.store import stored_label_count
 
     labels = stored_label_count(run_dir)
@@ -98,12 +100,12 @@ def _interrupted(run_dir: Path) -> str:
         step = CheckpointManager(run_dir).latest().name
     except UserError:
         return (
-            f"interrupted before the first checkpoint; the {labels} labels stored so far are kept:"
+            f"{what} before the first checkpoint; the {labels} labels stored so far are kept:"
             f" `rlkit prefs train --run-dir {run_dir} --resume` starts the run again from step 0"
             " with them"
         )
     return (
-        f"interrupted; checkpoint {step} and all {labels} stored labels are saved: "
+        f"{what}; checkpoint {step} and all {labels} stored labels are saved: "
         f"`rlkit prefs train --run-dir {run_dir} --resume` continues"
     )
 
@@ -201,11 +203,18 @@ def train(argv: list[str]) -> int:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise UserError(f"cannot set up the run: {first}") from None
         raise
+    # The first Ctrl-C or SIGTERM stops the run at the end of its round, checkpointed; a
+    # second one stops it at once (rlkit.core.stop).
+    stop = GracefulStop(announce=lambda line: console.print(line, soft_wrap=True))
     try:
-        summary = loop.run(resume=cfg.resume)
+        with stop:
+            summary = loop.run(resume=cfg.resume, stop=stop)
+    except StopRequested as exc:
+        print(_interrupted(run_dir, f"stopped at step {exc.step:,}"), file=sys.stderr)
+        return exc.exit_code
     except KeyboardInterrupt:
         print(_interrupted(run_dir), file=sys.stderr)
-        return 130
+        return 128 + int(stop.requested or signal.SIGINT)
     finally:
         loop.close()
     table = Table(title=f"rlkit prefs: {cfg.env}", show_header=False)

@@ -51,6 +51,7 @@ from rlkit.core.metrics import MetricsLogger
 from rlkit.core.progress import make_progress
 from rlkit.core.rundir import first_unused
 from rlkit.core.seeding import restore_rng, rng_state, seed_everything
+from rlkit.core.stop import GracefulStop
 from rlkit.core.types import Comparison, Segment, mu_for_choice
 from rlkit.loops.evaluation import evaluate_policy_true
 from rlkit.loops.preference_config import PrefsConfig
@@ -553,8 +554,16 @@ class PreferenceLoop:
         self.agent._last_obs = None  # noqa: SLF001  (fresh envs: SB3 resets them)
 
     # -- the whole run --------------------------------------------------------------------
-    def run(self, resume: bool = False) -> RunSummary:
+    def run(self, resume: bool = False, stop: GracefulStop | None = None) -> RunSummary:
+        """The whole run (or the rest of it, with ``resume``).
+
+        With ``stop``, a stop asked for by a signal is honoured at the next checkpoint that
+        comes anyway (the one right after the start, the one at the end) or at the end of the
+        round it arrives in, which is then checkpointed: the run raises
+        :class:`~rlkit.core.stop.StopRequested` there, and ``--resume`` continues from it.
+        """
         t_start = time.perf_counter()
+        stop = stop or GracefulStop()  # never entered: never requested
         if resume and self.checkpoints.any():
             self.restore()
         else:
@@ -568,6 +577,7 @@ class PreferenceLoop:
             # Step 0 is saved at once: a run stopped from here on resumes with its pretrained
             # reward model (the initial labels may be hours of a person's time).
             self.save()
+        stop.check(self.last_checkpoint_step)
         assert self.agent is not None
         with make_progress(self.console) as progress:
             task = progress.add_task(
@@ -575,8 +585,10 @@ class PreferenceLoop:
             )
             while self.steps_done < self.cfg.steps:
                 stats = self.run_round()
-                if self.steps_done - self.last_checkpoint_step >= self.cfg.checkpoint_every:
+                due = self.steps_done - self.last_checkpoint_step >= self.cfg.checkpoint_every
+                if due or stop.requested is not None:
                     self.save()
+                stop.check(self.steps_done)
                 acc = stats.get("charts/reward_val_accuracy", math.nan)
                 status = (
                     f"true return {stats['charts/true_return']:.1f}  labels "
@@ -590,6 +602,7 @@ class PreferenceLoop:
             self.start_reward_training()
             self.finish_reward_training()
         self.save()
+        stop.check(self.steps_done)  # resuming it evaluates and summarizes the finished run
         after = evaluate_policy_true(self.agent, self.cfg, self.n_envs, self.cfg.eval_episodes)
         if not math.isnan(after):
             self.metrics.log(self.steps_done, **{"charts/true_return_eval": after})

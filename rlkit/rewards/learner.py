@@ -21,6 +21,8 @@ from __future__ import annotations
 import contextlib
 import copy
 import multiprocessing as mp
+import multiprocessing.util
+import signal
 import traceback
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Literal, Protocol
@@ -119,6 +121,11 @@ def _serve(conn: Any, ensemble: RewardEnsemble, config: TrainerConfig, rng, thre
     from rlkit.core.allocator import keep_freed_memory
 
     keep_freed_memory()  # as the rlkit command does in its own process
+    # Ctrl-C in a terminal and a scheduler's SIGTERM reach every process of the job: the loop
+    # decides when to stop (rlkit.core.stop) and may still need this trainer's state for its
+    # checkpoint. The child ends when the loop closes the pipe or asks it to, or when killed.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_IGN)
     torch.set_num_threads(threads)
     trainer = RewardTrainer(ensemble, config, rng)
     while True:
@@ -198,6 +205,10 @@ class ProcessLearner:
         )
         self._process.start()
         child.close()
+        # The child ignores SIGTERM, so multiprocessing's exit handler cannot end it that way
+        # if close() was never called: closing the pipe first (before that handler terminates
+        # and joins its daemonic children) lets it see EOF and return.
+        multiprocessing.util.Finalize(self, self._conn.close, exitpriority=10)
         self._sent: set[int] = set()
         self._new_segments: dict[int, Segment] = {}
         self._new_comparisons: list[Comparison] = []
