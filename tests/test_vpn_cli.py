@@ -203,3 +203,62 @@ def test_learning_rate_defaults_per_algorithm(algo: str, lr: float | None, expec
         assert optimizer.param_groups[0]["lr"] == pytest.approx(expected)
     finally:
         venv.close()
+
+
+def test_ctrl_c_checkpoints_the_step_it_arrives_at_and_resume_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    import os
+    import signal
+
+    import agents.vpn.trainer as trainer
+
+    sent: list[int] = []
+
+    def epsilon_at(step: int, *args):  # noqa: ANN202  (called once per env step)
+        if step >= 100 and not sent:
+            sent.append(step)
+            os.kill(os.getpid(), signal.SIGINT)
+        return real(step, *args)
+
+    real = trainer.epsilon_at
+    monkeypatch.setattr(trainer, "epsilon_at", epsilon_at)
+    run = tmp_path / "run"
+    assert train(run, "--steps", "400") == 130  # checkpoint-every 80: the next is not due
+    err = capsys.readouterr().err
+    assert "Ctrl-C: stopping after a checkpoint" in err
+    assert f"stopped at step 104, checkpointed: `rlkit vpn train --run-dir {run} --resume`" in err
+    assert (run / "checkpoints/latest").read_text() == "step_0000000104"
+    assert not (run / "model.pt").exists()
+    assert main(["vpn", "train", "--run-dir", str(run), "--resume"]) == 0
+    assert (run / "checkpoints/latest").read_text() == "step_0000000400"
+    assert (run / "model.pt").is_file()
+
+
+def test_sigterm_stops_the_dqn_baseline_checkpointed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    import os
+    import signal
+
+    import agents.vpn.dqn as dqn
+
+    real = dqn._RunCallback._on_step
+
+    def on_step(self) -> bool:  # noqa: ANN001
+        if self.model.num_timesteps == 60:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(self)
+
+    monkeypatch.setattr(dqn._RunCallback, "_on_step", on_step)
+    run = tmp_path / "dqn"
+    args = ["vpn", "train", "--algo", "dqn", "--steps", "400", "--run-dir", str(run), *TINY]
+    assert main(args) == 143
+    # at the end of learn()'s chunk of train_freq 2 x 4 envs, as an uninterrupted run
+    assert "stopped at step 64, checkpointed" in capsys.readouterr().err
+    assert (run / "checkpoints/latest").read_text() == "step_0000000064"
+    assert not (run / "model_dqn.zip").exists()
+    monkeypatch.undo()
+    assert main(["vpn", "train", "--run-dir", str(run), "--resume"]) == 0
+    assert (run / "checkpoints/latest").read_text() == "step_0000000400"
+    assert (run / "model_dqn.zip").is_file()

@@ -19,7 +19,7 @@ from stable_baselines3 import DQN
 from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
-from stable_baselines3.common.type_aliases import ReplayBufferSamples
+from stable_baselines3.common.type_aliases import ReplayBufferSamples, TrainFrequencyUnit
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
 from agents.presets import silent_logger
@@ -32,6 +32,7 @@ from rlkit.core.checkpoint import CheckpointError, CheckpointManager
 from rlkit.core.metrics import MetricsLogger
 from rlkit.core.progress import make_progress
 from rlkit.core.seeding import seed_everything
+from rlkit.core.stop import GracefulStop
 
 
 class OptionReplayBuffer(ReplayBuffer):
@@ -112,9 +113,16 @@ class _RunCallback(BaseCallback):
     """Progress bar, training-episode scores, learning-curve evals and checkpoints for SB3."""
 
     def __init__(
-        self, cfg: VPNConfig, run_dir: Path, logger: MetricsLogger, progress: Any, task: Any
+        self,
+        cfg: VPNConfig,
+        run_dir: Path,
+        logger: MetricsLogger,
+        progress: Any,
+        task: Any,
+        stop: GracefulStop,
     ) -> None:
         super().__init__()
+        self.stop = stop
         self.cfg, self.run_dir, self.metrics = cfg, run_dir, logger
         self.progress, self.task = progress, task
         self.scores = np.zeros(cfg.n_envs)
@@ -162,7 +170,11 @@ class _RunCallback(BaseCallback):
         self.progress.update(
             self.task, completed=step, status=f"eps {self.model.exploration_rate:.2f}"
         )
-        return True
+        # False ends learn(), and the run saves. Only where learn() would have started its
+        # next chunk of train_freq steps: the resumed run keeps the uninterrupted one's chunks.
+        freq = self.model.train_freq
+        chunk = self.model.n_envs * (freq.frequency if freq.unit == TrainFrequencyUnit.STEP else 1)
+        return self.stop.requested is None or step % chunk != 0
 
 
 def dqn_greedy(model: DQN):  # noqa: ANN201 (a policy callable)
@@ -174,8 +186,11 @@ def dqn_greedy(model: DQN):  # noqa: ANN201 (a policy callable)
     return policy
 
 
-def train_dqn(cfg: VPNConfig) -> Path:
-    """Train (or resume) the DQN baseline in a run directory; returns it."""
+def train_dqn(cfg: VPNConfig, stop: GracefulStop | None = None) -> Path:
+    """Train (or resume) the DQN baseline in a run directory; returns it. A stop asked for
+    through ``stop`` checkpoints the step it arrives at and raises
+    :class:`~rlkit.core.stop.StopRequested`."""
+    stop = stop or GracefulStop()  # never entered: never requested
     cfg, run_dir = resolve_run(cfg)
     seed_everything(cfg.seed)
     venv = make_vec_env(EnvSpec(cfg.env), cfg.n_envs, cfg.seed)
@@ -200,12 +215,13 @@ def train_dqn(cfg: VPNConfig) -> Path:
                 completed=model.num_timesteps,
                 status="",
             )
-            callback = _RunCallback(cfg, run_dir, logger, progress, task)
+            callback = _RunCallback(cfg, run_dir, logger, progress, task, stop)
             remaining = cfg.total_steps() - model.num_timesteps
             if remaining > 0:
                 model.set_logger(silent_logger())  # metrics go to the run's own logs
                 model.learn(remaining, callback=callback, reset_num_timesteps=False)
             callback.save()
+            stop.check(model.num_timesteps, run_dir)
         model.save(run_dir / "model_dqn.zip")
     finally:
         logger.close()

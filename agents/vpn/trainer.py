@@ -35,6 +35,7 @@ from rlkit.core.metrics import MetricsLogger
 from rlkit.core.progress import make_progress
 from rlkit.core.rundir import default_run_name, load_config, prepare_run_dir, save_config
 from rlkit.core.seeding import restore_rng, rng_state, seed_everything
+from rlkit.core.stop import GracefulStop
 
 LOG_EVERY = 1_000  # env steps between logs of the mean training-episode score
 
@@ -95,8 +96,10 @@ def _crossed(before: int, after: int, every: int) -> bool:
     return every > 0 and after // every > before // every
 
 
-def train_vpn(cfg: VPNConfig) -> Path:
-    """Train (or resume) a VPN run; returns the run directory."""
+def train_vpn(cfg: VPNConfig, stop: GracefulStop | None = None) -> Path:
+    """Train (or resume) a VPN run; returns the run directory. A stop asked for through
+    ``stop`` checkpoints the step it arrives at and raises
+    :class:`~rlkit.core.stop.StopRequested`."""
     cfg, run_dir = resolve_run(cfg)
     rng = seed_everything(cfg.seed)
     torch.manual_seed(cfg.seed)
@@ -122,6 +125,7 @@ def train_vpn(cfg: VPNConfig) -> Path:
         venv.seed(cfg.seed + step)
     total = cfg.total_steps()
     logger = MetricsLogger(run_dir)
+    stop = stop or GracefulStop()  # never entered: never requested
 
     def save() -> None:
         ckpt.save(step, {
@@ -178,8 +182,9 @@ def train_vpn(cfg: VPNConfig) -> Path:
                         greedy, cfg.env, cfg.eval_episodes, seed=cfg.seed + 777
                     )
                     logger.log(step, **{"charts/eval_reward": result["mean"]})
-                if _crossed(before, step, cfg.checkpoint_every):
+                if _crossed(before, step, cfg.checkpoint_every) or stop.requested is not None:
                     save()
+                    stop.check(step, run_dir)
                 mean = np.mean(recent[-100:]) if recent else float("nan")
                 drop = max(0, len(recent) - 1000)  # keep memory flat on long runs
                 del recent[:drop]

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from rlkit.cli import run_tyro
 from rlkit.core.errors import UserError
 from rlkit.core.rundir import refuse_changes_on_resume
+from rlkit.core.stop import GracefulStop, StopRequested
 
 
 def train(argv: list[str]) -> int:
@@ -23,13 +25,24 @@ def train(argv: list[str]) -> int:
         algo = saved.algo  # a resumed run keeps its algorithm
         refuse_changes_on_resume(argv, cfg, saved)
     if algo == "dqn":
-        from agents.vpn.dqn import train_dqn
-
-        run_dir = train_dqn(cfg)
+        from agents.vpn.dqn import train_dqn as train_run
     else:
-        from agents.vpn.trainer import train_vpn
-
-        run_dir = train_vpn(cfg)
+        from agents.vpn.trainer import train_vpn as train_run
+    # The first Ctrl-C or SIGTERM checkpoints the step it arrives at and stops; a second one
+    # stops at once (rlkit.core.stop).
+    stop = GracefulStop(
+        announce=lambda line: print(line, file=sys.stderr), what="after a checkpoint"
+    )
+    try:
+        with stop:
+            run_dir = train_run(cfg, stop)
+    except StopRequested as exc:
+        print(
+            f"stopped at step {exc.step:,}, checkpointed: `rlkit vpn train --run-dir"
+            f" {exc.run_dir} --resume` continues",
+            file=sys.stderr,
+        )
+        return exc.exit_code
     print(f"run finished: {run_dir}")
     return 0
 

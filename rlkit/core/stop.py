@@ -12,6 +12,7 @@ from __future__ import annotations
 import signal
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from types import FrameType, TracebackType
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -24,12 +25,14 @@ class StopRequested(Exception):
     Attributes:
         signum: the signal that asked (``signal.SIGINT`` or ``signal.SIGTERM``).
         step: the step the run was saved at.
+        run_dir: the run's directory, if the run says.
     """
 
-    def __init__(self, signum: int, step: int) -> None:
+    def __init__(self, signum: int, step: int, run_dir: Path | None = None) -> None:
         super().__init__(f"stopped by {NAMES.get(signum, signum)} at step {step}")
         self.signum = signum
         self.step = step
+        self.run_dir = run_dir
 
     @property
     def exit_code(self) -> int:
@@ -85,8 +88,8 @@ class GracefulStop:
                 " once (what came after the last checkpoint is then lost)"
             )
 
-    def check(self, step: int) -> None:
+    def check(self, step: int, run_dir: Path | None = None) -> None:
         """Raise :class:`StopRequested` at ``step`` if a stop was asked for (call it right
         after a checkpoint)."""
         if self.requested is not None:
-            raise StopRequested(self.requested, step)
+            raise StopRequested(self.requested, step, run_dir)
