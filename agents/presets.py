@@ -116,8 +116,13 @@ def make_agent(
     return agent
 
 
-def load_agent(algo: Algo, path: str, env: VecEnv | None = None) -> BaseAlgorithm:
+def load_agent(
+    algo: Algo, path: str, env: VecEnv | None = None, force_reset: bool = True
+) -> BaseAlgorithm:
+    """A saved agent on ``env``. ``force_reset=False`` keeps the observation it was saved at,
+    for an ``env`` put back where it was (SB3 otherwise resets the envs at the next
+    ``learn``)."""
     cls = EntropyTRPO if algo == "trpo" else WorkerA2C
-    agent = cls.load(path, env=env, device="cpu")
+    agent = cls.load(path, env=env, device="cpu", force_reset=force_reset)
     agent.set_logger(silent_logger())
     return agent

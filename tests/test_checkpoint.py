@@ -48,3 +48,18 @@ def test_a_pointer_to_a_missing_checkpoint_is_an_error_not_a_guess(tmp_path):
     manager.latest_file.write_text("step_0000009999")
     with pytest.raises(CheckpointError, match="names a missing checkpoint"):
         manager.latest()
+
+
+def test_pack_round_trips_large_arrays_and_compresses_frames():
+    import numpy as np
+
+    from rlkit.core.checkpoint import pack, unpack
+
+    frames = np.zeros((300, 84, 84, 4), np.uint8)
+    frames[:, 10:20, 30:40] = 255  # a paddle
+    obj = {"frames": frames, "view": np.arange(4000.0).reshape(40, 100)[:, ::3], "n": 7}
+    blob = pack(obj)
+    back = unpack(blob)
+    assert back["n"] == 7 and np.array_equal(back["frames"], frames)
+    assert np.array_equal(back["view"], obj["view"])
+    assert len(blob) < frames.nbytes / 50

@@ -46,6 +46,19 @@ def test_segment_pool_evicts_oldest_and_samples_distinct_pairs():
     assert all(a != b and a in pool and b in pool for a, b in pairs)
     # every id shows up on both sides
     assert {a for a, _ in pairs} == {2, 3, 4, 5} == {b for _, b in pairs}
+    # a checkpoint's copy: the same segments in the same order, ids going on from there
+    restored = SegmentPool(capacity=4, first_id=3)
+    restored.add(_segment())
+    restored.load_state_dict(pool.state_dict())
+    assert list(restored.ids()) == [2, 3, 4, 5] and restored[4] is pool[4]
+    assert restored.sample_pairs(50, np.random.default_rng(1)) == pool.sample_pairs(
+        50, np.random.default_rng(1)
+    )
+    assert restored.add(_segment()).id == 6 and list(restored.ids()) == [3, 4, 5, 6]
+    # ... unless the store already holds later ids (a crash after the checkpoint)
+    later = SegmentPool(capacity=4, first_id=9)
+    later.load_state_dict(pool.state_dict())
+    assert later.add(_segment()).id == 9
 
 
 def test_replay_buffer_wraps_and_round_trips():

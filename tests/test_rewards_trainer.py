@@ -1,3 +1,5 @@
+import copy
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -93,6 +95,37 @@ def test_state_dict_round_trip():
     other.load_state_dict(state)
     assert other.is_val == trainer.is_val and np.array_equal(other.counts, trainer.counts)
     assert other.l2 == trainer.l2
+    # ... and the generator goes on where it was (minibatches, the next labels' splits)
+    assert other.rng.random() == trainer.rng.random()
+
+
+def test_a_resumed_trainer_keeps_its_mean_teacher_and_trains_on_as_the_original():
+    rng = np.random.default_rng(4)
+    segs = make_data(20, rng)
+
+    def sampler(n, r):
+        idx = r.integers(0, 20, size=n)
+        return np.stack([segs[i].obs[0] for i in idx]), np.zeros((n, 1), np.float32)
+
+    def trainer(seed: int) -> RewardTrainer:
+        ens = RewardEnsemble(gym.spaces.Box(-9, 9, (4,)), gym.spaces.Box(-9, 9, (1,)), n_members=2)
+        cfg = TrainerConfig(mean_teacher_weight=1.0, mean_teacher_rampup=5, min_steps=5)
+        t = RewardTrainer(ens, cfg, np.random.default_rng(seed), unlabeled=sampler)
+        for i in range(19):
+            t.add(Comparison(i, i + 1, (1, 0)), segs[i], segs[i + 1])
+        return t
+
+    original = trainer(0)
+    original.train(epochs=2)
+    resumed = trainer(7)
+    # copies, as a checkpoint holds (Adam's loaded state would share the original's tensors)
+    resumed.ensemble.load_state_dict(copy.deepcopy(original.ensemble.state_dict()))
+    resumed.load_state_dict(copy.deepcopy(original.state_dict()))
+    ema = resumed.mean_teacher.teacher
+    assert ema.num_updates == original.mean_teacher.teacher.num_updates > 0
+    assert original.train(epochs=1) == resumed.train(epochs=1)
+    for a, b in zip(original.ensemble.parameters(), resumed.ensemble.parameters(), strict=True):
+        assert torch.equal(a, b)
 
 
 def test_regularizers_train_and_cross_lipschitz_matches_brute_force():

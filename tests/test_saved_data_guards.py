@@ -199,7 +199,7 @@ class _Interrupted:
     def __init__(self, cfg, run_dir, console) -> None:
         pass
 
-    def run(self, resume: bool) -> None:
+    def run(self, resume: bool, stop=None) -> None:
         raise KeyboardInterrupt
 
     def close(self) -> None:
@@ -246,7 +246,9 @@ def test_a_run_stopped_before_its_first_checkpoint_starts_again_with_its_labels(
     def note_generators(self):
         generators.append((self.rng.bit_generator.state, torch.random.get_rng_state()))
 
-    monkeypatch.setattr(loop, "_write_checkpoint", lambda s: saves.append(s.steps_done) or write(s))
+    monkeypatch.setattr(
+        loop, "_write_checkpoint", lambda s, whole=False: saves.append(s.steps_done) or write(s)
+    )
     monkeypatch.setattr(loop, "start", lambda s: (start(s), note_generators(s))[0])
     monkeypatch.setattr(loop, "run_round", lambda s: (note_generators(s), run_round(s))[1])
     assert main(["prefs", "train", "--run-dir", str(run), "--resume"]) == 0

@@ -45,6 +45,16 @@ class SegmentPool:
     def ids(self) -> np.ndarray:
         return np.fromiter(self._segments.keys(), dtype=np.int64, count=len(self._segments))
 
+    def state_dict(self) -> dict:
+        """The segments held, oldest first, and the next id (for a checkpoint)."""
+        return {"segments": list(self._segments.values()), "next_id": self.next_id}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Hold ``state``'s segments instead of the current ones; ids go on from its next id
+        or from the current one, whichever is later."""
+        self._segments = OrderedDict((int(s.id), s) for s in state["segments"])
+        self.next_id = max(self.next_id, int(state["next_id"]))
+
     def sample_pairs(self, n: int, rng: np.random.Generator) -> list[tuple[int, int]]:
         """``n`` random pairs of distinct segment ids (pairs may repeat when the pool is small)."""
         if len(self) < 2:

@@ -44,8 +44,9 @@ from agents.obs_norm import obs_norm_state
 from agents.presets import load_agent, make_agent, resolve_algo
 from agents.worker_rollouts import RandomRolloutPolicy, rollout_source
 from envs import env_dt, env_kind, make_vec_env
+from envs.env_state import has_local_envs, set_vec_env_state, vec_env_state
 from rlkit.core.buffers import SegmentPool
-from rlkit.core.checkpoint import CheckpointError, CheckpointManager
+from rlkit.core.checkpoint import CheckpointError, CheckpointManager, pack, unpack
 from rlkit.core.errors import UserError
 from rlkit.core.metrics import MetricsLogger
 from rlkit.core.progress import make_progress
@@ -486,28 +487,43 @@ class PreferenceLoop:
         return stats
 
     # -- checkpoints ----------------------------------------------------------------------
-    def save(self) -> Path:
+    def save(self, whole: bool = False) -> Path:
         """Checkpoint at a round boundary. Waits for any reward training in flight, but leaves
         its result for the next :meth:`finish_reward_training` to take, as it would have
         without the checkpoint: the policy's reward stays one round behind and the run's
         generator is not drawn from, so how often a run is checkpointed changes nothing it
-        learns."""
-        self._finished_early.update(self.learner.finish())
-        return self._write_checkpoint()
+        learns.
 
-    def _write_checkpoint(self) -> Path:
+        ``whole`` (a stop's checkpoint) also saves the segment pool and the envs mid-episode,
+        compressed, so that the resumed run is the run that went on (:meth:`restore`); the
+        regular checkpoints leave them out (Hopper's pool alone takes 0.8 s to pack and write:
+        BENCHMARKS.md, "A stop's checkpoint")."""
+        self._finished_early.update(self.learner.finish())
+        return self._write_checkpoint(whole)
+
+    def _write_checkpoint(self, whole: bool = False) -> Path:
         """Checkpoint as things stand (no reward training in flight)."""
         assert self.agent is not None
+        envs = vec_env_state(self.reward_env) if whole else None
         state = {
             "step": self.steps_done,
             "ensemble": self.ensemble.state_dict(),
             "trainer": self.learner.state_dict(),
             "rng": rng_state(self.rng),
             "torch_rng": torch.random.get_rng_state(),
+            # SB3 draws its minibatches from NumPy's global generator
+            "numpy_global_rng": np.random.get_state(),
             "last_label_id": self.last_label_id,
             "pool_next_id": self.pool.next_id,
             "true_return_before": self.true_return_before,
             "random_steps": self.random_steps,
+            # What a resume needs to go on as the run would have (see restore()): the reward
+            # the policy sees (a round behind the learner), the pending training's metrics,
+            # the segment pool, and the envs where they are (None on Ray workers).
+            "actor": self.actor.state_dict(),
+            "finished_early": dict(self._finished_early),
+            "pool": pack(self.pool.state_dict()) if whole else None,
+            "envs": pack(envs) if envs is not None else None,
         }
         path = self.checkpoints.save(
             self.steps_done, state, {"policy.zip": lambda p: self.agent.save(str(p))}
@@ -516,11 +532,27 @@ class PreferenceLoop:
         return path
 
     def restore(self) -> None:
-        """Continue from the latest checkpoint; labels stored after it are ingested too."""
+        """Continue from the latest checkpoint; labels stored after it are ingested too.
+
+        A run stopped by Ctrl-C or SIGTERM (whose checkpoint is ``whole``, see :meth:`save`)
+        goes on exactly as if it had not stopped: the same queries, labels, reward model and
+        policy, given the same labels. The reward model, the policy's reward (a round behind
+        it), the training whose result the next round takes, the segment pool, the envs
+        mid-episode and every generator come back as they were. Not on Ray workers, whose
+        envs start new episodes, nor with Atari's sticky actions (``EnvSpec.sticky_actions``,
+        not a ``prefs`` setting), whose emulator does not keep the action it repeats.
+
+        From a regular checkpoint (after a crash) the envs start new episodes and the pool
+        starts empty; from one older than 2026-12-05, the reward model is also retrained at
+        once."""
         path, state = self.checkpoints.load_latest()
         try:
             self.learner.load_ensemble(state["ensemble"])
-            self.agent = load_agent(self.algo, str(path / "policy.zip"), env=self.reward_env)
+            # SB3 keeps the observation it was saved at where the envs come back as they were
+            exact = state.get("envs") is not None and has_local_envs(self.reward_env)
+            self.agent = load_agent(
+                self.algo, str(path / "policy.zip"), env=self.reward_env, force_reset=not exact
+            )
         except (RuntimeError, ValueError, KeyError) as exc:  # e.g. config.json edited since
             lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
             first = next((line for line in lines if "mismatch" in line), lines[0] if lines else "")
@@ -544,14 +576,29 @@ class PreferenceLoop:
         restored = restore_rng(state["rng"])
         self.rng.bit_generator.state = restored.bit_generator.state
         torch.random.set_rng_state(state["torch_rng"])
+        if "numpy_global_rng" in state:
+            np.random.set_state(state["numpy_global_rng"])
         self.true_return_before = float(state["true_return_before"])
         self.random_steps = int(state["random_steps"])
         self.last_checkpoint_step = int(state["step"])
+        if "actor" not in state:  # an older checkpoint
+            self.answer_pending_synthetic()
+            if self.ingest_labels():
+                self.start_reward_training()
+            self.finish_reward_training()
+            self.agent._last_obs = None  # noqa: SLF001  (fresh envs: SB3 resets them)
+            return
+        self.actor.load_state_dict(state["actor"])
+        self._finished_early = dict(state["finished_early"])
+        if state["pool"] is not None:
+            self.pool.load_state_dict(unpack(state["pool"]))
+        if exact:
+            set_vec_env_state(self.reward_env, unpack(state["envs"]))
+        # Labels that came after the checkpoint (people's, or a crash's) train at once; the
+        # next round takes the result, as it takes the pending one otherwise.
         self.answer_pending_synthetic()
         if self.ingest_labels():
             self.start_reward_training()
-        self.finish_reward_training()
-        self.agent._last_obs = None  # noqa: SLF001  (fresh envs: SB3 resets them)
 
     # -- the whole run --------------------------------------------------------------------
     def run(self, resume: bool = False, stop: GracefulStop | None = None) -> RunSummary:
@@ -576,7 +623,7 @@ class PreferenceLoop:
             self.start()
             # Step 0 is saved at once: a run stopped from here on resumes with its pretrained
             # reward model (the initial labels may be hours of a person's time).
-            self.save()
+            self.save(whole=stop.requested is not None)
         stop.check(self.last_checkpoint_step)
         assert self.agent is not None
         with make_progress(self.console) as progress:
@@ -587,7 +634,7 @@ class PreferenceLoop:
                 stats = self.run_round()
                 due = self.steps_done - self.last_checkpoint_step >= self.cfg.checkpoint_every
                 if due or stop.requested is not None:
-                    self.save()
+                    self.save(whole=stop.requested is not None)
                 stop.check(self.steps_done)
                 acc = stats.get("charts/reward_val_accuracy", math.nan)
                 status = (
@@ -601,7 +648,7 @@ class PreferenceLoop:
         if self.ingest_labels():
             self.start_reward_training()
             self.finish_reward_training()
-        self.save()
+        self.save(whole=stop.requested is not None)
         stop.check(self.steps_done)  # resuming it evaluates and summarizes the finished run
         after = evaluate_policy_true(self.agent, self.cfg, self.n_envs, self.cfg.eval_episodes)
         if not math.isnan(after):

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 from collections.abc import Callable
@@ -392,8 +393,9 @@ class RewardTrainer:
 
     # -- checkpoints --------------------------------------------------------------------
     def state_dict(self) -> dict:
-        """Per-label split and bootstrap counts, in label order, plus optimizer state."""
-        return {
+        """Per-label split and bootstrap counts, in label order, plus optimizer state, the
+        generator's state and the mean teacher's weights."""
+        state = {
             "l2": self.l2,
             "is_val": list(self.is_val),
             "counts": self.counts.copy(),
@@ -401,7 +403,15 @@ class RewardTrainer:
             "steps": self.steps,
             "input_stats_from": self.input_stats_from,
             "n_initial": self.n_initial,
+            "rng": copy.deepcopy(self.rng.bit_generator.state),
         }
+        if self.mean_teacher is not None:
+            ema = self.mean_teacher.teacher
+            state["mean_teacher"] = {
+                "teacher": {k: v.clone() for k, v in ema.teacher.state_dict().items()},
+                "num_updates": ema.num_updates,
+            }
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         """Restore after the same labels were re-added in the same order (see the loop's resume)."""
@@ -414,3 +424,9 @@ class RewardTrainer:
         self.input_stats_from = int(state.get("input_stats_from", 0))
         n_initial = state.get("n_initial")
         self.n_initial = None if n_initial is None else int(n_initial)
+        if "rng" in state:  # checkpoints since 2026-12-05
+            self.rng.bit_generator.state = copy.deepcopy(state["rng"])
+        if self.mean_teacher is not None and "mean_teacher" in state:
+            ema = self.mean_teacher.teacher
+            ema.teacher.load_state_dict(state["mean_teacher"]["teacher"])
+            ema.num_updates = int(state["mean_teacher"]["num_updates"])
