@@ -39,3 +39,11 @@ def test_outside_the_main_thread_it_installs_nothing():
     thread.start()
     thread.join()
     assert seen == [handlers]
+
+
+def test_released_early_a_signal_acts_as_before_the_context():
+    with GracefulStop() as stop:
+        stop.release()
+        with pytest.raises(KeyboardInterrupt):  # Python's own SIGINT handler again
+            os.kill(os.getpid(), signal.SIGINT)
+        assert stop.requested is None

@@ -74,6 +74,11 @@ class GracefulStop:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        self.release()
+
+    def release(self) -> None:
+        """Put the previous handlers back now, for what is left of a run once nothing more
+        would be saved (a signal then acts as it did before the context)."""
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)  # type: ignore[arg-type]
         self._previous.clear()

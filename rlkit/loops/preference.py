@@ -650,6 +650,7 @@ class PreferenceLoop:
             self.finish_reward_training()
         self.save(whole=stop.requested is not None)
         stop.check(self.steps_done)  # resuming it evaluates and summarizes the finished run
+        stop.release()  # all is saved: Ctrl-C in the evaluation stops at once
         after = evaluate_policy_true(self.agent, self.cfg, self.n_envs, self.cfg.eval_episodes)
         if not math.isnan(after):
             self.metrics.log(self.steps_done, **{"charts/true_return_eval": after})
