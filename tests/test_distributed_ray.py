@@ -419,6 +419,36 @@ def test_prefs_train_goes_on_when_a_worker_is_killed_mid_run(ray_head, tmp_path,
     assert state["step"] == 1024
 
 
+def test_prefs_train_on_ray_workers_stops_on_ctrl_c_and_resumes(ray_head, tmp_path, monkeypatch):
+    """Ctrl-C during the first round: the run saves at its end (the pool, not the workers'
+    envs, which a resume starts on new episodes), exits 130, and --resume finishes it."""
+    from rlkit.cli import main
+    from rlkit.core.checkpoint import CheckpointManager, unpack
+    from rlkit.rewards.rollout_reward import RolloutRewardCallback
+    from rlkit.store import Store
+
+    original = RolloutRewardCallback._on_rollout_end
+    sent: list[int] = []
+
+    def ctrl_c_once(self) -> None:
+        original(self)
+        if not sent:
+            sent.append(self.model.num_timesteps)
+            os.kill(os.getpid(), signal.SIGINT)  # the CLI's handler: a request to stop
+
+    monkeypatch.setattr(RolloutRewardCallback, "_on_rollout_end", ctrl_c_once)
+    run = tmp_path / "ray_stop"
+    assert main(_tiny_ray_prefs(ray_head, run)) == 130
+    _, state = CheckpointManager(run).load_latest()
+    assert sent == [512] and state["step"] == 512
+    assert state["envs"] is None and len(unpack(state["pool"])["segments"]) > 0
+    monkeypatch.undo()
+    assert main(["prefs", "train", "--run-dir", str(run), "--resume"]) == 0
+    assert Store(run).count_labels() == 10
+    _, state = CheckpointManager(run).load_latest()
+    assert state["step"] == 1024
+
+
 def test_a_real_head_passes_the_address_check(ray_head, monkeypatch):
     """The quick check before ray.init (one GCS request) accepts a real head, by address
     and through ``auto``, and tells its GCS and Ray Client ports apart."""
