@@ -170,11 +170,13 @@ class _RunCallback(BaseCallback):
         self.progress.update(
             self.task, completed=step, status=f"eps {self.model.exploration_rate:.2f}"
         )
+        if self.stop.requested is None:
+            return True
         # False ends learn(), and the run saves. Only where learn() would have started its
         # next chunk of train_freq steps: the resumed run keeps the uninterrupted one's chunks.
         freq = self.model.train_freq
         chunk = self.model.n_envs * (freq.frequency if freq.unit == TrainFrequencyUnit.STEP else 1)
-        return self.stop.requested is None or step % chunk != 0
+        return step % chunk != 0
 
 
 def dqn_greedy(model: DQN):  # noqa: ANN201 (a policy callable)

@@ -9,9 +9,10 @@ default handler would (``KeyboardInterrupt``), losing only what came after the l
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType, TracebackType
 
@@ -98,3 +99,19 @@ class GracefulStop:
         after a checkpoint)."""
         if self.requested is not None:
             raise StopRequested(self.requested, step, run_dir)
+
+
+@contextlib.contextmanager
+def signals_ignored() -> Iterator[None]:
+    """SIGINT and SIGTERM ignored in this process while the block runs (main thread only;
+    elsewhere nothing changes), so that a child process started in it inherits the
+    disposition from its first instruction on."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, signal.SIG_IGN) for s in SIGNALS}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

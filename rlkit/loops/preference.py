@@ -581,17 +581,12 @@ class PreferenceLoop:
         self.true_return_before = float(state["true_return_before"])
         self.random_steps = int(state["random_steps"])
         self.last_checkpoint_step = int(state["step"])
-        if "actor" not in state:  # an older checkpoint
-            self.answer_pending_synthetic()
-            if self.ingest_labels():
-                self.start_reward_training()
-            self.finish_reward_training()
-            self.agent._last_obs = None  # noqa: SLF001  (fresh envs: SB3 resets them)
-            return
-        self.actor.load_state_dict(state["actor"])
-        self._finished_early = dict(state["finished_early"])
-        if state["pool"] is not None:
-            self.pool.load_state_dict(unpack(state["pool"]))
+        older = "actor" not in state  # a checkpoint from before 2026-12-05
+        if not older:
+            self.actor.load_state_dict(state["actor"])
+            self._finished_early = dict(state["finished_early"])
+            if state["pool"] is not None:
+                self.pool.load_state_dict(unpack(state["pool"]))
         if exact:
             set_vec_env_state(self.reward_env, unpack(state["envs"]))
         # Labels that came after the checkpoint (people's, or a crash's) train at once; the
@@ -599,6 +594,8 @@ class PreferenceLoop:
         self.answer_pending_synthetic()
         if self.ingest_labels():
             self.start_reward_training()
+        if older:  # without the policy's reward it saw, it sees the newest
+            self.finish_reward_training()
 
     # -- the whole run --------------------------------------------------------------------
     def run(self, resume: bool = False, stop: GracefulStop | None = None) -> RunSummary:

@@ -28,6 +28,11 @@ class _EnvTrace:
         self.rews.clear()
         self.states.clear()
 
+    def restart(self) -> None:
+        """Empty, at the start of a new episode."""
+        self.clear()
+        self.episode_step = 0
+
     def add(self, obs: np.ndarray, act: np.ndarray, rew: float, state: np.ndarray | None) -> int:
         """One more step of the episode; returns how many steps are held."""
         self.obs.append(obs)
@@ -93,8 +98,7 @@ class SegmentRecorder(VecEnvWrapper):
     def reset(self) -> np.ndarray:
         self._obs = self.venv.reset()
         for i, trace in enumerate(self.traces):
-            trace.clear()
-            trace.episode_step = 0
+            trace.restart()
             self._states[i] = self._reset_state(i)
         return self._obs
 
@@ -115,8 +119,7 @@ class SegmentRecorder(VecEnvWrapper):
             if dones[i]:
                 self.episodes_done += 1
                 self.episode_steps_done += trace.episode_step
-                trace.clear()
-                trace.episode_step = 0
+                trace.restart()
                 self._states[i] = self._reset_state(i)
             else:
                 self._states[i] = infos[i].get(RENDER_STATE_KEY)
@@ -159,8 +162,7 @@ class FragmentSegmenter:
         for k, traj in pieces:
             trace, last = self.traces[k], self._last_obs[k]
             if last is None or not np.array_equal(last, traj.obs[0]):
-                trace.clear()  # a new episode
-                trace.episode_step = 0
+                trace.restart()  # a new episode
             states = traj.render_states
             for t in range(len(traj)):
                 state = None if states is None else states[t]

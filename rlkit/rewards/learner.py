@@ -23,9 +23,7 @@ import copy
 import multiprocessing as mp
 import multiprocessing.util
 import signal
-import threading
 import traceback
-from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Literal, Protocol
 
@@ -33,6 +31,7 @@ import numpy as np
 import torch
 
 from rlkit.core.errors import UserError
+from rlkit.core.stop import SIGNALS, signals_ignored
 from rlkit.core.types import Comparison, Segment
 from rlkit.rewards.ensemble import RewardEnsemble
 from rlkit.rewards.regularizers import UnlabeledSampler
@@ -114,24 +113,6 @@ class ThreadLearner:
         self._executor.shutdown(wait=True)
 
 
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-
-@contextlib.contextmanager
-def _signals_ignored() -> Iterator[None]:
-    """SIGINT and SIGTERM ignored in this process while the block runs (main thread only), so
-    that a child started in it inherits the disposition from its first instruction on."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {s: signal.signal(s, signal.SIG_IGN) for s in STOP_SIGNALS}
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-
-
 def _weights(ensemble: RewardEnsemble) -> dict[str, torch.Tensor]:
     return {k: v for k, v in ensemble.state_dict().items() if k not in NORMALIZATION}
 
@@ -145,7 +126,7 @@ def _serve(conn: Any, ensemble: RewardEnsemble, config: TrainerConfig, rng, thre
     # decides when to stop (rlkit.core.stop) and may still need this trainer's state for its
     # checkpoint. The child ends when the loop closes the pipe or asks it to, or when killed.
     # (It was started ignoring both; a child started from another thread did not inherit it.)
-    for signum in STOP_SIGNALS:
+    for signum in SIGNALS:
         signal.signal(signum, signal.SIG_IGN)
     torch.set_num_threads(threads)
     trainer = RewardTrainer(ensemble, config, rng)
@@ -224,7 +205,7 @@ class ProcessLearner:
             name="rlkit-reward-learner",
             daemon=True,
         )
-        with _signals_ignored():  # inherited: the child ignores them from its first import
+        with signals_ignored():  # inherited: the child ignores them from its first import
             self._process.start()
         child.close()
         # The child ignores SIGTERM, so multiprocessing's exit handler cannot end it that way
