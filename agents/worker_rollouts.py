@@ -91,7 +91,11 @@ class RolloutPolicy:
     @property
     def policy(self) -> ActorCriticPolicy:
         if self._policy is None:
-            self._policy = self.policy_class(**self.params).to("cpu")
+            # Its initial weights are overwritten anyway: drawing them leaves the worker's
+            # generator, which samples the actions, where it was (a resumed run's workers
+            # build their copy again, and must draw the same actions as they would have).
+            with th.random.fork_rng(devices=[]):
+                self._policy = self.policy_class(**self.params).to("cpu")
             self._policy.set_training_mode(False)
         return self._policy
 

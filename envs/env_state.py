@@ -12,7 +12,8 @@
 
 Left out are the envs and VecEnvs themselves, spaces (SB3 samples no actions from them),
 callables, torch modules (the reward model is saved on its own) and the simulator handles.
-A stack whose envs live elsewhere (subprocesses, Ray workers) gives ``None``.
+A stack over envs in other processes gives ``None``, unless its VecEnv snapshots them itself
+(:class:`RemoteEnvs`: Ray workers, :class:`rlkit.distributed.RayVecEnv`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from __future__ import annotations
 import copy
 import pickle
 import types
-from typing import Any
+from typing import Any, Protocol
 
 import gymnasium as gym
 import numpy as np
@@ -47,9 +48,14 @@ def _kept(name: str, value: Any) -> bool:
     return not module.startswith(("ale_py", "mujoco", "torch"))
 
 
-def _attributes(obj: object) -> dict[str, Any]:
+def object_state(obj: object) -> dict[str, Any]:
     """A deep copy of ``obj``'s plain attributes (see the module docstring)."""
     return {k: copy.deepcopy(v) for k, v in vars(obj).items() if _kept(k, v)}
+
+
+def set_object_state(obj: object, state: dict[str, Any]) -> None:
+    """Give ``obj`` back the attributes :func:`object_state` took (copies of them)."""
+    vars(obj).update(copy.deepcopy(state))
 
 
 def _simulator_state(env: gym.Env) -> tuple[str, Any] | None:
@@ -83,7 +89,7 @@ def env_state(env: gym.Env) -> dict[str, Any]:
     """Everything ``env`` (a Gymnasium env with its wrappers) needs to step on exactly."""
     wrappers = []
     while isinstance(env, gym.Wrapper):
-        wrappers.append(_attributes(env))
+        wrappers.append(object_state(env))
         env = env.env
     return {
         "wrappers": wrappers,
@@ -97,7 +103,7 @@ def set_env_state(env: gym.Env, state: dict[str, Any]) -> None:
     for saved in state["wrappers"]:
         if not isinstance(env, gym.Wrapper):
             raise ValueError("the env has fewer wrappers than the one the state was taken from")
-        vars(env).update(copy.deepcopy(saved))
+        set_object_state(env, saved)
         env = env.env
     if isinstance(env, gym.Wrapper):
         raise ValueError("the env has more wrappers than the one the state was taken from")
@@ -105,39 +111,73 @@ def set_env_state(env: gym.Env, state: dict[str, Any]) -> None:
     _set_simulator_state(env, state["simulator"])
 
 
-def has_local_envs(venv: VecEnv) -> bool:
-    """Whether ``venv``'s stack ends in a ``DummyVecEnv``, whose envs this process holds."""
+class RemoteEnvs(Protocol):
+    """A VecEnv whose envs live in other processes that can snapshot them (a Ray
+    ``RayVecEnv``): :func:`vec_env_state` and :func:`set_vec_env_state` go through these."""
+
+    def get_env_state(self) -> Any | None: ...
+
+    def set_env_state(self, state: Any) -> None: ...
+
+
+def _stack(venv: VecEnv) -> tuple[list[VecEnvWrapper], VecEnv]:
+    """The VecEnv wrappers of ``venv``, outermost first, and the VecEnv under them."""
+    wrappers = []
     while isinstance(venv, VecEnvWrapper):
+        wrappers.append(venv)
         venv = venv.venv
-    return isinstance(venv, DummyVecEnv)
+    return wrappers, venv
+
+
+def _remote(venv: VecEnv) -> RemoteEnvs | None:
+    ok = callable(getattr(venv, "get_env_state", None)) and callable(
+        getattr(venv, "set_env_state", None)
+    )
+    return venv if ok else None  # type: ignore[return-value]
 
 
 def vec_env_state(venv: VecEnv) -> dict[str, Any] | None:
-    """The state of a VecEnv stack over a ``DummyVecEnv`` (``None`` for any other: its envs
-    are out of reach)."""
-    if not has_local_envs(venv):
+    """The state of a VecEnv stack over a ``DummyVecEnv``, or over a VecEnv of remote envs
+    that snapshots them (:class:`RemoteEnvs`); ``None`` for any other (subprocesses: their
+    envs are out of reach) and when the remote envs give none."""
+    wrappers, base = _stack(venv)
+    if isinstance(base, DummyVecEnv):
+        inner: dict[str, Any] = {
+            "vec_env": object_state(base),
+            "envs": [env_state(env) for env in base.envs],
+        }
+    elif (remote := _remote(base)) is not None:
+        inner = {"remote": remote.get_env_state()}
+        if inner["remote"] is None:
+            return None
+    else:
         return None
-    wrappers = []
-    while isinstance(venv, VecEnvWrapper):
-        wrappers.append(_attributes(venv))
-        venv = venv.venv
-    assert isinstance(venv, DummyVecEnv)
-    return {
-        "wrappers": wrappers,
-        "vec_env": _attributes(venv),
-        "envs": [env_state(env) for env in venv.envs],
-    }
+    return {"wrappers": [object_state(w) for w in wrappers], **inner}
 
 
 def set_vec_env_state(venv: VecEnv, state: dict[str, Any]) -> None:
-    """Put a VecEnv stack (built as the one :func:`vec_env_state` was taken from) back."""
-    for saved in state["wrappers"]:
-        if not isinstance(venv, VecEnvWrapper):
-            raise ValueError("the VecEnv has fewer wrappers than the one the state was taken from")
-        vars(venv).update(copy.deepcopy(saved))
-        venv = venv.venv
-    if not isinstance(venv, DummyVecEnv) or len(venv.envs) != len(state["envs"]):
+    """Put a VecEnv stack (built as the one :func:`vec_env_state` was taken from) back.
+
+    Raises:
+        ValueError: the stack is not built as that one was (checked before anything is
+            changed here; remote envs check their own part before changing it).
+    """
+    wrappers, base = _stack(venv)
+    if len(wrappers) != len(state["wrappers"]):
+        raise ValueError(
+            f"the VecEnv has {len(wrappers)} wrappers, the one the state was taken from had"
+            f" {len(state['wrappers'])}"
+        )
+    if "remote" in state:
+        remote = _remote(base)
+        if remote is None:
+            raise ValueError("the state is of remote envs, and this VecEnv's are not")
+        remote.set_env_state(state["remote"])
+    elif not isinstance(base, DummyVecEnv) or len(base.envs) != len(state["envs"]):
         raise ValueError("the VecEnv's envs are not the ones the state was taken from")
-    vars(venv).update(copy.deepcopy(state["vec_env"]))
-    for env, saved in zip(venv.envs, state["envs"], strict=True):
-        set_env_state(env, saved)
+    else:
+        set_object_state(base, state["vec_env"])
+        for env, saved in zip(base.envs, state["envs"], strict=True):
+            set_env_state(env, saved)
+    for wrapper, saved in zip(wrappers, state["wrappers"], strict=True):
+        set_object_state(wrapper, saved)

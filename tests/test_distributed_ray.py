@@ -368,15 +368,14 @@ def _restart_counts(run: Path) -> list[str]:
     return [line.rsplit(",", 1)[1] for line in lines if ",charts/ray_worker_restarts," in line]
 
 
-@pytest.mark.parametrize("compiled", [False, True], ids=["actor_calls", "compiled_graph"])
-def test_prefs_train_runs_on_ray_workers(ray_head, tmp_path, compiled):
+def test_prefs_train_runs_on_ray_workers_through_a_compiled_graph(ray_head, tmp_path):
+    """The policy's rollouts step through the graph too, not the workers' copies (the
+    default, worker rollouts, runs in the Ctrl-C test below)."""
     from rlkit.cli import main
     from rlkit.store import Store
 
     run = tmp_path / "ray_prefs"
-    args = _tiny_ray_prefs(ray_head, run)
-    if compiled:  # the policy's rollouts step through the graph too, not the workers' copies
-        args += ["--ray-compiled", "--no-ray-worker-rollouts"]
+    args = _tiny_ray_prefs(ray_head, run) + ["--ray-compiled", "--no-ray-worker-rollouts"]
     assert main(args) == 0
     store = Store(run)
     assert store.count_labels() == 10
@@ -384,8 +383,7 @@ def test_prefs_train_runs_on_ray_workers(ray_head, tmp_path, compiled):
     seg = store.load_segment(store.labels_after(0)[0].segment_a)
     assert seg.render_state is not None and seg.render_state.shape == (25, 12)
     # each round logs how many workers died and were re-created: none here
-    restarts = _restart_counts(run)
-    assert restarts == ["0.0", "0.0"]
+    assert _restart_counts(run) == ["0.0", "0.0"]
 
 
 def test_prefs_train_goes_on_when_a_worker_is_killed_mid_run(ray_head, tmp_path, monkeypatch):
@@ -419,13 +417,44 @@ def test_prefs_train_goes_on_when_a_worker_is_killed_mid_run(ray_head, tmp_path,
     assert state["step"] == 1024
 
 
-def test_prefs_train_on_ray_workers_stops_on_ctrl_c_and_resumes(ray_head, tmp_path, monkeypatch):
-    """Ctrl-C during the first round: the run saves at its end (the pool, not the workers'
-    envs, which a resume starts on new episodes), exits 130, and --resume finishes it."""
+def _what_a_run_did(run: Path) -> dict:
+    """A finished run's labels, curves, reward model and policy's reward."""
+    from rlkit.core.checkpoint import CheckpointManager
+    from rlkit.core.metrics import read_metrics
+    from rlkit.store import Store
+
+    _, state = CheckpointManager(run).load_latest()
+    metrics = read_metrics(run)
+    return {
+        "step": state["step"],
+        "labels": [(r.segment_a, r.segment_b, r.choice) for r in Store(run).labels_after(0)],
+        "curves": {k: metrics.get(k) for k in ("charts/learned_reward", "charts/pool_size",
+                                               "charts/reward_val_accuracy", "losses/l2",
+                                               "charts/ray_worker_restarts")},
+        "ensemble": state["ensemble"],
+        "actor": state["actor"],
+    }  # fmt: skip
+
+
+def test_prefs_train_on_ray_workers_stopped_by_ctrl_c_resumes_as_the_run_that_went_on(
+    ray_head, tmp_path, monkeypatch
+):
+    """Ctrl-C during the first round: the run saves at its end, the workers' envs mid-episode
+    and their generators included, exits 130, and --resume finishes it with the labels, curves
+    and reward model of the run that was never stopped."""
     from rlkit.cli import main
     from rlkit.core.checkpoint import CheckpointManager, unpack
     from rlkit.rewards.rollout_reward import RolloutRewardCallback
     from rlkit.store import Store
+
+    whole = tmp_path / "ray_whole"
+    assert main(_tiny_ray_prefs(ray_head, whole)) == 0
+    store = Store(whole)
+    assert store.count_labels() == 10
+    # segments rolled out on the workers keep their MuJoCo render state
+    seg = store.load_segment(store.labels_after(0)[0].segment_a)
+    assert seg.render_state is not None and seg.render_state.shape == (25, 12)
+    assert _restart_counts(whole) == ["0.0", "0.0"]  # each round: workers re-created
 
     original = RolloutRewardCallback._on_rollout_end
     sent: list[int] = []
@@ -441,12 +470,18 @@ def test_prefs_train_on_ray_workers_stops_on_ctrl_c_and_resumes(ray_head, tmp_pa
     assert main(_tiny_ray_prefs(ray_head, run)) == 130
     _, state = CheckpointManager(run).load_latest()
     assert sent == [512] and state["step"] == 512
-    assert state["envs"] is None and len(unpack(state["pool"])["segments"]) > 0
+    envs = unpack(state["envs"])
+    assert len(envs["remote"]["workers"]) == 2 and len(unpack(state["pool"])["segments"]) > 0
     monkeypatch.undo()
     assert main(["prefs", "train", "--run-dir", str(run), "--resume"]) == 0
-    assert Store(run).count_labels() == 10
-    _, state = CheckpointManager(run).load_latest()
-    assert state["step"] == 1024
+    went_on, resumed = _what_a_run_did(whole), _what_a_run_did(run)
+    assert resumed["step"] == 1024 and len(resumed["labels"]) == 10
+    assert resumed["labels"] == went_on["labels"]
+    assert len(went_on["curves"]["charts/learned_reward"]) == 2  # a round on each side
+    assert resumed["curves"] == went_on["curves"]
+    for part in ("ensemble", "actor"):
+        a, b = went_on[part], resumed[part]
+        assert a.keys() == b.keys() and all(th.equal(a[k], b[k]) for k in a), part
 
 
 def test_a_real_head_passes_the_address_check(ray_head, monkeypatch):

@@ -146,7 +146,7 @@ def test_kill_9_before_the_first_checkpoint_then_resume_keeps_every_label(tmp_pa
     """Killed while the reward model pretrains on the initial labels (long pretraining keeps
     the run there): --resume starts again from step 0 with those labels and finishes."""
     run = tmp_path / "early"
-    args = [*TINY_MUJOCO, "--trainer.pretrain-epochs", "2000", "--eval-episodes", "0",
+    args = [*TINY_MUJOCO, "--trainer.pretrain-epochs", "400", "--eval-episodes", "0",
             "--run-dir", str(run)]  # fmt: skip
     _kill_9_when(args, lambda: (run / "store.sqlite").is_file() and Store(run).count_labels() > 0)
     assert not CheckpointManager(run).any()

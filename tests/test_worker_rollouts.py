@@ -4,6 +4,7 @@ and the frame stack a worker keeps in the shadow of the driver's."""
 from __future__ import annotations
 
 import pickle
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -156,3 +157,52 @@ def test_random_rollout_actions_cover_the_space_and_follow_torchs_seed():
     assert sorted(np.unique(discrete)) == [1, 2, 3, 4, 5, 6]
     with pytest.raises(TypeError, match="no weights"):
         policy.load_state_dict({})
+
+
+def _worker_policy(env_id: str, worker: RolloutWorker) -> tuple[Any, PolicyWeights | None]:
+    """The rollout policy as Ray hands it to a worker (pickled, not yet built), and weights."""
+    if env_id.startswith("ALE/"):
+        return RandomRolloutPolicy(worker.spaces()[1]), None
+    venv = make_vec_env(EnvSpec(env_id), 1, seed=0)
+    try:  # TRPO's policy
+        policy = make_agent(PolicyConfig(), venv, "mujoco", seed=0).policy
+        copy = pickle.loads(pickle.dumps(RolloutPolicy(policy)))
+        return copy, PolicyWeights.of(policy.state_dict())
+    finally:
+        venv.close()
+
+
+@pytest.mark.parametrize("env_id", ["ALE/Breakout-v5", "Hopper-v5"])
+def test_a_worker_put_back_into_its_saved_state_takes_the_rollout_it_would_have(env_id):
+    """A stopped Ray run saves its workers (RayVecEnv.get_env_state): a new worker given the
+    state (through pickle, as Ray sends it) and a new copy of the policy takes the same steps
+    and draws the same actions as the worker that went on, across episode ends (Breakout: with
+    the driver's frame stack in its shadow; Hopper: TRPO's copy, built once the state is back,
+    which must leave the generator alone)."""
+    spec = EnvSpec(env_id)
+
+    def worker() -> tuple[RolloutWorker, PolicyWeights | None]:
+        w = RolloutWorker(spec, seed=3, first_rank=2, n_envs=2, policy_seed=5, shadow_stack=True)
+        policy, weights = _worker_policy(env_id, w)
+        w.set_rollout_policy(policy)
+        return w, weights
+
+    first, weights = worker()
+    first.rollout(40, weights)
+    state = pickle.loads(pickle.dumps(first.get_state()))
+    went_on = first.rollout(300)
+    again, weights = worker()
+    again.set_state(state)
+    resumed = again.rollout(300, weights)
+    assert sum(s[2].sum() for s in went_on[0]) >= 1  # an episode ended on the way
+    for a, b in zip(went_on[0], resumed[0], strict=True):
+        for part_a, part_b in zip(a[:3], b[:3], strict=True):
+            np.testing.assert_array_equal(part_a, part_b)
+    for a, b in zip(went_on[1:], resumed[1:], strict=True):
+        np.testing.assert_array_equal(a, b)
+    # ... and without the state, the same worker takes other steps
+    other, weights = worker()
+    assert not np.array_equal(other.rollout(300, weights)[1], went_on[1])
+    # a state that does not fit is refused before anything changes
+    with pytest.raises(ValueError, match="2 envs saved for a worker with 1"):
+        RolloutWorker(spec, seed=3, first_rank=2, n_envs=1).set_state(state)

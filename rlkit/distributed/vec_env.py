@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections import deque
 from collections.abc import Sequence
@@ -355,6 +356,56 @@ class RayVecEnv(VecEnv):
             infos.append(info)
         n = len(envs)
         return obs, np.zeros(n, dtype=np.float32), np.ones(n, dtype=bool), infos, reset_infos
+
+    # -- a stopped run's snapshot ------------------------------------------------------
+
+    #: What the driver keeps between steps, besides the workers' own state.
+    _DRIVER_STATE = ("_last_obs", "_last_states", "reset_infos", "_seeds", "_options")
+
+    def get_env_state(self) -> dict[str, Any] | None:
+        """Every worker's envs mid-episode, generators and frame stack
+        (:meth:`RolloutWorker.get_state`), and what this side keeps between steps, for a
+        stopped run's checkpoint (``envs.env_state.vec_env_state``). ``None`` if a worker
+        died meanwhile: its envs are gone, and the resumed run starts new episodes.
+
+        Raises:
+            RuntimeError: a step or a rollout's replay is in flight.
+        """
+        if self._pending is not None or self._jobs is not None or self._replay:
+            raise RuntimeError("the envs cannot be saved in the middle of a step or rollout")
+        refs = [self.pool.submit(i, "get_state") for i in range(self.pool.n_workers)]
+        workers = self.pool.results(refs, on_death=lambda i: None)
+        if any(w is None for w in workers):
+            return None
+        driver = {name: copy.deepcopy(getattr(self, name)) for name in self._DRIVER_STATE}
+        restarts = {"restarts": self.pool.restarts, "per_worker": list(self.pool.worker_restarts)}
+        return {"workers": workers, "driver": driver, "restarts": restarts}
+
+    def set_env_state(self, state: dict[str, Any]) -> None:
+        """Go back to ``state`` from :meth:`get_env_state` of a RayVecEnv built alike: the
+        workers' envs step on where they were, and a worker that dies from now on gets a new
+        seed, as it would have.
+
+        Raises:
+            ValueError: the state has another number of workers or envs, or its workers
+                kept other parts (checked by each worker before it changes anything).
+        """
+        if len(state["workers"]) != self.pool.n_workers:
+            raise ValueError(
+                f"the state has {len(state['workers'])} Ray workers, this VecEnv"
+                f" {self.pool.n_workers}"
+            )
+        if len(state["driver"]["reset_infos"]) != self.num_envs:
+            raise ValueError(
+                f"the state has {len(state['driver']['reset_infos'])} envs, this VecEnv"
+                f" {self.num_envs}"
+            )
+        refs = [self.pool.submit(i, "set_state", w) for i, w in enumerate(state["workers"])]
+        self.pool.results(refs, retry=[("set_state", (w,)) for w in state["workers"]])
+        for name, value in state["driver"].items():
+            setattr(self, name, copy.deepcopy(value))
+        self.pool.restarts = int(state["restarts"]["restarts"])
+        self.pool.worker_restarts = list(state["restarts"]["per_worker"])
 
     # -- attributes and methods of the envs -----------------------------------------------
 

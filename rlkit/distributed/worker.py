@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from stable_baselines3.common.vec_env import VecEnv
 
+from envs.env_state import object_state, set_object_state, set_vec_env_state, vec_env_state
 from envs.factory import ATARI_FRAME_STACK, EnvSpec, env_kind, make_env
 from envs.frame_stack import AtariFrameStack, PackedStackedObservations
 from envs.shallow_dummy_vec_env import ShallowDummyVecEnv
@@ -182,6 +183,46 @@ class RolloutWorker:
 
     def close(self) -> None:
         self.venv.close()
+
+    # -- a stopped run's snapshot --------------------------------------------------------
+
+    def get_state(self) -> dict[str, Any]:
+        """What this worker needs to step on exactly as it would have (a stopped run's
+        checkpoint, :meth:`RayVecEnv.get_env_state`): its envs mid-episode
+        (:func:`envs.env_state.vec_env_state`), the last observation, the shadow frame stack,
+        and the generators its policies draw from (this one's and torch's).
+
+        Raises:
+            RuntimeError: this worker samples fragments; their recorder is not saved.
+        """
+        if self.recorder is not None:
+            raise RuntimeError("a fragment sampler's worker cannot be saved mid-fragment")
+        return {
+            "venv": vec_env_state(self.venv),
+            "obs": None if self._obs is None else self._obs.copy(),
+            "shadow": None if self._shadow is None else object_state(self._shadow),
+            "rng": self.rng.bit_generator.state,
+            "torch_rng": torch.get_rng_state(),
+        }
+
+    def set_state(self, state: Mapping[str, Any]) -> None:
+        """Go back to ``state`` from :meth:`get_state` of a worker built alike.
+
+        Raises:
+            ValueError: the state needs a shadow frame stack this worker does not keep, or
+                its envs are not built as these are (checked before anything changes).
+        """
+        if state["shadow"] is None and self._shadow is not None and state["obs"] is not None:
+            raise ValueError("the saved worker kept no shadow frame stack for rollouts")
+        envs = state["venv"]["envs"] if "envs" in state["venv"] else []
+        if len(envs) != self.base.num_envs:
+            raise ValueError(f"{len(envs)} envs saved for a worker with {self.base.num_envs}")
+        set_vec_env_state(self.venv, state["venv"])
+        self._obs = None if state["obs"] is None else state["obs"].copy()
+        if self._shadow is not None and state["shadow"] is not None:
+            set_object_state(self._shadow, state["shadow"])
+        self.rng.bit_generator.state = state["rng"]
+        torch.set_rng_state(state["torch_rng"])
 
     # -- fragments ---------------------------------------------------------------------------
 

@@ -44,7 +44,7 @@ from agents.obs_norm import obs_norm_state
 from agents.presets import load_agent, make_agent, resolve_algo
 from agents.worker_rollouts import RandomRolloutPolicy, rollout_source
 from envs import env_dt, env_kind, make_vec_env
-from envs.env_state import has_local_envs, set_vec_env_state, vec_env_state
+from envs.env_state import set_vec_env_state, vec_env_state
 from rlkit.core.buffers import SegmentPool
 from rlkit.core.checkpoint import CheckpointError, CheckpointManager, pack, unpack
 from rlkit.core.errors import UserError
@@ -519,7 +519,7 @@ class PreferenceLoop:
             "random_steps": self.random_steps,
             # What a resume needs to go on as the run would have (see restore()): the reward
             # the policy sees (a round behind the learner), the pending training's metrics,
-            # the segment pool, and the envs where they are (None on Ray workers).
+            # the segment pool, and the envs where they are (on Ray workers too).
             "actor": self.actor.state_dict(),
             "finished_early": dict(self._finished_early),
             "pool": pack(self.pool.state_dict()) if whole else None,
@@ -538,18 +538,19 @@ class PreferenceLoop:
         goes on exactly as if it had not stopped: the same queries, labels, reward model and
         policy, given the same labels. The reward model, the policy's reward (a round behind
         it), the training whose result the next round takes, the segment pool, the envs
-        mid-episode and every generator come back as they were. Not on Ray workers, whose
-        envs start new episodes, nor with Atari's sticky actions (``EnvSpec.sticky_actions``,
-        not a ``prefs`` setting), whose emulator does not keep the action it repeats.
+        mid-episode (on Ray workers too) and every generator come back as they were. Not with
+        Atari's sticky actions (``EnvSpec.sticky_actions``, not a ``prefs`` setting), whose
+        emulator does not keep the action it repeats, nor when a Ray worker had died just
+        before the stop, or the envs do not fit the saved ones: those start new episodes.
 
         From a regular checkpoint (after a crash) the envs start new episodes and the pool
         starts empty; from one older than 2026-12-05, the reward model is also retrained at
         once."""
         path, state = self.checkpoints.load_latest()
+        exact = state.get("envs") is not None and self._restore_envs(unpack(state["envs"]))
         try:
             self.learner.load_ensemble(state["ensemble"])
-            # SB3 keeps the observation it was saved at where the envs come back as they were
-            exact = state.get("envs") is not None and has_local_envs(self.reward_env)
+            # SB3 keeps the observation it was saved at where the envs came back as they were
             self.agent = load_agent(
                 self.algo, str(path / "policy.zip"), env=self.reward_env, force_reset=not exact
             )
@@ -587,8 +588,6 @@ class PreferenceLoop:
             self._finished_early = dict(state["finished_early"])
             if state["pool"] is not None:
                 self.pool.load_state_dict(unpack(state["pool"]))
-        if exact:
-            set_vec_env_state(self.reward_env, unpack(state["envs"]))
         # Labels that came after the checkpoint (people's, or a crash's) train at once; the
         # next round takes the result, as it takes the pending one otherwise.
         self.answer_pending_synthetic()
@@ -596,6 +595,16 @@ class PreferenceLoop:
             self.start_reward_training()
         if older:  # without the policy's reward it saw, it sees the newest
             self.finish_reward_training()
+
+    def _restore_envs(self, envs: dict) -> bool:
+        """Put the envs back as a stop saved them; says so and returns False (the envs then
+        start new episodes) if they do not fit."""
+        try:
+            set_vec_env_state(self.reward_env, envs)
+        except ValueError as exc:
+            self.console.print(f"the envs start new episodes: {exc}", soft_wrap=True)
+            return False
+        return True
 
     # -- the whole run --------------------------------------------------------------------
     def run(self, resume: bool = False, stop: GracefulStop | None = None) -> RunSummary:
