@@ -1,5 +1,6 @@
 """Tiny end-to-end preference runs on real MuJoCo and Atari envs, resume and crash recovery."""
 
+import functools
 import json
 import os
 import re
@@ -29,6 +30,17 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
         [sys.executable, "-m", "rlkit.cli", *args], capture_output=True, text=True, timeout=600,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )  # fmt: skip
+
+
+def main_in_process(capsys: pytest.CaptureFixture, *args: str) -> subprocess.CompletedProcess:
+    """``rlkit *args`` through the CLI's ``main`` in this process, as :func:`run_cli` reports it."""
+    capsys.readouterr()
+    try:
+        code = main(list(args))
+    except SystemExit as exc:  # what a parser's exit would do to the process
+        code = exc.code if isinstance(exc.code, int) else 1
+    captured = capsys.readouterr()
+    return subprocess.CompletedProcess(list(args), code, captured.out, captured.err)
 
 
 @pytest.mark.slow
@@ -252,27 +264,30 @@ def test_sigterm_waits_for_the_pretrained_model_and_a_second_signal_stops_at_onc
     assert not CheckpointManager(run).any() and Store(run).count_labels() > 0
 
 
-def test_bad_input_gets_one_line_and_exit_2(tmp_path):
+def test_bad_input_gets_one_line_and_exit_2(tmp_path, capsys):
+    """One real process (what a shell sees), then the CLI's main in this one (the same code
+    path, a second each faster)."""
     out = run_cli("prefs", "train", "--env", "Hoper-v5", "--run-dir", str(tmp_path / "x"))
     assert out.returncode == 2
     assert out.stderr.strip().splitlines() == [out.stderr.strip()]
     assert "Hopper-v5" in out.stderr and "Traceback" not in out.stderr
-    out = run_cli("prefs", "train", "--labels", "-5", "--run-dir", str(tmp_path / "y"))
+    cli = functools.partial(main_in_process, capsys)
+    out = cli("prefs", "train", "--labels", "-5", "--run-dir", str(tmp_path / "y"))
     assert out.returncode == 2 and "--labels" in out.stderr and "Traceback" not in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1  # not tyro's boxed help screen
-    out = run_cli("prefs", "train", "--trainer.holdout", "1.5", "--run-dir", str(tmp_path / "v"))
+    out = cli("prefs", "train", "--trainer.holdout", "1.5", "--run-dir", str(tmp_path / "v"))
     assert out.returncode == 2 and "holdout" in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
-    out = run_cli("prefs", "train", "--resume", "--run-dir", str(tmp_path / "missing"))
+    out = cli("prefs", "train", "--resume", "--run-dir", str(tmp_path / "missing"))
     assert out.returncode == 2 and "holds no run" in out.stderr
-    out = run_cli("prefs", "train", "--backbone", "revnett", "--run-dir", str(tmp_path / "z"))
+    out = cli("prefs", "train", "--backbone", "revnett", "--run-dir", str(tmp_path / "z"))
     assert out.returncode == 2 and "did you mean revnet" in out.stderr
     assert "Traceback" not in out.stderr and not (tmp_path / "z").exists()
-    out = run_cli("prefs", "train", "--backbone-kwargs", "{bad", "--run-dir", str(tmp_path / "w"))
+    out = cli("prefs", "train", "--backbone-kwargs", "{bad", "--run-dir", str(tmp_path / "w"))
     assert out.returncode == 2 and "--backbone-kwargs is not valid JSON" in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
     # a segment longer than an episode would never complete: said at once, nothing written
-    out = run_cli("prefs", "train", "--segment-seconds", "20", "--run-dir", str(tmp_path / "s"))
+    out = cli("prefs", "train", "--segment-seconds", "20", "--run-dir", str(tmp_path / "s"))
     assert out.returncode == 2 and out.stderr.strip().splitlines() == [
         "error: --segment-seconds 20 makes segments of 2500 steps, longer than Hopper-v5's"
         " episodes (1000 steps)"
@@ -280,12 +295,12 @@ def test_bad_input_gets_one_line_and_exit_2(tmp_path):
     assert not (tmp_path / "s").exists()
     # a --run-dir that is a file, or lies under one: one line, the file untouched
     (tmp_path / "notes.txt").write_text("keep me")
-    out = run_cli("prefs", "train", "--run-dir", str(tmp_path / "notes.txt"))
+    out = cli("prefs", "train", "--run-dir", str(tmp_path / "notes.txt"))
     assert out.returncode == 2 and out.stderr.strip().splitlines() == [
         f"error: --run-dir {tmp_path / 'notes.txt'} is a file, not a directory;"
         " choose another --run-dir"
     ]
-    out = run_cli("prefs", "train", "--run-dir", str(tmp_path / "notes.txt" / "run"))
+    out = cli("prefs", "train", "--run-dir", str(tmp_path / "notes.txt" / "run"))
     assert out.returncode == 2 and out.stderr.strip().splitlines() == [
         f"error: cannot create --run-dir {tmp_path / 'notes.txt' / 'run'}: Not a directory"
     ]
