@@ -5,9 +5,11 @@ Fills a pool of the preference run's default size (MuJoCo 1000 segments of 1.5 s
 25 steps) from a random policy on the run's default number of envs, recording segments as the
 run does, then times, median of repeats: packing the pool, taking and packing the envs' state,
 unpacking both, and ``torch.save`` of the packed bytes to a file (with fsync). Prints one JSON
-line per env: seconds and megabytes, raw and packed.
+line per env: seconds and megabytes, raw and packed. With ``--ray-workers N`` the envs run on N
+workers of a local Ray instance, and taking their state is a call to each
+(``RayVecEnv.get_env_state``).
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_stop_checkpoint.py [--envs Hopper-v5 ALE/Pong-v5]
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_stop_checkpoint.py [--envs Hopper-v5 ALE/Pong-v5] [--ray-workers 2]
 """
 
 from __future__ import annotations
@@ -48,14 +50,18 @@ def timed(fn, repeats: int) -> tuple[float, object]:
     return statistics.median(times), out
 
 
-def measure(env_id: str, repeats: int) -> dict:
+def measure(env_id: str, repeats: int, ray_workers: int = 0) -> dict:
     cfg = PrefsConfig(env=env_id)
     kind = env_kind(env_id)
     pool = SegmentPool(300 if kind == "atari" else 1000)
-    venv = SegmentRecorder(
-        make_vec_env(cfg.env_spec(render_state=True), cfg.vec_envs(kind), 0),
-        segment_length(cfg, kind), pool.add, env_id=env_id,
-    )  # fmt: skip
+    spec, n_envs = cfg.env_spec(render_state=True), cfg.vec_envs(kind)
+    if ray_workers:
+        from rlkit.distributed import make_ray_vec_env
+
+        envs = make_ray_vec_env(spec, n_envs, ray_workers, 0)
+    else:
+        envs = make_vec_env(spec, n_envs, 0)
+    venv = SegmentRecorder(envs, segment_length(cfg, kind), pool.add, env_id=env_id)
     venv.reset()
     rng = np.random.default_rng(0)
     while len(pool) < pool.capacity:
@@ -72,7 +78,8 @@ def measure(env_id: str, repeats: int) -> dict:
         save_s, _ = timed(lambda: save_checkpoint(path, {"pool": packed, "envs": envs}), repeats)
     venv.close()
     return {
-        "benchmark": "stop_checkpoint", "env": env_id, "n_envs": cfg.vec_envs(kind),
+        "benchmark": "stop_checkpoint", "env": env_id, "n_envs": n_envs,
+        "ray_workers": ray_workers,
         "pool_segments": len(state["segments"]), "segment_steps": segment_length(cfg, kind),
         "pool_raw_mb": raw / 1e6, "pool_packed_mb": len(packed) / 1e6,
         "envs_packed_mb": len(envs) / 1e6, "pack_pool_s": pack_s, "pack_envs_s": envs_s,
@@ -86,9 +93,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--envs", nargs="+", default=["Hopper-v5", "ALE/Pong-v5"])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--ray-workers", type=int, default=0, help="0: envs in this process")
     args = parser.parse_args()
     for env_id in args.envs:
-        print(json.dumps(measure(env_id, args.repeats)), flush=True)
+        print(json.dumps(measure(env_id, args.repeats, args.ray_workers)), flush=True)
 
 
 if __name__ == "__main__":
