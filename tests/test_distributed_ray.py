@@ -182,6 +182,43 @@ def test_mujoco_matches_make_vec_env(ray_head):
         venv.close()
 
 
+def test_a_ray_vec_env_put_back_into_its_saved_state_steps_on_as_it_would_have(ray_head):
+    """A stopped run's snapshot of the workers (``get_env_state``): taken mid-episode, it gives
+    none once a worker has died (its envs are gone), and put back, on the restarted worker
+    too, the envs step on exactly as a local VecEnv that never stopped."""
+    spec = EnvSpec("Hopper-v5", render_state=True)
+    venv = make_ray_vec_env(spec, n_envs=3, n_workers=2, seed=7)
+    ref = make_vec_env(spec, 3, seed=7)
+    try:
+        actions = np.random.default_rng(0).uniform(-1, 1, size=(90, 3, 3)).astype(np.float32)
+        _assert_same_steps(venv, ref, actions[:30])
+        state = venv.get_env_state()
+        pid = venv.worker_pid(1)
+        os.kill(pid, signal.SIGKILL)
+        while Path(f"/proc/{pid}").exists() and "zombie" not in _proc_state(pid):
+            time.sleep(0.01)
+        assert venv.get_env_state() is None and venv.pool.worker_restarts == [0, 1]
+        venv.set_env_state(state)
+        assert venv.pool.worker_restarts == [0, 0]
+        n_done = 0
+        for acts in actions[30:]:
+            got, want = venv.step(acts), ref.step(acts)
+            for part_got, part_want in zip(got[:3], want[:3], strict=True):
+                np.testing.assert_array_equal(part_got, part_want)
+            n_done += int(want[2].sum())
+        assert n_done > 0  # episodes ended (and reset) after the state came back
+    finally:
+        venv.close()
+        ref.close()
+
+
+def _proc_state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return "zombie"
+
+
 def test_compiled_graph_steps_like_actor_calls_while_results_are_kept(ray_head):
     """Steps go through the compiled Ray graph and equal the actor-call path. The caller
     keeps every observation and info (as a rollout buffer or segment recorder does): the
