@@ -206,3 +206,8 @@ def test_a_worker_put_back_into_its_saved_state_takes_the_rollout_it_would_have(
     # a state that does not fit is refused before anything changes
     with pytest.raises(ValueError, match="2 envs saved for a worker with 1"):
         RolloutWorker(spec, seed=3, first_rank=2, n_envs=1).set_state(state)
+    if env_id.startswith("ALE/"):  # saved by a worker that stepped for the driver alone
+        plain = RolloutWorker(spec, seed=3, first_rank=2, n_envs=2)
+        plain.reset()
+        with pytest.raises(ValueError, match="kept no shadow frame stack"):
+            again.set_state(plain.get_state())

@@ -401,7 +401,14 @@ class RayVecEnv(VecEnv):
                 f" {self.num_envs}"
             )
         refs = [self.pool.submit(i, "set_state", w) for i, w in enumerate(state["workers"])]
-        self.pool.results(refs, retry=[("set_state", (w,)) for w in state["workers"]])
+        refused = []  # every worker's answer is taken (Ray logs the errors nobody takes)
+        for i, (ref, saved) in enumerate(zip(refs, state["workers"], strict=True)):
+            try:
+                self.pool.result(i, ref, retry=("set_state", (saved,)))
+            except ValueError as exc:  # raised in the worker, with its traceback
+                refused.append(str(getattr(exc, "cause", exc)))
+        if refused:
+            raise ValueError(refused[0])
         for name, value in state["driver"].items():
             setattr(self, name, copy.deepcopy(value))
         self.pool.restarts = int(state["restarts"]["restarts"])
