@@ -193,10 +193,7 @@ def test_a_ray_vec_env_put_back_into_its_saved_state_steps_on_as_it_would_have(r
         actions = np.random.default_rng(0).uniform(-1, 1, size=(90, 3, 3)).astype(np.float32)
         _assert_same_steps(venv, ref, actions[:30])
         state = venv.get_env_state()
-        pid = venv.worker_pid(1)
-        os.kill(pid, signal.SIGKILL)
-        while Path(f"/proc/{pid}").exists() and "zombie" not in _proc_state(pid):
-            time.sleep(0.01)
+        os.kill(venv.worker_pid(1), signal.SIGKILL)
         assert venv.get_env_state() is None and venv.pool.worker_restarts == [0, 1]
         venv.set_env_state(state)
         assert venv.pool.worker_restarts == [0, 0]
@@ -210,13 +207,6 @@ def test_a_ray_vec_env_put_back_into_its_saved_state_steps_on_as_it_would_have(r
     finally:
         venv.close()
         ref.close()
-
-
-def _proc_state(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return "zombie"
 
 
 def test_compiled_graph_steps_like_actor_calls_while_results_are_kept(ray_head):
