@@ -821,6 +821,12 @@ def test_workers_spread_over_a_two_node_cluster(ray_head, caplog):
             nodes = _alive_nodes()
             node2 = next((k for k, n in nodes.items() if "node2" in n["Resources"]), None)
         assert len(nodes) == 2 and ray.cluster_resources()["CPU"] == 3
+        # The GCS lists the node before every raylet's scheduler sees it (a loaded CI machine
+        # once placed both workers on the head): wait for a task that only node2 can run.
+        on_node2 = ray.remote(num_cpus=0, resources={"node2": 0.01})(
+            lambda: ray.get_runtime_context().get_node_id()  # by value: tests/ is not importable
+        )
+        assert ray.get(on_node2.remote(), timeout=60) == node2
 
         spec = EnvSpec("Hopper-v5", render_state=True)
         with caplog.at_level(logging.WARNING, logger="rlkit.distributed"):
