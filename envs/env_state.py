@@ -21,7 +21,7 @@ from __future__ import annotations
 import copy
 import pickle
 import types
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import gymnasium as gym
 import numpy as np
@@ -111,6 +111,7 @@ def set_env_state(env: gym.Env, state: dict[str, Any]) -> None:
     _set_simulator_state(env, state["simulator"])
 
 
+@runtime_checkable
 class RemoteEnvs(Protocol):
     """A VecEnv whose envs live in other processes that can snapshot them (a Ray
     ``RayVecEnv``): :func:`vec_env_state` and :func:`set_vec_env_state` go through these."""
@@ -129,13 +130,6 @@ def _stack(venv: VecEnv) -> tuple[list[VecEnvWrapper], VecEnv]:
     return wrappers, venv
 
 
-def _remote(venv: VecEnv) -> RemoteEnvs | None:
-    ok = callable(getattr(venv, "get_env_state", None)) and callable(
-        getattr(venv, "set_env_state", None)
-    )
-    return venv if ok else None  # type: ignore[return-value]
-
-
 def vec_env_state(venv: VecEnv) -> dict[str, Any] | None:
     """The state of a VecEnv stack over a ``DummyVecEnv``, or over a VecEnv of remote envs
     that snapshots them (:class:`RemoteEnvs`); ``None`` for any other (subprocesses: their
@@ -146,8 +140,8 @@ def vec_env_state(venv: VecEnv) -> dict[str, Any] | None:
             "vec_env": object_state(base),
             "envs": [env_state(env) for env in base.envs],
         }
-    elif (remote := _remote(base)) is not None:
-        inner = {"remote": remote.get_env_state()}
+    elif isinstance(base, RemoteEnvs):
+        inner = {"remote": base.get_env_state()}
         if inner["remote"] is None:
             return None
     else:
@@ -169,10 +163,9 @@ def set_vec_env_state(venv: VecEnv, state: dict[str, Any]) -> None:
             f" {len(state['wrappers'])}"
         )
     if "remote" in state:
-        remote = _remote(base)
-        if remote is None:
+        if not isinstance(base, RemoteEnvs):
             raise ValueError("the state is of remote envs, and this VecEnv's are not")
-        remote.set_env_state(state["remote"])
+        base.set_env_state(state["remote"])
     elif not isinstance(base, DummyVecEnv) or len(base.envs) != len(state["envs"]):
         raise ValueError("the VecEnv's envs are not the ones the state was taken from")
     else:
