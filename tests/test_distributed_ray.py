@@ -332,6 +332,33 @@ def test_fragment_sampler_sends_atari_frames_and_returns_the_stacks(ray_head):
         sampler.close()
 
 
+def _minor_faults(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[7])
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc, /proc")
+def test_an_atari_worker_reuses_its_freed_memory_instead_of_faulting_it_back_in(ray_head):
+    """A Pong worker allocates a new frame stack every step and frees a call's fragments
+    after it. As a Ray actor it keeps that memory for reuse: once its heap has grown (a few
+    calls), a call takes well under one page fault per env step (1.3-3.4 without, measured;
+    a call that grows the heap again takes ~2, hence the median)."""
+    spec = EnvSpec("ALE/Pong-v5")
+    sampler = FragmentSampler(spec, n_envs=8, n_workers=1, seed=0, fragment_length=50)
+    try:
+        sampler.sample(RandomPolicy(sampler.action_space))
+        for _ in range(6):
+            sampler.sample()
+        pid = sampler.pool.call(0, "pid")
+        per_step = []
+        for _ in range(5):
+            before = _minor_faults(pid)
+            sampler.sample()
+            per_step.append((_minor_faults(pid) - before) / (8 * 50))
+        assert np.median(per_step) < 0.5, per_step
+    finally:
+        sampler.close()
+
+
 @pytest.mark.parametrize("compiled", [False, True], ids=["actor_calls", "compiled_graph"])
 def test_killed_worker_truncates_its_episodes_then_too_many_deaths_stop(ray_head, caplog, compiled):
     """A worker killed mid-run: its episodes end as truncations, the survivor's go on (with

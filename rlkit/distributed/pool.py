@@ -155,6 +155,7 @@ class WorkerPool:
                 frame_stack=self.frame_stack,
                 policy_seed=seed + first,
                 shadow_stack=self.shadow_stack,
+                own_process=True,
             )
         )
 

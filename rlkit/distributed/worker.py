@@ -20,6 +20,7 @@ from envs.env_state import object_state, set_object_state, set_vec_env_state, ve
 from envs.factory import ATARI_FRAME_STACK, EnvSpec, env_kind, make_env
 from envs.frame_stack import AtariFrameStack, PackedStackedObservations
 from envs.shallow_dummy_vec_env import ShallowDummyVecEnv
+from rlkit.core.allocator import keep_freed_memory
 from rlkit.core.policy_weights import PolicyWeights
 from rlkit.core.types import Trajectory
 from rlkit.distributed.fragments import FragmentRecorder, PackedFrames
@@ -49,6 +50,11 @@ class RolloutWorker:
         shadow_stack: without ``frame_stack``, keep a copy of the driver's Atari frame stack
             here, for :meth:`rollout`'s policy (a RayVecEnv's workers, with worker rollouts).
         policy_seed: seeds the generator passed to worker-side policies and torch's.
+        own_process: the worker is its process's only user (a Ray actor): tune the process's
+            malloc to keep freed memory for reuse (:mod:`rlkit.core.allocator`). An Atari
+            worker allocates a new frame stack every step and frees a call's fragments after
+            it; with glibc's defaults that memory goes back to the OS and comes back as page
+            faults, ~2 per env step on Pong (BENCHMARKS.md, "Distributed rollouts on Ray").
     """
 
     def __init__(
@@ -60,9 +66,12 @@ class RolloutWorker:
         frame_stack: bool = False,
         policy_seed: int = 0,
         shadow_stack: bool = False,
+        own_process: bool = False,
     ) -> None:
         # One core per worker: intra-op threads would only fight the other workers.
         torch.set_num_threads(1)
+        if own_process:
+            keep_freed_memory()
         self.spec = spec
         self.base = ShallowDummyVecEnv(
             [make_env(spec, seed, first_rank + k) for k in range(n_envs)]
