@@ -54,7 +54,7 @@ class RolloutWorker:
             malloc to keep freed memory for reuse (:mod:`rlkit.core.allocator`). An Atari
             worker allocates a new frame stack every step and frees a call's fragments after
             it; with glibc's defaults that memory goes back to the OS and comes back as page
-            faults, ~2 per env step on Pong (BENCHMARKS.md, "Distributed rollouts on Ray").
+            faults, 1.3-3.4 per env step on Pong (BENCHMARKS.md, "Distributed rollouts on Ray").
     """
 
     def __init__(
