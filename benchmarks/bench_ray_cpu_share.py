@@ -35,8 +35,9 @@ from rlkit.distributed import FragmentSampler, RandomPolicy, connect  # noqa: E4
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_seconds() -> dict[int, tuple[float, str]]:
-    """``pid -> (user + system CPU seconds so far, command line)`` for every process."""
+def cpu_seconds() -> dict[int, tuple[float, str, int]]:
+    """``pid -> (user + system CPU seconds so far, command line, minor page faults so far)``
+    for every process."""
     out = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -47,19 +48,8 @@ def cpu_seconds() -> dict[int, tuple[float, str]]:
         except OSError:
             continue
         fields = stat.rsplit(")", 1)[1].split()
-        out[int(entry.name)] = ((int(fields[11]) + int(fields[12])) / TICKS, cmd)
+        out[int(entry.name)] = ((int(fields[11]) + int(fields[12])) / TICKS, cmd, int(fields[7]))
     return out
-
-
-def minor_faults(pids: list[int]) -> int:
-    """Minor page faults so far, summed over ``pids`` (processes that ended count 0)."""
-    total = 0
-    for pid in pids:
-        try:
-            total += int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[7])
-        except OSError:
-            pass
-    return total
 
 
 def group(pid: int, cmd: str) -> str:
@@ -81,28 +71,25 @@ def measure(spec: EnvSpec, n_envs: int, workers: int, fragment_length: int, seco
     sampler.sample(RandomPolicy(sampler.action_space))
     for _ in range(3):
         sampler.sample()
-    worker_pids = [pid for pid, (_, cmd) in cpu_seconds().items() if group(pid, cmd) == "workers"]
     snapshot: list[dict] = []
-    faults: list[int] = []
     steps, wall = timed_fragments(
-        sampler,
-        n_envs * fragment_length,
-        seconds,
-        lambda: (faults.append(minor_faults(worker_pids)), snapshot.append(cpu_seconds())),
+        sampler, n_envs * fragment_length, seconds, lambda: snapshot.append(cpu_seconds())
     )
     before, after = snapshot[0], cpu_seconds()
-    faults.append(minor_faults(worker_pids))
     sampler.close()
     used: dict[str, float] = {"workers": 0.0, "driver": 0.0, "ray_daemons": 0.0, "other": 0.0}
-    for pid, (t, cmd) in after.items():
+    worker_faults = 0
+    for pid, (t, cmd, faults) in after.items():
         if pid in before:
             used[group(pid, cmd)] += t - before[pid][0]
+            if group(pid, cmd) == "workers":
+                worker_faults += faults - before[pid][2]
     return {
         "steps_per_s": steps / wall,
         "cores_used": {k: round(v / wall, 3) for k, v in used.items()},
         "worker_busy": used["workers"] / wall / workers,
         "worker_cpu_per_step_us": used["workers"] / steps * 1e6,
-        "worker_page_faults_per_step": (faults[1] - faults[0]) / steps,
+        "worker_page_faults_per_step": worker_faults / steps,
     }
 
 
