@@ -44,7 +44,8 @@ def main_in_process(capsys: pytest.CaptureFixture, *args: str) -> subprocess.Com
 
 
 @pytest.mark.slow
-def test_mujoco_run_labels_trains_checkpoints_and_resumes(tmp_path, monkeypatch):
+def test_mujoco_run_labels_trains_checkpoints_and_resumes(tmp_path, monkeypatch, capsys):
+    cli = functools.partial(main_in_process, capsys)
     learners = []  # the kind of reward learner each run built
 
     def spy(kind, *args, **kwargs):
@@ -78,8 +79,8 @@ def test_mujoco_run_labels_trains_checkpoints_and_resumes(tmp_path, monkeypatch)
     assert state2["step"] == 2560  # half a round: the last round stops at --steps
     assert Store(run).count_labels() == 24
     # another setting on resume is refused in one line, not silently ignored
-    out = run_cli("prefs", "train", "--run-dir", str(run), "--resume", "--env", "Walker2d-v5",
-                  "--policy.n-steps", "256", "--early-termination", "--seed", "0")  # fmt: skip
+    out = cli("prefs", "train", "--run-dir", str(run), "--resume", "--env", "Walker2d-v5",
+              "--policy.n-steps", "256", "--early-termination", "--seed", "0")  # fmt: skip
     assert out.returncode == 2 and out.stderr.strip().splitlines() == [
         "error: --resume continues a run with its saved settings; only --checkpoint-every,"
         " --eval-episodes, --ray-address, --ray-compiled, --ray-worker-rollouts, --reward-learner,"
@@ -90,13 +91,13 @@ def test_mujoco_run_labels_trains_checkpoints_and_resumes(tmp_path, monkeypatch)
     assert (run / "sb3" / "progress.csv").read_text() == sb3_log
     assert "time/total_timesteps" in (run / "sb3" / "progress-1.csv").read_text()
     # eval prints JSON with the true return
-    out = run_cli("prefs", "eval", str(run), "--episodes", "2", "--json")
+    out = cli("prefs", "eval", str(run), "--episodes", "2", "--json")
     assert out.returncode == 0, out.stderr
     det = json.loads(out.stdout.strip().splitlines()[-1])
     assert det["episodes"] == 2 and det["actions"] == "deterministic"
     # --stochastic samples actions as in training, seeded: repeatable, and not the mean action's
     sto = [
-        json.loads(run_cli("prefs", "eval", str(run), "--episodes", "2", "--stochastic", "--json")
+        json.loads(cli("prefs", "eval", str(run), "--episodes", "2", "--stochastic", "--json")
                    .stdout.strip().splitlines()[-1])
         for _ in range(2)
     ]  # fmt: skip
@@ -138,14 +139,14 @@ def _kill_9_when(args: list[str], ready, timeout: float = 300) -> None:
 
 
 @pytest.mark.slow
-def test_kill_9_during_training_then_resume_keeps_every_label(tmp_path):
+def test_kill_9_during_training_then_resume_keeps_every_label(tmp_path, capsys):
     run = tmp_path / "crash"
     args = [*TINY_MUJOCO, "--steps", "4096", "--labels", "40", "--run-dir", str(run)]
     _kill_9_when(
         args, lambda: (run / "checkpoints" / "latest").is_file() and Store(run).count_labels() > 10
     )
     before = {(r.id, r.choice) for r in Store(run).labels_after(0)}
-    out = run_cli("prefs", "train", "--run-dir", str(run), "--resume")
+    out = main_in_process(capsys, "prefs", "train", "--run-dir", str(run), "--resume")
     assert out.returncode == 0, out.stderr[-2000:]
     after = {(r.id, r.choice) for r in Store(run).labels_after(0)}
     assert before <= after and len(after) == 40
@@ -154,7 +155,7 @@ def test_kill_9_during_training_then_resume_keeps_every_label(tmp_path):
 
 
 @pytest.mark.slow
-def test_kill_9_before_the_first_checkpoint_then_resume_keeps_every_label(tmp_path):
+def test_kill_9_before_the_first_checkpoint_then_resume_keeps_every_label(tmp_path, capsys):
     """Killed while the reward model pretrains on the initial labels (long pretraining keeps
     the run there): --resume starts again from step 0 with those labels and finishes."""
     run = tmp_path / "early"
@@ -163,7 +164,7 @@ def test_kill_9_before_the_first_checkpoint_then_resume_keeps_every_label(tmp_pa
     _kill_9_when(args, lambda: (run / "store.sqlite").is_file() and Store(run).count_labels() > 0)
     assert not CheckpointManager(run).any()
     before = [(r.id, r.segment_a, r.segment_b, r.choice) for r in Store(run).labels_after(0)]
-    out = run_cli("prefs", "train", "--run-dir", str(run), "--resume")
+    out = main_in_process(capsys, "prefs", "train", "--run-dir", str(run), "--resume")
     assert out.returncode == 0, out.stderr[-2000:]
     assert f"starts again from step 0 with the {len(before)} labels" in out.stderr
     after = [(r.id, r.segment_a, r.segment_b, r.choice) for r in Store(run).labels_after(0)]
@@ -208,7 +209,7 @@ def _labelled(run):
 
 
 @pytest.mark.slow
-def test_ctrl_c_stops_at_the_end_of_the_round_checkpointed_and_resume_goes_on(tmp_path):
+def test_ctrl_c_stops_at_the_end_of_the_round_checkpointed_and_resume_goes_on(tmp_path, capsys):
     """Ctrl-C reaches every process of a terminal's job, the reward learner's too: the run
     finishes its round, checkpoints it (with the learner's state) and exits 130."""
     run = tmp_path / "ctrl_c"
@@ -227,7 +228,7 @@ def test_ctrl_c_stops_at_the_end_of_the_round_checkpointed_and_resume_goes_on(tm
     assert "--resume` continues" in err and "Traceback" not in err
     assert state["last_label_id"] == max(r.id for r in Store(run).labels_after(0))
     labels = [(r.id, r.choice) for r in Store(run).labels_after(0)]
-    out = run_cli("prefs", "train", "--run-dir", str(run), "--resume")
+    out = main_in_process(capsys, "prefs", "train", "--run-dir", str(run), "--resume")
     assert out.returncode == 0, out.stderr[-2000:]
     _, state = CheckpointManager(run).load_latest()
     assert state["step"] == 8192
@@ -307,7 +308,7 @@ def test_bad_input_gets_one_line_and_exit_2(tmp_path, capsys):
     assert (tmp_path / "notes.txt").read_text() == "keep me"
 
 
-def test_resume_from_corrupt_checkpoint_says_so_and_overwrites_nothing(tmp_path):
+def test_resume_from_corrupt_checkpoint_says_so_and_overwrites_nothing(tmp_path, capsys):
     run = tmp_path / "corrupt"
     ckpt = run / "checkpoints" / "step_0000001024"
     ckpt.mkdir(parents=True)
@@ -316,23 +317,23 @@ def test_resume_from_corrupt_checkpoint_says_so_and_overwrites_nothing(tmp_path)
     config = {"env": "Hopper-v5", "steps": 2048, "labels": 24, "seed": 0}
     (run / "config.json").write_text(json.dumps(config))
     snapshot = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
-    out = run_cli("prefs", "train", "--run-dir", str(run), "--resume")
+    out = main_in_process(capsys, "prefs", "train", "--run-dir", str(run), "--resume")
     assert out.returncode == 2
     assert "corrupt" in out.stderr and "Traceback" not in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
     for path, content in snapshot.items():
         assert path.read_bytes() == content
     # a fresh run in an existing run directory is refused too
-    out = run_cli("prefs", "train", "--run-dir", str(run))
+    out = main_in_process(capsys, "prefs", "train", "--run-dir", str(run))
     assert out.returncode == 2 and "already holds a run" in out.stderr
 
 
-def test_episodes_shorter_than_a_segment_are_reported_not_spun_on(tmp_path):
+def test_episodes_shorter_than_a_segment_are_reported_not_spun_on(tmp_path, capsys):
     # With --early-termination a random Hopper falls within ~20-70 steps: no 1.5 s segment
     # (188 steps) ever completes. The run says so instead of stepping for millions of steps.
     run = tmp_path / "et"
-    out = run_cli(
-        "prefs", "train", "--labels", "8", "--steps", "2048", "--early-termination",
+    out = main_in_process(
+        capsys, "prefs", "train", "--labels", "8", "--steps", "2048", "--early-termination",
         "--eval-episodes", "0", "--n-envs", "2", "--run-dir", str(run),
     )  # fmt: skip
     assert out.returncode == 2, out.stderr
