@@ -15,22 +15,35 @@ def _sb3_logs_in_a_temp_folder(tmp_path_factory: pytest.TempPathFactory) -> None
     os.environ.setdefault("SB3_LOGDIR", str(tmp_path_factory.mktemp("sb3")))
 
 
-#: Modules that start Ray (a head node, or a local instance on demand): they run one after the
-#: other in one xdist worker, so that two Ray instances never share the two cores.
-_RAY_MODULES = {"test_distributed_ray.py", "test_distributed_units.py"}
+#: Files whose tests run one after another in one xdist worker, by group: the Ray modules (so
+#: that two Ray instances never compete for the two cores), and each module whose tests share
+#: a module-scoped fixture (a server, a tiny benchmark run), set up once rather than once per
+#: worker. Every other test is a work unit of its own.
+_FILE_GROUPS = {
+    "test_distributed_ray.py": "ray",
+    "test_distributed_units.py": "ray",
+    "test_bench_prefs_records.py": "test_bench_prefs_records.py",
+    "test_saved_data_guards.py": "test_saved_data_guards.py",
+    "test_summarize_prefs.py": "test_summarize_prefs.py",
+    "test_ui_fuzz.py": "test_ui_fuzz.py",
+    "test_ui_server.py": "test_ui_server.py",
+}
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Work units for ``--dist loadgroup`` (the suite's default, see pyproject.toml): a test is
-    its own unit unless it shares something expensive. The Ray modules form one group, and a
-    module whose tests share a module-scoped fixture (a server, a tiny benchmark run) is one
-    group, so that the fixture is set up once rather than once per xdist worker."""
-    for item in items:
-        module = item.path.name
-        if module in _RAY_MODULES:
-            item.add_marker(pytest.mark.xdist_group("ray"))
-            continue
-        info = getattr(item, "_fixtureinfo", None)
-        defs = info.name2fixturedefs.values() if info is not None else ()
-        if any(d[-1].scope == "module" for d in defs):
-            item.add_marker(pytest.mark.xdist_group(module))
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """``--dist loadgroup`` (the suite's default, see pyproject.toml) with the groups of
+    :data:`_FILE_GROUPS`. Given here rather than as ``xdist_group`` marks: pytest-xdist 3.8
+    applies those by rewriting ``item._nodeid``, which pytest 9.2 no longer reads, so the marks
+    silently did nothing."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadGroupScheduling
+
+    class FileGroups(LoadGroupScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            scope = super()._split_scope(nodeid)  # an xdist_group mark, where one took effect
+            if scope != nodeid:
+                return scope
+            return _FILE_GROUPS.get(nodeid.split("::", 1)[0].rsplit("/", 1)[-1], nodeid)
+
+    return FileGroups(config, log)
