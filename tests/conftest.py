@@ -1,7 +1,14 @@
+from __future__ import annotations
+
 import os
+from typing import TYPE_CHECKING
 
 import pytest
 import torch
+
+if TYPE_CHECKING:
+    from xdist.remote import Producer
+    from xdist.scheduler import LoadGroupScheduling
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 # Small models and a 2-core machine: one intra-op thread avoids oversubscription stalls.
@@ -30,7 +37,7 @@ _FILE_GROUPS = {
 }
 
 
-def pytest_xdist_make_scheduler(config: pytest.Config, log):
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Producer) -> LoadGroupScheduling | None:
     """``--dist loadgroup`` (the suite's default, see pyproject.toml) with the groups of
     :data:`_FILE_GROUPS`. Given here rather than as ``xdist_group`` marks: pytest-xdist 3.8
     applies those by rewriting ``item._nodeid``, which pytest 9.2 no longer reads, so the marks
