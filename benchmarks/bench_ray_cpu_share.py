@@ -81,8 +81,9 @@ def measure(spec: EnvSpec, n_envs: int, workers: int, fragment_length: int, seco
     worker_faults = 0
     for pid, (t, cmd, faults) in after.items():
         if pid in before:
-            used[group(pid, cmd)] += t - before[pid][0]
-            if group(pid, cmd) == "workers":
+            kind = group(pid, cmd)
+            used[kind] += t - before[pid][0]
+            if kind == "workers":
                 worker_faults += faults - before[pid][2]
     return {
         "steps_per_s": steps / wall,

@@ -26,14 +26,15 @@ def _sb3_logs_in_a_temp_folder(tmp_path_factory: pytest.TempPathFactory) -> None
 #: that two Ray instances never compete for the two cores), and each module whose tests share
 #: a module-scoped fixture (a server, a tiny benchmark run), set up once rather than once per
 #: worker. Every other test is a work unit of its own.
-_FILE_GROUPS = {
-    "test_distributed_ray.py": "ray",
-    "test_distributed_units.py": "ray",
-    "test_bench_prefs_records.py": "test_bench_prefs_records.py",
-    "test_saved_data_guards.py": "test_saved_data_guards.py",
-    "test_summarize_prefs.py": "test_summarize_prefs.py",
-    "test_ui_fuzz.py": "test_ui_fuzz.py",
-    "test_ui_server.py": "test_ui_server.py",
+_FILE_GROUPS = {"test_distributed_ray.py": "ray", "test_distributed_units.py": "ray"} | {
+    name: name
+    for name in (
+        "test_bench_prefs_records.py",
+        "test_saved_data_guards.py",
+        "test_summarize_prefs.py",
+        "test_ui_fuzz.py",
+        "test_ui_server.py",
+    )
 }
 
 
