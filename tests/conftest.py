@@ -38,6 +38,12 @@ _FILE_GROUPS = {"test_distributed_ray.py": "ray", "test_distributed_units.py": "
 }
 
 
+def group_of(nodeid: str) -> str:
+    """The xdist work unit of the test ``nodeid``: its file's group in :data:`_FILE_GROUPS`,
+    else the test itself."""
+    return _FILE_GROUPS.get(nodeid.split("::", 1)[0].rsplit("/", 1)[-1], nodeid)
+
+
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Producer) -> LoadGroupScheduling | None:
     """``--dist loadgroup`` (the suite's default, see pyproject.toml) with the groups of
     :data:`_FILE_GROUPS`. Given here rather than as ``xdist_group`` marks: pytest-xdist 3.8
@@ -52,6 +58,6 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Producer) -> LoadGro
             scope = super()._split_scope(nodeid)  # an xdist_group mark, where one took effect
             if scope != nodeid:
                 return scope
-            return _FILE_GROUPS.get(nodeid.split("::", 1)[0].rsplit("/", 1)[-1], nodeid)
+            return group_of(nodeid)
 
     return FileGroups(config, log)
