@@ -1,12 +1,15 @@
 """rlkit.core.stop: the first Ctrl-C or SIGTERM asks for a stop, the second stops at once."""
 
+import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 
 import pytest
 
-from rlkit.core.stop import GracefulStop, StopRequested
+from rlkit.core.stop import GracefulStop, StopRequested, signals_deferred
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
@@ -47,3 +50,67 @@ def test_released_early_a_signal_acts_as_before_the_context():
         with pytest.raises(KeyboardInterrupt):  # Python's own SIGINT handler again
             os.kill(os.getpid(), signal.SIGINT)
         assert stop.requested is None
+
+
+def test_a_signal_during_a_deferred_block_is_handled_not_lost():
+    with GracefulStop() as stop:
+        with signals_deferred():
+            os.kill(os.getpid(), signal.SIGINT)
+        assert stop.requested == signal.SIGINT  # by now, whichever thread took it
+    assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == set()
+
+
+CHILD_MASK = """
+import json, multiprocessing, os, signal, sys, threading
+
+
+def child(conn):  # its mask as it started, then a Ctrl-C while blocked, then ignore_signals()
+    started = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    os.kill(os.getpid(), signal.SIGINT)
+    from rlkit.core.stop import ignore_signals
+
+    ignore_signals()
+    conn.send([sorted(started), sorted(signal.pthread_sigmask(signal.SIG_BLOCK, []))])
+
+
+if __name__ == "__main__":
+    from rlkit.core.stop import start_ignoring_signals
+
+    ctx = multiprocessing.get_context("spawn")
+    seen = {}
+    for thread in sys.argv[1:]:
+        parent, end = ctx.Pipe()
+        proc = ctx.Process(target=child, args=(end,))
+        if thread == "main":
+            start_ignoring_signals(proc)
+        else:
+            starter = threading.Thread(target=start_ignoring_signals, args=(proc,))
+            starter.start()
+            starter.join()
+        started, after = parent.recv() if parent.poll(60) else (None, None)
+        proc.join(30)
+        seen[thread] = {"started": started, "after": after, "exitcode": proc.exitcode}
+    print(json.dumps(seen))
+"""
+
+
+@pytest.mark.parametrize("first", ["main", "other"])
+def test_a_child_started_ignoring_signals_starts_with_them_blocked(tmp_path, first):
+    """The reward learner's child never acts on Ctrl-C, from its first import on, whichever
+    thread starts it, including the first child of a fresh process (whose start launches
+    multiprocessing's resource tracker, which unblocks them)."""
+    script = tmp_path / "child_mask.py"
+    script.write_text(CHILD_MASK)
+    second = "other" if first == "main" else "main"
+    out = subprocess.run(
+        [sys.executable, str(script), first, second],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=True,
+    )
+    seen = json.loads(out.stdout)
+    for report in seen.values():
+        assert {signal.SIGINT, signal.SIGTERM} <= set(report["started"])
+        assert signal.SIGINT not in report["after"] and signal.SIGTERM not in report["after"]
+        assert report["exitcode"] == 0  # the SIGINT sent while blocked did not end it

@@ -13,6 +13,8 @@ import contextlib
 import signal
 import threading
 from collections.abc import Callable, Iterator
+from multiprocessing import resource_tracker
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 from types import FrameType, TracebackType
 
@@ -102,16 +104,39 @@ class GracefulStop:
 
 
 @contextlib.contextmanager
-def signals_ignored() -> Iterator[None]:
-    """SIGINT and SIGTERM ignored in this process while the block runs (main thread only;
-    elsewhere nothing changes), so that a child process started in it inherits the
-    disposition from its first instruction on."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {s: signal.signal(s, signal.SIG_IGN) for s in SIGNALS}
+def signals_deferred() -> Iterator[None]:
+    """SIGINT and SIGTERM blocked in the calling thread while the block runs, for starting a
+    child process that must never act on them.
+
+    A child started in the block inherits the blocked mask through fork and exec, so a Ctrl-C
+    that reaches it while it imports stays pending until it sets them to ignored (which
+    discards it; see :func:`ignore_signals`). A signal meant for this process is not lost: it
+    is handled on exit from the block, or at once if another thread of the process takes it.
+    For a ``multiprocessing`` child use :func:`start_ignoring_signals`.
+    """
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
     try:
         yield
     finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def ignore_signals() -> None:
+    """In a child started under :func:`signals_deferred`: ignore SIGINT and SIGTERM from now
+    on (one that arrived since the start is dropped), then unblock them."""
+    for signum in SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)
+
+
+def start_ignoring_signals(process: BaseProcess) -> None:
+    """``process.start()`` under :func:`signals_deferred`; its target should call
+    :func:`ignore_signals` first.
+
+    multiprocessing's resource tracker, which a spawned child's start launches the first time,
+    unblocks SIGINT and SIGTERM after its own start (``SIG_UNBLOCK``, not the mask it found), so
+    it is made to run before they are blocked.
+    """
+    resource_tracker.ensure_running()
+    with signals_deferred():
+        process.start()

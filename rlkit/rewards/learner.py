@@ -22,7 +22,6 @@ import contextlib
 import copy
 import multiprocessing as mp
 import multiprocessing.util
-import signal
 import traceback
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Literal, Protocol
@@ -31,7 +30,7 @@ import numpy as np
 import torch
 
 from rlkit.core.errors import UserError
-from rlkit.core.stop import SIGNALS, signals_ignored
+from rlkit.core.stop import ignore_signals, start_ignoring_signals
 from rlkit.core.types import Comparison, Segment
 from rlkit.rewards.ensemble import RewardEnsemble
 from rlkit.rewards.regularizers import UnlabeledSampler
@@ -125,9 +124,8 @@ def _serve(conn: Any, ensemble: RewardEnsemble, config: TrainerConfig, rng, thre
     # Ctrl-C in a terminal and a scheduler's SIGTERM reach every process of the job: the loop
     # decides when to stop (rlkit.core.stop) and may still need this trainer's state for its
     # checkpoint. The child ends when the loop closes the pipe or asks it to, or when killed.
-    # (It was started ignoring both; a child started from another thread did not inherit it.)
-    for signum in SIGNALS:
-        signal.signal(signum, signal.SIG_IGN)
+    # (It was started with both blocked, so none that came since is acted on.)
+    ignore_signals()
     torch.set_num_threads(threads)
     trainer = RewardTrainer(ensemble, config, rng)
     while True:
@@ -205,8 +203,7 @@ class ProcessLearner:
             name="rlkit-reward-learner",
             daemon=True,
         )
-        with signals_ignored():  # inherited: the child ignores them from its first import
-            self._process.start()
+        start_ignoring_signals(self._process)  # blocked from its first import on
         child.close()
         # The child ignores SIGTERM, so multiprocessing's exit handler cannot end it that way
         # if close() was never called: closing the pipe first (before that handler terminates
