@@ -236,6 +236,12 @@ def run(env_id: str, n_envs: int, fragment_length: int, seconds: float, out: lis
     rows["sb3_subproc_vec_env"] = vec_rate(
         make_vec_env(spec, n_envs, 0, subprocess=True), n_envs, seconds
     )
+    # The same, its env processes held to one core (the driver free to use the other), as one
+    # Ray worker's envs are: the one-worker rows' comparison at equal cores.
+    one_core = make_vec_env(spec, n_envs, 0, subprocess=True)
+    for proc in one_core.processes:
+        os.sched_setaffinity(proc.pid, {min(os.sched_getaffinity(0))})
+    rows["sb3_subproc_vec_env_1core"] = vec_rate(one_core, n_envs, seconds)
     thunks = [make_env(spec, 0, rank) for rank in range(n_envs)]
     rows["gym_async_vector_env"] = vec_rate(
         gym.vector.AsyncVectorEnv(thunks), n_envs, seconds, True
@@ -246,7 +252,8 @@ def run(env_id: str, n_envs: int, fragment_length: int, seconds: float, out: lis
     parallel = parallel_raw(spec, cores, seconds)[0]
     emit({"env": env_id, "method": f"raw_{cores}_processes", "steps_per_s": parallel}, out)
     for method, rate in rows.items():
-        workers = 2 if method.endswith("2w") or not method.startswith("ray") else 1
+        ray_1w = method.startswith("ray") and method.endswith("1w")
+        workers = 1 if ray_1w or method.endswith("1core") else 2
         limit = min(workers, cores) * raw
         emit(
             {
@@ -259,6 +266,7 @@ def run(env_id: str, n_envs: int, fragment_length: int, seconds: float, out: lis
                 "fraction_of_limit": rate / limit,
                 "fraction_of_parallel_raw": rate / (parallel * min(workers, cores) / cores),
                 "vs_subproc": rate / rows["sb3_subproc_vec_env"],
+                "vs_subproc_1core": rate / rows["sb3_subproc_vec_env_1core"],
             },
             out,
         )
