@@ -239,8 +239,9 @@ def run(env_id: str, n_envs: int, fragment_length: int, seconds: float, out: lis
     # The same, its env processes held to one core (the driver free to use the other), as one
     # Ray worker's envs are: the one-worker rows' comparison at equal cores.
     one_core = make_vec_env(spec, n_envs, 0, subprocess=True)
+    core = {min(os.sched_getaffinity(0))}
     for proc in one_core.processes:
-        os.sched_setaffinity(proc.pid, {min(os.sched_getaffinity(0))})
+        os.sched_setaffinity(proc.pid, core)
     rows["sb3_subproc_vec_env_1core"] = vec_rate(one_core, n_envs, seconds)
     thunks = [make_env(spec, 0, rank) for rank in range(n_envs)]
     rows["gym_async_vector_env"] = vec_rate(

@@ -55,9 +55,6 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Producer) -> LoadGro
 
     class FileGroups(LoadGroupScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            scope = super()._split_scope(nodeid)  # an xdist_group mark, where one took effect
-            if scope != nodeid:
-                return scope
             return group_of(nodeid)
 
     return FileGroups(config, log)

@@ -49,3 +49,13 @@ def test_every_module_that_needs_ray_is_in_the_ray_group() -> None:
         p.name for p in TESTS.glob("test_*.py") if p != Path(__file__) and marker in p.read_text()
     }
     assert needs_ray == {name for name, group in _FILE_GROUPS.items() if group == "ray"}
+
+
+def test_every_module_with_a_module_scoped_fixture_is_one_unit() -> None:
+    """Otherwise each xdist worker that takes one of its tests sets the fixture up again."""
+    shared = {
+        p.name
+        for p in TESTS.glob("test_*.py")
+        if p != Path(__file__) and 'scope="module"' in p.read_text()
+    }
+    assert shared <= set(_FILE_GROUPS), shared - set(_FILE_GROUPS)
