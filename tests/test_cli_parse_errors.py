@@ -1,6 +1,8 @@
 """Flags tyro cannot parse, and invalid policy settings: one line on stderr, exit 2, for every
 command (tyro's own error screen is a multi-line box)."""
 
+from pathlib import Path
+
 import pytest
 
 from rlkit.cli import main
@@ -69,3 +71,30 @@ def test_an_os_error_in_a_command_is_one_line_and_exit_1(monkeypatch, capsys):
     assert main(["prefs", "train"]) == 1
     err = capsys.readouterr().err
     assert err.splitlines() == ["error: No space left on device: /runs/x/store.sqlite"]
+
+
+def test_an_unforeseen_error_is_one_line_naming_the_file_with_its_traceback(monkeypatch, capsys):
+    """An exception no check turned into a UserError still reaches the user as one line and
+    exit code 1; the traceback is kept in a file, and RLKIT_TRACEBACK=1 lets it through."""
+    import rlkit.commands.prefs as prefs
+
+    def broken(argv):
+        raise TypeError("'NoneType' object is not a mapping\nsecond line")
+
+    monkeypatch.setattr(prefs, "evaluate", broken)
+    monkeypatch.delenv("RLKIT_TRACEBACK", raising=False)
+    assert main(["prefs", "eval", "runs/x"]) == 1
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(
+        "error: rlkit prefs eval failed: TypeError: 'NoneType' object is not a mapping (traceback in "
+    )
+    log = Path(lines[0].split("traceback in ", 1)[1].split(";", 1)[0])
+    try:
+        text = log.read_text()
+        assert "Traceback (most recent call last)" in text and "in broken" in text
+    finally:
+        log.unlink()
+    monkeypatch.setenv("RLKIT_TRACEBACK", "1")
+    with pytest.raises(TypeError, match="not a mapping"):
+        main(["prefs", "eval", "runs/x"])

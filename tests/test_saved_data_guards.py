@@ -59,6 +59,33 @@ def test_label_export_never_writes_over_the_runs_own_files(finished_run, tmp_pat
     assert len((run / "labels.jsonl").read_text().splitlines()) == 10
 
 
+def test_label_export_keeps_an_existing_output_unless_forced(
+    finished_run, tmp_path, capsys, monkeypatch
+):
+    out = tmp_path / "labels.csv"
+    out.write_text("an earlier export, edited by hand\n")
+    assert main(["label", "export", str(finished_run), "--output", str(out)]) == 2
+    assert "already exists; pass --force" in _one_error_line(capsys)
+    assert out.read_text() == "an earlier export, edited by hand\n"
+    # --force replaces it, but only with a complete export: one that fails half-way (here
+    # after its first rows) leaves the old file as it was and no temporary file beside it
+    import feedback_ui.export as export
+
+    def half_then_fail(store, fmt, stream):
+        stream.write("left,right\n")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(export, "write_export", half_then_fail)
+    args = ["label", "export", str(finished_run), "--format", "csv", "--output", str(out)]
+    assert main([*args, "--force"]) == 2
+    assert "No space left on device" in _one_error_line(capsys)
+    assert out.read_text() == "an earlier export, edited by hand\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["labels.csv"]
+    monkeypatch.undo()
+    assert main([*args, "--force"]) == 0
+    assert len(out.read_text().splitlines()) == 11  # a header and the 10 labels
+
+
 def test_a_fresh_run_refuses_a_directory_with_anything_in_it(finished_run, tmp_path, capsys):
     run = _copy(finished_run, tmp_path)
     (run / "config.json").unlink()  # its labels and checkpoints are still there

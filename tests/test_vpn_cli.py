@@ -91,6 +91,8 @@ def test_train_eval_and_resume(tmp_path: Path, capsys: pytest.CaptureFixture) ->
         (["--seed", str(2**32)], "--seed must lie in 0..2**32-1"),
         (["--algo", "ppo"], "--algo must be vpn or dqn"),
         (["--backbone", "resnet"], "--backbone must be one of auto, collect_conv"),
+        (["--plan", "4,,4"], "--plan must be comma-separated integers"),
+        (["--device", "gpu0"], "--device must be a torch device like cpu or cuda:0"),
     ],
 )
 def test_bad_input_is_one_line_error(
@@ -100,6 +102,47 @@ def test_bad_input_is_one_line_error(
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.startswith("error: ") and message in err and "\n" not in err
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize(
+    ("algo", "args", "message"),
+    [
+        ("vpn", ["--env", "Hopper-v5"], "--env Hopper-v5 has continuous or structured actions"),
+        ("dqn", ["--env", "Hopper-v5"], "VPN and DQN need discrete ones"),
+        (
+            "vpn",
+            ["--backbone", "nature_cnn"],
+            "--backbone nature_cnn does not fit rlkit/Collect-v0",
+        ),
+    ],
+)
+def test_a_setting_that_fails_at_set_up_leaves_the_directory_free(
+    tmp_path: Path, capsys: pytest.CaptureFixture, algo: str, args: list[str], message: str
+) -> None:
+    """Settings found wrong only once the env or the network is built: one line, exit 2, and
+    no config.json left behind, so the corrected command runs in the same directory."""
+    run = tmp_path / "run"
+    assert train(run, "--algo", algo, "--steps", "80", *args) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("error: ") and message in err
+    assert not (run / "config.json").exists()
+    assert train(run, "--algo", algo, "--steps", "80") == 0
+    assert json.loads((run / "config.json").read_text())["algo"] == algo
+
+
+def test_eval_on_an_env_the_model_cannot_take_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    run = tmp_path / "run"
+    assert train(run, "--steps", "80") == 0
+    capsys.readouterr()
+    for env, message in (
+        ("Hopper-v5", "need discrete ones"),
+        ("ALE/Pong-v5", "has observations (84, 84, 4) and 6 actions; the run trained on"),
+    ):
+        assert main(["vpn", "eval", str(run), "--episodes", "2", "--env", env]) == 2
+        err = capsys.readouterr().err.strip().splitlines()[-1]  # after ALE's banner, if any
+        assert err.startswith("error: ") and message in err, err
 
 
 def test_run_dir_protection_and_resume_errors(
@@ -118,6 +161,15 @@ def test_run_dir_protection_and_resume_errors(
         err = capsys.readouterr().err
         assert err.startswith("error: ") and err.count("\n") == 1
     assert (run / "config.json").read_bytes() == config
+    # nor an earlier result elsewhere, unless --force says so
+    earlier = tmp_path / "eval.json"
+    earlier.write_text("an earlier result\n")
+    assert main(["vpn", "eval", str(run), "--episodes", "2", "--output", str(earlier)]) == 2
+    assert "already exists; pass --force" in capsys.readouterr().err
+    assert earlier.read_text() == "an earlier result\n"
+    eval_args = ["--episodes", "2", "--n-envs", "2", "--output", str(earlier), "--force"]
+    assert main(["vpn", "eval", str(run), *eval_args]) == 0
+    assert json.loads(earlier.read_text()) == json.loads(capsys.readouterr().out)
     # nor does a fresh run whose directory lost its config.json but holds the rest
     (tmp_path / "orphan").mkdir()
     (tmp_path / "orphan" / "model.pt").write_bytes(b"weights")

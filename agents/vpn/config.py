@@ -96,6 +96,7 @@ class VPNConfig:
         if not 0 <= self.seed < 2**32:
             raise UserError(f"--seed must lie in 0..2**32-1, got {self.seed}")
         check_settings(self, {})  # every float setting finite
+        check_device(self.device)
         if self.eval_every < 0 or self.learning_starts < 0:
             raise UserError("--eval-every and --learning-starts must be >= 0")
         if not self.max_grad_norm > 0:
@@ -146,9 +147,27 @@ class EvalConfig:
     """Parallel evaluation envs (episodes are split evenly among them)."""
     output: str | None = None
     """Also write the result as JSON to this file."""
+    force: bool = False
+    """Replace ``--output`` if it exists."""
 
     def validate(self) -> None:
         if self.episodes < 1 or self.n_envs < 1:
             raise UserError("--episodes and --n-envs must be >= 1")
         if not 0 <= self.seed < 2**32:
             raise UserError(f"--seed must lie in 0..2**32-1, got {self.seed}")
+
+
+def check_device(device: str) -> None:
+    """A one-line UserError for a ``--device`` torch cannot parse or this machine lacks."""
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except RuntimeError:
+        raise UserError(
+            f"--device must be a torch device like cpu or cuda:0, got {device!r}"
+        ) from None
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {device}: this machine's torch has no CUDA device; use cpu")
+    if parsed.type not in ("cpu", "cuda"):
+        raise UserError(f"--device must be cpu or cuda, got {device!r}")

@@ -26,7 +26,7 @@ from agents.presets import silent_logger
 from agents.vpn.config import VPNConfig
 from agents.vpn.evaluation import evaluate_episodes, step_score
 from agents.vpn.modules import CollectEncoder
-from agents.vpn.trainer import LOG_EVERY, resolve_run
+from agents.vpn.trainer import LOG_EVERY, discrete_options, resolve_run, start_run
 from envs import EnvSpec, make_vec_env
 from rlkit.core.checkpoint import CheckpointError, CheckpointManager
 from rlkit.core.metrics import MetricsLogger
@@ -196,6 +196,7 @@ def train_dqn(cfg: VPNConfig, stop: GracefulStop | None = None) -> Path:
     cfg, run_dir = resolve_run(cfg)
     seed_everything(cfg.seed)
     venv = make_vec_env(EnvSpec(cfg.env), cfg.n_envs, cfg.seed)
+    discrete_options(venv.action_space, cfg.env)
     if cfg.resume:
         path = CheckpointManager(run_dir).latest()
         try:
@@ -208,6 +209,7 @@ def train_dqn(cfg: VPNConfig, stop: GracefulStop | None = None) -> Path:
         venv.seed(cfg.seed + model.num_timesteps)
     else:
         model = make_dqn(cfg, venv)
+        start_run(cfg, run_dir)
     logger = MetricsLogger(run_dir)
     try:
         with make_progress() as progress:

@@ -59,9 +59,9 @@ def parse_branching(text: str | Sequence[int], num_options: int | None = None) -
     A branching factor above ``num_options`` is clipped to it (as in the official code).
     """
     if isinstance(text, str):
-        parts = [p.strip() for p in text.split(",") if p.strip()]
+        parts = [p.strip() for p in text.split(",")] if text.strip() else []
         try:
-            values = [int(p) for p in parts]
+            values = [int(p) for p in parts]  # an empty part ("4,,4") is no integer either
         except ValueError:
             raise UserError(
                 f"--plan must be comma-separated integers like 4,4,4,1,1, got {text!r}"

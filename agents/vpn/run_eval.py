@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from agents.vpn.config import EvalConfig, VPNConfig
+from agents.vpn.config import EvalConfig, VPNConfig, check_device
 from agents.vpn.evaluation import evaluate_episodes
 from agents.vpn.planner import parse_branching
 from envs import EnvSpec, check_env_id, make_vec_env
@@ -23,9 +23,22 @@ def load_run_config(run_dir: Path) -> VPNConfig:
     if not run_dir.is_dir():
         raise UserError(f"run directory {run_dir} does not exist")
     try:
-        return VPNConfig(**load_config(run_dir))
+        cfg = VPNConfig(**load_config(run_dir))
     except TypeError as exc:
         raise UserError(f"{run_dir}/config.json is not a VPN run config ({exc})") from exc
+    check_device(cfg.device)
+    return cfg
+
+
+def _spaces(env_id: str) -> tuple[Any, int]:
+    """``env_id``'s observation space and number of (discrete) actions."""
+    from agents.vpn.trainer import discrete_options
+
+    probe = make_vec_env(EnvSpec(env_id, training=False), 1, 0)
+    try:
+        return probe.observation_space, discrete_options(probe.action_space, env_id)
+    finally:
+        probe.close()
 
 
 def greedy_policy(run_dir: Path, cfg: VPNConfig, env_id: str, plan: str | None) -> Any:
@@ -46,9 +59,15 @@ def greedy_policy(run_dir: Path, cfg: VPNConfig, env_id: str, plan: str | None) 
 
     from agents.vpn.trainer import load_vpn_agent
 
-    probe = make_vec_env(EnvSpec(env_id, training=False), 1, 0)
-    space, num_options = probe.observation_space, int(probe.action_space.n)
-    probe.close()
+    space, num_options = _spaces(env_id)
+    if env_id != cfg.env:
+        trained_space, trained_options = _spaces(cfg.env)
+        if (space.shape, num_options) != (trained_space.shape, trained_options):
+            raise UserError(
+                f"--env {env_id} has observations {space.shape} and {num_options} actions; the"
+                f" run trained on {cfg.env}, with {trained_space.shape} and {trained_options}:"
+                " evaluate it on an env of the same shapes"
+            )
     if plan is not None:
         cfg = dataclasses.replace(cfg, plan=plan)
     agent = load_vpn_agent(run_dir, cfg, space, num_options)

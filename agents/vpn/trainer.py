@@ -15,6 +15,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import torch
 
@@ -48,19 +49,47 @@ def epsilon_at(step: int, cfg: VPNConfig, total: int) -> float:
 
 
 def build_agent(cfg: VPNConfig, observation_space: Any, num_options: int) -> VPNAgent:
-    return VPNAgent(
-        observation_space,
-        num_options,
-        parse_branching(cfg.plan, num_options),
-        cfg.discount(),
-        channels=cfg.channels,
-        hidden=cfg.hidden,
-        backbone=cfg.backbone,
-        lr=cfg.learning_rate(),
-        prediction_steps=cfg.prediction_steps,
-        max_grad_norm=cfg.max_grad_norm,
-        device=cfg.device,
-    )
+    """The VPN for ``cfg``; a one-line UserError if its encoder cannot take these observations
+    (e.g. ``--backbone nature_cnn`` on Collect's 10x10 grid)."""
+    try:
+        return VPNAgent(
+            observation_space,
+            num_options,
+            parse_branching(cfg.plan, num_options),
+            cfg.discount(),
+            channels=cfg.channels,
+            hidden=cfg.hidden,
+            backbone=cfg.backbone,
+            lr=cfg.learning_rate(),
+            prediction_steps=cfg.prediction_steps,
+            max_grad_norm=cfg.max_grad_norm,
+            device=cfg.device,
+        )
+    except (RuntimeError, ValueError) as exc:
+        raise UserError(
+            f"--backbone {cfg.backbone} does not fit {cfg.env}'s observations"
+            f" {tuple(observation_space.shape)}: {first_line(exc)}"
+        ) from exc
+
+
+def discrete_options(action_space: Any, env_id: str) -> int:
+    """The number of options (one per discrete action) of ``env_id``; a one-line UserError for
+    an env whose actions are not discrete (VPN and DQN choose among a finite set)."""
+    if not isinstance(action_space, gym.spaces.Discrete):
+        raise UserError(
+            f"--env {env_id} has continuous or structured actions ({action_space}); VPN and DQN"
+            " need discrete ones (Collect, Atari)"
+        )
+    return int(action_space.n)
+
+
+def first_line(exc: BaseException) -> str:
+    """The line of ``exc``'s message that says what went wrong: the first, or for torch's
+    ``load_state_dict`` report (a header, then one line per mismatch) the first mismatch."""
+    lines = [line.strip() for line in str(exc).strip().splitlines()] or [type(exc).__name__]
+    if len(lines) > 1 and lines[0].startswith("Error(s) in loading state_dict"):
+        return lines[1]
+    return lines[0]
 
 
 def saved_config(run_dir: Path) -> VPNConfig:
@@ -88,8 +117,14 @@ def resolve_run(cfg: VPNConfig) -> tuple[VPNConfig, Path]:
         cfg.validate()
     else:
         cfg = dataclasses.replace(cfg, run_dir=str(run_dir), steps=cfg.total_steps())
-        save_config(run_dir, cfg)
     return cfg, run_dir
+
+
+def start_run(cfg: VPNConfig, run_dir: Path) -> None:
+    """Save a fresh run's config once its envs and network are built: a setting that fails
+    there leaves the directory as empty as it was, free for a corrected run."""
+    if not cfg.resume:
+        save_config(run_dir, cfg)
 
 
 def _crossed(before: int, after: int, every: int) -> bool:
@@ -104,9 +139,10 @@ def train_vpn(cfg: VPNConfig, stop: GracefulStop | None = None) -> Path:
     rng = seed_everything(cfg.seed)
     torch.manual_seed(cfg.seed)
     venv = make_vec_env(EnvSpec(cfg.env), cfg.n_envs, cfg.seed)
-    space, num_options = venv.observation_space, int(venv.action_space.n)
+    space, num_options = venv.observation_space, discrete_options(venv.action_space, cfg.env)
     agent = build_agent(cfg, space, num_options)
     replay = SequenceReplay(cfg.replay_size, cfg.n_envs, space.shape, space.dtype)
+    start_run(cfg, run_dir)
     ckpt = CheckpointManager(run_dir)
     step, updates, episodes = 0, 0, 0
     if cfg.resume:
@@ -215,7 +251,7 @@ def load_vpn_agent(
             agent.net.load_state_dict(CheckpointManager(run_dir).load_latest()[1]["agent"]["net"])
     except (KeyError, RuntimeError) as exc:
         raise CheckpointError(
-            f"{run_dir} holds a model that does not fit its config ({exc})"
+            f"{run_dir} holds a model that does not fit its config ({first_line(exc)})"
         ) from exc
     agent.net.eval()
     return agent

@@ -14,7 +14,7 @@ import tyro
 from feedback_ui.clips import ClipOptions
 from rlkit.cli import run_tyro
 from rlkit.core.errors import UserError, check_settings
-from rlkit.core.rundir import check_output_file
+from rlkit.core.rundir import atomic_output, check_output_file
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,6 +53,8 @@ class ExportConfig:
     """jsonl (one nested object per label) or csv (flat columns, left_* and right_*)."""
     output: Path | None = None
     """File to write; default: standard output."""
+    force: bool = False
+    """Replace ``--output`` if it exists (it is replaced only once the export is complete)."""
 
 
 def _check_run_dir(run_dir: Path) -> None:
@@ -136,7 +138,7 @@ def export(argv: list[str]) -> int:
     cfg = run_tyro(ExportConfig, argv, prog="rlkit label export")
     _check_run_dir(cfg.run_dir)
     if cfg.output is not None:
-        check_output_file(cfg.output, cfg.run_dir)
+        check_output_file(cfg.output, cfg.run_dir, force=cfg.force)
     if not (cfg.run_dir / "store.sqlite").is_file():
         raise UserError(f"{cfg.run_dir} has no store.sqlite yet: no labels to export")
     from feedback_ui.export import write_export
@@ -147,7 +149,7 @@ def export(argv: list[str]) -> int:
         if cfg.output is None:
             n = write_export(store, cfg.format, sys.stdout)
         else:
-            with open(cfg.output, "w", newline="") as out:
+            with atomic_output(cfg.output) as out:
                 n = write_export(store, cfg.format, out)
     finally:
         store.close()

@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 from rlkit.cli import run_tyro
-from rlkit.core.errors import UserError
 from rlkit.core.rundir import refuse_changes_on_resume
 from rlkit.core.stop import GracefulStop, StopRequested
 
@@ -59,13 +58,13 @@ def evaluate(argv: list[str]) -> int:
     if cfg.output:
         from rlkit.core.rundir import check_output_file
 
-        check_output_file(cfg.output, cfg.run_dir)
+        check_output_file(cfg.output, cfg.run_dir, force=cfg.force)
     result = evaluate_run(cfg)
     line = json.dumps(result)
     print(line)
     if cfg.output:
-        try:
-            Path(cfg.output).write_text(line + "\n")
-        except OSError as exc:
-            raise UserError(f"cannot write --output {cfg.output}: {exc.strerror}") from exc
+        from rlkit.core.rundir import atomic_output
+
+        with atomic_output(cfg.output) as out:
+            out.write(line + "\n")
     return 0

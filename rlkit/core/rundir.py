@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import json
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from rlkit.core.errors import UserError
 
@@ -46,10 +48,13 @@ def prepare_run_dir(run_dir: str | Path, resume: bool) -> Path:
     return path
 
 
-def check_output_file(output: str | Path, run_dir: str | Path, flag: str = "--output") -> None:
+def check_output_file(
+    output: str | Path, run_dir: str | Path, flag: str = "--output", force: bool = False
+) -> None:
     """Refuse, before any work, an output file that would replace something already in the
-    run directory (its store, config or checkpoints; a new file there is fine) or that
-    cannot be written (its folder is missing or read-only)."""
+    run directory (its store, config or checkpoints; a new file there is fine), that already
+    exists elsewhere (unless ``force``: ``--force`` replaces it), or that cannot be written
+    (its folder is missing or read-only)."""
     output = Path(output)
     target, root = output.resolve(), Path(run_dir).resolve()
     if target.exists() and (target == root or root in target.parents):
@@ -58,8 +63,27 @@ def check_output_file(output: str | Path, run_dir: str | Path, flag: str = "--ou
         )
     if target.is_dir():
         raise UserError(f"{flag} {output} is a directory; give a file name")
+    if target.exists() and not force:
+        raise UserError(f"{flag} {output} already exists; pass --force to replace it")
     if not target.parent.is_dir() or not os.access(target.parent, os.W_OK):
         raise UserError(f"cannot write {flag} {output}: its folder is missing or read-only")
+
+
+@contextlib.contextmanager
+def atomic_output(output: str | Path, flag: str = "--output") -> Iterator[TextIO]:
+    """A text file that takes the name ``output`` only once it is complete: written beside
+    it under a temporary name and renamed into place, so an error half-way (or a kill) leaves
+    whatever ``output`` held before as it was."""
+    output = Path(output)
+    tmp = output.with_name(f".{output.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "w", newline="") as out:
+            yield out
+        os.replace(tmp, output)
+    except OSError as exc:
+        raise UserError(f"cannot write {flag} {output}: {exc.strerror or exc}") from None
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _jsonable(value: Any) -> Any:
