@@ -39,6 +39,18 @@ CASES = [
      " Swimmer-v5; not for ALE/Pong-v5"),
     (["prefs", "train", "--env-reward", "paper", "--early-termination"],
      "error: --env-reward paper runs episodes to the time limit"),
+    # flags the run would ignore
+    (["prefs", "train", "--teacher", "human", "--teacher-model.noise", "mistake"],
+     "error: --teacher-model.noise sets the synthetic teacher, and --teacher human has none"),
+    (["prefs", "train", "--teacher", "human", "--synthetic-share", "0.9"],
+     "error: --synthetic-share is the synthetic teacher's share under --teacher mixed; this run"
+     " has --teacher human"),
+    (["prefs", "train", "--synthetic-share=0.2"],
+     "error: --synthetic-share is the synthetic teacher's share under --teacher mixed"),
+    (["prefs", "train", "--env", "Hopper-v5", "--atari-segment-steps", "3"],
+     "error: --atari-segment-steps sets Atari segments; Hopper-v5's last --segment-seconds"),
+    (["prefs", "train", "--env", "ALE/Pong-v5", "--segment-seconds", "1"],
+     "error: --segment-seconds sets MuJoCo segments; ALE/Pong-v5's last --atari-segment-steps"),
 ]  # fmt: skip
 
 

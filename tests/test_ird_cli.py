@@ -56,7 +56,18 @@ def test_table_output_and_one_condition(tmp_path, capsys):
 
 @pytest.mark.parametrize(
     "bad",
-    [["--maps", "0"], ["--samples", "1"], ["--beta", "0"], ["--alpha", "1.5"], ["--size", "3"]],
+    [
+        ["--maps", "0"],
+        ["--samples", "1"],
+        ["--beta", "0"],
+        ["--alpha", "1.5"],
+        ["--size", "3"],
+        ["--beta", "inf"],
+        ["--prior-std", "nan"],
+        ["--samples", "1000000000"],
+        ["--maps", "1000000000"],
+        ["--proxy-samples", "2000000"],
+    ],
 )
 def test_invalid_numbers_give_one_line_and_exit_code_2(tmp_path, capsys, bad):
     assert main(["ird", "lavaland", *bad, "--out-dir", str(tmp_path)]) == 2

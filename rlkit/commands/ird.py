@@ -11,16 +11,19 @@ from __future__ import annotations
 
 import dataclasses
 import json as jsonlib
+import os
 import sys
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
-from rlkit.core.errors import UserError
+from rlkit.core.errors import UserError, check_settings
 from rlkit.core.rundir import first_unused
 
 CONDITION_CHOICES = ("onehot", "latent")
+MAX_MAPS = 100_000
+MAX_SAMPLES = 1_000_000
 
 
 @dataclasses.dataclass
@@ -76,6 +79,17 @@ def _validate(cfg: LavalandConfig) -> None:
     for ok, message in checks:
         if not ok:
             raise UserError(message)
+    # Far past the paper's settings a run does not fail, it just never ends: say so at once.
+    for flag, value, cap, usual in (
+        ("--maps", cfg.maps, MAX_MAPS, 100),
+        ("--samples", cfg.samples, MAX_SAMPLES, 1000),
+        ("--proxy-samples", cfg.proxy_samples, MAX_SAMPLES, 1000),
+    ):
+        if value > cap:
+            raise UserError(
+                f"{flag} {value:,} is over {cap:,}, hours of work (the default is {usual:,})"
+            )
+    check_settings(cfg, {})  # every float setting finite (--beta inf is no rationality)
 
 
 def lavaland(argv: list[str]) -> int:
@@ -88,6 +102,8 @@ def lavaland(argv: list[str]) -> int:
         cfg.out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UserError(f"cannot create --out-dir {cfg.out_dir}: {exc.strerror}") from exc
+    if not os.access(cfg.out_dir, os.W_OK | os.X_OK):  # found now, not after the work
+        raise UserError(f"cannot write to --out-dir {cfg.out_dir}: permission denied")
 
     import torch
 

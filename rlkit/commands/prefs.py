@@ -124,6 +124,31 @@ def _check_one_rollout(cfg: PrefsConfig, kind: str) -> None:
         )
 
 
+def _refuse_unused_flags(cfg: PrefsConfig, given: set[str], kind: str) -> None:
+    """A flag this run would ignore is a mistake to point out, not to pass over: the synthetic
+    teacher's settings without a synthetic teacher, the mixed teacher's share without it, one
+    env family's segment length on the other."""
+    teacher_flags = sorted(f for f in given if f.startswith("--teacher-model."))
+    if cfg.teacher == "human" and teacher_flags:
+        raise UserError(
+            f"{teacher_flags[0]} sets the synthetic teacher, and --teacher human has none: use"
+            " --teacher mixed, or drop it"
+        )
+    if cfg.teacher != "mixed" and "--synthetic-share" in given:
+        raise UserError(
+            f"--synthetic-share is the synthetic teacher's share under --teacher mixed; this run"
+            f" has --teacher {cfg.teacher}"
+        )
+    if kind == "mujoco" and "--atari-segment-steps" in given:
+        raise UserError(
+            f"--atari-segment-steps sets Atari segments; {cfg.env}'s last --segment-seconds"
+        )
+    if kind == "atari" and "--segment-seconds" in given:
+        raise UserError(
+            f"--segment-seconds sets MuJoCo segments; {cfg.env}'s last --atari-segment-steps"
+        )
+
+
 def train(argv: list[str]) -> int:
     cfg = _parse(argv)
     from envs import check_env_id, env_kind
@@ -176,6 +201,7 @@ def train(argv: list[str]) -> int:
     if not cfg.resume:
         from rlkit.loops.preference import check_segments_fit, trainer_config
 
+        _refuse_unused_flags(cfg, _given(argv), env_kind(cfg.env))
         check_segments_fit(cfg)  # before anything is written
         _check_one_rollout(cfg, env_kind(cfg.env))
         # The env's trainer settings (an unset L2 cap is 3e-2 on Walker2d) are checked here
