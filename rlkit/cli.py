@@ -92,26 +92,23 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # nobody foresaw it: one line here, the traceback in a file
         if os.environ.get("RLKIT_TRACEBACK", "0") not in ("", "0"):
             raise
-        return _fail(unexpected_error_line(exc, f"rlkit {group} {argv[1]}"), 1)
+        return _fail(unexpected_error_line(exc, argv), 1)
     return int(result or 0)
 
 
-def unexpected_error_line(exc: BaseException, command: str) -> str:
-    """The one line for an exception no check caught: its type and the first line of its
-    message, and the file (under the temp folder) that keeps the whole traceback.
-    ``RLKIT_TRACEBACK=1`` lets the exception through instead, e.g. for a debugger."""
-    import tempfile
-    import traceback
+def unexpected_error_line(exc: BaseException, argv: list[str]) -> str:
+    """The one line for an exception no check caught in ``rlkit *argv``: its type and the
+    first line of its message, and the file (under the temp folder) that keeps the whole
+    traceback. ``RLKIT_TRACEBACK=1`` lets the exception through instead, e.g. for a debugger."""
+    import shlex
 
-    text = "".join(traceback.format_exception(exc))
-    fd, path = tempfile.mkstemp(prefix="rlkit-error-", suffix=".log", text=True)
-    with os.fdopen(fd, "w") as log:
-        log.write(f"{command} {' '.join(sys.argv[1:])}\n\n{text}")
-    first = (str(exc).strip().splitlines() or [""])[0]
-    if len(first) > 200:
-        first = first[:197] + "..."
-    what = type(exc).__name__ + (f": {first}" if first else "")
-    return f"{command} failed: {what} (traceback in {path}; RLKIT_TRACEBACK=1 shows it here)"
+    from rlkit.core.errors import error_summary, save_traceback
+
+    path = save_traceback(exc, shlex.join(["rlkit", *argv]))
+    return (
+        f"rlkit {argv[0]} {argv[1]} failed: {error_summary(exc)} (traceback in {path};"
+        " RLKIT_TRACEBACK=1 shows it here)"
+    )
 
 
 def run_tyro(config_type: type, argv: list[str], prog: str, description: str | None = None):

@@ -104,6 +104,7 @@ def test_an_unforeseen_error_is_one_line_naming_the_file_with_its_traceback(monk
     log = Path(lines[0].split("traceback in ", 1)[1].split(";", 1)[0])
     try:
         text = log.read_text()
+        assert text.startswith("rlkit prefs eval runs/x\n")
         assert "Traceback (most recent call last)" in text and "in broken" in text
     finally:
         log.unlink()

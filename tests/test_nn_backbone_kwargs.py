@@ -2,6 +2,7 @@
 ``stem_channels``."""
 
 import gymnasium as gym
+import numpy as np
 import pytest
 import torch
 
@@ -87,3 +88,12 @@ def test_revnet_stem_channels_set_the_stem_and_the_inverse_still_reconstructs(st
         assert (y - h).abs().max() > 1e-2
         assert (net.blocks.inverse(y) - h).abs().max() <= 1e-10
     assert net(_frames()).shape == (2, 18)
+
+
+@pytest.mark.parametrize(
+    ("obs_shape", "kwargs"), [((11,), {"n_blocks": -2}), ((84, 84, 4), {"n_blocks": -1})]
+)
+def test_revnet_rejects_a_negative_number_of_blocks(obs_shape, kwargs):
+    space = gym.spaces.Box(0, 255, obs_shape, dtype=np.uint8 if len(obs_shape) == 3 else np.float32)
+    with pytest.raises(ValueError, match="RevNet n_blocks must be >= 0"):
+        make_backbone("revnet", space, **kwargs)

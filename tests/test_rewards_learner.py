@@ -1,6 +1,7 @@
 """The reward learner on a thread and in a child process train identically; a dead or
 failing child process stops the loop with one line, never a hang."""
 
+import dataclasses
 import os
 import signal
 import time
@@ -142,3 +143,37 @@ def test_close_during_training_does_not_wait_for_it():
     proc.close()
     assert time.perf_counter() - t0 < 5
     assert not proc._process.is_alive()
+
+
+def test_a_diverging_reward_model_stops_the_run_with_one_line_and_no_traceback_file(
+    tmp_path, monkeypatch
+):
+    """A learning rate far too high makes the loss nan: the learner says so in one line
+    naming the setting (a UserError: no traceback file), instead of scoring queries with nan."""
+    monkeypatch.setenv("TMPDIR", str(tmp_path))  # where a traceback file would go
+    segs = segments(20)
+    cfg = dataclasses.replace(CONFIG, lr=1e30)
+    proc = ProcessLearner(ensemble(), cfg, np.random.default_rng(0))
+    try:
+        feed(proc, segs, comparisons(segs, 10, seed=0))
+        proc.start()
+        with pytest.raises(LearnerProcessError) as err:
+            proc.finish()
+    finally:
+        proc.close()
+    message = str(err.value)
+    assert "failed: RewardTrainingDiverged: the reward model's loss became nan" in message
+    assert "--trainer.lr 1e+30 is too high" in message and "traceback" not in message
+    assert "\n" not in message and not list(tmp_path.glob("rlkit-error-*"))
+    # an unforeseen error, by contrast, names the file that keeps its traceback
+    odd = Segment(obs=np.zeros((10, 5)), acts=np.zeros((10, 1)), true_rews=np.zeros(10), id=99)
+    proc = ProcessLearner(ensemble(), CONFIG, np.random.default_rng(0))
+    try:
+        proc.add(Comparison(0, 99, (1, 0)), segs[0], odd)
+        proc.start()
+        with pytest.raises(LearnerProcessError, match=r"\(traceback in .*rlkit-error-.*\.log\)"):
+            proc.finish()
+    finally:
+        proc.close()
+    (log,) = tmp_path.glob("rlkit-error-*.log")
+    assert "Traceback (most recent call last)" in log.read_text()

@@ -104,6 +104,14 @@ def _drop_store(run: Path) -> None:
         path.unlink()
 
 
+def _drop_segments_table(run: Path) -> None:
+    import sqlite3
+
+    with sqlite3.connect(run / "store.sqlite") as conn:
+        conn.execute("DROP TABLE segments")
+    conn.close()
+
+
 def _damage_policy(run: Path) -> None:
     (CheckpointManager(run).latest() / "policy.zip").write_bytes(b"not a zip")
 
@@ -141,6 +149,7 @@ def _long_pointer(run: Path) -> None:
 @pytest.mark.parametrize(
     ("damage", "says"),
     [(_damage_store, "is not a readable SQLite store"), (_drop_store, "store.sqlite is missing"),
+     (_drop_segments_table, "store.sqlite lacks its segments table: damaged; left as it is"),
      (_damage_policy, "policy.zip is missing or not a zip archive"),
      (_mistype_config, "config field 'steps' of PrefsConfig is 'abc', not int"),
      (_list_config, "holds a JSON list, not a config object"),
@@ -157,7 +166,11 @@ def test_resume_of_a_damaged_run_says_what_and_changes_nothing(
     assert main(["prefs", "train", "--run-dir", str(run), "--resume", "--steps", "2048"]) == 2
     line = _one_error_line(capsys)
     assert says in line and len(line) < 400, line
-    if damage not in (_damage_store, _drop_store, _other_env):  # eval reads no store
+    if damage in (_damage_store, _drop_segments_table):  # nor does an export of its labels
+        assert main(["label", "export", str(run), "--output", str(tmp_path / "out.csv")]) == 2
+        assert says in _one_error_line(capsys)
+        assert not (tmp_path / "out.csv").exists()
+    if damage not in (_damage_store, _drop_store, _drop_segments_table, _other_env):  # no store
         assert main(["prefs", "eval", str(run), "--episodes", "1"]) == 2
         assert says in _one_error_line(capsys)
     assert _snapshot(run) == before  # nothing written, not even a TensorBoard event file

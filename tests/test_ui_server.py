@@ -125,10 +125,19 @@ def test_cli_refuses_bad_input_in_one_line(tmp_path, capsys):
     assert main(["label", "serve", str(tmp_path / "nowhere")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and "holds no run" in err and len(err.splitlines()) == 1
+    other = tmp_path / "vpn"  # another command's run: refused, and no store made in it
+    other.mkdir()
+    (other / "config.json").write_text('{"env": "rlkit/Collect-v0", "algo": "vpn", "plan": "4"}')
+    for command in ("serve", "export"):
+        assert main(["label", command, str(other)]) == 2
+        assert "is not a preference run" in capsys.readouterr().err
+    assert sorted(p.name for p in other.iterdir()) == ["config.json"]
     make_run(tmp_path, fake_segments(4), n_queries=1)
     assert main(["label", "serve", str(tmp_path), "--token", "short"]) == 2
     assert main(["label", "serve", str(tmp_path), "--clip.width", "3"]) == 2
     assert "clip size" in capsys.readouterr().err
+    assert main(["label", "serve", str(tmp_path), "--port", "0", "--seed", "-1"]) == 2
+    assert "--seed has an invalid value -1" in capsys.readouterr().err
     for flags, says in [(["--lease-seconds", "nan"], "--lease-seconds must be a finite number"),
                         (["--clip.max-fps", "nan"], "--clip.max-fps must be a finite number"),
                         (["--host", ""], "--host has an invalid value ''")]:  # fmt: skip

@@ -63,6 +63,14 @@ def _check_run_dir(run_dir: Path) -> None:
             f"{run_dir} holds no run (no store.sqlite or config.json); pass the --run-dir of"
             " `rlkit prefs train`"
         )
+    if not (run_dir / "store.sqlite").is_file():  # a run that has stored no label yet
+        from rlkit.core.rundir import load_config
+
+        if "teacher" not in load_config(run_dir):
+            raise UserError(
+                f"{run_dir} holds a run that is not a preference run (its config.json has no"
+                " teacher); pass the --run-dir of `rlkit prefs train`"
+            )
     from rlkit.store import check_store
 
     check_store(run_dir, required=False)
@@ -92,7 +100,7 @@ def _bind(host: str, port: int) -> socket.socket:
 def serve(argv: list[str]) -> int:
     cfg = run_tyro(ServeConfig, argv, prog="rlkit label serve")
     check_settings(cfg.clip, {}, "--clip.")  # every float setting finite
-    check_settings(cfg, {"host": bool(cfg.host.strip())})
+    check_settings(cfg, {"host": bool(cfg.host.strip()), "seed": 0 <= cfg.seed < 2**32})
     try:
         cfg.clip.validate()
     except ValueError as exc:

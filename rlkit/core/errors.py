@@ -40,3 +40,25 @@ def check_settings(config: object, checks: dict[str, bool], prefix: str = "--") 
         if not ok:
             flag = prefix + name.replace("_", "-")
             raise ConfigError(f"{flag} has an invalid value {getattr(config, name)!r}")
+
+
+def save_traceback(exc: BaseException, header: str) -> str:
+    """Write ``exc``'s traceback, under ``header`` (what was running), to a new file in the
+    temp folder and return its path: the one-line error names the file, the user keeps the
+    whole story without it filling the terminal."""
+    import os
+    import tempfile
+    import traceback
+
+    fd, path = tempfile.mkstemp(prefix="rlkit-error-", suffix=".log", text=True)
+    with os.fdopen(fd, "w") as log:
+        log.write(f"{header}\n\n{''.join(traceback.format_exception(exc))}")
+    return path
+
+
+def error_summary(exc: BaseException, limit: int = 200) -> str:
+    """``Type: first line of the message`` (the line cut at ``limit`` characters)."""
+    first = (str(exc).strip().splitlines() or [""])[0]
+    if len(first) > limit:
+        first = first[: limit - 3] + "..."
+    return type(exc).__name__ + (f": {first}" if first else "")

@@ -180,6 +180,8 @@ class RevNetMLP(nn.Module):
         super().__init__()
         if width % 2 or width < 2:
             raise ValueError(f"RevNet width must be even (it is split in two), got {width}")
+        if n_blocks < 0:
+            raise ValueError(f"RevNet n_blocks must be >= 0, got {n_blocks}")
         half, inner = width // 2, inner or width
 
         def residual() -> nn.Module:
@@ -218,6 +220,8 @@ class RevNetCNN(nn.Module):
         super().__init__()
         if channels % 2 or channels < 2:
             raise ValueError(f"RevNet channels must be even (they are split), got {channels}")
+        if n_blocks < 0:
+            raise ValueError(f"RevNet n_blocks must be >= 0, got {n_blocks}")
         self.channels_last = is_channels_last(obs_shape)
         c, h, w = (obs_shape[2], obs_shape[0], obs_shape[1]) if self.channels_last else obs_shape
         self.scale = scale

@@ -22,14 +22,13 @@ import contextlib
 import copy
 import multiprocessing as mp
 import multiprocessing.util
-import traceback
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Literal, Protocol
 
 import numpy as np
 import torch
 
-from rlkit.core.errors import UserError
+from rlkit.core.errors import UserError, error_summary, save_traceback
 from rlkit.core.stop import ignore_signals, start_ignoring_signals
 from rlkit.core.types import Comparison, Segment
 from rlkit.rewards.ensemble import RewardEnsemble
@@ -156,8 +155,10 @@ def _serve(conn: Any, ensemble: RewardEnsemble, config: TrainerConfig, rng, thre
             else:
                 raise ValueError(f"unknown request {op!r}")
         except Exception as exc:  # noqa: BLE001  (reported to the loop, which raises it)
-            traceback.print_exc()  # the whole story on stderr; the loop raises one line
-            reply = f"{type(exc).__name__}: {str(exc).partition(chr(10))[0]}"
+            # The loop raises one line; an unforeseen error's whole story goes to a file.
+            reply = error_summary(exc, limit=1000)
+            if not isinstance(exc, UserError):
+                reply += f" (traceback in {save_traceback(exc, 'the reward learner process')})"
             with contextlib.suppress(OSError):
                 conn.send(("error", reply))
             return

@@ -19,7 +19,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from rlkit.core.errors import ConfigError, check_settings
+from rlkit.core.errors import ConfigError, UserError, check_settings
 from rlkit.core.types import Comparison, Segment
 from rlkit.rewards.ensemble import RewardEnsemble
 from rlkit.rewards.preference import preference_loss, preference_probs
@@ -145,6 +145,14 @@ class TrainerConfig:
     def l2_cap(self) -> float:
         """``l2_max``, or :data:`L2_MAX` when it is left unset."""
         return L2_MAX if self.l2_max is None else self.l2_max
+
+
+class RewardTrainingDiverged(UserError):
+    """The ensemble's loss became nan or inf (a far too high learning rate): the run stops
+    with one line (exit code 1) instead of storing nan scores."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, exit_code=1)
 
 
 class _SegmentCache:
@@ -310,6 +318,11 @@ class RewardTrainer:
             ret_b = self.ensemble.segment_returns(obs_b, acts_b, per_member=True)
             data_loss = preference_loss(ret_a, ret_b, mu, cfg.random_response).mean(1)  # (K,)
             epoch_losses.append(float(data_loss.detach().mean()))
+            if not math.isfinite(epoch_losses[-1]):
+                raise RewardTrainingDiverged(
+                    f"the reward model's loss became {epoch_losses[-1]} at training step"
+                    f" {self.steps:,}: its learning rate --trainer.lr {cfg.lr:g} is too high"
+                )
             loss = data_loss.sum() + self.l2 * self.ensemble.parameter_l2().sum()
             if cfg.cross_lipschitz > 0:
                 penalty = cross_lipschitz_preference(self.ensemble, obs_a, acts_a, obs_b, acts_b)

@@ -113,6 +113,10 @@ def stored_label_count(run_dir: str | os.PathLike) -> int:
         return 0
 
 
+#: The tables every store has (``_SCHEMA``); one missing means the file was damaged.
+STORE_TABLES = ("meta", "segments", "queries", "labels")
+
+
 def check_store(run_dir: str | os.PathLike, required: bool = True) -> None:
     """Raise a one-line :class:`~rlkit.core.errors.UserError` if the run's store is missing
     (when ``required``) or is not a readable SQLite database, before anything opens it for
@@ -137,6 +141,12 @@ def check_store(run_dir: str | os.PathLike, required: bool = True) -> None:
         raise UserError(f"{path} is damaged ({verdict}); left as it is")
     if "labels" not in tables:
         raise UserError(f"{path} holds no label table: not a store rlkit wrote; left as it is")
+    missing = [t for t in STORE_TABLES if t not in tables]
+    if missing:
+        raise UserError(
+            f"{path} lacks its {', '.join(missing)} table{'s' if len(missing) > 1 else ''}:"
+            " damaged; left as it is"
+        )
 
 
 class Store:
