@@ -4,7 +4,9 @@ The ratio of sums (mean learned-reward return over mean TRPO return on the same 
 number BENCHMARKS.md reports), the median of the per-seed ratios, the same ratio for the
 sampled-action evaluation and for the last 100 training episodes, and the ratio's spread over
 seeds by bootstrap (seeds drawn with replacement, ``--draws`` times, seeded): its standard
-deviation and 90% interval. One JSON line per env; a note on stderr where an env's lines were
+deviation and 90% interval; each side's 10th, 50th and 90th percentile return over seeds, and
+the share of seeds where each side ends under half of TRPO's median return (a failed run). One
+JSON line per env; a note on stderr where an env's lines were
 recorded with different library versions (their sums mix set-ups).
 
 Lines are those of ``bench_prefs.py`` (``"bench": "prefs_vs_true_reward"``) with the given
@@ -122,6 +124,17 @@ def summarize(by_seed: dict[int, dict], draws: int, seed: int) -> dict:
     per_seed = learned / true
     out["median_seed_ratio"] = round(statistics.median(per_seed), 3)
     out["seeds_at_or_over_0.9"] = int((per_seed >= 0.9).sum())
+    # How the two sides' returns spread over seeds, and how often a run fails outright
+    # (under half of TRPO's median return on these seeds), each side on its own.
+    out["quantiles_10_50_90"] = {
+        name: [round(float(q), 1) for q in np.quantile(x, [0.1, 0.5, 0.9])]
+        for name, x in (("learned", learned), ("true_reward", true))
+    }
+    cut = 0.5 * float(np.median(true))
+    out["share_under_half_true_median"] = {
+        name: round(float((x < cut).mean()), 3)
+        for name, x in (("learned", learned), ("true_reward", true))
+    }
     boot = bootstrap(learned, true, draws, seed)
     out["bootstrap_sd"] = round(float(boot.std()), 3)
     out["bootstrap_90"] = [round(float(q), 3) for q in np.quantile(boot, [0.05, 0.95])]

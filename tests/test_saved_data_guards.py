@@ -84,6 +84,10 @@ def test_label_export_keeps_an_existing_output_unless_forced(
     monkeypatch.undo()
     assert main([*args, "--force"]) == 0
     assert len(out.read_text().splitlines()) == 11  # a header and the 10 labels
+    # a device is written to as it is, never replaced by a file: /dev/full says "disk full"
+    assert main(["label", "export", str(finished_run), "--output", "/dev/full"]) == 2
+    assert "cannot write --output /dev/full: No space left on device" in _one_error_line(capsys)
+    assert Path("/dev/full").is_char_device()
 
 
 def test_a_fresh_run_refuses_a_directory_with_anything_in_it(finished_run, tmp_path, capsys):

@@ -57,6 +57,10 @@ def test_ratio_of_sums_median_and_the_other_evaluations(summ):
     assert out["ratio_stochastic"] == 0.5 and out["train_ratio"] == 2.0
     assert out["median_seed_ratio"] == 1.5  # of 1.5, 1.5, 0.25
     assert out["seeds_at_or_over_0.9"] == 2
+    assert out["quantiles_10_50_90"] == {"learned": [140.0, 300.0, 540.0],
+                                         "true_reward": [240.0, 400.0, 400.0]}  # fmt: skip
+    # under half of TRPO's median (400): the learned side's 100, none of TRPO's (200 is not)
+    assert out["share_under_half_true_median"] == {"learned": 0.333, "true_reward": 0.0}
     assert out["mean_learned"] == pytest.approx(1000 / 3, abs=0.05)
     lo, hi = out["bootstrap_90"]
     assert lo < 1.0 < hi and out["bootstrap_sd"] > 0

@@ -63,7 +63,7 @@ def check_output_file(
         )
     if target.is_dir():
         raise UserError(f"{flag} {output} is a directory; give a file name")
-    if target.exists() and not force:
+    if output.is_file() and not force:  # a device or a pipe (/dev/stdout) is written to as is
         raise UserError(f"{flag} {output} already exists; pass --force to replace it")
     if not target.parent.is_dir() or not os.access(target.parent, os.W_OK):
         raise UserError(f"cannot write {flag} {output}: its folder is missing or read-only")
@@ -73,8 +73,16 @@ def check_output_file(
 def atomic_output(output: str | Path, flag: str = "--output") -> Iterator[TextIO]:
     """A text file that takes the name ``output`` only once it is complete: written beside
     it under a temporary name and renamed into place, so an error half-way (or a kill) leaves
-    whatever ``output`` held before as it was."""
+    whatever ``output`` held before as it was. A device or a pipe (``/dev/stdout``) is
+    written to directly."""
     output = Path(output)
+    if output.exists() and not output.is_file():
+        try:
+            with open(output, "w", newline="") as out:
+                yield out
+        except OSError as exc:
+            raise UserError(f"cannot write {flag} {output}: {exc.strerror or exc}") from None
+        return
     tmp = output.with_name(f".{output.name}.tmp{os.getpid()}")
     try:
         with open(tmp, "w", newline="") as out:
