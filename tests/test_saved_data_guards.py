@@ -116,6 +116,15 @@ def _drop_segments_table(run: Path) -> None:
     conn.close()
 
 
+def _lose_a_segment(run: Path) -> None:
+    sorted((run / "segments").iterdir())[3].unlink()
+
+
+def _checkpoints_as_a_file(run: Path) -> None:
+    shutil.rmtree(run / "checkpoints")
+    (run / "checkpoints").write_text("x")
+
+
 def _damage_policy(run: Path) -> None:
     (CheckpointManager(run).latest() / "policy.zip").write_bytes(b"not a zip")
 
@@ -150,10 +159,19 @@ def _long_pointer(run: Path) -> None:
     (run / "checkpoints" / "latest").write_text("x" * 5000)
 
 
+#: Damage `prefs eval` does not see (it reads no store) or names in its own words ("no checkpoint").
+NOT_FOR_EVAL = (
+    _damage_store, _drop_store, _drop_segments_table, _lose_a_segment, _other_env,
+    _checkpoints_as_a_file,
+)  # fmt: skip
+
+
 @pytest.mark.parametrize(
     ("damage", "says"),
     [(_damage_store, "is not a readable SQLite store"), (_drop_store, "store.sqlite is missing"),
      (_drop_segments_table, "store.sqlite lacks its segments table: damaged; left as it is"),
+     (_lose_a_segment, "segments the store lists have no file in"),
+     (_checkpoints_as_a_file, "checkpoints is not a directory: the run is damaged"),
      (_damage_policy, "policy.zip is missing or not a zip archive"),
      (_mistype_config, "config field 'steps' of PrefsConfig is 'abc', not int"),
      (_list_config, "holds a JSON list, not a config object"),
@@ -174,7 +192,7 @@ def test_resume_of_a_damaged_run_says_what_and_changes_nothing(
         assert main(["label", "export", str(run), "--output", str(tmp_path / "out.csv")]) == 2
         assert says in _one_error_line(capsys)
         assert not (tmp_path / "out.csv").exists()
-    if damage not in (_damage_store, _drop_store, _drop_segments_table, _other_env):  # no store
+    if damage not in NOT_FOR_EVAL:
         assert main(["prefs", "eval", str(run), "--episodes", "1"]) == 2
         assert says in _one_error_line(capsys)
     assert _snapshot(run) == before  # nothing written, not even a TensorBoard event file

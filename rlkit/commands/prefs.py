@@ -63,15 +63,22 @@ def check_resumable(run_dir: Path) -> None:
     damaged checkpoint (state or policy), or a missing or damaged label store. A run that
     stopped before its first checkpoint starts again from step 0 with the labels it stored
     (its store, if it got as far as making one, must be readable)."""
-    from rlkit.store import check_store
+    from rlkit.store import check_segment_files, check_store
 
+    for name in ("checkpoints", "segments"):
+        if (run_dir / name).exists() and not (run_dir / name).is_dir():
+            raise UserError(
+                f"{run_dir / name} is not a directory: the run is damaged; left as it is"
+            )
     checkpoints = CheckpointManager(run_dir)
     if not checkpoints.any():
         check_store(run_dir, required=False)
+        check_segment_files(run_dir)
         return
     path, _ = checkpoints.load_latest()
     _check_policy_file(path / "policy.zip")
     check_store(run_dir, required=True)
+    check_segment_files(run_dir)
 
 
 def _check_policy_file(path: Path) -> None:

@@ -149,6 +149,34 @@ def check_store(run_dir: str | os.PathLike, required: bool = True) -> None:
         )
 
 
+def segment_file_name(segment_id: int) -> str:
+    """The file in ``segments/`` that holds a stored segment's arrays."""
+    return f"seg_{segment_id:09d}.npz"
+
+
+def check_segment_files(run_dir: str | os.PathLike) -> None:
+    """Raise a one-line :class:`~rlkit.core.errors.UserError` if a segment the store lists has
+    no file in ``segments/`` (its arrays: the run cannot train on its labels without them).
+    Call after :func:`check_store`; a run without a store passes."""
+    from rlkit.core.errors import UserError
+
+    path = Path(run_dir) / Store.DB_NAME
+    if not path.exists():
+        return
+    conn = _connect_read_only(path)
+    try:
+        ids = [row[0] for row in conn.execute("SELECT id FROM segments ORDER BY id")]
+    finally:
+        conn.close()
+    folder = Path(run_dir) / "segments"
+    missing = [i for i in ids if not (folder / segment_file_name(i)).is_file()]
+    if missing:
+        raise UserError(
+            f"{len(missing)} of the {len(ids)} segments the store lists have no file in {folder}"
+            f" (first: {segment_file_name(missing[0])}): the run is damaged; left as it is"
+        )
+
+
 class Store:
     """The run's store. One instance per process (or per thread, for servers).
 
@@ -202,7 +230,7 @@ class Store:
 
     # -- segments -----------------------------------------------------------------------
     def segment_path(self, segment_id: int) -> Path:
-        return self.segment_dir / f"seg_{segment_id:09d}.npz"
+        return self.segment_dir / segment_file_name(segment_id)
 
     def has_segment(self, segment_id: int) -> bool:
         q = "SELECT 1 FROM segments WHERE id = ?"
