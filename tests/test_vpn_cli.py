@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from rlkit.cli import main
 from rlkit.core.metrics import read_metrics
@@ -66,7 +67,7 @@ def test_train_eval_and_resume(tmp_path: Path, capsys: pytest.CaptureFixture) ->
     )
     err = capsys.readouterr().err.strip().splitlines()[-1]  # after the first run's progress bar
     assert code == 2 and err == (
-        "error: --resume continues a run with its saved settings; only --steps may change,"
+        "error: --resume continues a run with its saved settings; only --device, --steps may change,"
         " not --plan (saved: 4,1)"
     )
     assert (run / "checkpoints/latest").read_text() == "step_0000000320"
@@ -128,6 +129,27 @@ def test_a_setting_that_fails_at_set_up_leaves_the_directory_free(
     assert not (run / "config.json").exists()
     assert train(run, "--algo", algo, "--steps", "80") == 0
     assert json.loads((run / "config.json").read_text())["algo"] == algo
+
+
+def test_a_run_saved_for_a_gpu_resumes_and_evaluates_on_this_cpu(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """Where a run executes may change on resume (--device), what it learns may not; eval
+    falls back to the CPU. The saved device here is one this machine lacks."""
+    run = tmp_path / "run"
+    assert train(run, "--steps", "80") == 0
+    config = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**config, "device": "cuda:7"}))
+    capsys.readouterr()
+    resume = ["vpn", "train", "--run-dir", str(run), "--resume", "--steps", "160"]
+    if not torch.cuda.is_available():
+        assert main(resume) == 2
+        assert "--device cuda:7: this machine's torch has no CUDA device" in capsys.readouterr().err
+    assert main([*resume, "--device", "cpu"]) == 0
+    assert main([*resume, "--steps", "240", "--hidden", "32"]) == 2  # a learning setting: no
+    assert "not --hidden (saved: 16)" in capsys.readouterr().err
+    assert main(["vpn", "eval", str(run), "--episodes", "2", "--n-envs", "2"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["episodes"] == 2
 
 
 def test_eval_on_an_env_the_model_cannot_take_is_one_line(

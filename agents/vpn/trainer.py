@@ -113,7 +113,11 @@ def resolve_run(cfg: VPNConfig) -> tuple[VPNConfig, Path]:
     if cfg.resume:
         old = saved_config(run_dir)
         steps = old.steps if cfg.steps is None else cfg.steps
-        cfg = dataclasses.replace(old, steps=steps, resume=True, run_dir=str(run_dir))
+        # the saved settings, but the device this call runs on (`rlkit vpn train` passes the
+        # saved one unless --device is given)
+        cfg = dataclasses.replace(
+            old, steps=steps, resume=True, run_dir=str(run_dir), device=cfg.device
+        )
         cfg.validate()
     else:
         cfg = dataclasses.replace(cfg, run_dir=str(run_dir), steps=cfg.total_steps())

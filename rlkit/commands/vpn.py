@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
 
 from rlkit.cli import run_tyro
-from rlkit.core.rundir import refuse_changes_on_resume
+from rlkit.core.rundir import RESUME_FLAGS, refuse_changes_on_resume
 from rlkit.core.stop import GracefulStop, StopRequested
 
 
@@ -22,7 +23,10 @@ def train(argv: list[str]) -> int:
 
         saved = saved_config(Path(cfg.run_dir))
         algo = saved.algo  # a resumed run keeps its algorithm
-        refuse_changes_on_resume(argv, cfg, saved)
+        # where it runs may change (a run begun on a GPU goes on on a CPU); what it learns not
+        refuse_changes_on_resume(argv, cfg, saved, allowed=RESUME_FLAGS | {"--device"})
+        if not any(a.split("=", 1)[0] == "--device" for a in argv):
+            cfg = dataclasses.replace(cfg, device=saved.device)
     if algo == "dqn":
         from agents.vpn.dqn import train_dqn as train_run
     else:
