@@ -28,18 +28,27 @@ from rlkit.rewards.ird.posterior import (
     sample_posterior,
     sample_z,
 )
+from rlkit.rewards.ird.rollouts import (
+    LinearIRD,
+    greedy_linear_policy,
+    linear_ird_posterior,
+    posterior_reward_fn,
+)
 from rlkit.rewards.ird.value_iteration import Plans, log_partition, value_iteration
 
 __all__ = [
     "PLANNERS",
     "EnumeratedZ",
     "GaussianPrior",
+    "LinearIRD",
     "MaxEntZ",
     "Plan",
     "Plans",
     "Posterior",
     "exact_posterior",
     "exact_z",
+    "greedy_linear_policy",
+    "linear_ird_posterior",
     "log_likelihood",
     "log_partition",
     "maxent_z",
@@ -47,6 +56,7 @@ __all__ = [
     "plan_all",
     "plan_linear",
     "plan_risk_averse",
+    "posterior_reward_fn",
     "sample_posterior",
     "sample_z",
     "value_iteration",
