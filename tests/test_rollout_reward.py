@@ -1,5 +1,6 @@
 """The batched per-rollout learned reward equals the per-step one, returns and advantages too."""
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
@@ -65,3 +66,17 @@ def test_rollout_reward_refuses_per_step_wrappers_and_off_policy_algorithms():
         DQN("MlpPolicy", wrapped, learning_starts=0).learn(
             10, callback=RolloutRewardCallback(wrapped)
         )
+
+
+def test_build_ensemble_picks_the_nature_cnn_for_images_and_the_mlp_for_vectors():
+    """The default backbone ("auto") follows the observations, as the `rlkit prefs` default
+    does: the Nature CNN for uint8 images, the MLP for anything else."""
+    from rlkit.nn.basic import MLP, NatureCNN
+
+    cases = [(gym.spaces.Box(0, 255, (84, 84, 4), np.uint8), NatureCNN),
+             (gym.spaces.Box(-1, 1, (11,), np.float32), MLP)]  # fmt: skip
+    for space, kind in cases:
+        ens = build_ensemble(space, gym.spaces.Discrete(4), 2)
+        assert isinstance(ens._templates[True].backbone, kind)
+        obs = torch.as_tensor(np.stack([space.sample() for _ in range(3)]))
+        assert ens.reward(obs, torch.zeros(3, dtype=torch.long)).shape == (3,)

@@ -324,20 +324,25 @@ def build_ensemble(
     observation_space: gym.spaces.Space,
     action_space: gym.spaces.Space,
     n_members: int = 3,
-    backbone: str = "mlp",
+    backbone: str = "auto",
     backbone_kwargs: dict | None = None,
     hidden: Sequence[int] | None = None,
     dropout: float = 0.0,
     seed: int = 0,
     normalize_inputs: bool = False,
 ) -> RewardEnsemble:
-    """An ensemble with the Nature CNN for pixels or a leaky-ReLU MLP for vectors.
+    """An ensemble with the Nature CNN for pixels or a leaky-ReLU MLP for vectors
+    (``backbone="auto"``: images, uint8 ``(H, W, C)`` or ``(C, H, W)``, get ``nature_cnn``,
+    anything else ``mlp``), or any backbone of :func:`rlkit.nn.make_backbone` by name.
 
     ``hidden``: the mlp backbone's hidden layers (unless ``backbone_kwargs`` has them; default
     the backbone's (64, 64)). The head adds one hidden layer of 64 on the features and the
     action, so ``hidden=(64,)`` is the paper's network, two layers of 64 (the rlkit prefs
     default). ``normalize_inputs``: see :class:`RewardEnsemble`.
     """
+    if backbone == "auto":
+        image = observation_space.dtype == np.uint8 and len(observation_space.shape) == 3
+        backbone = "nature_cnn" if image else "mlp"
     kwargs = dict(backbone_kwargs or {})
     if hidden is not None and backbone == "mlp":
         kwargs.setdefault("hidden", tuple(hidden))
