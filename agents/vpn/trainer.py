@@ -31,7 +31,7 @@ from rlkit.core.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from rlkit.core.errors import UserError
+from rlkit.core.errors import UserError, message_line
 from rlkit.core.metrics import MetricsLogger
 from rlkit.core.progress import make_progress
 from rlkit.core.rundir import default_run_name, load_config, prepare_run_dir, save_config
@@ -68,7 +68,7 @@ def build_agent(cfg: VPNConfig, observation_space: Any, num_options: int) -> VPN
     except (RuntimeError, ValueError) as exc:
         raise UserError(
             f"--backbone {cfg.backbone} does not fit {cfg.env}'s observations"
-            f" {tuple(observation_space.shape)}: {first_line(exc)}"
+            f" {tuple(observation_space.shape)}: {message_line(exc)}"
         ) from exc
 
 
@@ -81,15 +81,6 @@ def discrete_options(action_space: Any, env_id: str) -> int:
             " need discrete ones (Collect, Atari)"
         )
     return int(action_space.n)
-
-
-def first_line(exc: BaseException) -> str:
-    """The line of ``exc``'s message that says what went wrong: the first, or for torch's
-    ``load_state_dict`` report (a header, then one line per mismatch) the first mismatch."""
-    lines = [line.strip() for line in str(exc).strip().splitlines()] or [type(exc).__name__]
-    if len(lines) > 1 and lines[0].startswith("Error(s) in loading state_dict"):
-        return lines[1]
-    return lines[0]
 
 
 def saved_config(run_dir: Path) -> VPNConfig:
@@ -255,7 +246,7 @@ def load_vpn_agent(
             agent.net.load_state_dict(CheckpointManager(run_dir).load_latest()[1]["agent"]["net"])
     except (KeyError, RuntimeError) as exc:
         raise CheckpointError(
-            f"{run_dir} holds a model that does not fit its config ({first_line(exc)})"
+            f"{run_dir} holds a model that does not fit its config ({message_line(exc)})"
         ) from exc
     agent.net.eval()
     return agent

@@ -21,6 +21,7 @@ from rlkit.core.errors import UserError
 from rlkit.core.rundir import (
     RESUME_FLAGS,
     default_run_name,
+    given_flags,
     load_config,
     prepare_run_dir,
     refuse_changes_on_resume,
@@ -41,10 +42,6 @@ def _flags(name: str) -> set[str]:
     """A setting's flag and its negation (tyro rejects the latter for non-booleans)."""
     flag = "--" + name.replace("_", "-")
     return {flag, "--no-" + flag[2:]}
-
-
-def _given(argv: list[str]) -> set[str]:
-    return {a.split("=", 1)[0] for a in argv if a.startswith("--")}
 
 
 def _parse(argv: list[str]) -> PrefsConfig:
@@ -172,7 +169,7 @@ def train(argv: list[str]) -> int:
         saved = PrefsConfig.from_saved(load_config(run_dir))
         # The saved run's settings are kept; a longer --steps and how the run executes
         # (EXECUTION_SETTINGS) may change, for this invocation.
-        given = _given(argv)
+        given = given_flags(argv)
         execution = {n: getattr(cfg, n) for n in EXECUTION_SETTINGS if _flags(n) & given}
         allowed = RESUME_FLAGS.union(*(_flags(n) for n in EXECUTION_SETTINGS))
         refuse_changes_on_resume(argv, cfg, saved, allowed=allowed)
@@ -208,7 +205,7 @@ def train(argv: list[str]) -> int:
     if not cfg.resume:
         from rlkit.loops.preference import check_segments_fit, trainer_config
 
-        _refuse_unused_flags(cfg, _given(argv), env_kind(cfg.env))
+        _refuse_unused_flags(cfg, given_flags(argv), env_kind(cfg.env))
         check_segments_fit(cfg)  # before anything is written
         _check_one_rollout(cfg, env_kind(cfg.env))
         # The env's trainer settings (an unset L2 cap is 3e-2 on Walker2d) are checked here

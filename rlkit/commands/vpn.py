@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from rlkit.cli import run_tyro
-from rlkit.core.rundir import RESUME_FLAGS, refuse_changes_on_resume
+from rlkit.core.rundir import RESUME_FLAGS, given_flags, refuse_changes_on_resume
 from rlkit.core.stop import GracefulStop, StopRequested
 
 
@@ -25,7 +25,7 @@ def train(argv: list[str]) -> int:
         algo = saved.algo  # a resumed run keeps its algorithm
         # where it runs may change (a run begun on a GPU goes on on a CPU); what it learns not
         refuse_changes_on_resume(argv, cfg, saved, allowed=RESUME_FLAGS | {"--device"})
-        if not any(a.split("=", 1)[0] == "--device" for a in argv):
+        if "--device" not in given_flags(argv):
             cfg = dataclasses.replace(cfg, device=saved.device)
     if algo == "dqn":
         from agents.vpn.dqn import train_dqn as train_run

@@ -56,9 +56,19 @@ def save_traceback(exc: BaseException, header: str) -> str:
     return path
 
 
+def message_line(exc: BaseException) -> str:
+    """The line of ``exc``'s message that says what went wrong ("" for none): the first, or
+    for torch's ``load_state_dict`` report (a header, then one line per mismatch) the first
+    mismatch."""
+    lines = [line.strip() for line in str(exc).strip().splitlines()] or [""]
+    if len(lines) > 1 and lines[0].startswith("Error(s) in loading state_dict"):
+        return lines[1]
+    return lines[0]
+
+
 def error_summary(exc: BaseException, limit: int = 200) -> str:
-    """``Type: first line of the message`` (the line cut at ``limit`` characters)."""
-    first = (str(exc).strip().splitlines() or [""])[0]
+    """``Type: message line`` (:func:`message_line`, cut at ``limit`` characters)."""
+    first = message_line(exc)
     if len(first) > limit:
         first = first[: limit - 3] + "..."
     return type(exc).__name__ + (f": {first}" if first else "")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import io
 import itertools
 import json
 import os
@@ -71,27 +72,23 @@ def check_output_file(
 
 @contextlib.contextmanager
 def atomic_output(output: str | Path, flag: str = "--output") -> Iterator[TextIO]:
-    """A text file that takes the name ``output`` only once it is complete: written beside
-    it under a temporary name and renamed into place, so an error half-way (or a kill) leaves
+    """A text stream that reaches ``output`` only once it is complete, through
+    :func:`~rlkit.core.checkpoint.atomic_write_bytes`: an error half-way (or a kill) leaves
     whatever ``output`` held before as it was. A device or a pipe (``/dev/stdout``) is
-    written to directly."""
+    written to as it is."""
+    from rlkit.core.checkpoint import atomic_write_bytes
+
     output = Path(output)
-    if output.exists() and not output.is_file():
-        try:
-            with open(output, "w", newline="") as out:
-                yield out
-        except OSError as exc:
-            raise UserError(f"cannot write {flag} {output}: {exc.strerror or exc}") from None
-        return
-    tmp = output.with_name(f".{output.name}.tmp{os.getpid()}")
+    buffer = io.StringIO(newline="")
     try:
-        with open(tmp, "w", newline="") as out:
-            yield out
-        os.replace(tmp, output)
+        yield buffer
+        if output.exists() and not output.is_file():
+            with open(output, "w", newline="") as out:
+                out.write(buffer.getvalue())
+        else:
+            atomic_write_bytes(output, buffer.getvalue().encode())
     except OSError as exc:
         raise UserError(f"cannot write {flag} {output}: {exc.strerror or exc}") from None
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _jsonable(value: Any) -> Any:
@@ -213,6 +210,11 @@ def _lookup(config: Any, path: list[str]) -> Any:
     return config
 
 
+def given_flags(argv: list[str]) -> set[str]:
+    """The ``--flags`` in ``argv`` (``--flag=value`` counts as ``--flag``)."""
+    return {a.split("=", 1)[0] for a in argv if a.startswith("--")}
+
+
 def refuse_changes_on_resume(
     argv: list[str], given: Any, saved: Any, allowed: frozenset[str] = RESUME_FLAGS
 ) -> None:
@@ -225,7 +227,7 @@ def refuse_changes_on_resume(
     (``--policy.learning-rate``), booleans may be negated (``--no-early-termination``).
     """
     changed = []
-    for flag in sorted({a.split("=", 1)[0] for a in argv if a.startswith("--")} - allowed):
+    for flag in sorted(given_flags(argv) - allowed):
         path = flag[2:].replace("-", "_").split(".")
         try:
             if path[-1].startswith("no_") and not hasattr(_lookup(given, path[:-1]), path[-1]):
