@@ -39,6 +39,9 @@ class MaxAndSkipScreens(MaxAndSkipEnv):
     is not an RGB ``AtariEnv`` without sound it is ``MaxAndSkipEnv`` unchanged.
 
     Observations: ``(210, 160, 3)`` uint8, the max of the last two frames' screens.
+    ``last_screen``: the emulator's screen after the last step's last frame, ``(210, 160, 3)``
+    uint8, overwritten by the next step; None where that step did not read it (an episode
+    that ended before the last frame, a reset, another env).
     """
 
     def __init__(self, env: gym.Env, skip: int = FRAME_SKIP) -> None:
@@ -49,8 +52,14 @@ class MaxAndSkipScreens(MaxAndSkipEnv):
         )
         self._ale_env: Any = ale_env if on_demand else None
         self._ale: Any = ale_env.ale if on_demand else None
+        self.last_screen: np.ndarray | None = None
+
+    def reset(self, **kwargs: Any) -> tuple[np.ndarray, dict[str, Any]]:
+        self.last_screen = None
+        return super().reset(**kwargs)
 
     def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        self.last_screen = None
         if self._ale_env is None:
             return super().step(action)
         total_reward = 0.0
@@ -68,6 +77,8 @@ class MaxAndSkipScreens(MaxAndSkipEnv):
                     break
         finally:
             self._ale_env._obs_type = "rgb"
+        if i == self._skip - 1:
+            self.last_screen = self._obs_buffer[1]
         # As in SB3, an episode that ends early max-pools whatever the buffer holds.
         max_frame = np.maximum(self._obs_buffer[0], self._obs_buffer[1])
         return max_frame, total_reward, terminated, truncated, info

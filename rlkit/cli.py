@@ -111,8 +111,15 @@ def unexpected_error_line(exc: BaseException, argv: list[str]) -> str:
     )
 
 
-def run_tyro(config_type: type, argv: list[str], prog: str, description: str | None = None):
+def run_tyro(
+    config_type: type,
+    argv: list[str],
+    prog: str,
+    description: str | None = None,
+    default: object | None = None,
+):
     """Parse ``argv`` into ``config_type`` with tyro; ``--help`` prints and exits 0.
+    ``default``: an instance whose values the flags not in ``argv`` take.
 
     A flag tyro cannot parse (unknown, missing value, wrong type, invalid choice) becomes a
     one-line :class:`~rlkit.core.errors.UserError` (exit 2) instead of tyro's boxed screen.
@@ -127,7 +134,9 @@ def run_tyro(config_type: type, argv: list[str], prog: str, description: str | N
     captured = io.StringIO()
     try:
         with contextlib.redirect_stderr(captured):
-            return tyro.cli(config_type, args=argv, prog=prog, description=description)
+            return tyro.cli(
+                config_type, args=argv, prog=prog, description=description, default=default
+            )
     except SystemExit as exc:
         if not exc.code:  # --help
             sys.stderr.write(captured.getvalue())

@@ -108,3 +108,35 @@ def test_a_non_rgb_env_gets_sb3_max_and_skip_unchanged():
     for a in np.random.default_rng(1).integers(0, 6, 40):
         s1, s2 = envs[0].step(int(a)), envs[1].step(int(a))
         _same_step(s1, s2)
+
+
+@pytest.mark.parametrize("env_id", ["ALE/Pong-v5", "ALE/Breakout-v5"])
+def test_render_state_is_every_other_row_and_column_of_the_screen(env_id):
+    """The clip frame kept per step (``info["render_state"]``) is the emulator's screen at
+    the returned observation, halved by taking every other row and column: exactly
+    ``screen[::2, ::2]``, as a contiguous (105, 80, 3) array; on a step, from the screen the
+    frame skip read on its last frame, and through episode ends and resets too."""
+    env = make_env(EnvSpec(env_id, render_state=True, training=True), seed=3)()
+    skip = env
+    while not isinstance(skip, MaxAndSkipScreens):
+        skip = skip.env
+    _, info = env.reset(seed=3)
+    rng = np.random.default_rng(0)
+    distinct, reused, ends, steps = set(), 0, 0, 0
+    while steps < 150 or ends == 0:
+        screen = env.unwrapped.ale.getScreenRGB()
+        frame = info["render_state"]
+        assert frame.shape == (105, 80, 3) and frame.dtype == np.uint8
+        assert frame.flags.c_contiguous
+        np.testing.assert_array_equal(frame, screen[::2, ::2])
+        distinct.add(frame.tobytes())
+        _, _, term, trunc, info = env.step(int(rng.integers(env.action_space.n)))
+        reused += skip.last_screen is not None
+        steps += 1
+        if term or trunc:
+            ends += 1
+            _, info = env.reset()
+        assert steps < 5000
+    assert len(distinct) > 50  # the screens moved: not one frame compared 150 times
+    assert reused >= steps - ends  # every step that ran its 4 frames used the screen it read
+    env.close()

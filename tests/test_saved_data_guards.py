@@ -255,6 +255,48 @@ def test_a_run_that_cannot_start_leaves_nothing_and_can_be_run_again(tmp_path, c
     assert main(["prefs", "train", *TINY, "--run-dir", str(run)]) == 0
 
 
+def test_a_run_that_failed_before_its_first_checkpoint_resumes_with_another_setting(
+    tmp_path, capsys
+):
+    """A learning rate that makes the reward model diverge while it pretrains on the initial
+    labels stops the run before its first checkpoint. Nothing but those labels was learned,
+    so --resume may change that setting (and any other its labels do not depend on): the run
+    starts again from step 0 with every stored label, and config.json says what it ran with.
+    Once a checkpoint exists, settings are fixed again."""
+    run = tmp_path / "run"
+    assert main(["prefs", "train", *TINY, "--trainer.lr", "1e30", "--run-dir", str(run)]) == 1
+    assert "loss became nan" in _one_error_line(capsys)
+    assert not CheckpointManager(run).any()
+    store = Store(run)
+    first = [(r.id, r.segment_a, r.segment_b, r.choice) for r in store.labels_after(0)]
+    store.close()  # (its connection would leave the WAL's files behind until collected)
+    assert first
+    before = _snapshot(run)
+    resume = ["prefs", "train", "--run-dir", str(run), "--resume"]
+    assert main([*resume, "--trainer.lr", "1e-3", "--segment-seconds", "0.3"]) == 2
+    line = _one_error_line(capsys)
+    assert "stored segments and labels depend on" in line
+    assert "not --segment-seconds 0.3 (saved: 0.2)" in line and "--trainer.lr" not in line
+    assert main([*resume, "--teacher-model.noise", "mistake"]) == 2
+    assert "not --teacher-model.noise mistake (saved: rational)" in _one_error_line(capsys)
+    assert main([*resume, "--labels", str(len(first) - 1)]) == 2
+    assert f"below the {len(first)} labels the run stored" in _one_error_line(capsys)
+    assert _snapshot(run) == before
+
+    assert main([*resume, "--trainer.lr", "1e-3", "--steps", "1536"]) == 0
+    err = capsys.readouterr().err
+    assert "the run starts again with --steps 1536 (saved: 1024), --trainer.lr 0.001" in err
+    assert f"starts again from step 0 with the {len(first)} labels" in err
+    config = json.loads((run / "config.json").read_text())
+    assert config["trainer"]["lr"] == 1e-3 and config["steps"] == 1536
+    labels = [(r.id, r.segment_a, r.segment_b, r.choice) for r in Store(run).labels_after(0)]
+    assert labels[: len(first)] == first and len(labels) == 10
+    _, state = CheckpointManager(run).load_latest()
+    assert state["step"] >= 1536
+    assert main([*resume, "--trainer.lr", "1e-2", "--steps", "2048"]) == 2
+    assert "not --trainer.lr (saved: 0.001)" in _one_error_line(capsys)
+
+
 class _Interrupted:
     """A PreferenceLoop whose run is interrupted (Ctrl-C) at once."""
 

@@ -20,6 +20,7 @@ from rlkit.core.checkpoint import CheckpointManager
 from rlkit.core.errors import UserError
 from rlkit.core.rundir import (
     RESUME_FLAGS,
+    changed_settings,
     default_run_name,
     given_flags,
     load_config,
@@ -44,9 +45,17 @@ def _flags(name: str) -> set[str]:
     return {flag, "--no-" + flag[2:]}
 
 
-def _parse(argv: list[str]) -> PrefsConfig:
+# What a run's stored segments and labels depend on: a run with no checkpoint yet may restart
+# with any other setting changed (nothing else has been learned), but not these.
+DATA_SETTINGS = (
+    "env", "segment_seconds", "atari_segment_steps", "env_reward", "teacher", "teacher_model",
+)  # fmt: skip
+_DATA_FLAGS = tuple(name.replace("_", "-") for name in DATA_SETTINGS)
+
+
+def _parse(argv: list[str], default: PrefsConfig | None = None) -> PrefsConfig:
     try:
-        return run_tyro(PrefsConfig, argv, prog="rlkit prefs train")
+        return run_tyro(PrefsConfig, argv, prog="rlkit prefs train", default=default)
     except ValueError as exc:  # raised by the config's own checks
         raise UserError(str(exc)) from None
 
@@ -76,6 +85,53 @@ def check_resumable(run_dir: Path) -> None:
     _check_policy_file(path / "policy.zip")
     check_store(run_dir, required=True)
     check_segment_files(run_dir)
+
+
+def _resume_settings(argv: list[str], cfg: PrefsConfig, saved: PrefsConfig, run_dir: Path):
+    """The settings a checkpointed run resumes with: the saved ones, with a longer --steps and
+    how the run executes (EXECUTION_SETTINGS) changed for this invocation only."""
+    given = given_flags(argv)
+    execution = {n: getattr(cfg, n) for n in EXECUTION_SETTINGS if _flags(n) & given}
+    allowed = RESUME_FLAGS.union(*(_flags(n) for n in EXECUTION_SETTINGS))
+    refuse_changes_on_resume(argv, cfg, saved, allowed=allowed)
+    steps = cfg.steps if "--steps" in given else saved.steps
+    if steps < saved.steps:
+        raise UserError(
+            f"--steps {steps} is below the run's {saved.steps}: a resumed run can only go on"
+        )
+    return dataclasses.replace(
+        saved, resume=True, run_dir=run_dir, steps=max(steps, saved.steps), **execution
+    )
+
+
+def _restart_settings(
+    argv: list[str], saved: PrefsConfig, run_dir: Path
+) -> tuple[PrefsConfig, list[str]]:
+    """The settings a run with no checkpoint yet starts again from step 0 with, and the
+    changes (``--flag NEW (saved: OLD)``): the saved settings and any flag given, except
+    those its stored segments and labels depend on (DATA_SETTINGS). Nothing but those labels
+    has been learned, so a run that failed on a setting before its first checkpoint (say, a
+    diverging learning rate) can go on in place with another. Checked as a fresh run's are."""
+    from envs import env_kind
+    from rlkit.loops.preference import trainer_config
+    from rlkit.store import stored_label_count
+
+    cfg = dataclasses.replace(_parse(argv, default=saved), resume=True, run_dir=run_dir)
+    changed = changed_settings(argv, cfg, saved, frozenset({"--resume", "--run-dir"}), True)
+    fixed = [c for c in changed if c[2:].split(" ")[0].split(".")[0] in _DATA_FLAGS]
+    if fixed:
+        raise UserError(
+            f"--resume keeps what the run's stored segments and labels depend on"
+            f" ({', '.join('--' + f for f in _DATA_FLAGS)}): not {', '.join(fixed)}; choose"
+            " another --run-dir for a new run"
+        )
+    stored = stored_label_count(run_dir)
+    if cfg.labels < stored:
+        raise UserError(f"--labels {cfg.labels} is below the {stored} labels the run stored")
+    kind = env_kind(cfg.env)
+    _refuse_unused_flags(cfg, given_flags(argv), kind)
+    _check_one_rollout(cfg, kind)
+    return dataclasses.replace(cfg, trainer=trainer_config(cfg.trainer, kind, cfg.env)), changed
 
 
 def _check_policy_file(path: Path) -> None:
@@ -162,25 +218,16 @@ def train(argv: list[str]) -> int:
         raise UserError(
             f"rlkit prefs trains on MuJoCo v5 tasks and ALE Atari games; {cfg.env} is neither"
         )
+    restart_changes: list[str] = []  # settings changed by resuming a run with no checkpoint
     if cfg.resume:
         if cfg.run_dir is None:
             raise UserError("--resume needs --run-dir: the run to continue")
         run_dir = prepare_run_dir(cfg.run_dir, resume=True)
         saved = PrefsConfig.from_saved(load_config(run_dir))
-        # The saved run's settings are kept; a longer --steps and how the run executes
-        # (EXECUTION_SETTINGS) may change, for this invocation.
-        given = given_flags(argv)
-        execution = {n: getattr(cfg, n) for n in EXECUTION_SETTINGS if _flags(n) & given}
-        allowed = RESUME_FLAGS.union(*(_flags(n) for n in EXECUTION_SETTINGS))
-        refuse_changes_on_resume(argv, cfg, saved, allowed=allowed)
-        steps = cfg.steps if "--steps" in given else saved.steps
-        if steps < saved.steps:
-            raise UserError(
-                f"--steps {steps} is below the run's {saved.steps}: a resumed run can only go on"
-            )
-        cfg = dataclasses.replace(
-            saved, resume=True, run_dir=run_dir, steps=max(steps, saved.steps), **execution
-        )
+        if CheckpointManager(run_dir).any():
+            cfg = _resume_settings(argv, cfg, saved, run_dir)
+        else:
+            cfg, restart_changes = _restart_settings(argv, saved, run_dir)
         # A missing or corrupt checkpoint or store stops us here, before anything is written.
         check_resumable(run_dir)
     # On the settings the run will use: a resumed Ray run takes a new --ray-address alone.
@@ -202,6 +249,10 @@ def train(argv: list[str]) -> int:
         from rlkit.distributed import check_address  # optional dependency
 
         check_address(cfg.ray_address)  # before anything is written: a bad address is one line
+    if restart_changes:
+        save_config(run_dir, dataclasses.replace(cfg, resume=False))
+        print(f"no checkpoint yet: the run starts again with {', '.join(restart_changes)}",
+              file=sys.stderr)  # fmt: skip
     if not cfg.resume:
         from rlkit.loops.preference import check_segments_fit, trainer_config
 

@@ -104,7 +104,11 @@ def _jsonable(value: Any) -> Any:
 
 
 def save_config(run_dir: Path, config: Any) -> None:
-    (run_dir / "config.json").write_text(json.dumps(_jsonable(config), indent=2) + "\n")
+    """``run_dir/config.json``, written whole or not at all (a temporary file renamed)."""
+    from rlkit.core.checkpoint import atomic_write_bytes
+
+    text = json.dumps(_jsonable(config), indent=2) + "\n"
+    atomic_write_bytes(Path(run_dir) / "config.json", text.encode())
 
 
 def load_config(run_dir: Path) -> dict[str, Any]:
@@ -215,17 +219,18 @@ def given_flags(argv: list[str]) -> set[str]:
     return {a.split("=", 1)[0] for a in argv if a.startswith("--")}
 
 
-def refuse_changes_on_resume(
-    argv: list[str], given: Any, saved: Any, allowed: frozenset[str] = RESUME_FLAGS
-) -> None:
-    """Refuse, in one line, flags in ``argv`` that would change a resumed run's saved settings.
-
-    ``--resume`` continues a run with the settings in its config.json, so a flag that changes
-    one of them (other than those in ``allowed``, e.g. a longer ``--steps``) would be silently
-    ignored; a flag that repeats the saved value is harmless and accepted. ``given`` is the
-    config parsed from ``argv``, ``saved`` the run's; nested settings are dotted flags
-    (``--policy.learning-rate``), booleans may be negated (``--no-early-termination``).
-    """
+def changed_settings(
+    argv: list[str],
+    given: Any,
+    saved: Any,
+    allowed: frozenset[str] = RESUME_FLAGS,
+    show_new: bool = False,
+) -> list[str]:
+    """The flags in ``argv``, other than those in ``allowed``, whose value in ``given`` (the
+    config parsed from ``argv``) differs from ``saved``, each as ``--flag (saved: OLD)``, or
+    with ``show_new`` as ``--flag NEW (saved: OLD)``; nested settings are dotted flags
+    (``--policy.learning-rate``), booleans may be negated (``--no-early-termination``). A flag
+    that repeats the saved value is not a change."""
     changed = []
     for flag in sorted(given_flags(argv) - allowed):
         path = flag[2:].replace("-", "_").split(".")
@@ -237,7 +242,21 @@ def refuse_changes_on_resume(
             changed.append(flag)
             continue
         if _jsonable(new) != _jsonable(old):
-            changed.append(f"{flag} (saved: {_jsonable(old)})")
+            shown = f"{flag} {_jsonable(new)}" if show_new else flag
+            changed.append(f"{shown} (saved: {_jsonable(old)})")
+    return changed
+
+
+def refuse_changes_on_resume(
+    argv: list[str], given: Any, saved: Any, allowed: frozenset[str] = RESUME_FLAGS
+) -> None:
+    """Refuse, in one line, flags in ``argv`` that would change a resumed run's saved settings.
+
+    ``--resume`` continues a run with the settings in its config.json, so a flag that changes
+    one of them (other than those in ``allowed``, e.g. a longer ``--steps``) would be silently
+    ignored; see :func:`changed_settings`.
+    """
+    changed = changed_settings(argv, given, saved, allowed)
     if changed:
         shown = allowed - {"--resume", "--run-dir"}
         allowed_flags = ", ".join(sorted(f for f in shown if not f.startswith("--no-")))

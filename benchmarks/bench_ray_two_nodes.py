@@ -1,0 +1,229 @@
+"""FragmentSampler throughput with its 2 workers on two Ray nodes against both on one node.
+
+A multi-node cluster is what ``--ray-address`` is for, and what changes there is where a
+worker's fragments live: in its own node's object store, pulled to the driver's node by
+Ray's object managers over TCP. This machine is one VM, so the two nodes are two raylets
+on it, started as the README starts a cluster's nodes (``ray start --head``, then
+``ray start --address=HEAD:PORT``), each with one CPU; the baseline is one node with both
+CPUs. Same envs, seeds, fragments and driver; layouts alternate, each repeat on fresh nodes:
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_ray_two_nodes.py --envs ALE/Pong-v5 Hopper-v5
+
+What it cannot measure is a real network: the bytes a worker sends per env step are reported
+(``bytes_per_step``) so that the bandwidth a cluster's links need can be read off. Prints one
+JSON line per measurement and a summary line; writes benchmarks/results/ray_two_nodes.jsonl.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pickle
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+from bench_ray_throughput import raw_rate_and_cpu, timed_fragments  # noqa: E402
+
+from envs import EnvSpec  # noqa: E402
+
+RAY_BIN = Path(sys.executable).with_name("ray")
+RESULTS = ROOT / "benchmarks" / "results" / "ray_two_nodes.jsonl"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ray_start(args: list[str], temp_dir: str) -> subprocess.Popen:
+    """``ray start ARGS --block`` in its own process group; workers as nice as the driver
+    (as the README starts a cluster's nodes, and as rlkit's own local instance runs)."""
+    env = {
+        **os.environ,
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "RAY_AUTH_MODE": "disabled",
+        "RAY_worker_niceness": "0",
+        "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",
+    }
+    env.pop("RAY_ADDRESS", None)
+    cmd = [str(RAY_BIN), "start", *args, "--disable-usage-stats", "--block",
+           f"--temp-dir={temp_dir}", "--object-store-memory=536870912"]  # fmt: skip
+    log = open(Path(temp_dir) / "start.log", "w")  # noqa: SIM115 (closed with the process)
+    return subprocess.Popen(
+        cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
+        start_new_session=True,
+    )  # fmt: skip
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+
+def _wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise SystemExit(f"error: ray start exited with {proc.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise SystemExit("error: ray start --head did not open its port in 60 s") from None
+            time.sleep(0.2)
+
+
+def start_cluster(nodes: int) -> tuple[str, list[subprocess.Popen], list[str]]:
+    """A head with ``2 / nodes`` CPUs and, for 2 nodes, a second node with the other CPU."""
+    port = _free_port()
+    temp_dirs = [tempfile.mkdtemp(prefix="rlb") for _ in range(nodes)]
+    head = [
+        "--head", f"--port={port}", f"--num-cpus={2 // nodes}", "--include-dashboard=false",
+        f"--ray-client-server-port={_free_port()}", f"--dashboard-port={_free_port()}",
+        f"--dashboard-agent-listen-port={_free_port()}",
+    ]  # fmt: skip
+    procs = [_ray_start(head, temp_dirs[0])]
+    _wait_for_port(port, procs[0])
+    address = f"127.0.0.1:{port}"
+    if nodes == 2:
+        second = [
+            f"--address={address}", "--num-cpus=1", "--min-worker-port=0",
+            "--max-worker-port=0", f"--dashboard-agent-listen-port={_free_port()}",
+        ]  # fmt: skip
+        procs.append(_ray_start(second, temp_dirs[1]))
+    return address, procs, temp_dirs
+
+
+def stop_cluster(procs: list[subprocess.Popen], temp_dirs: list[str]) -> None:
+    for proc in reversed(procs):
+        _stop(proc)
+    for d in temp_dirs:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def measure(
+    address: str, nodes: int, spec: EnvSpec, n_envs: int, length: int, seconds: float
+) -> None:
+    """In a fresh driver process: steps/s of a 2-worker FragmentSampler (prefetching) on the
+    cluster at ``address``, once it has ``nodes`` nodes; prints one JSON line."""
+    import ray
+    import torch
+
+    from rlkit.distributed import FragmentSampler, RandomPolicy, connect
+
+    torch.set_num_threads(1)
+    connect(address)
+    deadline = time.monotonic() + 60
+    while sum(n["Alive"] for n in ray.nodes()) < nodes or ray.cluster_resources()["CPU"] < 2:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"error: the cluster did not reach {nodes} nodes in 60 s")
+        time.sleep(0.5)
+    if nodes == 2:  # the GCS lists a node before the head's scheduler may place work there
+        time.sleep(3)
+    sampler = FragmentSampler(spec, n_envs, 2, seed=0, fragment_length=length,
+                              prefetch=True)  # fmt: skip
+    worker_nodes = {sampler.pool.node_id(i) for i in range(2)}
+    if len(worker_nodes) != nodes:
+        raise SystemExit(f"error: the 2 workers are on {len(worker_nodes)} nodes, not {nodes}")
+    sampler.sample(RandomPolicy(sampler.action_space))
+    sampler.sample()
+    # What one worker sends per call, as it sends it (Atari: the frames, not the stacks).
+    sent = len(pickle.dumps(sampler.pool.call(1, "sample", length, None, True), protocol=5))
+    steps, wall = timed_fragments(sampler, n_envs * length, seconds)
+    sampler.close()
+    row = {"env": spec.env_id, "render_state": spec.render_state, "nodes": nodes, "n_envs": n_envs, "fragment_length": length,
+           "steps_per_s": steps / wall, "bytes_per_step": sent / (n_envs // 2 * length)}  # fmt: skip
+    print(json.dumps(row), flush=True)
+
+
+def run_layout(args: argparse.Namespace, spec: EnvSpec, nodes: int) -> dict:
+    address, procs, temp_dirs = start_cluster(nodes)
+    env_id = spec.env_id
+    try:
+        cmd = [sys.executable, __file__, "--measure", address, "--nodes", str(nodes),
+               "--render-state", "on" if spec.render_state else "off",
+               "--envs", env_id, "--n-envs", str(args.n_envs),
+               "--fragment-length", str(args.fragment_length or _length(env_id)),
+               "--seconds", str(args.seconds)]  # fmt: skip
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
+        if out.returncode != 0 or not lines:
+            raise SystemExit(f"error: the driver failed: {out.stderr.strip().splitlines()[-1:]}")
+        return json.loads(lines[-1])
+    finally:
+        stop_cluster(procs, temp_dirs)
+
+
+def _length(env_id: str) -> int:
+    return 25 if env_id.startswith("ALE/") else 100
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=15.0, help="timing window")
+    parser.add_argument("--repeats", type=int, default=3, help="alternations of the layouts")
+    parser.add_argument("--n-envs", type=int, default=32, help="envs, split over 2 workers")
+    parser.add_argument("--envs", nargs="+", default=["ALE/Pong-v5", "Hopper-v5"])
+    parser.add_argument("--fragment-length", type=int, help="default 25 Atari, 100 MuJoCo")
+    parser.add_argument(
+        "--render-state",
+        choices=["on", "off", "both"],
+        default="both",
+        help="send each step's render state (MuJoCo qpos/qvel, Atari RGB screen at half size) "
+        "as the preference loop's sampler does ('on'), or not",
+    )
+    parser.add_argument("--measure", help=argparse.SUPPRESS)  # the driver, in a child process
+    parser.add_argument("--nodes", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    if args.measure:
+        spec = EnvSpec(args.envs[0], render_state=args.render_state == "on")
+        length = args.fragment_length or _length(spec.env_id)
+        measure(args.measure, args.nodes, spec, args.n_envs, length, args.seconds)
+        return
+    states = {"on": [True], "off": [False], "both": [False, True]}[args.render_state]
+    rows: list[dict] = []
+    for env_id in args.envs:
+        raw = raw_rate_and_cpu(EnvSpec(env_id), 5.0)[0]
+        rates = {(state, nodes): [] for state in states for nodes in (1, 2)}
+        for repeat in range(args.repeats):
+            for state in states:
+                for nodes in (1, 2):
+                    row = run_layout(args, EnvSpec(env_id, render_state=state), nodes)
+                    limit = row["steps_per_s"] / (2 * raw)
+                    row.update(repeat=repeat, fraction_of_2core_limit=limit)
+                    rates[state, nodes].append(row["steps_per_s"])
+                    rows.append(row)
+                    print(json.dumps(row), flush=True)
+        for state in states:
+            ratios = [b / a for a, b in zip(rates[state, 1], rates[state, 2], strict=True)]
+            summary = {"env": env_id, "render_state": state, "raw_single_env": raw,
+                       "two_nodes_vs_one": ratios, "median_ratio": statistics.median(ratios)}  # fmt: skip
+            rows.append(summary)
+            print(json.dumps(summary), flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    print(json.dumps({"bench": "ray_two_nodes", "cores": len(os.sched_getaffinity(0))}))
+
+
+if __name__ == "__main__":
+    main()
