@@ -115,6 +115,10 @@ def test_bad_input_is_one_line_error(
             ["--backbone", "nature_cnn"],
             "--backbone nature_cnn does not fit rlkit/Collect-v0",
         ),
+        # far more than any machine has: refused at set-up, not killed when the buffer fills
+        ("vpn", ["--replay-size", str(10**12)], "--replay-size 1,000,000,000,000 (a replay"),
+        ("dqn", ["--replay-size", str(10**12)], "GiB of memory available here: lower --replay"),
+        ("vpn", ["--batch-sequences", str(10**9)], "--batch-sequences 1,000,000,000 x 5 steps"),
     ],
 )
 def test_a_setting_that_fails_at_set_up_leaves_the_directory_free(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 from rlkit.core.errors import UserError, check_settings
 
@@ -155,6 +156,31 @@ class EvalConfig:
             raise UserError("--episodes and --n-envs must be >= 1")
         if not 0 <= self.seed < 2**32:
             raise UserError(f"--seed must lie in 0..2**32-1, got {self.seed}")
+
+
+def check_memory(cfg: VPNConfig, space: Any) -> None:
+    """One-line errors, at set-up, for a replay buffer or a minibatch this machine cannot hold
+    (``space``: the env's observation space). A zeroed buffer costs nothing until it fills, so
+    otherwise the kernel kills the run when it does, hours in."""
+    import numpy as np
+
+    from rlkit.core.memory import check_fits_in_memory
+
+    size = int(np.prod(space.shape))
+    stored = size * np.dtype(space.dtype).itemsize
+    shape = "x".join(str(d) for d in space.shape)
+    check_fits_in_memory(
+        cfg.replay_size * (2 * stored + 16),  # each observation kept with the next one
+        f"--replay-size {cfg.replay_size:,} (a replay buffer of {shape} {space.dtype} observations)",
+        "lower --replay-size",
+    )
+    steps = cfg.n_step + 1
+    check_fits_in_memory(
+        2 * cfg.batch_sequences * steps * size * 4,  # float32 observations and next ones
+        f"--batch-sequences {cfg.batch_sequences:,} x {steps} steps (a minibatch's observations"
+        " alone, before the network's activations)",
+        "lower --batch-sequences",
+    )
 
 
 def check_device(device: str) -> None:

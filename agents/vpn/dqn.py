@@ -23,7 +23,7 @@ from stable_baselines3.common.type_aliases import ReplayBufferSamples, TrainFreq
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
 from agents.presets import silent_logger
-from agents.vpn.config import VPNConfig
+from agents.vpn.config import VPNConfig, check_memory
 from agents.vpn.evaluation import evaluate_episodes, step_score
 from agents.vpn.modules import CollectEncoder
 from agents.vpn.trainer import LOG_EVERY, discrete_options, resolve_run, start_run
@@ -197,6 +197,7 @@ def train_dqn(cfg: VPNConfig, stop: GracefulStop | None = None) -> Path:
     seed_everything(cfg.seed)
     venv = make_vec_env(EnvSpec(cfg.env), cfg.n_envs, cfg.seed)
     discrete_options(venv.action_space, cfg.env)
+    check_memory(cfg, venv.observation_space)
     if cfg.resume:
         path = CheckpointManager(run_dir).latest()
         try:

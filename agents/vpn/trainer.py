@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from agents.vpn.agent import VPNAgent
-from agents.vpn.config import VPNConfig
+from agents.vpn.config import VPNConfig, check_memory
 from agents.vpn.evaluation import evaluate_episodes, step_score
 from agents.vpn.planner import parse_branching
 from agents.vpn.replay import SequenceReplay
@@ -135,6 +135,7 @@ def train_vpn(cfg: VPNConfig, stop: GracefulStop | None = None) -> Path:
     torch.manual_seed(cfg.seed)
     venv = make_vec_env(EnvSpec(cfg.env), cfg.n_envs, cfg.seed)
     space, num_options = venv.observation_space, discrete_options(venv.action_space, cfg.env)
+    check_memory(cfg, space)
     agent = build_agent(cfg, space, num_options)
     replay = SequenceReplay(cfg.replay_size, cfg.n_envs, space.shape, space.dtype)
     start_run(cfg, run_dir)
