@@ -19,8 +19,7 @@ def test_a_buffer_over_the_available_memory_is_refused(monkeypatch):
     with pytest.raises(UserError) as err:
         memory.check_fits_in_memory(12 * memory.GIB, "--x 3 (a buffer)", "lower --x")
     assert str(err.value) == (
-        "--x 3 (a buffer) needs 12.0 GiB, more than the 8.0 GiB of memory available here:"
-        " lower --x"
+        "--x 3 (a buffer) needs 12.0 GiB, more than the 8.0 GiB of memory available here: lower --x"
     )
 
 

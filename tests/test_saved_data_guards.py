@@ -2,6 +2,7 @@
 line and a non-zero exit, and leaves every file of an existing run byte for byte as it was."""
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -57,6 +58,39 @@ def test_label_export_never_writes_over_the_runs_own_files(finished_run, tmp_pat
     # a new file, even inside the run directory, is fine
     assert main(["label", "export", str(run), "--output", str(run / "labels.jsonl")]) == 0
     assert len((run / "labels.jsonl").read_text().splitlines()) == 10
+
+
+def _read_only_dir(path: Path) -> bool:
+    """Make ``path`` read-only even for root (``chattr +i``: nothing may be created in it);
+    False where this machine does not allow that."""
+    import subprocess
+
+    if os.geteuid() != 0:
+        path.chmod(0o555)
+        return True
+    return subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode == 0
+
+
+def test_label_export_reads_a_run_directory_it_cannot_write(finished_run, tmp_path, capsys):
+    """An archived run (or another user's) in a read-only directory still exports its labels:
+    the store is opened read-only, and nothing is created beside it."""
+    import subprocess
+
+    run = _copy(finished_run, tmp_path)
+    before = _snapshot(run)
+    if not _read_only_dir(run):
+        pytest.skip("cannot make a directory read-only here (no chattr +i)")
+    try:
+        out = tmp_path / "labels.jsonl"
+        assert main(["label", "export", str(run), "--output", str(out)]) == 0
+        assert len(out.read_text().splitlines()) == 10
+        assert "exported 10 labels" in capsys.readouterr().err
+    finally:
+        if os.geteuid() == 0:
+            subprocess.run(["chattr", "-i", str(run)], check=True)
+        else:
+            run.chmod(0o755)
+    assert _snapshot(run) == before  # no -wal or -shm file, nothing changed
 
 
 def test_label_export_keeps_an_existing_output_unless_forced(

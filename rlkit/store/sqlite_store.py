@@ -201,6 +201,19 @@ class Store:
                 (str(SCHEMA_VERSION),),
             )
 
+    @classmethod
+    def read_only(cls, run_dir: str | os.PathLike) -> Store:
+        """The run's existing store, opened for reading only: nothing is created or written
+        (with no writer open, not even the WAL's ``-shm`` file), so a run directory that is
+        read-only (an archived or another user's run) can be read, e.g. by ``label export``.
+        Any write raises ``sqlite3.OperationalError``."""
+        store = cls.__new__(cls)
+        store.run_dir = Path(run_dir)
+        store.segment_dir = store.run_dir / "segments"
+        store.path = store.run_dir / cls.DB_NAME
+        store.conn = _connect_read_only(store.path)
+        return store
+
     # -- plumbing -----------------------------------------------------------------------
     class _Tx:
         def __init__(self, conn: sqlite3.Connection) -> None:
