@@ -119,6 +119,11 @@ def test_bad_input_is_one_line_error(
         ("vpn", ["--replay-size", str(10**12)], "--replay-size 1,000,000,000,000 (a replay"),
         ("dqn", ["--replay-size", str(10**12)], "GiB of memory available here: lower --replay"),
         ("vpn", ["--batch-sequences", str(10**9)], "--batch-sequences 1,000,000,000 x 5 steps"),
+        (
+            "vpn",
+            ["--channels", str(10**6)],
+            "the network (--channels 1000000, --hidden 16) does not fit",
+        ),
     ],
 )
 def test_a_setting_that_fails_at_set_up_leaves_the_directory_free(

@@ -50,7 +50,8 @@ def epsilon_at(step: int, cfg: VPNConfig, total: int) -> float:
 
 def build_agent(cfg: VPNConfig, observation_space: Any, num_options: int) -> VPNAgent:
     """The VPN for ``cfg``; a one-line UserError if its encoder cannot take these observations
-    (e.g. ``--backbone nature_cnn`` on Collect's 10x10 grid)."""
+    (e.g. ``--backbone nature_cnn`` on Collect's 10x10 grid) or its weights do not fit in
+    memory (``--channels 1000000``)."""
     try:
         return VPNAgent(
             observation_space,
@@ -66,6 +67,11 @@ def build_agent(cfg: VPNConfig, observation_space: Any, num_options: int) -> VPN
             device=cfg.device,
         )
     except (RuntimeError, ValueError) as exc:
+        if "can't allocate memory" in str(exc) or isinstance(exc, torch.OutOfMemoryError):
+            raise UserError(
+                f"the network (--channels {cfg.channels}, --hidden {cfg.hidden}) does not fit in"
+                f" memory on {cfg.device}: {message_line(exc)}"
+            ) from exc
         raise UserError(
             f"--backbone {cfg.backbone} does not fit {cfg.env}'s observations"
             f" {tuple(observation_space.shape)}: {message_line(exc)}"
