@@ -48,6 +48,7 @@ from envs.env_state import set_vec_env_state, vec_env_state
 from rlkit.core.buffers import SegmentPool
 from rlkit.core.checkpoint import CheckpointError, CheckpointManager, pack, unpack
 from rlkit.core.errors import UserError
+from rlkit.core.memory import check_fits_in_memory
 from rlkit.core.metrics import MetricsLogger
 from rlkit.core.progress import make_progress
 from rlkit.core.rundir import first_unused
@@ -125,11 +126,29 @@ def check_segments_fit(cfg: PrefsConfig) -> int:
     return seg_len
 
 
+def check_batch_memory(cfg: PrefsConfig, kind: str, venv: VecEnv) -> None:
+    """A one-line UserError, at set-up, for a ``--trainer.batch-size`` whose training batch
+    cannot fit in memory. The bound is low on purpose (each member's pairs of segments, as
+    their observations and actions are stored, before any activation), so that it never
+    refuses a batch that would fit."""
+    pairs, members = cfg.trainer.batch_size, cfg.ensemble_size
+    steps = segment_length(cfg, kind)
+    obs, act = venv.observation_space, venv.action_space
+    per_step = int(np.prod(obs.shape)) * obs.dtype.itemsize + int(np.prod(act.shape)) * 4
+    check_fits_in_memory(
+        members * pairs * 2 * steps * per_step,
+        f"--trainer.batch-size {pairs:,} ({members} members x {pairs:,} pairs x 2 segments x"
+        f" {steps} steps: a training batch's inputs alone)",
+        "lower --trainer.batch-size",
+    )
+
+
 def reward_ensemble(cfg: PrefsConfig, kind: str, venv: VecEnv) -> RewardEnsemble:
     """The run's reward ensemble, untrained, for ``venv``'s spaces (``auto``: mlp or nature_cnn)."""
     backbone = cfg.backbone
     if backbone == "auto":
         backbone = "nature_cnn" if kind == "atari" else "mlp"
+    check_batch_memory(cfg, kind, venv)
     # --reward-normalize-inputs standardizes vector observations; pixels keep their scaling
     normalize = cfg.reward_normalize_inputs and normalizable(venv.observation_space)
     try:
