@@ -289,7 +289,7 @@ def test_a_run_that_cannot_start_leaves_nothing_and_can_be_run_again(tmp_path, c
     assert main(["prefs", "train", *TINY, "--backbone", "nature_cnn", "--run-dir", str(run)]) == 2
     assert "nature_cnn backbone needs image observations" in _one_error_line(capsys)
     assert list(run.iterdir()) == []
-    # a training batch no machine holds (15 TB of inputs): refused at set-up, not swapped to death
+    # a training batch no machine holds (terabytes of inputs): refused at set-up
     assert main(["prefs", "train", *TINY, "--trainer.batch-size", str(10**9), "--run-dir",
                  str(run)]) == 2  # fmt: skip
     line = _one_error_line(capsys)
