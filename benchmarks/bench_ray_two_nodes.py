@@ -9,6 +9,10 @@ CPUs. Same envs, seeds, fragments and driver; layouts alternate, each repeat on 
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_ray_two_nodes.py --envs ALE/Pong-v5 Hopper-v5
 
+With ``--prefs-steps N`` it times the README's cluster command itself instead,
+``rlkit prefs train --env ENV --steps N --labels 100 --ray-workers 2 --ray-address HEAD:PORT``,
+on each layout.
+
 What it cannot measure is a real network: the bytes a worker sends per env step are reported
 (``bytes_per_step``) so that the bandwidth a cluster's links need can be read off. Prints one
 JSON line per measurement and a summary line; writes benchmarks/results/ray_two_nodes.jsonl.
@@ -155,6 +159,28 @@ def measure(
     print(json.dumps(row), flush=True)
 
 
+def run_prefs(args: argparse.Namespace, env_id: str, nodes: int) -> dict:
+    """Wall-clock of the README's cluster command, ``rlkit prefs train ... --ray-workers 2
+    --ray-address HEAD:PORT``, on a fresh cluster of ``nodes`` nodes (a short run, no eval)."""
+    address, procs, temp_dirs = start_cluster(nodes)
+    run_dir = Path(tempfile.mkdtemp(prefix="rlb-prefs")) / "run"
+    try:
+        cmd = [str(RAY_BIN.with_name("rlkit")), "prefs", "train", "--env", env_id,
+               "--steps", str(args.prefs_steps), "--labels", "100", "--eval-episodes", "0",
+               "--seed", "0", "--ray-workers", "2", "--ray-address", address,
+               "--run-dir", str(run_dir)]  # fmt: skip
+        start = time.perf_counter()
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+        wall = time.perf_counter() - start
+        if out.returncode != 0:
+            raise SystemExit(f"error: prefs train failed: {out.stderr.strip().splitlines()[-1:]}")
+        return {"env": env_id, "command": "prefs train", "nodes": nodes,
+                "steps": args.prefs_steps, "wall_s": wall}  # fmt: skip
+    finally:
+        stop_cluster(procs, temp_dirs)
+        shutil.rmtree(run_dir.parent, ignore_errors=True)
+
+
 def run_layout(args: argparse.Namespace, spec: EnvSpec, nodes: int) -> dict:
     address, procs, temp_dirs = start_cluster(nodes)
     env_id = spec.env_id
@@ -191,6 +217,13 @@ def main() -> None:
         help="send each step's render state (MuJoCo qpos/qvel, Atari RGB screen at half size) "
         "as the preference loop's sampler does ('on'), or not",
     )
+    parser.add_argument(
+        "--prefs-steps",
+        type=int,
+        default=0,
+        help="instead: time `rlkit prefs train --ray-workers 2 --ray-address HEAD:PORT` for this"
+        " many steps on each layout",
+    )
     parser.add_argument("--measure", help=argparse.SUPPRESS)  # the driver, in a child process
     parser.add_argument("--nodes", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -200,8 +233,23 @@ def main() -> None:
         length = args.fragment_length or _length(spec.env_id)
         measure(args.measure, args.nodes, spec, args.n_envs, length, args.seconds)
         return
-    states = {"on": [True], "off": [False], "both": [False, True]}[args.render_state]
     rows: list[dict] = []
+    if args.prefs_steps:
+        for env_id in args.envs:
+            walls: dict[int, list[float]] = {1: [], 2: []}
+            for repeat in range(args.repeats):
+                for nodes in (1, 2):
+                    row = {**run_prefs(args, env_id, nodes), "repeat": repeat}
+                    walls[nodes].append(row["wall_s"])
+                    rows.append(row)
+                    print(json.dumps(row), flush=True)
+            ratios = [b / a for a, b in zip(walls[1], walls[2], strict=True)]
+            summary = {"env": env_id, "command": "prefs train", "two_nodes_wall_vs_one": ratios}
+            rows.append(summary)
+            print(json.dumps(summary), flush=True)
+        _write(args.out, rows)
+        return
+    states = {"on": [True], "off": [False], "both": [False, True]}[args.render_state]
     for env_id in args.envs:
         raw = raw_rate_and_cpu(EnvSpec(env_id), 5.0)[0]
         rates = {(state, nodes): [] for state in states for nodes in (1, 2)}
@@ -220,8 +268,12 @@ def main() -> None:
                        "two_nodes_vs_one": ratios, "median_ratio": statistics.median(ratios)}  # fmt: skip
             rows.append(summary)
             print(json.dumps(summary), flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    _write(args.out, rows)
+
+
+def _write(out: Path, rows: list[dict]) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("".join(json.dumps(r) + "\n" for r in rows))
     print(json.dumps({"bench": "ray_two_nodes", "cores": len(os.sched_getaffinity(0))}))
 
 

@@ -145,6 +145,56 @@ def test_close_during_training_does_not_wait_for_it():
     assert not proc._process.is_alive()
 
 
+_ORPHAN = """
+import sys, numpy as np
+sys.path.insert(0, {tests!r})
+from test_rewards_learner import CONFIG, comparisons, ensemble, feed, segments
+from rlkit.rewards.learner import ProcessLearner
+segs = segments(20)
+proc = ProcessLearner(ensemble(), CONFIG, np.random.default_rng(0))
+feed(proc, segs, comparisons(segs, 10, seed=0))
+proc.start(epochs=100_000)  # minutes of training
+print(proc._process.pid, flush=True)
+sys.stdin.read()  # until killed
+"""
+
+
+def test_a_learner_whose_loop_is_killed_at_once_stops_too():
+    """kill -9 of the loop's process (or its second Ctrl-C) mid-training: the learner child,
+    which ignores SIGTERM and reads its pipe only between jobs, is killed with it instead of
+    training on alone."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = _ORPHAN.format(tests=str(Path(__file__).parent))
+    loop = subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        child = int(loop.stdout.readline())
+        time.sleep(0.5)
+        assert _alive(child)  # training
+        loop.kill()
+        loop.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while _alive(child) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _alive(child)
+    finally:
+        if loop.poll() is None:
+            loop.kill()
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, dead but not yet reaped, does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 def test_a_diverging_reward_model_stops_the_run_with_one_line_and_no_traceback_file(
     tmp_path, monkeypatch
 ):

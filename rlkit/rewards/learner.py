@@ -22,6 +22,7 @@ import contextlib
 import copy
 import multiprocessing as mp
 import multiprocessing.util
+import os
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Literal, Protocol
 
@@ -115,9 +116,31 @@ def _weights(ensemble: RewardEnsemble) -> dict[str, torch.Tensor]:
     return {k: v for k, v in ensemble.state_dict().items() if k not in NORMALIZATION}
 
 
-def _serve(conn: Any, ensemble: RewardEnsemble, config: TrainerConfig, rng, threads: int) -> None:
+def _die_with_parent(parent: int) -> None:
+    """Have the kernel SIGKILL this process when its parent dies (Linux ``PR_SET_PDEATHSIG``).
+
+    The child ignores SIGINT and SIGTERM and sees its pipe close only between jobs, so a loop
+    process that dies at once (``kill -9``, a second Ctrl-C) would otherwise leave it training
+    alone for as long as its job lasts (minutes of a core for an Atari pretraining)."""
+    import ctypes
+    import signal
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the pipe's EOF ends it between jobs
+        return
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os._exit(0)
+
+
+def _serve(
+    conn: Any, ensemble: RewardEnsemble, config: TrainerConfig, rng, threads: int, parent: int
+) -> None:
     """The child process: apply each request to one trainer, answer each that asks."""
     from rlkit.core.allocator import keep_freed_memory
+
+    _die_with_parent(parent)
 
     keep_freed_memory()  # as the rlkit command does in its own process
     # Ctrl-C in a terminal and a scheduler's SIGTERM reach every process of the job: the loop
@@ -200,7 +223,14 @@ class ProcessLearner:
         self._conn, child = ctx.Pipe()
         self._process = ctx.Process(
             target=_serve,
-            args=(child, copy.deepcopy(ensemble), config, copy.deepcopy(rng), torch_threads),
+            args=(
+                child,
+                copy.deepcopy(ensemble),
+                config,
+                copy.deepcopy(rng),
+                torch_threads,
+                os.getpid(),
+            ),  # fmt: skip
             name="rlkit-reward-learner",
             daemon=True,
         )
