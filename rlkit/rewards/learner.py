@@ -121,7 +121,9 @@ def _die_with_parent(parent: int) -> None:
 
     The child ignores SIGINT and SIGTERM and sees its pipe close only between jobs, so a loop
     process that dies at once (``kill -9``, a second Ctrl-C) would otherwise leave it training
-    alone for as long as its job lasts (minutes of a core for an Atari pretraining)."""
+    alone for as long as its job lasts (minutes of a core for an Atari pretraining). The kernel
+    sends the signal when the *thread* that started the child ends, so a learner is made on the
+    thread that runs its loop (as ``PreferenceLoop`` does)."""
     import ctypes
     import signal
 
