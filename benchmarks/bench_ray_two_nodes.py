@@ -21,6 +21,7 @@ JSON line per measurement and a summary line; writes benchmarks/results/ray_two_
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import pickle
@@ -32,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -96,8 +98,10 @@ def _wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 60) -> No
             time.sleep(0.2)
 
 
-def start_cluster(nodes: int) -> tuple[str, list[subprocess.Popen], list[str]]:
-    """A head with ``2 / nodes`` CPUs and, for 2 nodes, a second node with the other CPU."""
+@contextlib.contextmanager
+def cluster(nodes: int) -> Iterator[str]:
+    """A fresh cluster's address: a head with ``2 / nodes`` CPUs and, for 2 nodes, a second
+    node with the other CPU; stopped (and its temp folders removed) on exit."""
     port = _free_port()
     temp_dirs = [tempfile.mkdtemp(prefix="rlb") for _ in range(nodes)]
     head = [
@@ -106,22 +110,21 @@ def start_cluster(nodes: int) -> tuple[str, list[subprocess.Popen], list[str]]:
         f"--dashboard-agent-listen-port={_free_port()}",
     ]  # fmt: skip
     procs = [_ray_start(head, temp_dirs[0])]
-    _wait_for_port(port, procs[0])
     address = f"127.0.0.1:{port}"
-    if nodes == 2:
-        second = [
-            f"--address={address}", "--num-cpus=1", "--min-worker-port=0",
-            "--max-worker-port=0", f"--dashboard-agent-listen-port={_free_port()}",
-        ]  # fmt: skip
-        procs.append(_ray_start(second, temp_dirs[1]))
-    return address, procs, temp_dirs
-
-
-def stop_cluster(procs: list[subprocess.Popen], temp_dirs: list[str]) -> None:
-    for proc in reversed(procs):
-        _stop(proc)
-    for d in temp_dirs:
-        shutil.rmtree(d, ignore_errors=True)
+    try:
+        _wait_for_port(port, procs[0])
+        if nodes == 2:
+            second = [
+                f"--address={address}", "--num-cpus=1", "--min-worker-port=0",
+                "--max-worker-port=0", f"--dashboard-agent-listen-port={_free_port()}",
+            ]  # fmt: skip
+            procs.append(_ray_start(second, temp_dirs[1]))
+        yield address
+    finally:
+        for proc in reversed(procs):
+            _stop(proc)
+        for d in temp_dirs:
+            shutil.rmtree(d, ignore_errors=True)
 
 
 def measure(
@@ -162,41 +165,33 @@ def measure(
 def run_prefs(args: argparse.Namespace, env_id: str, nodes: int) -> dict:
     """Wall-clock of the README's cluster command, ``rlkit prefs train ... --ray-workers 2
     --ray-address HEAD:PORT``, on a fresh cluster of ``nodes`` nodes (a short run, no eval)."""
-    address, procs, temp_dirs = start_cluster(nodes)
-    run_dir = Path(tempfile.mkdtemp(prefix="rlb-prefs")) / "run"
-    try:
+    with cluster(nodes) as address, tempfile.TemporaryDirectory(prefix="rlb-prefs") as tmp:
         cmd = [str(RAY_BIN.with_name("rlkit")), "prefs", "train", "--env", env_id,
                "--steps", str(args.prefs_steps), "--labels", "100", "--eval-episodes", "0",
                "--seed", "0", "--ray-workers", "2", "--ray-address", address,
-               "--run-dir", str(run_dir)]  # fmt: skip
+               "--run-dir", str(Path(tmp) / "run")]  # fmt: skip
         start = time.perf_counter()
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
         wall = time.perf_counter() - start
-        if out.returncode != 0:
-            raise SystemExit(f"error: prefs train failed: {out.stderr.strip().splitlines()[-1:]}")
-        return {"env": env_id, "command": "prefs train", "nodes": nodes,
-                "steps": args.prefs_steps, "wall_s": wall}  # fmt: skip
-    finally:
-        stop_cluster(procs, temp_dirs)
-        shutil.rmtree(run_dir.parent, ignore_errors=True)
+    if out.returncode != 0:
+        raise SystemExit(f"error: prefs train failed: {out.stderr.strip().splitlines()[-1:]}")
+    return {"env": env_id, "command": "prefs train", "nodes": nodes,
+            "steps": args.prefs_steps, "wall_s": wall}  # fmt: skip
 
 
 def run_layout(args: argparse.Namespace, spec: EnvSpec, nodes: int) -> dict:
-    address, procs, temp_dirs = start_cluster(nodes)
     env_id = spec.env_id
-    try:
+    with cluster(nodes) as address:
         cmd = [sys.executable, __file__, "--measure", address, "--nodes", str(nodes),
                "--render-state", "on" if spec.render_state else "off",
                "--envs", env_id, "--n-envs", str(args.n_envs),
                "--fragment-length", str(args.fragment_length or _length(env_id)),
                "--seconds", str(args.seconds)]  # fmt: skip
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-        lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
-        if out.returncode != 0 or not lines:
-            raise SystemExit(f"error: the driver failed: {out.stderr.strip().splitlines()[-1:]}")
-        return json.loads(lines[-1])
-    finally:
-        stop_cluster(procs, temp_dirs)
+    lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
+    if out.returncode != 0 or not lines:
+        raise SystemExit(f"error: the driver failed: {out.stderr.strip().splitlines()[-1:]}")
+    return json.loads(lines[-1])
 
 
 def _length(env_id: str) -> int:

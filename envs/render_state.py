@@ -50,20 +50,23 @@ class RenderStateInfo(gym.Wrapper):
         super().__init__(env)
         if kind not in ("mujoco", "atari"):
             raise ValueError(f"no render state for env kind {kind!r}")
-        self._state_fn = mujoco_state if kind == "mujoco" else atari_frame
+        self._kind = kind
         self._screens = _frame_skip(env) if kind == "atari" else None
+
+    def _state(self) -> np.ndarray:
+        if self._kind == "mujoco":
+            return mujoco_state(self.env)
+        screen = self._screens.last_screen if self._screens is not None else None
+        return atari_frame(self.env, screen)
 
     def reset(self, **kwargs: Any):
         obs, info = self.env.reset(**kwargs)
-        info[RENDER_STATE_KEY] = self._state_fn(self.env)
+        info[RENDER_STATE_KEY] = self._state()
         return obs, info
 
     def step(self, action: Any):
         obs, reward, terminated, truncated, info = self.env.step(action)
-        if self._screens is not None and self._screens.last_screen is not None:
-            info[RENDER_STATE_KEY] = atari_frame(self.env, self._screens.last_screen)
-        else:
-            info[RENDER_STATE_KEY] = self._state_fn(self.env)
+        info[RENDER_STATE_KEY] = self._state()
         return obs, reward, terminated, truncated, info
 
 

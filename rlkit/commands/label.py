@@ -152,7 +152,7 @@ def export(argv: list[str]) -> int:
     from feedback_ui.export import write_export
     from rlkit.store import Store
 
-    store = Store.read_only(cfg.run_dir)  # a read-only run directory exports too
+    store = Store(cfg.run_dir, read_only=True)  # a read-only run directory exports too
     try:
         if cfg.output is None:
             n = write_export(store, cfg.format, sys.stdout)

@@ -186,11 +186,18 @@ class Store:
 
     DB_NAME = "store.sqlite"
 
-    def __init__(self, run_dir: str | os.PathLike) -> None:
+    def __init__(self, run_dir: str | os.PathLike, read_only: bool = False) -> None:
+        """The run's store, created if missing. ``read_only``: the existing store opened for
+        reading only; nothing is created or written (with no writer open, not even the WAL's
+        ``-shm`` file), so a read-only run directory (an archived or another user's run) can
+        be read, e.g. by ``label export``; any write raises ``sqlite3.OperationalError``."""
         self.run_dir = Path(run_dir)
         self.segment_dir = self.run_dir / "segments"
-        self.segment_dir.mkdir(parents=True, exist_ok=True)
         self.path = self.run_dir / self.DB_NAME
+        if read_only:
+            self.conn = _connect_read_only(self.path)
+            return
+        self.segment_dir.mkdir(parents=True, exist_ok=True)
         self.conn = connect(self.path)
         with self.transaction():
             for stmt in _SCHEMA.strip().split(";"):
@@ -200,19 +207,6 @@ class Store:
                 "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)",
                 (str(SCHEMA_VERSION),),
             )
-
-    @classmethod
-    def read_only(cls, run_dir: str | os.PathLike) -> Store:
-        """The run's existing store, opened for reading only: nothing is created or written
-        (with no writer open, not even the WAL's ``-shm`` file), so a run directory that is
-        read-only (an archived or another user's run) can be read, e.g. by ``label export``.
-        Any write raises ``sqlite3.OperationalError``."""
-        store = cls.__new__(cls)
-        store.run_dir = Path(run_dir)
-        store.segment_dir = store.run_dir / "segments"
-        store.path = store.run_dir / cls.DB_NAME
-        store.conn = _connect_read_only(store.path)
-        return store
 
     # -- plumbing -----------------------------------------------------------------------
     class _Tx:
