@@ -13,9 +13,13 @@ With ``--prefs-steps N`` it times the README's cluster command itself instead,
 ``rlkit prefs train --env ENV --steps N --labels 100 --ray-workers 2 --ray-address HEAD:PORT``,
 on each layout.
 
-What it cannot measure is a real network: the bytes a worker sends per env step are reported
-(``bytes_per_step``) so that the bandwidth a cluster's links need can be read off. Prints one
-JSON line per measurement and a summary line; writes benchmarks/results/ray_two_nodes.jsonl.
+With ``--link RATE`` (e.g. ``1gbit``, ``125mbit``; needs root) the second node sits in a network
+namespace of its own, joined to the head's by a veth pair that ``tc`` (a token bucket) holds to
+RATE each way: the two raylets and their object managers talk TCP across two network stacks
+and a link of known bandwidth, as two hosts do, instead of over loopback. The bytes a worker
+sends per env step are reported (``bytes_per_step``) so that the bandwidth a cluster's links
+need can be read off. Prints one JSON line per measurement and a summary line; writes
+benchmarks/results/ray_two_nodes.jsonl.
 """
 
 from __future__ import annotations
@@ -55,9 +59,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _ray_start(args: list[str], temp_dir: str) -> subprocess.Popen:
-    """``ray start ARGS --block`` in its own process group; workers as nice as the driver
-    (as the README starts a cluster's nodes, and as rlkit's own local instance runs)."""
+def _ray_start(args: list[str], temp_dir: str, netns: str | None = None) -> subprocess.Popen:
+    """``ray start ARGS --block`` in its own process group (in network namespace ``netns``
+    if given); workers as nice as the driver (as the README starts a cluster's nodes, and as
+    rlkit's own local instance runs)."""
     env = {
         **os.environ,
         "RAY_USAGE_STATS_ENABLED": "0",
@@ -68,6 +73,8 @@ def _ray_start(args: list[str], temp_dir: str) -> subprocess.Popen:
     env.pop("RAY_ADDRESS", None)
     cmd = [str(RAY_BIN), "start", *args, "--disable-usage-stats", "--block",
            f"--temp-dir={temp_dir}", "--object-store-memory=536870912"]  # fmt: skip
+    if netns is not None:
+        cmd = ["ip", "netns", "exec", netns, *cmd]
     log = open(Path(temp_dir) / "start.log", "w")  # noqa: SIM115 (closed with the process)
     return subprocess.Popen(
         cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
@@ -84,13 +91,13 @@ def _stop(proc: subprocess.Popen) -> None:
         proc.wait(timeout=10)
 
 
-def _wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 60) -> None:
+def _wait_for_port(host: str, port: int, proc: subprocess.Popen, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while True:
         if proc.poll() is not None:
             raise SystemExit(f"error: ray start exited with {proc.returncode}")
         try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            socket.create_connection((host, port), timeout=1).close()
             return
         except OSError:
             if time.monotonic() > deadline:
@@ -98,10 +105,49 @@ def _wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 60) -> No
             time.sleep(0.2)
 
 
+#: The head's and the second node's addresses on a shaped link (``--link``).
+LINK_HEAD_IP, LINK_NODE_IP = "10.77.0.1", "10.77.0.2"
+
+
+def _sh(*cmd: str) -> None:
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(f"error: {' '.join(cmd)}: {out.stderr.strip() or out.returncode}")
+
+
 @contextlib.contextmanager
-def cluster(nodes: int) -> Iterator[str]:
+def shaped_link(rate: str) -> Iterator[str]:
+    """A network namespace joined to this one by a veth pair, both ends held to ``rate`` (a
+    ``tc`` rate such as ``1gbit``) by a token bucket: this side is ``LINK_HEAD_IP``, the
+    namespace's ``LINK_NODE_IP``. Yields the namespace's name; removed on exit."""
+    if os.geteuid() != 0:
+        raise SystemExit("error: --link needs root (ip netns, tc)")
+    ns, here, there = f"rlb{os.getpid()}", f"rlb{os.getpid()}a", f"rlb{os.getpid()}b"
+    _sh("ip", "netns", "add", ns)
+    try:
+        _sh("ip", "link", "add", here, "type", "veth", "peer", "name", there)
+        _sh("ip", "link", "set", there, "netns", ns)
+        _sh("ip", "addr", "add", f"{LINK_HEAD_IP}/24", "dev", here)
+        _sh("ip", "link", "set", here, "up")
+        in_ns = ["ip", "netns", "exec", ns]
+        _sh(*in_ns, "ip", "addr", "add", f"{LINK_NODE_IP}/24", "dev", there)
+        _sh(*in_ns, "ip", "link", "set", there, "up")
+        _sh(*in_ns, "ip", "link", "set", "lo", "up")
+        shape = ["root", "tbf", "rate", rate, "burst", "256kb", "latency", "20ms"]
+        _sh("tc", "qdisc", "add", "dev", here, *shape)
+        _sh(*in_ns, "tc", "qdisc", "add", "dev", there, *shape)
+        yield ns
+    finally:
+        subprocess.run(["ip", "link", "del", here], capture_output=True)
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+@contextlib.contextmanager
+def cluster(nodes: int, netns: str | None = None) -> Iterator[str]:
     """A fresh cluster's address: a head with ``2 / nodes`` CPUs and, for 2 nodes, a second
-    node with the other CPU; stopped (and its temp folders removed) on exit."""
+    node with the other CPU (in network namespace ``netns``, across a :func:`shaped_link`,
+    if given); stopped (and its temp folders removed) on exit."""
+    host = LINK_HEAD_IP if netns else "127.0.0.1"
     port = _free_port()
     temp_dirs = [tempfile.mkdtemp(prefix="rlb") for _ in range(nodes)]
     head = [
@@ -109,16 +155,20 @@ def cluster(nodes: int) -> Iterator[str]:
         f"--ray-client-server-port={_free_port()}", f"--dashboard-port={_free_port()}",
         f"--dashboard-agent-listen-port={_free_port()}",
     ]  # fmt: skip
+    if netns:
+        head.append(f"--node-ip-address={LINK_HEAD_IP}")
     procs = [_ray_start(head, temp_dirs[0])]
-    address = f"127.0.0.1:{port}"
+    address = f"{host}:{port}"
     try:
-        _wait_for_port(port, procs[0])
+        _wait_for_port(host, port, procs[0])
         if nodes == 2:
             second = [
                 f"--address={address}", "--num-cpus=1", "--min-worker-port=0",
                 "--max-worker-port=0", f"--dashboard-agent-listen-port={_free_port()}",
             ]  # fmt: skip
-            procs.append(_ray_start(second, temp_dirs[1]))
+            if netns:
+                second.append(f"--node-ip-address={LINK_NODE_IP}")
+            procs.append(_ray_start(second, temp_dirs[1], netns))
         yield address
     finally:
         for proc in reversed(procs):
@@ -128,14 +178,23 @@ def cluster(nodes: int) -> Iterator[str]:
 
 
 def measure(
-    address: str, nodes: int, spec: EnvSpec, n_envs: int, length: int, seconds: float
+    address: str,
+    nodes: int,
+    spec: EnvSpec,
+    n_envs: int,
+    length: int,
+    seconds: float,
+    compress: str = "auto",
 ) -> None:
     """In a fresh driver process: steps/s of a 2-worker FragmentSampler (prefetching) on the
-    cluster at ``address``, once it has ``nodes`` nodes; prints one JSON line."""
+    cluster at ``address``, once it has ``nodes`` nodes, its workers compressing their
+    fragments as ``compress`` says (``auto``: those on another node; ``off``); prints one
+    JSON line."""
     import ray
     import torch
 
     from rlkit.distributed import FragmentSampler, RandomPolicy, connect
+    from rlkit.distributed.wire import Compressed
 
     torch.set_num_threads(1)
     connect(address)
@@ -146,18 +205,23 @@ def measure(
         time.sleep(0.5)
     if nodes == 2:  # the GCS lists a node before the head's scheduler may place work there
         time.sleep(3)
-    sampler = FragmentSampler(spec, n_envs, 2, seed=0, fragment_length=length,
-                              prefetch=True)  # fmt: skip
+    sampler = FragmentSampler(spec, n_envs, 2, seed=0, fragment_length=length, prefetch=True,
+                              compress=None if compress == "auto" else False)  # fmt: skip
     worker_nodes = {sampler.pool.node_id(i) for i in range(2)}
     if len(worker_nodes) != nodes:
         raise SystemExit(f"error: the 2 workers are on {len(worker_nodes)} nodes, not {nodes}")
     sampler.sample(RandomPolicy(sampler.action_space))
     sampler.sample()
-    # What one worker sends per call, as it sends it (Atari: the frames, not the stacks).
-    sent = len(pickle.dumps(sampler.pool.call(1, "sample", length, None, True), protocol=5))
+    # What one worker sends per call, as it sends it (Atari: the frames, not the stacks;
+    # compressed if that worker compresses).
+    i = sampler.pool.compressing.index(True) if any(sampler.pool.compressing) else 1
+    result = sampler.pool.call(i, "sample", length, None, True)
+    wire = Compressed(result) if sampler.pool.compressing[i] else result
+    sent = len(pickle.dumps(wire, protocol=5))
     steps, wall = timed_fragments(sampler, n_envs * length, seconds)
     sampler.close()
     row = {"env": spec.env_id, "render_state": spec.render_state, "nodes": nodes, "n_envs": n_envs, "fragment_length": length,
+           "compress": compress, "compressing": sampler.pool.compressing,
            "steps_per_s": steps / wall, "bytes_per_step": sent / (n_envs // 2 * length)}  # fmt: skip
     print(json.dumps(row), flush=True)
 
@@ -165,7 +229,7 @@ def measure(
 def run_prefs(args: argparse.Namespace, env_id: str, nodes: int) -> dict:
     """Wall-clock of the README's cluster command, ``rlkit prefs train ... --ray-workers 2
     --ray-address HEAD:PORT``, on a fresh cluster of ``nodes`` nodes (a short run, no eval)."""
-    with cluster(nodes) as address, tempfile.TemporaryDirectory(prefix="rlb-prefs") as tmp:
+    with cluster(nodes, args.netns) as address, tempfile.TemporaryDirectory(prefix="rlb-") as tmp:
         cmd = [str(RAY_BIN.with_name("rlkit")), "prefs", "train", "--env", env_id,
                "--steps", str(args.prefs_steps), "--labels", "100", "--eval-episodes", "0",
                "--seed", "0", "--ray-workers", "2", "--ray-address", address,
@@ -175,23 +239,23 @@ def run_prefs(args: argparse.Namespace, env_id: str, nodes: int) -> dict:
         wall = time.perf_counter() - start
     if out.returncode != 0:
         raise SystemExit(f"error: prefs train failed: {out.stderr.strip().splitlines()[-1:]}")
-    return {"env": env_id, "command": "prefs train", "nodes": nodes,
+    return {"env": env_id, "command": "prefs train", "nodes": nodes, "link": args.link,
             "steps": args.prefs_steps, "wall_s": wall}  # fmt: skip
 
 
-def run_layout(args: argparse.Namespace, spec: EnvSpec, nodes: int) -> dict:
+def run_layout(args: argparse.Namespace, spec: EnvSpec, nodes: int, compress: str) -> dict:
     env_id = spec.env_id
-    with cluster(nodes) as address:
+    with cluster(nodes, args.netns) as address:
         cmd = [sys.executable, __file__, "--measure", address, "--nodes", str(nodes),
                "--render-state", "on" if spec.render_state else "off",
                "--envs", env_id, "--n-envs", str(args.n_envs),
                "--fragment-length", str(args.fragment_length or _length(env_id)),
-               "--seconds", str(args.seconds)]  # fmt: skip
+               "--seconds", str(args.seconds), "--compress", compress]  # fmt: skip
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
     if out.returncode != 0 or not lines:
         raise SystemExit(f"error: the driver failed: {out.stderr.strip().splitlines()[-1:]}")
-    return json.loads(lines[-1])
+    return {**json.loads(lines[-1]), "link": args.link}
 
 
 def _length(env_id: str) -> int:
@@ -219,6 +283,18 @@ def main() -> None:
         help="instead: time `rlkit prefs train --ray-workers 2 --ray-address HEAD:PORT` for this"
         " many steps on each layout",
     )
+    parser.add_argument(
+        "--link",
+        help="put the second node behind a link held to this rate each way (a tc rate: 1gbit, "
+        "125mbit; needs root) instead of loopback",
+    )
+    parser.add_argument(
+        "--compress",
+        choices=["auto", "off", "both"],
+        default="auto",
+        help="workers on the second node compress their fragments (rlkit's default, 'auto'), "
+        "or not ('off'), or measure both on two nodes",
+    )
     parser.add_argument("--measure", help=argparse.SUPPRESS)  # the driver, in a child process
     parser.add_argument("--nodes", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -226,8 +302,15 @@ def main() -> None:
     if args.measure:
         spec = EnvSpec(args.envs[0], render_state=args.render_state == "on")
         length = args.fragment_length or _length(spec.env_id)
-        measure(args.measure, args.nodes, spec, args.n_envs, length, args.seconds)
+        measure(args.measure, args.nodes, spec, args.n_envs, length, args.seconds, args.compress)
         return
+    with shaped_link(args.link) if args.link else contextlib.nullcontext() as netns:
+        args.netns = netns
+        _write(args.out, run(args))
+
+
+def run(args: argparse.Namespace) -> list[dict]:
+    """Every measurement and summary row of the run ``args`` asks for."""
     rows: list[dict] = []
     if args.prefs_steps:
         for env_id in args.envs:
@@ -239,31 +322,37 @@ def main() -> None:
                     rows.append(row)
                     print(json.dumps(row), flush=True)
             ratios = [b / a for a, b in zip(walls[1], walls[2], strict=True)]
-            summary = {"env": env_id, "command": "prefs train", "two_nodes_wall_vs_one": ratios}
+            summary = {"env": env_id, "command": "prefs train", "link": args.link,
+                       "two_nodes_wall_vs_one": ratios}  # fmt: skip
             rows.append(summary)
             print(json.dumps(summary), flush=True)
-        _write(args.out, rows)
-        return
+        return rows
     states = {"on": [True], "off": [False], "both": [False, True]}[args.render_state]
+    modes = ["off", "auto"] if args.compress == "both" else [args.compress]
+    # One node compresses nothing either way: its baseline is measured once.
+    layouts = [(1, modes[0]), *((2, mode) for mode in modes)]
     for env_id in args.envs:
         raw = raw_rate_and_cpu(EnvSpec(env_id), 5.0)[0]
-        rates = {(state, nodes): [] for state in states for nodes in (1, 2)}
+        rates: dict[tuple, list[float]] = {(s, *lay): [] for s in states for lay in layouts}
         for repeat in range(args.repeats):
             for state in states:
-                for nodes in (1, 2):
-                    row = run_layout(args, EnvSpec(env_id, render_state=state), nodes)
+                for nodes, mode in layouts:
+                    row = run_layout(args, EnvSpec(env_id, render_state=state), nodes, mode)
                     limit = row["steps_per_s"] / (2 * raw)
                     row.update(repeat=repeat, fraction_of_2core_limit=limit)
-                    rates[state, nodes].append(row["steps_per_s"])
+                    rates[state, nodes, mode].append(row["steps_per_s"])
                     rows.append(row)
                     print(json.dumps(row), flush=True)
         for state in states:
-            ratios = [b / a for a, b in zip(rates[state, 1], rates[state, 2], strict=True)]
-            summary = {"env": env_id, "render_state": state, "raw_single_env": raw,
-                       "two_nodes_vs_one": ratios, "median_ratio": statistics.median(ratios)}  # fmt: skip
-            rows.append(summary)
-            print(json.dumps(summary), flush=True)
-    _write(args.out, rows)
+            for mode in modes:
+                one, two = rates[state, *layouts[0]], rates[state, 2, mode]
+                ratios = [b / a for a, b in zip(one, two, strict=True)]
+                summary = {"env": env_id, "render_state": state, "compress": mode, "link": args.link,
+                           "raw_single_env": raw, "two_nodes_vs_one": ratios,
+                           "median_ratio": statistics.median(ratios)}  # fmt: skip
+                rows.append(summary)
+                print(json.dumps(summary), flush=True)
+    return rows
 
 
 def _write(out: Path, rows: list[dict]) -> None:

@@ -565,6 +565,8 @@ def test_ray_client_address_steps_envs(ray_head):
         connect(f"ray://127.0.0.1:{HEAD_PORTS['client']}")
         venv = make_ray_vec_env(spec, n_envs=2, n_workers=2, seed=5)
         try:
+            # A client driver is on no node of the cluster: every result crosses the network.
+            assert venv.pool.compressing == [True, True]
             actions = np.random.default_rng(4).uniform(-1, 1, size=(5, 2, 3)).astype(np.float32)
             _assert_same_steps(venv, make_vec_env(spec, 2, seed=5), actions)
         finally:
@@ -860,6 +862,8 @@ def test_workers_spread_over_a_two_node_cluster(ray_head, caplog):
             venv = make_ray_vec_env(spec, n_envs=2, n_workers=2, seed=4)
         try:
             assert {venv.worker_node_id(i) for i in range(2)} == set(nodes)
+            # Only the worker on the other node compresses its results (they cross the network).
+            assert venv.pool.compressing == [venv.worker_node_id(i) == node2 for i in range(2)]
             mine, ray_default = os.nice(0), min(os.nice(0) + 15, 19)
             niceness = {venv.worker_node_id(i): venv.pool.call(i, "niceness") for i in range(2)}
             assert niceness[node2] == mine

@@ -52,6 +52,14 @@ def split_envs(n_envs: int, n_workers: int) -> list[range]:
     return [range(a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
 
 
+def _driver_node_id() -> str | None:
+    """The id (hex) of the node this driver runs on; None for a Ray Client driver, which is
+    on no node of the cluster (Ray names the node of its proxy on the head)."""
+    from ray.util.client import ray as client_ray
+
+    return None if client_ray.is_connected() else ray.get_runtime_context().get_node_id()
+
+
 @functools.cache
 def _remote_worker() -> Any:
     """The :class:`RolloutWorker` actor class, registered with Ray once per process."""
@@ -73,6 +81,10 @@ class WorkerPool:
         startup_timeout_s: how long to wait for the actors to be placed and build their envs.
         on_restart: called with a fresh worker's index before it is used (to give it back
             state the dead one had, such as a policy).
+        compress: compress the workers' results on the way to the driver
+            (:mod:`rlkit.distributed.wire`); None (the default): those of workers on another
+            node than the driver's, whose results cross the network (all of them when the
+            driver's node is unknown, as for a Ray Client driver).
     """
 
     def __init__(
@@ -87,9 +99,14 @@ class WorkerPool:
         shadow_stack: bool = False,
         startup_timeout_s: float = 120.0,
         on_restart: Callable[[int], None] | None = None,
+        compress: bool | None = None,
     ) -> None:
         self.ranges = split_envs(n_envs, n_workers)
         connect(None)
+        self.compress = compress
+        self._driver_node = _driver_node_id()
+        #: Whether each worker compresses its results (see ``compress``).
+        self.compressing = [False] * n_workers
         cluster_cpus = float(ray.cluster_resources().get("CPU", 1.0))
         self.spec = spec
         self.seed = seed
@@ -118,6 +135,22 @@ class WorkerPool:
             for i in range(self.n_workers):
                 self.call(i, "ready")
         self._check_niceness()
+        for i in range(self.n_workers):
+            self._set_compression(i)
+        if any(self.compressing):
+            logger.info(
+                "%d of %d Ray rollout workers compress their results (another node than the "
+                "driver's)", sum(self.compressing), self.n_workers,
+            )  # fmt: skip
+
+    def _set_compression(self, i: int) -> None:
+        """Tell worker ``i`` whether to compress its results, as ``compress`` says."""
+        on = self.compress
+        if on is None:
+            on = self._driver_node is None or self.node_id(i) != self._driver_node
+        self.compressing[i] = on
+        if on:
+            self.call(i, "set_compress", True)
 
     def _check_niceness(self) -> None:
         """Warn when the workers run at a lower CPU priority than this process: Ray starts
@@ -197,6 +230,7 @@ class WorkerPool:
         except RayActorError as exc:
             self.restart(i, exc)
             return
+        self._set_compression(i)
         if self.on_restart is not None:
             self.on_restart(i)
 

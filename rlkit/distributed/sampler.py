@@ -41,6 +41,9 @@ class FragmentSampler:
             torch's) is seeded from ``seed`` and its first env index.
         fragment_length: env steps per env per :meth:`sample`.
         prefetch: keep one fragment per worker in flight between calls (see above).
+        compress: as for :class:`~rlkit.distributed.WorkerPool`: by default workers on
+            another node than the driver's compress their fragments (Atari frames shrink
+            30-90x), the others do not.
     """
 
     def __init__(
@@ -53,6 +56,7 @@ class FragmentSampler:
         max_restarts: int = 3,
         num_cpus: float = 1.0,
         prefetch: bool = False,
+        compress: bool | None = None,
     ) -> None:
         check_env_id(spec.env_id)
         if fragment_length < 1:
@@ -71,6 +75,7 @@ class FragmentSampler:
             frame_stack=True,
             num_cpus=num_cpus,
             on_restart=self._reinstall,
+            compress=compress,
         )
         self.observation_space, self.action_space = self.pool.call(0, "spaces")
 

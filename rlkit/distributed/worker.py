@@ -25,6 +25,7 @@ from rlkit.core.policy_weights import PolicyWeights
 from rlkit.core.types import Trajectory
 from rlkit.distributed.fragments import FragmentRecorder, PackedFrames
 from rlkit.distributed.policies import WorkerPolicy
+from rlkit.distributed.wire import Compressed
 
 if TYPE_CHECKING:
     from agents.worker_rollouts import RandomRolloutPolicy, RolloutPolicy
@@ -96,6 +97,17 @@ class RolloutWorker:
         self._obs: np.ndarray | None = None
         self._step_number = 0
         self._last_step: tuple | None = None
+        self.compress = False
+
+    def _send(self, result: Any) -> Any:
+        """``result`` as a data-carrying method returns it: compressed on the way out with
+        :attr:`compress` (:mod:`rlkit.distributed.wire`; the receiver gets ``result``)."""
+        return Compressed(result) if self.compress else result
+
+    def set_compress(self, on: bool) -> None:
+        """Compress the results of ``reset``, ``step``, ``step_numbered``, ``sample`` and
+        ``rollout`` from now on (for a worker on another node than the driver), or stop."""
+        self.compress = on
 
     # -- bookkeeping ---------------------------------------------------------------------
 
@@ -132,6 +144,13 @@ class RolloutWorker:
 
         Returns: observations ``(n_envs, *obs_shape)`` and the reset infos.
         """
+        return self._send(self._reset(seeds, options))
+
+    def _reset(
+        self,
+        seeds: Sequence[int | None] | None = None,
+        options: Sequence[dict[str, Any]] | None = None,
+    ) -> tuple[np.ndarray, list[dict[str, Any]]]:
         if seeds is not None:
             self.base._seeds = list(seeds)
         if options is not None:
@@ -150,6 +169,11 @@ class RolloutWorker:
         Returns: ``(obs, rews, dones, infos, reset_infos)`` as from an SB3 VecEnv, plus the
         reset infos of the envs that auto-reset (empty dicts for the others).
         """
+        return self._send(self._step(actions))
+
+    def _step(
+        self, actions: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[dict[str, Any]], list[dict[str, Any]]]:
         obs, rews, dones, infos = self.venv.step(actions)
         self._obs = obs
         if self._shadow is not None:  # it rewrites terminal observations: give it copies
@@ -168,12 +192,12 @@ class RolloutWorker:
         """
         number, actions = job
         if number == self._step_number and self._last_step is not None:
-            return self._last_step
+            return self._send(self._last_step)
         if number != self._step_number + 1:
             raise RuntimeError(f"step {number} asked, but the last step was {self._step_number}")
-        self._last_step = self.step(actions)
+        self._last_step = self._step(actions)
         self._step_number = number
-        return self._last_step
+        return self._send(self._last_step)
 
     def get_attr(self, name: str, indices: Sequence[int]) -> list[Any]:
         return self.base.get_attr(name, list(indices))
@@ -270,7 +294,7 @@ class RolloutWorker:
             raise RuntimeError("no policy: call set_policy first")
         if self.recorder is None:
             self.recorder = FragmentRecorder(self.venv.num_envs, self.spec.render_state)
-            obs, infos = self.reset()
+            obs, infos = self._reset()
             self.recorder.start(obs, infos)
         obs = self._obs
         assert obs is not None
@@ -280,7 +304,7 @@ class RolloutWorker:
             # The recorder reads the reset infos of the envs that are done, straight away.
             self.recorder.record(acts, obs, rews, dones, infos, self.base.reset_infos)
         self._obs = obs
-        return self.recorder.flush(pack_frames and self.stacks_frames)
+        return self._send(self.recorder.flush(pack_frames and self.stacks_frames))
 
     # -- on-policy rollouts -----------------------------------------------------------------
 
@@ -314,15 +338,16 @@ class RolloutWorker:
         if self._needs_stack and self._shadow is None:
             raise RuntimeError("an Atari rollout needs the frame stack: create with shadow_stack")
         if self._obs is None:
-            self.reset()
+            self._reset()
         steps, acts, env_acts, values, log_probs = [], [], [], [], []
         for _ in range(n_steps):
             obs = self._shadow.stacked_obs if self._shadow is not None else self._obs
             action, value, log_prob = policy(obs)
             env_action = policy.env_actions(action)
-            steps.append(self.step(env_action))
+            steps.append(self._step(env_action))
             acts.append(action)
             env_acts.append(env_action)
             values.append(value)
             log_probs.append(log_prob)
-        return steps, *(np.stack(x) for x in (acts, env_acts, values, log_probs))  # type: ignore[return-value]
+        stacked = (np.stack(x) for x in (acts, env_acts, values, log_probs))
+        return self._send((steps, *stacked))
