@@ -213,31 +213,35 @@ def test_compiled_graph_steps_like_actor_calls_while_results_are_kept(ray_head):
     """Steps go through the compiled Ray graph and equal the actor-call path. The caller
     keeps every observation and info (as a rollout buffer or segment recorder does): the
     arrays must not be views of the graph's channels, or the next step deadlocks (it did,
-    in a preference run, before the results were copied)."""
+    in a preference run, before the results were copied). Compressed results (the workers'
+    on another node) cross the graph alike."""
     spec = EnvSpec("Hopper-v5", render_state=True)
     actions = np.random.default_rng(2).uniform(-1, 1, size=(60, 4, 3)).astype(np.float32)
     runs = {}
-    for compiled in (True, False):
-        venv = RayVecEnv(spec, n_envs=4, n_workers=2, seed=5, compiled=compiled)
+    for compiled, compress in ((True, False), (True, True), (False, False)):
+        venv = RayVecEnv(spec, n_envs=4, n_workers=2, seed=5, compiled=compiled, compress=compress)
         try:
             kept = [venv.reset()] + [venv.step(acts) for acts in actions]
             assert venv.compiled is compiled and (venv._graph is not None) is compiled
+            assert venv.pool.compressing == [compress] * 2
         finally:
             venv.close()
-        runs[compiled] = kept
-    np.testing.assert_array_equal(runs[True][0], runs[False][0])
-    for got, want in zip(runs[True][1:], runs[False][1:], strict=True):
-        for k in range(3):  # obs, rewards, dones
-            np.testing.assert_array_equal(got[k], want[k])
-        for got_info, want_info in zip(got[3], want[3], strict=True):
-            np.testing.assert_array_equal(got_info["render_state"], want_info["render_state"])
-            assert got_info["render_state"].flags.writeable
-    assert any(d.any() for _, _, d, _ in runs[True][1:])  # episode ends were compared
+        runs[compiled, compress] = kept
+    for graph_run in (runs[True, False], runs[True, True]):
+        np.testing.assert_array_equal(graph_run[0], runs[False, False][0])
+        for got, want in zip(graph_run[1:], runs[False, False][1:], strict=True):
+            for k in range(3):  # obs, rewards, dones
+                np.testing.assert_array_equal(got[k], want[k])
+            for got_info, want_info in zip(got[3], want[3], strict=True):
+                np.testing.assert_array_equal(got_info["render_state"], want_info["render_state"])
+                assert got_info["render_state"].flags.writeable
+    assert any(d.any() for _, _, d, _ in runs[True, False][1:])  # episode ends were compared
 
 
-def test_atari_matches_make_vec_env(ray_head):
+@pytest.mark.parametrize("compress", [False, True], ids=["raw", "compressed"])
+def test_atari_matches_make_vec_env(ray_head, compress):
     spec = EnvSpec("ALE/Pong-v5", render_state=True)
-    venv = make_ray_vec_env(spec, n_envs=2, n_workers=2, seed=3)
+    venv = make_ray_vec_env(spec, n_envs=2, n_workers=2, seed=3, compress=compress)
     try:
         assert venv.observation_space.shape == (84, 84, 4)
         actions = np.random.default_rng(1).integers(6, size=(30, 2))
@@ -451,22 +455,26 @@ def test_prefs_train_goes_on_when_a_worker_is_killed_mid_run(ray_head, tmp_path,
 
     original = RolloutRewardCallback._on_rollout_end
     killed: list[int] = []
+    compressing: list[list[bool]] = []
 
     def kill_once(self) -> None:
         original(self)
+        ray_env = rollout_source(self.model.get_env())
+        compressing.append(list(ray_env.pool.compressing))
         if not killed:
-            ray_env = rollout_source(self.model.get_env())
             killed.append(ray_env.worker_pid(1))
             os.kill(killed[0], signal.SIGKILL)
 
     monkeypatch.setattr(RolloutRewardCallback, "_on_rollout_end", kill_once)
     run = tmp_path / "ray_kill"
-    args = _tiny_ray_prefs(ray_head, run)
+    # Compressing results as workers on another node do: the replacement worker too.
+    args = _tiny_ray_prefs(ray_head, run) + ["--ray-compress", "on"]
     assert main(args) == 0
     assert len(killed) == 1 and Store(run).count_labels() == 10
     restarts = _restart_counts(run)
     # one rollout per round (2 envs x 256 steps): the death shows in the second round
     assert restarts == ["0.0", "1.0"]
+    assert compressing == [[True, True]] * 2  # the re-created worker compresses too
     _, state = CheckpointManager(run).load_latest()
     assert state["step"] == 1024
 

@@ -120,7 +120,7 @@ def test_worker_stacks_atari_frames_like_make_vec_env():
 
 
 def test_a_compressing_worker_sends_the_same_fragments_and_steps_in_a_fraction_of_the_bytes():
-    """With ``set_compress(True)`` a worker's results pickle as their zlib-compressed pickle
+    """With ``set_compress(True)`` a worker's results pickle as their compressed pickle
     and unpickle as the results themselves (what the driver's ``ray.get`` does): Pong
     fragments with clip frames, and vector steps, equal an uncompressed twin's at under a
     tenth of the bytes."""

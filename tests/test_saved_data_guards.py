@@ -246,6 +246,7 @@ def test_resume_of_a_damaged_run_says_what_and_changes_nothing(
      (["--torch-threads", "100000"], "--torch-threads has an invalid value 100000"),
      (["--ray-address", "127.0.0.1:1"], "need --ray-workers N"),
      (["--no-ray-worker-rollouts"], "need --ray-workers N"),
+     (["--ray-compress", "on"], "need --ray-workers N"),
      (["--ray-workers", "3", "--n-envs", "2"], "--ray-workers 3 is more than the 2 envs:"),
      (["--env", "CartPole-v1"], "CartPole-v1 is neither"),
      (["--n-envs", "100000"], "--steps 1024 is less than one rollout (100000 envs x 256 steps")],

@@ -35,7 +35,7 @@ from rlkit.loops.preference_config import PrefsConfig
 # cluster has a new address; the two reward learners train alike, tested).
 EXECUTION_SETTINGS = (
     "reward_learner", "torch_threads", "eval_episodes", "checkpoint_every", "ray_address",
-    "ray_compiled", "ray_worker_rollouts",
+    "ray_compiled", "ray_worker_rollouts", "ray_compress",
 )  # fmt: skip
 
 
@@ -232,11 +232,14 @@ def train(argv: list[str]) -> int:
         check_resumable(run_dir)
     # On the settings the run will use: a resumed Ray run takes a new --ray-address alone.
     if cfg.ray_workers == 0 and (
-        cfg.ray_address is not None or cfg.ray_compiled or not cfg.ray_worker_rollouts
+        cfg.ray_address is not None
+        or cfg.ray_compiled
+        or not cfg.ray_worker_rollouts
+        or cfg.ray_compress != "auto"
     ):
         raise UserError(
-            "--ray-address, --ray-compiled and --no-ray-worker-rollouts need --ray-workers N"
-            " (N >= 1)"
+            "--ray-address, --ray-compiled, --ray-compress and --no-ray-worker-rollouts need"
+            " --ray-workers N (N >= 1)"
         )
     n_envs = cfg.vec_envs(env_kind(cfg.env))
     if cfg.ray_workers > n_envs:

@@ -43,7 +43,7 @@ class FragmentSampler:
         prefetch: keep one fragment per worker in flight between calls (see above).
         compress: as for :class:`~rlkit.distributed.WorkerPool`: by default workers on
             another node than the driver's compress their fragments (Atari frames shrink
-            30-90x), the others do not.
+            90-290x), the others do not.
     """
 
     def __init__(

@@ -74,7 +74,7 @@ class RayVecEnv(VecEnv):
             round trip per step.
         compress: as for :class:`~rlkit.distributed.WorkerPool`: by default workers on
             another node than the driver's compress their results (Atari frames and clip
-            frames shrink 30-90x), the others do not.
+            frames shrink 90-290x), the others do not.
     """
 
     def __init__(

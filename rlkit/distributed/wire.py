@@ -4,23 +4,26 @@ A worker on the driver's node hands its results over through shared memory, wher
 compressing would only cost CPU. From another node they cross the network, and there an
 Atari worker's frames (8 kB per env step) and clip frames (34 kB with both) fill a link long
 before the CPUs are busy: a Pong worker stepping ~2,000 env steps/s with clip frames sends
-~69 MB/s. The screens are mostly flat colour, so zlib's fastest level shrinks them 30-90x
-(Pong, Breakout, Space Invaders, Seaquest: ``BENCHMARKS.md``, "Across a link") for about
-7% of the worker's CPU and 3% of the driver's per step.
+~69 MB/s. The screens are mostly flat colour: Zstandard's level 1 shrinks a call's pickled
+fragments 90-290x (Pong 13.8 MB to 48 kB; Breakout, Space Invaders, Seaquest 73-154 kB) in
+3-4.5 ms, about 1.5% of the 240-310 ms the worker took to step them, and the driver inflates
+them in ~2 ms (zlib's fastest level: 22-28 ms and 8-11 ms, for blobs 2-3x bigger).
+Measurements: ``BENCHMARKS.md``, "Across a link".
 """
 
 from __future__ import annotations
 
 import pickle
-import zlib
 from typing import Any
 
-#: zlib's fastest level: the screens compress 30-90x already at it.
+import zstandard
+
+#: Zstandard's level: 1 is its fastest positive level; -1 saves <1 ms for 20-30% more bytes.
 LEVEL = 1
 
 
 class Compressed:
-    """``value``, pickled as its own pickle compressed by zlib (level :data:`LEVEL`).
+    """``value``, pickled as its own pickle compressed by Zstandard (level :data:`LEVEL`).
 
     Unpickling gives back ``value`` itself, not a :class:`Compressed`: a worker method
     returns ``Compressed(result)`` and the driver's ``ray.get`` returns ``result``, with no
@@ -34,11 +37,11 @@ class Compressed:
         self.value = value
 
     def __reduce__(self) -> tuple[Any, tuple[bytes]]:
-        blob = zlib.compress(pickle.dumps(self.value, protocol=pickle.HIGHEST_PROTOCOL), LEVEL)
-        return inflate, (blob,)
+        raw = pickle.dumps(self.value, protocol=pickle.HIGHEST_PROTOCOL)
+        return inflate, (zstandard.ZstdCompressor(level=LEVEL).compress(raw),)
 
 
 def inflate(blob: bytes) -> Any:
     """The value whose compressed pickle is ``blob`` (what unpickling a :class:`Compressed`
     calls)."""
-    return pickle.loads(zlib.decompress(blob))
+    return pickle.loads(zstandard.ZstdDecompressor().decompress(blob))

@@ -274,6 +274,7 @@ class PreferenceLoop:
                 self.cfg.seed,
                 compiled=self.cfg.ray_compiled,
                 worker_rollouts=self.cfg.ray_worker_rollouts,
+                compress={"auto": None, "on": True, "off": False}[self.cfg.ray_compress],
             )
         else:
             venv = make_vec_env(self.spec, self.n_envs, self.cfg.seed)

@@ -127,6 +127,10 @@ class PrefsConfig:
     """With --ray-workers: step the workers through a compiled Ray graph (workers on this node
     only). Round trips are 3-6x cheaper when every process has a core of its own, but much
     slower when the cores are oversubscribed (the graph polls)."""
+    ray_compress: Literal["auto", "on", "off"] = "auto"
+    """With --ray-workers: compress the workers' results on their way here (Zstandard: a Pong
+    worker's frames and clip frames shrink ~290x for ~2% of its CPU). auto: workers on another
+    node than this process's (through Ray Client, every worker); on: all; off: none."""
     ray_worker_rollouts: bool = True
     """With --ray-workers: each worker runs a copy of the policy for a whole rollout (one call
     per worker per policy update; in the random-policy phase, one per segment's steps);
