@@ -9,6 +9,9 @@ CPUs. Same envs, seeds, fragments and driver; layouts alternate, each repeat on 
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_ray_two_nodes.py --envs ALE/Pong-v5 Hopper-v5
 
+With ``--train-steps N`` the driver trains the preset agent (A2C on Atari, TRPO on MuJoCo) for N
+steps on a RayVecEnv whose 2 workers take the rollouts themselves (as ``prefs train
+--ray-workers 2`` does), instead of sampling fragments.
 With ``--prefs-steps N`` it times the README's cluster command itself instead,
 ``rlkit prefs train --env ENV --steps N --labels 100 --ray-workers 2 --ray-address HEAD:PORT``,
 on each layout.
@@ -185,6 +188,7 @@ def measure(
     length: int,
     seconds: float,
     compress: str = "auto",
+    train_steps: int = 0,
 ) -> None:
     """In a fresh driver process: steps/s of a 2-worker FragmentSampler (prefetching) on the
     cluster at ``address``, once it has ``nodes`` nodes, its workers compressing their
@@ -205,6 +209,9 @@ def measure(
         time.sleep(0.5)
     if nodes == 2:  # the GCS lists a node before the head's scheduler may place work there
         time.sleep(3)
+    if train_steps:
+        _measure_training(nodes, spec, n_envs, train_steps, compress)
+        return
     sampler = FragmentSampler(spec, n_envs, 2, seed=0, fragment_length=length, prefetch=True,
                               compress=None if compress == "auto" else False)  # fmt: skip
     worker_nodes = {sampler.pool.node_id(i) for i in range(2)}
@@ -223,6 +230,30 @@ def measure(
     row = {"env": spec.env_id, "render_state": spec.render_state, "nodes": nodes, "n_envs": n_envs, "fragment_length": length,
            "compress": compress, "compressing": sampler.pool.compressing,
            "steps_per_s": steps / wall, "bytes_per_step": sent / (n_envs // 2 * length)}  # fmt: skip
+    print(json.dumps(row), flush=True)
+
+
+def _measure_training(nodes: int, spec: EnvSpec, n_envs: int, steps: int, compress: str) -> None:
+    """Steps/s of the preset agent learning ``steps`` steps (after a warm-up of a quarter of
+    that) on a RayVecEnv of 2 workers taking the rollouts themselves; prints one JSON line."""
+    from agents.presets import PolicyConfig, make_agent
+    from envs import env_kind
+    from rlkit.distributed import make_ray_vec_env
+
+    venv = make_ray_vec_env(spec, n_envs, 2, seed=0, compress=None if compress == "auto" else False)
+    ray_env = venv.venv if hasattr(venv, "venv") else venv  # Atari: under the frame stack
+    if len({ray_env.worker_node_id(i) for i in range(2)}) != nodes:
+        raise SystemExit(f"error: the 2 workers are not on {nodes} nodes")
+    agent = make_agent(PolicyConfig(), venv, env_kind(spec.env_id), 0)
+    agent.learn(steps // 4)
+    start = time.perf_counter()
+    agent.learn(steps, reset_num_timesteps=False)
+    wall = time.perf_counter() - start
+    venv.close()
+    row = {"env": spec.env_id, "render_state": spec.render_state, "nodes": nodes,
+           "n_envs": n_envs, "algo": type(agent).__name__, "train_steps": steps,
+           "compress": compress, "compressing": ray_env.pool.compressing,
+           "steps_per_s": steps / wall}  # fmt: skip
     print(json.dumps(row), flush=True)
 
 
@@ -250,7 +281,8 @@ def run_layout(args: argparse.Namespace, spec: EnvSpec, nodes: int, compress: st
                "--render-state", "on" if spec.render_state else "off",
                "--envs", env_id, "--n-envs", str(args.n_envs),
                "--fragment-length", str(args.fragment_length or _length(env_id)),
-               "--seconds", str(args.seconds), "--compress", compress]  # fmt: skip
+               "--seconds", str(args.seconds), "--compress", compress,
+               "--train-steps", str(args.train_steps)]  # fmt: skip
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
     if out.returncode != 0 or not lines:
@@ -284,6 +316,13 @@ def main() -> None:
         " many steps on each layout",
     )
     parser.add_argument(
+        "--train-steps",
+        type=int,
+        default=0,
+        help="instead of sampling fragments: train the preset agent this many steps on a "
+        "RayVecEnv whose workers take the rollouts (as prefs train does)",
+    )
+    parser.add_argument(
         "--link",
         help="put the second node behind a link held to this rate each way (a tc rate: 1gbit, "
         "125mbit; needs root) instead of loopback",
@@ -302,7 +341,8 @@ def main() -> None:
     if args.measure:
         spec = EnvSpec(args.envs[0], render_state=args.render_state == "on")
         length = args.fragment_length or _length(spec.env_id)
-        measure(args.measure, args.nodes, spec, args.n_envs, length, args.seconds, args.compress)
+        measure(args.measure, args.nodes, spec, args.n_envs, length, args.seconds, args.compress,
+                args.train_steps)  # fmt: skip
         return
     with shaped_link(args.link) if args.link else contextlib.nullcontext() as netns:
         args.netns = netns
