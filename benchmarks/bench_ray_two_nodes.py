@@ -189,6 +189,7 @@ def measure(
     seconds: float,
     compress: str = "auto",
     train_steps: int = 0,
+    worker_rollouts: bool = True,
 ) -> None:
     """In a fresh driver process: steps/s of a 2-worker FragmentSampler (prefetching) on the
     cluster at ``address``, once it has ``nodes`` nodes, its workers compressing their
@@ -210,7 +211,7 @@ def measure(
     if nodes == 2:  # the GCS lists a node before the head's scheduler may place work there
         time.sleep(3)
     if train_steps:
-        _measure_training(nodes, spec, n_envs, train_steps, compress)
+        _measure_training(nodes, spec, n_envs, train_steps, compress, worker_rollouts)
         return
     sampler = FragmentSampler(spec, n_envs, 2, seed=0, fragment_length=length, prefetch=True,
                               compress=None if compress == "auto" else False)  # fmt: skip
@@ -233,14 +234,18 @@ def measure(
     print(json.dumps(row), flush=True)
 
 
-def _measure_training(nodes: int, spec: EnvSpec, n_envs: int, steps: int, compress: str) -> None:
+def _measure_training(
+    nodes: int, spec: EnvSpec, n_envs: int, steps: int, compress: str, worker_rollouts: bool
+) -> None:
     """Steps/s of the preset agent learning ``steps`` steps (after a warm-up of a quarter of
-    that) on a RayVecEnv of 2 workers taking the rollouts themselves; prints one JSON line."""
+    that) on a RayVecEnv of 2 workers taking the rollouts themselves (or stepped from the
+    driver, without ``worker_rollouts``); prints one JSON line."""
     from agents.presets import PolicyConfig, make_agent
     from envs import env_kind
     from rlkit.distributed import make_ray_vec_env
 
-    venv = make_ray_vec_env(spec, n_envs, 2, seed=0, compress=None if compress == "auto" else False)
+    venv = make_ray_vec_env(spec, n_envs, 2, seed=0, worker_rollouts=worker_rollouts,
+                            compress=None if compress == "auto" else False)  # fmt: skip
     ray_env = venv.venv if hasattr(venv, "venv") else venv  # Atari: under the frame stack
     if len({ray_env.worker_node_id(i) for i in range(2)}) != nodes:
         raise SystemExit(f"error: the 2 workers are not on {nodes} nodes")
@@ -252,8 +257,8 @@ def _measure_training(nodes: int, spec: EnvSpec, n_envs: int, steps: int, compre
     venv.close()
     row = {"env": spec.env_id, "render_state": spec.render_state, "nodes": nodes,
            "n_envs": n_envs, "algo": type(agent).__name__, "train_steps": steps,
-           "compress": compress, "compressing": ray_env.pool.compressing,
-           "steps_per_s": steps / wall}  # fmt: skip
+           "worker_rollouts": worker_rollouts, "compress": compress,
+           "compressing": ray_env.pool.compressing, "steps_per_s": steps / wall}  # fmt: skip
     print(json.dumps(row), flush=True)
 
 
@@ -282,7 +287,8 @@ def run_layout(args: argparse.Namespace, spec: EnvSpec, nodes: int, compress: st
                "--envs", env_id, "--n-envs", str(args.n_envs),
                "--fragment-length", str(args.fragment_length or _length(env_id)),
                "--seconds", str(args.seconds), "--compress", compress,
-               "--train-steps", str(args.train_steps)]  # fmt: skip
+               "--train-steps", str(args.train_steps),
+               *([] if args.worker_rollouts else ["--no-worker-rollouts"])]  # fmt: skip
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
     if out.returncode != 0 or not lines:
@@ -323,6 +329,12 @@ def main() -> None:
         "RayVecEnv whose workers take the rollouts (as prefs train does)",
     )
     parser.add_argument(
+        "--no-worker-rollouts",
+        dest="worker_rollouts",
+        action="store_false",
+        help="with --train-steps: step the workers from the driver, one round trip per step",
+    )
+    parser.add_argument(
         "--link",
         help="put the second node behind a link held to this rate each way (a tc rate: 1gbit, "
         "125mbit; needs root) instead of loopback",
@@ -342,7 +354,7 @@ def main() -> None:
         spec = EnvSpec(args.envs[0], render_state=args.render_state == "on")
         length = args.fragment_length or _length(spec.env_id)
         measure(args.measure, args.nodes, spec, args.n_envs, length, args.seconds, args.compress,
-                args.train_steps)  # fmt: skip
+                args.train_steps, args.worker_rollouts)  # fmt: skip
         return
     with shaped_link(args.link) if args.link else contextlib.nullcontext() as netns:
         args.netns = netns
