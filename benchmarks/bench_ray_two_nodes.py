@@ -9,9 +9,13 @@ CPUs. Same envs, seeds, fragments and driver; layouts alternate, each repeat on 
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_ray_two_nodes.py --envs ALE/Pong-v5 Hopper-v5
 
+``--compress both`` measures the two-node layout with the workers on the second node
+compressing their results (rlkit's default) and without.
+
 With ``--train-steps N`` the driver trains the preset agent (A2C on Atari, TRPO on MuJoCo) for N
 steps on a RayVecEnv whose 2 workers take the rollouts themselves (as ``prefs train
---ray-workers 2`` does), instead of sampling fragments.
+--ray-workers 2`` does; ``--no-worker-rollouts``: stepped from the driver), instead of
+sampling fragments.
 With ``--prefs-steps N`` it times the README's cluster command itself instead,
 ``rlkit prefs train --env ENV --steps N --labels 100 --ray-workers 2 --ray-address HEAD:PORT``,
 on each layout.

@@ -127,6 +127,7 @@ def test_a_compressing_worker_sends_the_same_fragments_and_steps_in_a_fraction_o
     import pickle
 
     from rlkit.distributed.fragments import PackedFrames
+    from rlkit.distributed.wire import Compressed
 
     spec = EnvSpec("ALE/Pong-v5", render_state=True)
     plain, packed = (RolloutWorker(spec, 5, 0, 2, frame_stack=True) for _ in range(2))
@@ -153,6 +154,8 @@ def test_a_compressing_worker_sends_the_same_fragments_and_steps_in_a_fraction_o
     np.testing.assert_array_equal(got[0], want[0])
     np.testing.assert_array_equal(got[1], want[1])
     assert got[3][0].keys() == want[3][0].keys()
+    assert isinstance(steppers[1].step(acts), Compressed)
+    assert not isinstance(steppers[0].step(acts), Compressed)
 
 
 def test_random_policy_is_seeded_and_in_bounds():
