@@ -105,7 +105,7 @@ class WorkerPool:
         connect(None)
         self.compress = compress
         self._driver_node = _driver_node_id()
-        #: Whether each worker compresses its results (see ``compress``).
+        #: Whether each worker compresses its results (see ``compress``), as it answered.
         self.compressing = [False] * n_workers
         cluster_cpus = float(ray.cluster_resources().get("CPU", 1.0))
         self.spec = spec
@@ -144,13 +144,12 @@ class WorkerPool:
             )  # fmt: skip
 
     def _set_compression(self, i: int) -> None:
-        """Tell worker ``i`` whether to compress its results, as ``compress`` says."""
+        """Tell worker ``i`` whether to compress its results, as ``compress`` says, and note
+        what it answers."""
         on = self.compress
         if on is None:
             on = self._driver_node is None or self.node_id(i) != self._driver_node
-        self.compressing[i] = on
-        if on:
-            self.call(i, "set_compress", True)
+        self.compressing[i] = bool(self.call(i, "set_compress", on))
 
     def _check_niceness(self) -> None:
         """Warn when the workers run at a lower CPU priority than this process: Ray starts

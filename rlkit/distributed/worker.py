@@ -104,10 +104,12 @@ class RolloutWorker:
         :attr:`compress` (:mod:`rlkit.distributed.wire`; the receiver gets ``result``)."""
         return Compressed(result) if self.compress else result
 
-    def set_compress(self, on: bool) -> None:
+    def set_compress(self, on: bool) -> bool:
         """Compress the results of ``reset``, ``step``, ``step_numbered``, ``sample`` and
-        ``rollout`` from now on (for a worker on another node than the driver), or stop."""
+        ``rollout`` from now on (for a worker on another node than the driver), or stop.
+        Returns whether this worker now compresses."""
         self.compress = on
+        return self.compress
 
     # -- bookkeeping ---------------------------------------------------------------------
 
