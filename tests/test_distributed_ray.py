@@ -48,6 +48,7 @@ from rlkit.distributed import (  # noqa: E402
     make_ray_vec_env,
     shutdown,
 )
+from rlkit.distributed.pool import RESTART_SEED_STRIDE, WorkerPool  # noqa: E402
 from rlkit.distributed.worker import RolloutWorker  # noqa: E402
 from rlkit.loops.segment_recorder import FragmentSegmenter  # noqa: E402
 
@@ -122,7 +123,10 @@ def ray_head():
         f"--dashboard-port={_free_port()}",
         f"--dashboard-agent-listen-port={_free_port()}",
     ]
-    proc, log = _ray_start(args, temp_dir)
+    # The GCS declares a node dead after 3 failed health checks 1 s apart (Ray's default:
+    # 5, 3 s apart), so that the two-node test's lost node is noticed in seconds.
+    health = {"RAY_health_check_period_ms": "1000", "RAY_health_check_failure_threshold": "3"}
+    proc, log = _ray_start(args, temp_dir, health)
     address = f"127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -801,6 +805,34 @@ def test_worker_rollouts_survive_a_killed_worker(ray_head, caplog):
         venv.close()
 
 
+def test_a_worker_that_cannot_be_placed_again_stops_with_one_line(ray_head):
+    """A dead worker whose CPU was taken meanwhile (as when its node is lost and the others
+    are full) is not waited for forever: the restart gives up after the start-up timeout,
+    saying what the cluster lacks."""
+    pool = WorkerPool(EnvSpec("Hopper-v5"), n_envs=2, n_workers=2, seed=0)
+    pool.startup_timeout_s = 3  # for the restart (a loaded machine takes longer to start)
+    blocker = None
+    try:
+        os.kill(pool.pid(1), signal.SIGKILL)
+        # A task takes the dead worker's CPU (by value: tests/ is not importable).
+        blocker = ray.remote(num_cpus=1)(lambda: time.sleep(60)).remote()
+        deadline = time.monotonic() + 30
+        while ray.available_resources().get("CPU", 0) > 0 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        start = time.monotonic()
+        with pytest.raises(WorkerFailedError) as info:
+            pool.call(1, "pid")
+        assert time.monotonic() - start < 30
+        assert str(info.value) == (
+            "Ray workers did not start within 3 s: 2 workers need 1 CPU each and the cluster "
+            "has 0 of 2 CPUs free"
+        )
+    finally:
+        if blocker is not None:
+            ray.cancel(blocker, force=True)
+        pool.close()
+
+
 class _StopAt(BaseCallback):
     def __init__(self, step: int) -> None:
         super().__init__()
@@ -834,7 +866,9 @@ def test_workers_spread_over_a_two_node_cluster(ray_head, caplog):
     --address=HEAD:PORT`, here with its own CPU and a `node2` resource); two workers run on
     the two nodes and step exactly like make_vec_env. The head was started without
     RAY_worker_niceness, so its worker runs 15 steps nicer than this process and the pool
-    says so. Runs last: the node is stopped at the end."""
+    says so. Then the node is lost (its processes killed, as a crashed machine's) while the
+    fragment its worker finished waits there for the driver: the fragment is lost with the
+    node, and the worker is re-created on the head and samples it again. Runs last."""
     temp_dir = tempfile.mkdtemp(prefix="rlray")
     args = [
         f"--address={ray_head}",
@@ -888,9 +922,47 @@ def test_workers_spread_over_a_two_node_cluster(ray_head, caplog):
             assert len(check.gaps) == 2 and max(check.gaps) < 1e-4
         finally:
             venv.close()
+
+        # Fragments over Ray's inline size (~100 kB, here ~300 kB) wait in the worker's
+        # node's object store until the driver fetches them; prefetched ones wait longest.
+        deadline = time.monotonic() + 30  # (SPREAD places by the CPUs free now)
+        while ray.available_resources().get("CPU", 0) < 3 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        sampler = FragmentSampler(spec, n_envs=2, n_workers=2, seed=5, fragment_length=1500,
+                                  prefetch=True)  # fmt: skip
+        try:
+            lost = next(i for i in range(2) if sampler.pool.node_id(i) == node2)
+            assert sampler.pool.compressing[lost]
+            first = sampler.sample_indexed(RandomPolicy(sampler.action_space))
+            in_flight = sampler._in_flight
+            assert in_flight is not None
+            assert ray.wait([in_flight[lost]], fetch_local=False, timeout=60)[0]
+            os.killpg(proc.pid, signal.SIGKILL)
+            with caplog.at_level(logging.WARNING, logger="rlkit.distributed"):
+                trajs = sampler.sample_indexed()
+            assert sampler.restarts == 1
+            assert f"worker {lost} died (a result it had finished was lost with its node" in (
+                caplog.text
+            )
+            assert sampler.pool.node_id(lost) != node2 and not sampler.pool.compressing[lost]
+            assert all(sum(len(t) for k, t in trajs if k == env) == 1500 for env in (0, 1))
+            # The survivor's env goes on from where the first sample left it (its prefetched
+            # fragment); the replacement's from its fresh env's reset (the restart seed).
+            kept = 1 - lost
+            np.testing.assert_array_equal(
+                next(t for k, t in trajs if k == kept).obs[0],
+                [t for k, t in first if k == kept][-1].obs[-1],
+            )
+            twin = RolloutWorker(spec, 5 + RESTART_SEED_STRIDE, lost, 1)
+            fresh = twin.reset()[0][0]
+            twin.close()
+            np.testing.assert_array_equal(next(t for k, t in trajs if k == lost).obs[0], fresh)
+        finally:
+            sampler.close()
     finally:
         _stop(proc)
-        # Leave the head as it was: a single node (a stopped raylet says goodbye at once).
+        # Leave the head as it was: a single node (a stopped raylet says goodbye at once;
+        # a killed one is declared dead after the head's health checks fail).
         deadline = time.monotonic() + 30
         while node2 in _alive_nodes() and time.monotonic() < deadline:
             time.sleep(0.5)

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 import ray
-from ray.exceptions import GetTimeoutError, RayActorError, RayError
+from ray.exceptions import GetTimeoutError, ObjectLostError, RayActorError, RayError
 
 from envs.factory import EnvSpec
 from rlkit.core.errors import UserError
@@ -27,6 +27,12 @@ logger = logging.getLogger("rlkit.distributed")
 #: A restarted worker's envs are seeded ``seed + RESTART_SEED_STRIDE * k`` for its k-th
 #: restart, so that they do not replay the episodes they played before dying.
 RESTART_SEED_STRIDE = 1_000_003
+
+#: What ``ray.get`` raises for a worker that is gone: its actor died (the process, or the node
+#: under it), or a result it had finished was lost with its node before this driver fetched
+#: it (``ObjectLostError``: a result over Ray's inline size, ~100 kB, stays in the worker's
+#: node's object store until then, as a prefetched fragment does).
+WORKER_LOST: tuple[type[RayError], ...] = (RayActorError, ObjectLostError)
 
 
 class WorkerFailedError(UserError, RuntimeError):
@@ -130,7 +136,7 @@ class WorkerPool:
             ray.get([h.ready.remote() for h in self.handles], timeout=self.startup_timeout_s)
         except GetTimeoutError:
             raise WorkerFailedError(self._timeout_message()) from None
-        except RayActorError:
+        except WORKER_LOST:
             # Some worker died while starting: bring each one up on its own, with restarts.
             for i in range(self.n_workers):
                 self.call(i, "ready")
@@ -208,6 +214,8 @@ class WorkerPool:
         self.worker_restarts[i] += 1
         self.restarts += 1
         cause = error_line(error)
+        if isinstance(error, ObjectLostError):  # Ray's line would only name the object
+            cause = f"a result it had finished was lost with its node: {type(error).__name__}"
         if self.worker_restarts[i] > self.max_restarts:
             raise WorkerFailedError(
                 f"Ray rollout worker {i} died {self.worker_restarts[i]} times "
@@ -226,7 +234,7 @@ class WorkerPool:
             ray.get(self.handles[i].ready.remote(), timeout=self.startup_timeout_s)
         except GetTimeoutError:
             raise WorkerFailedError(self._timeout_message()) from None
-        except RayActorError as exc:
+        except WORKER_LOST as exc:
             self.restart(i, exc)
             return
         self._set_compression(i)
@@ -253,7 +261,7 @@ class WorkerPool:
         run ``retry = (method, args)`` again or return ``on_death(i)``."""
         try:
             return ray.get(ref)
-        except RayActorError as exc:
+        except WORKER_LOST as exc:
             self.restart(i, exc)
         if on_death is not None:
             return on_death(i)
@@ -271,7 +279,7 @@ class WorkerPool:
         ``ray.get`` unless a worker died; then each as in :meth:`result`."""
         try:
             return ray.get(refs)
-        except RayActorError:
+        except WORKER_LOST:
             return [
                 self.result(i, ref, None if retry is None else retry[i], on_death)
                 for i, ref in enumerate(refs)

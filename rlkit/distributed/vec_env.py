@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import gymnasium as gym
 import numpy as np
 import ray
-from ray.exceptions import RayActorError, RayChannelError
+from ray.exceptions import RayChannelError
 from stable_baselines3.common.vec_env import VecEnv
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices, VecEnvObs, VecEnvStepReturn
 
@@ -20,7 +20,7 @@ from envs.frame_stack import AtariFrameStack
 from envs.render_state import RENDER_STATE_KEY
 from rlkit.core.rollout_plan import RolloutPlan
 from rlkit.distributed.connection import error_line
-from rlkit.distributed.pool import WorkerPool
+from rlkit.distributed.pool import WORKER_LOST, WorkerPool
 from rlkit.distributed.step_graph import StepGraph, graphs_supported
 
 if TYPE_CHECKING:  # agents sits above this package; its policies only pass through here
@@ -177,7 +177,7 @@ class RayVecEnv(VecEnv):
         self._jobs = list(zip(self._step_numbers, blocks, strict=True))
         try:
             graph.submit(self._jobs)
-        except (RayActorError, RayChannelError):
+        except (*WORKER_LOST, RayChannelError):
             self._forget_graph()  # step_wait asks each worker on its own
 
     def step_wait(self) -> VecEnvStepReturn:
@@ -214,7 +214,7 @@ class RayVecEnv(VecEnv):
                 return None
             try:
                 self._graph = StepGraph(self.pool.handles)
-            except RayActorError:
+            except WORKER_LOST:
                 return None  # a dead worker: this step's actor calls restart it
             except Exception as exc:  # noqa: BLE001 - any reason: fall back, and say so
                 self._use_graph = False
@@ -232,7 +232,7 @@ class RayVecEnv(VecEnv):
         if self._graph is not None:
             try:
                 return self._graph.results()
-            except (RayActorError, RayChannelError):
+            except (*WORKER_LOST, RayChannelError):
                 self._forget_graph()
         return [
             self.pool.result(
@@ -325,7 +325,7 @@ class RayVecEnv(VecEnv):
             try:
                 steps, *arrays = ray.get(ref)
                 break
-            except RayActorError as exc:
+            except WORKER_LOST as exc:
                 self.pool.restart(i, exc)  # raises once it has died too often
         if n_steps == 1:
             n = len(self.pool.ranges[i])
