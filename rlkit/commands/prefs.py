@@ -118,7 +118,7 @@ def _restart_settings(
 
     cfg = dataclasses.replace(_parse(argv, default=saved), resume=True, run_dir=run_dir)
     changed = changed_settings(argv, cfg, saved, frozenset({"--resume", "--run-dir"}), True)
-    fixed = [c for c in changed if c[2:].split(" ")[0].split(".")[0] in _DATA_FLAGS]
+    fixed = [line for flag, line in changed.items() if flag[2:].split(".")[0] in _DATA_FLAGS]
     if fixed:
         raise UserError(
             f"--resume keeps what the run's stored segments and labels depend on"
@@ -131,7 +131,8 @@ def _restart_settings(
     kind = env_kind(cfg.env)
     _refuse_unused_flags(cfg, given_flags(argv), kind)
     _check_one_rollout(cfg, kind)
-    return dataclasses.replace(cfg, trainer=trainer_config(cfg.trainer, kind, cfg.env)), changed
+    cfg = dataclasses.replace(cfg, trainer=trainer_config(cfg.trainer, kind, cfg.env))
+    return cfg, list(changed.values())
 
 
 def _check_policy_file(path: Path) -> None:

@@ -225,13 +225,13 @@ def changed_settings(
     saved: Any,
     allowed: frozenset[str] = RESUME_FLAGS,
     show_new: bool = False,
-) -> list[str]:
+) -> dict[str, str]:
     """The flags in ``argv``, other than those in ``allowed``, whose value in ``given`` (the
-    config parsed from ``argv``) differs from ``saved``, each as ``--flag (saved: OLD)``, or
-    with ``show_new`` as ``--flag NEW (saved: OLD)``; nested settings are dotted flags
-    (``--policy.learning-rate``), booleans may be negated (``--no-early-termination``). A flag
-    that repeats the saved value is not a change."""
-    changed = []
+    config parsed from ``argv``) differs from ``saved``, in order, each mapped to how to name
+    the change: ``--flag (saved: OLD)``, or with ``show_new`` ``--flag NEW (saved: OLD)``;
+    nested settings are dotted flags (``--policy.learning-rate``), booleans may be negated
+    (``--no-early-termination``). A flag that repeats the saved value is not a change."""
+    changed: dict[str, str] = {}
     for flag in sorted(given_flags(argv) - allowed):
         path = flag[2:].replace("-", "_").split(".")
         try:
@@ -239,11 +239,11 @@ def changed_settings(
                 path[-1] = path[-1][3:]
             new, old = _lookup(given, path), _lookup(saved, path)
         except AttributeError:
-            changed.append(flag)
+            changed[flag] = flag
             continue
         if _jsonable(new) != _jsonable(old):
             shown = f"{flag} {_jsonable(new)}" if show_new else flag
-            changed.append(f"{shown} (saved: {_jsonable(old)})")
+            changed[flag] = f"{shown} (saved: {_jsonable(old)})"
     return changed
 
 
@@ -262,5 +262,5 @@ def refuse_changes_on_resume(
         allowed_flags = ", ".join(sorted(f for f in shown if not f.startswith("--no-")))
         raise UserError(
             "--resume continues a run with its saved settings; only "
-            f"{allowed_flags} may change, not {', '.join(changed)}"
+            f"{allowed_flags} may change, not {', '.join(changed.values())}"
         )
