@@ -85,6 +85,8 @@ class WorkerPool:
         num_cpus: CPUs each actor reserves; lowered to ``cluster CPUs / n_workers`` when
             the cluster is smaller, so that the actors can always be placed.
         startup_timeout_s: how long to wait for the actors to be placed and build their envs.
+        placement_timeout_s: how long a re-created worker may wait for a CPU when none is
+            free before it is re-created without one (see :meth:`restart`).
         on_restart: called with a fresh worker's index before it is used (to give it back
             state the dead one had, such as a policy).
         compress: compress the workers' results on the way to the driver
@@ -104,6 +106,7 @@ class WorkerPool:
         num_cpus: float = 1.0,
         shadow_stack: bool = False,
         startup_timeout_s: float = 120.0,
+        placement_timeout_s: float = 30.0,
         on_restart: Callable[[int], None] | None = None,
         compress: bool | None = None,
     ) -> None:
@@ -121,6 +124,7 @@ class WorkerPool:
         self.shadow_stack = shadow_stack
         self.num_cpus = min(num_cpus, cluster_cpus / n_workers)
         self.startup_timeout_s = startup_timeout_s
+        self.placement_timeout_s = placement_timeout_s
         self.on_restart = on_restart
         self.restarts = 0
         self.worker_restarts = [0] * n_workers
@@ -178,10 +182,11 @@ class WorkerPool:
     def n_workers(self) -> int:
         return len(self.handles)
 
-    def _create(self, i: int) -> Any:
+    def _create(self, i: int, num_cpus: float | None = None) -> Any:
         first = self.ranges[i].start
         seed = self.seed + RESTART_SEED_STRIDE * self.worker_restarts[i]
-        options = {"num_cpus": self.num_cpus, "max_restarts": 0, "scheduling_strategy": "SPREAD"}
+        cpus = self.num_cpus if num_cpus is None else num_cpus
+        options = {"num_cpus": cpus, "max_restarts": 0, "scheduling_strategy": "SPREAD"}
         return (
             _remote_worker()
             .options(**options)
@@ -206,7 +211,8 @@ class WorkerPool:
         )
 
     def restart(self, i: int, error: BaseException) -> None:
-        """Replace dead worker ``i`` by a fresh one (fresh envs, not yet reset).
+        """Replace dead worker ``i`` by a fresh one (fresh envs, not yet reset), on a node
+        with a CPU free, or sharing the others' CPUs where none is (see :meth:`_wait_placed`).
 
         Raises:
             WorkerFailedError: worker ``i`` has died more than ``max_restarts`` times.
@@ -231,15 +237,39 @@ class WorkerPool:
         ray.kill(self.handles[i], no_restart=True)
         self.handles[i] = self._create(i)
         try:
-            ray.get(self.handles[i].ready.remote(), timeout=self.startup_timeout_s)
-        except GetTimeoutError:
-            raise WorkerFailedError(self._timeout_message()) from None
+            self._wait_placed(i)
         except WORKER_LOST as exc:
             self.restart(i, exc)
             return
         self._set_compression(i)
         if self.on_restart is not None:
             self.on_restart(i)
+
+    def _wait_placed(self, i: int) -> None:
+        """Wait for re-created worker ``i`` to be ready. If it is still waiting for a CPU after
+        ``placement_timeout_s`` and no CPU is free (its node was lost, and the others are
+        full), re-create it without a CPU of its own, sharing the others' (with a warning),
+        so that the run goes on more slowly rather than stopping.
+
+        Raises:
+            WorkerFailedError: it is not ready within ``startup_timeout_s`` even so.
+        """
+        ref = self.handles[i].ready.remote()
+        ready, _ = ray.wait([ref], timeout=min(self.placement_timeout_s, self.startup_timeout_s))
+        if not ready and ray.available_resources().get("CPU", 0.0) < self.num_cpus:
+            ray.kill(self.handles[i], no_restart=True)
+            self.handles[i] = self._create(i, num_cpus=0)
+            ref = self.handles[i].ready.remote()
+            logger.warning(
+                "Ray rollout worker %d re-created without a CPU of its own: the cluster has "
+                "%g of %g CPUs free (a node lost?); it shares the other workers' CPUs",
+                i, ray.available_resources().get("CPU", 0.0),
+                ray.cluster_resources().get("CPU", 0.0),
+            )  # fmt: skip
+        try:
+            ray.get(ref, timeout=self.startup_timeout_s)
+        except GetTimeoutError:
+            raise WorkerFailedError(self._timeout_message()) from None
 
     def submit(self, i: int, method: str, *args: Any) -> ray.ObjectRef:
         """Start ``method(*args)`` on worker ``i``; collect it with :meth:`result`."""
