@@ -27,6 +27,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.utils import obs_as_tensor
 
 ray = pytest.importorskip("ray")
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy  # noqa: E402
 
 from agents.presets import PolicyConfig, make_agent  # noqa: E402
 from agents.worker_rollouts import (  # noqa: E402
@@ -826,7 +827,7 @@ def test_a_worker_with_no_cpu_left_for_it_shares_the_others(ray_head, caplog):
             assert pool.pid(1) != old_pid
         assert time.monotonic() - start < 30
         assert pool.restarts == 1
-        assert "worker 1 re-created without a CPU of its own: the cluster has 0 of 2" in (
+        assert "worker 1 re-created without a CPU of its own: no node had one free for it" in (
             caplog.text
         )
         obs, _ = pool.call(1, "reset")
@@ -926,6 +927,30 @@ def test_workers_spread_over_a_two_node_cluster(ray_head, caplog):
             check = _BufferCheck()
             agent.learn(256, callback=check)
             assert len(check.gaps) == 2 and max(check.gaps) < 1e-4
+            # A worker whose connection dropped may have lost its node, which the GCS still
+            # lists for seconds: its replacement does not go there, though that node gets its
+            # CPU back and the head has none free (a task holds it): it shares the head's.
+            there = next(i for i in range(2) if venv.worker_node_id(i) == node2)
+            head = next(n for n in nodes if n != node2)
+            on_head = NodeAffinitySchedulingStrategy(head, soft=False)
+            hold = ray.remote(num_cpus=1, scheduling_strategy=on_head)(lambda: time.sleep(60))
+            held = hold.remote()
+            try:
+                deadline = time.monotonic() + 30
+                while ray.available_resources().get("CPU", 0) > 0:
+                    assert time.monotonic() < deadline, "the task did not take the head's CPU"
+                    time.sleep(0.1)
+                venv.pool.placement_timeout_s = 2
+                unreachable = ray.exceptions.ActorUnavailableError("connection dropped", None)
+                with caplog.at_level(logging.WARNING, logger="rlkit.distributed"):
+                    venv.pool.restart(there, unreachable)
+                assert venv.pool.nodes[there] == venv.worker_node_id(there) == head
+                assert (
+                    f"worker {there} re-created without a CPU of its own: no node but the one it "
+                    "left had one free for it within 2 s"
+                ) in caplog.text
+            finally:
+                ray.cancel(held, force=True)
         finally:
             venv.close()
 

@@ -15,7 +15,13 @@ from collections.abc import Callable
 from typing import Any
 
 import ray
-from ray.exceptions import GetTimeoutError, ObjectLostError, RayActorError, RayError
+from ray.exceptions import (
+    ActorUnavailableError,
+    GetTimeoutError,
+    ObjectLostError,
+    RayActorError,
+    RayError,
+)
 
 from envs.factory import EnvSpec
 from rlkit.core.errors import UserError
@@ -33,6 +39,13 @@ RESTART_SEED_STRIDE = 1_000_003
 #: it (``ObjectLostError``: a result over Ray's inline size, ~100 kB, stays in the worker's
 #: node's object store until then, as a prefetched fragment does).
 WORKER_LOST: tuple[type[RayError], ...] = (RayActorError, ObjectLostError)
+
+#: The deaths that say the worker's node, not only its process, may be gone: the connection
+#: to it dropped, or a result was lost with the node.
+NODE_LOST: tuple[type[RayError], ...] = (ActorUnavailableError, ObjectLostError)
+
+#: The label every Ray node carries with its id (``ray._raylet.RAY_NODE_ID_KEY``).
+NODE_ID_LABEL = "ray.io/node-id"
 
 
 class WorkerFailedError(UserError, RuntimeError):
@@ -116,6 +129,8 @@ class WorkerPool:
         self._driver_node = _driver_node_id()
         #: Whether each worker compresses its results (see ``compress``), as it answered.
         self.compressing = [False] * n_workers
+        #: The node each worker runs on (its id, hex).
+        self.nodes: list[str | None] = [None] * n_workers
         cluster_cpus = float(ray.cluster_resources().get("CPU", 1.0))
         self.spec = spec
         self.seed = seed
@@ -156,9 +171,10 @@ class WorkerPool:
     def _set_compression(self, i: int) -> None:
         """Tell worker ``i`` whether to compress its results, as ``compress`` says, and note
         what it answers."""
+        self.nodes[i] = self.node_id(i)
         on = self.compress
         if on is None:
-            on = self._driver_node is None or self.node_id(i) != self._driver_node
+            on = self._driver_node is None or self.nodes[i] != self._driver_node
         self.compressing[i] = bool(self.call(i, "set_compress", on))
 
     def _check_niceness(self) -> None:
@@ -182,11 +198,15 @@ class WorkerPool:
     def n_workers(self) -> int:
         return len(self.handles)
 
-    def _create(self, i: int, num_cpus: float | None = None) -> Any:
+    def _create(self, i: int, num_cpus: float | None = None, avoid: str | None = None) -> Any:
+        """A new actor for worker ``i`` (``num_cpus``: instead of the pool's; ``avoid``: the id
+        of a node it must not be placed on)."""
         first = self.ranges[i].start
         seed = self.seed + RESTART_SEED_STRIDE * self.worker_restarts[i]
         cpus = self.num_cpus if num_cpus is None else num_cpus
         options = {"num_cpus": cpus, "max_restarts": 0, "scheduling_strategy": "SPREAD"}
+        if avoid is not None:
+            options["label_selector"] = {NODE_ID_LABEL: f"!{avoid}"}
         return (
             _remote_worker()
             .options(**options)
@@ -235,9 +255,10 @@ class WorkerPool:
             self.max_restarts,
         )
         ray.kill(self.handles[i], no_restart=True)
-        self.handles[i] = self._create(i)
+        avoid = self._lost_node(i, error)
+        self.handles[i] = self._create(i, avoid=avoid)
         try:
-            self._wait_placed(i)
+            self._wait_placed(i, avoid)
         except WORKER_LOST as exc:
             self.restart(i, exc)
             return
@@ -245,26 +266,40 @@ class WorkerPool:
         if self.on_restart is not None:
             self.on_restart(i)
 
-    def _wait_placed(self, i: int) -> None:
+    def _lost_node(self, i: int, error: BaseException) -> str | None:
+        """The node that dead worker ``i``'s replacement must avoid: its old one, where
+        ``error`` says that node may be gone (the GCS takes seconds to declare it dead, and
+        until then may place the replacement there, to die with it) and the cluster has
+        another; None otherwise (its process died: its node may take the replacement)."""
+        old = self.nodes[i]
+        if old is None or not isinstance(error, NODE_LOST):
+            return None
+        others = [n for n in ray.nodes() if n["Alive"] and n["NodeID"] != old]
+        return old if others else None
+
+    def _wait_placed(self, i: int, avoid: str | None = None) -> None:
         """Wait for re-created worker ``i`` to be ready. If it is still waiting for a CPU after
-        ``placement_timeout_s`` and no CPU is free (its node was lost, and the others are
-        full), re-create it without a CPU of its own, sharing the others' (with a warning),
-        so that the run goes on more slowly rather than stopping.
+        ``placement_timeout_s`` and no CPU is free for it (its node was lost, and the others
+        are full), re-create it without a CPU of its own, sharing the others' (with a warning),
+        so that the run goes on more slowly rather than stopping. ``avoid``: as for
+        :meth:`_create`.
 
         Raises:
             WorkerFailedError: it is not ready within ``startup_timeout_s`` even so.
         """
         ref = self.handles[i].ready.remote()
         ready, _ = ray.wait([ref], timeout=min(self.placement_timeout_s, self.startup_timeout_s))
-        if not ready and ray.available_resources().get("CPU", 0.0) < self.num_cpus:
+        # (The CPUs free on the node to avoid are not for it.)
+        no_room = avoid is not None or ray.available_resources().get("CPU", 0.0) < self.num_cpus
+        if not ready and no_room:
             ray.kill(self.handles[i], no_restart=True)
-            self.handles[i] = self._create(i, num_cpus=0)
+            self.handles[i] = self._create(i, num_cpus=0, avoid=avoid)
             ref = self.handles[i].ready.remote()
             logger.warning(
-                "Ray rollout worker %d re-created without a CPU of its own: the cluster has "
-                "%g of %g CPUs free (a node lost?); it shares the other workers' CPUs",
-                i, ray.available_resources().get("CPU", 0.0),
-                ray.cluster_resources().get("CPU", 0.0),
+                "Ray rollout worker %d re-created without a CPU of its own: no node%s had one "
+                "free for it within %g s (a node lost?); it shares the other workers' CPUs",
+                i, "" if avoid is None else " but the one it left",
+                min(self.placement_timeout_s, self.startup_timeout_s),
             )  # fmt: skip
         try:
             ray.get(ref, timeout=self.startup_timeout_s)
