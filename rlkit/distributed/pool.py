@@ -1,9 +1,11 @@
-"""A pool of rollout-worker actors that re-creates a worker when its process dies.
+"""A pool of rollout-worker actors that re-creates a worker when its process or node dies.
 
 Ray can restart actors by itself (``max_restarts``), but it re-runs the constructor with
 the same arguments, so the envs would replay the same seeds, and a queued call on a
 restarting actor may wait rather than fail. The pool instead kills the dead actor's handle
-and creates a fresh one with a new seed, counting restarts per worker.
+and creates a fresh one with a new seed, counting restarts per worker: on another node than
+the old one where that node may be lost, and without a CPU of its own where no node has one
+free for it, so that losing a node slows a run down instead of stopping it.
 """
 
 from __future__ import annotations
