@@ -831,9 +831,9 @@ def test_a_worker_with_no_cpu_left_for_it_shares_the_others(ray_head, caplog):
             caplog.text
         )
         obs, _ = pool.call(1, "reset")
-        np.testing.assert_array_equal(
-            obs, RolloutWorker(spec, RESTART_SEED_STRIDE, 1, 1).reset()[0]
-        )
+        twin = RolloutWorker(spec, RESTART_SEED_STRIDE, 1, 1)
+        np.testing.assert_array_equal(obs, twin.reset()[0])
+        twin.close()
     finally:
         if blocker is not None:
             ray.cancel(blocker, force=True)
@@ -873,9 +873,10 @@ def test_workers_spread_over_a_two_node_cluster(ray_head, caplog):
     --address=HEAD:PORT`, here with its own CPU and a `node2` resource); two workers run on
     the two nodes and step exactly like make_vec_env. The head was started without
     RAY_worker_niceness, so its worker runs 15 steps nicer than this process and the pool
-    says so. Then the node is lost (its processes killed, as a crashed machine's) while the
-    fragment its worker finished waits there for the driver: the fragment is lost with the
-    node, and the worker is re-created on the head and samples it again. Runs last."""
+    says so. A worker whose connection drops is re-created away from its node. Then the node
+    is lost (its processes killed, as a crashed machine's) while the fragment its worker
+    finished waits there for the driver: the fragment is lost with the node, and the worker
+    is re-created on the head and samples it again. Runs last."""
     temp_dir = tempfile.mkdtemp(prefix="rlray")
     args = [
         f"--address={ray_head}",
