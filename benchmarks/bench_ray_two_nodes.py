@@ -18,7 +18,9 @@ steps on a RayVecEnv whose 2 workers take the rollouts themselves (as ``prefs tr
 sampling fragments.
 With ``--prefs-steps N`` it times the README's cluster command itself instead,
 ``rlkit prefs train --env ENV --steps N --labels 100 --ray-workers 2 --ray-address HEAD:PORT``,
-on each layout.
+on each layout; with ``--lose-node-at S`` too, the second node crashes (its processes are
+killed) S seconds into the two-node run, which must still finish (its worker restarts and
+whether the replacement had to share a CPU are reported).
 
 With ``--link RATE`` (e.g. ``1gbit``, ``125mbit``; needs root) the second node sits in a network
 namespace of its own, joined to the head's by a veth pair that ``tc`` (a token bucket) holds to
@@ -150,10 +152,11 @@ def shaped_link(rate: str) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def cluster(nodes: int, netns: str | None = None) -> Iterator[str]:
-    """A fresh cluster's address: a head with ``2 / nodes`` CPUs and, for 2 nodes, a second
-    node with the other CPU (in network namespace ``netns``, across a :func:`shaped_link`,
-    if given); stopped (and its temp folders removed) on exit."""
+def cluster(nodes: int, netns: str | None = None) -> Iterator[tuple[str, list[subprocess.Popen]]]:
+    """A fresh cluster's address and its nodes' ``ray start`` processes: a head with
+    ``2 / nodes`` CPUs and, for 2 nodes, a second node with the other CPU (in network
+    namespace ``netns``, across a :func:`shaped_link`, if given); stopped (and its temp
+    folders removed) on exit."""
     host = LINK_HEAD_IP if netns else "127.0.0.1"
     port = _free_port()
     temp_dirs = [tempfile.mkdtemp(prefix="rlb") for _ in range(nodes)]
@@ -176,7 +179,7 @@ def cluster(nodes: int, netns: str | None = None) -> Iterator[str]:
             if netns:
                 second.append(f"--node-ip-address={LINK_NODE_IP}")
             procs.append(_ray_start(second, temp_dirs[1], netns))
-        yield address
+        yield address, procs
     finally:
         for proc in reversed(procs):
             _stop(proc)
@@ -269,23 +272,57 @@ def _measure_training(
 def run_prefs(args: argparse.Namespace, env_id: str, nodes: int) -> dict:
     """Wall-clock of the README's cluster command, ``rlkit prefs train ... --ray-workers 2
     --ray-address HEAD:PORT``, on a fresh cluster of ``nodes`` nodes (a short run, no eval)."""
-    with cluster(nodes, args.netns) as address, tempfile.TemporaryDirectory(prefix="rlb-") as tmp:
+    lose = args.lose_node_at if nodes == 2 else None
+    with (
+        cluster(nodes, args.netns) as (address, procs),
+        tempfile.TemporaryDirectory(prefix="rlb-") as tmp,
+    ):
         cmd = [str(RAY_BIN.with_name("rlkit")), "prefs", "train", "--env", env_id,
                "--steps", str(args.prefs_steps), "--labels", "100", "--eval-episodes", "0",
                "--seed", "0", "--ray-workers", "2", "--ray-address", address,
                "--run-dir", str(Path(tmp) / "run")]  # fmt: skip
+        _wait_for_nodes(address, nodes)  # or the run would size its workers for the head alone
         start = time.perf_counter()
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+        run = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        if lose is not None:
+            time.sleep(lose)  # then the second node crashes: its processes are killed
+            os.killpg(procs[1].pid, signal.SIGKILL)
+        output, _ = run.communicate(timeout=1800)
         wall = time.perf_counter() - start
+    if run.returncode != 0:
+        raise SystemExit(f"error: prefs train failed: {output.strip().splitlines()[-1:]}")
+    row = {"env": env_id, "command": "prefs train", "nodes": nodes, "link": args.link,
+           "steps": args.prefs_steps, "wall_s": wall}  # fmt: skip
+    if lose is not None:
+        row.update(lost_node_at_s=lose, worker_restarts=output.count("died ("),
+                   shared_cpu=output.count("without a CPU of its own"))  # fmt: skip
+    return row
+
+
+_WAIT_FOR_NODES = """
+import sys, time
+import ray
+ray.init(address=sys.argv[1], logging_level="ERROR", log_to_driver=False)
+deadline = time.monotonic() + 60
+while sum(n["Alive"] for n in ray.nodes()) < int(sys.argv[2]) or ray.cluster_resources()["CPU"] < 2:
+    if time.monotonic() > deadline:
+        sys.exit(f"the cluster did not reach {sys.argv[2]} nodes in 60 s")
+    time.sleep(0.5)
+"""
+
+
+def _wait_for_nodes(address: str, nodes: int) -> None:
+    """Wait (in a throwaway driver) until the cluster at ``address`` has ``nodes`` nodes and
+    both CPUs."""
+    out = subprocess.run([sys.executable, "-c", _WAIT_FOR_NODES, address, str(nodes)],
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
     if out.returncode != 0:
-        raise SystemExit(f"error: prefs train failed: {out.stderr.strip().splitlines()[-1:]}")
-    return {"env": env_id, "command": "prefs train", "nodes": nodes, "link": args.link,
-            "steps": args.prefs_steps, "wall_s": wall}  # fmt: skip
+        raise SystemExit(f"error: {out.stderr.strip().splitlines()[-1:]}")
 
 
 def run_layout(args: argparse.Namespace, spec: EnvSpec, nodes: int, compress: str) -> dict:
     env_id = spec.env_id
-    with cluster(nodes, args.netns) as address:
+    with cluster(nodes, args.netns) as (address, _):
         cmd = [sys.executable, __file__, "--measure", address, "--nodes", str(nodes),
                "--render-state", "on" if spec.render_state else "off",
                "--envs", env_id, "--n-envs", str(args.n_envs),
@@ -326,6 +363,13 @@ def main() -> None:
         " many steps on each layout",
     )
     parser.add_argument(
+        "--lose-node-at",
+        type=float,
+        metavar="SECONDS",
+        help="with --prefs-steps: kill the second node's processes this many seconds into the "
+        "two-node run (a crashed machine); the run must finish on the head",
+    )
+    parser.add_argument(
         "--train-steps",
         type=int,
         default=0,
@@ -354,6 +398,8 @@ def main() -> None:
     parser.add_argument("--nodes", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
+    if args.lose_node_at is not None and not args.prefs_steps:
+        parser.error("--lose-node-at needs --prefs-steps")
     if args.measure:
         spec = EnvSpec(args.envs[0], render_state=args.render_state == "on")
         length = args.fragment_length or _length(spec.env_id)
@@ -379,6 +425,7 @@ def run(args: argparse.Namespace) -> list[dict]:
                     print(json.dumps(row), flush=True)
             ratios = [b / a for a, b in zip(walls[1], walls[2], strict=True)]
             summary = {"env": env_id, "command": "prefs train", "link": args.link,
+                       "lost_node_at_s": args.lose_node_at,
                        "two_nodes_wall_vs_one": ratios}  # fmt: skip
             rows.append(summary)
             print(json.dumps(summary), flush=True)
