@@ -946,6 +946,9 @@ def test_workers_spread_over_a_two_node_cluster(ray_head, caplog):
                 with caplog.at_level(logging.WARNING, logger="rlkit.distributed"):
                     venv.pool.restart(there, unreachable)
                 assert venv.pool.nodes[there] == venv.worker_node_id(there) == head
+                assert f"worker {there} died (its connection dropped, its node may be lost" in (
+                    caplog.text
+                )
                 assert (
                     f"worker {there} re-created without a CPU of its own: no node but the one it "
                     "left had one free for it within 2 s"

@@ -244,6 +244,8 @@ class WorkerPool:
         cause = error_line(error)
         if isinstance(error, ObjectLostError):  # Ray's line would only name the object
             cause = f"a result it had finished was lost with its node: {type(error).__name__}"
+        elif isinstance(error, ActorUnavailableError):  # Ray's line: an RPC error, and a guess
+            cause = f"its connection dropped, its node may be lost: {type(error).__name__}"
         if self.worker_restarts[i] > self.max_restarts:
             raise WorkerFailedError(
                 f"Ray rollout worker {i} died {self.worker_restarts[i]} times "
