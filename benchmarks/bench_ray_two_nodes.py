@@ -202,7 +202,6 @@ def measure(
     cluster at ``address``, once it has ``nodes`` nodes, its workers compressing their
     fragments as ``compress`` says (``auto``: those on another node; ``off``); prints one
     JSON line."""
-    import ray
     import torch
 
     from rlkit.distributed import FragmentSampler, RandomPolicy, connect
@@ -210,11 +209,7 @@ def measure(
 
     torch.set_num_threads(1)
     connect(address)
-    deadline = time.monotonic() + 60
-    while sum(n["Alive"] for n in ray.nodes()) < nodes or ray.cluster_resources()["CPU"] < 2:
-        if time.monotonic() > deadline:
-            raise SystemExit(f"error: the cluster did not reach {nodes} nodes in 60 s")
-        time.sleep(0.5)
+    await_nodes(nodes)
     if nodes == 2:  # the GCS lists a node before the head's scheduler may place work there
         time.sleep(3)
     if train_steps:
@@ -299,23 +294,21 @@ def run_prefs(args: argparse.Namespace, env_id: str, nodes: int) -> dict:
     return row
 
 
-_WAIT_FOR_NODES = """
-import sys, time
-import ray
-ray.init(address=sys.argv[1], logging_level="ERROR", log_to_driver=False)
-deadline = time.monotonic() + 60
-while sum(n["Alive"] for n in ray.nodes()) < int(sys.argv[2]) or ray.cluster_resources()["CPU"] < 2:
-    if time.monotonic() > deadline:
-        sys.exit(f"the cluster did not reach {sys.argv[2]} nodes in 60 s")
-    time.sleep(0.5)
-"""
+def await_nodes(nodes: int) -> None:
+    """In a driver connected to the cluster: wait until it has ``nodes`` nodes and both CPUs."""
+    import ray
+
+    deadline = time.monotonic() + 60
+    while sum(n["Alive"] for n in ray.nodes()) < nodes or ray.cluster_resources()["CPU"] < 2:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"error: the cluster did not reach {nodes} nodes in 60 s")
+        time.sleep(0.5)
 
 
 def _wait_for_nodes(address: str, nodes: int) -> None:
-    """Wait (in a throwaway driver) until the cluster at ``address`` has ``nodes`` nodes and
-    both CPUs."""
-    out = subprocess.run([sys.executable, "-c", _WAIT_FOR_NODES, address, str(nodes)],
-                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    """:func:`await_nodes` for the cluster at ``address``, in a throwaway driver process."""
+    cmd = [sys.executable, __file__, "--await-nodes", address, "--nodes", str(nodes)]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     if out.returncode != 0:
         raise SystemExit(f"error: {out.stderr.strip().splitlines()[-1:]}")
 
@@ -395,11 +388,18 @@ def main() -> None:
         "or not ('off'), or measure both on two nodes",
     )
     parser.add_argument("--measure", help=argparse.SUPPRESS)  # the driver, in a child process
+    parser.add_argument("--await-nodes", help=argparse.SUPPRESS)  # a throwaway driver
     parser.add_argument("--nodes", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     if args.lose_node_at is not None and not args.prefs_steps:
         parser.error("--lose-node-at needs --prefs-steps")
+    if args.await_nodes:
+        from rlkit.distributed import connect
+
+        connect(args.await_nodes)
+        await_nodes(args.nodes)
+        return
     if args.measure:
         spec = EnvSpec(args.envs[0], render_state=args.render_state == "on")
         length = args.fragment_length or _length(spec.env_id)

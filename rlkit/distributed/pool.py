@@ -171,8 +171,8 @@ class WorkerPool:
             )  # fmt: skip
 
     def _set_compression(self, i: int) -> None:
-        """Tell worker ``i`` whether to compress its results, as ``compress`` says, and note
-        what it answers."""
+        """Note worker ``i``'s node, tell it whether to compress its results, as ``compress``
+        says, and note what it answers."""
         self.nodes[i] = self.node_id(i)
         on = self.compress
         if on is None:
@@ -292,18 +292,19 @@ class WorkerPool:
             WorkerFailedError: it is not ready within ``startup_timeout_s`` even so.
         """
         ref = self.handles[i].ready.remote()
-        ready, _ = ray.wait([ref], timeout=min(self.placement_timeout_s, self.startup_timeout_s))
+        patience = min(self.placement_timeout_s, self.startup_timeout_s)
+        ready, _ = ray.wait([ref], timeout=patience)
         # (The CPUs free on the node to avoid are not for it.)
-        no_room = avoid is not None or ray.available_resources().get("CPU", 0.0) < self.num_cpus
-        if not ready and no_room:
+        if not ready and (
+            avoid is not None or ray.available_resources().get("CPU", 0.0) < self.num_cpus
+        ):
             ray.kill(self.handles[i], no_restart=True)
             self.handles[i] = self._create(i, num_cpus=0, avoid=avoid)
             ref = self.handles[i].ready.remote()
             logger.warning(
                 "Ray rollout worker %d re-created without a CPU of its own: no node%s had one "
                 "free for it within %g s (a node lost?); it shares the other workers' CPUs",
-                i, "" if avoid is None else " but the one it left",
-                min(self.placement_timeout_s, self.startup_timeout_s),
+                i, "" if avoid is None else " but the one it left", patience,
             )  # fmt: skip
         try:
             ray.get(ref, timeout=self.startup_timeout_s)

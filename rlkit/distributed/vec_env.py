@@ -205,7 +205,7 @@ class RayVecEnv(VecEnv):
         """The compiled step graph, compiled on first use; ``None``: use actor calls."""
         if self._graph is None and self._use_graph:
             here = ray.get_runtime_context().get_node_id()
-            if any(self.pool.node_id(i) != here for i in range(self.pool.n_workers)):
+            if any(node != here for node in self.pool.nodes):
                 # Across nodes a graph's channels go through the raylets' RPCs, which were
                 # unreliable in our two-node test (a worker lost mid-step), and the gain
                 # is the same-node shared memory anyway.
