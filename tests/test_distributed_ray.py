@@ -49,6 +49,7 @@ from rlkit.distributed import (  # noqa: E402
     make_ray_vec_env,
     shutdown,
 )
+from rlkit.distributed.connection import error_line  # noqa: E402
 from rlkit.distributed.pool import RESTART_SEED_STRIDE, WorkerPool  # noqa: E402
 from rlkit.distributed.worker import RolloutWorker  # noqa: E402
 from rlkit.loops.segment_recorder import FragmentSegmenter  # noqa: E402
@@ -109,6 +110,21 @@ def _ray_start(
     return proc, log_path
 
 
+def _wait_for_head(proc: subprocess.Popen, log: Path, port: int) -> None:
+    """Wait for `ray start --head --port=PORT` (``proc``, logging to ``log``) to open its port."""
+    deadline = time.monotonic() + 60
+    while True:
+        if proc.poll() is not None:
+            pytest.fail(f"ray start exited with {proc.returncode}: {log.read_text()}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                pytest.fail("ray start --head did not open its port within 60 s")
+            time.sleep(0.2)
+
+
 @pytest.fixture(scope="module")
 def ray_head():
     """The address ``127.0.0.1:PORT`` of a fresh head node, connected to this process."""
@@ -130,17 +146,7 @@ def ray_head():
     proc, log = _ray_start(args, temp_dir, health)
     address = f"127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"ray start exited with {proc.returncode}: {log.read_text()}")
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    pytest.fail("ray start --head did not open its port within 60 s")
-                time.sleep(0.2)
+        _wait_for_head(proc, log, port)
         shutdown()
         connect(address)
         yield address
@@ -866,6 +872,124 @@ def test_a_rollout_stopped_by_a_callback_is_still_stepped_through(ray_head):
         assert max(check.gaps) < 1e-4 and agent.num_timesteps == 2 * 64 + 256
     finally:
         venv.close()
+
+
+def test_a_worker_lost_with_the_clusters_head_stops_the_pool_without_a_restart(
+    ray_head, monkeypatch
+):
+    """A worker died and the head's GCS no longer answers (here: its address made a closed
+    port's): no replacement can be made, so the pool raises ClusterLostError, a one-line
+    error that the run stopped with what it saved intact, once the head has had its grace to
+    answer; it counts no restart, and closing it only forgets the workers (Ray's calls would
+    wait for the GCS)."""
+    import rlkit.distributed.pool as pool_module
+    from rlkit.core.errors import RunStoppedError
+    from rlkit.core.port import GRACE_S
+    from rlkit.distributed import ClusterLostError
+
+    pool = WorkerPool(EnvSpec("Hopper-v5"), n_envs=1, n_workers=1, seed=0)
+    handle = pool.handles[0]
+    try:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            gone = f"127.0.0.1:{s.getsockname()[1]}"
+        monkeypatch.setattr(pool_module, "head_address", lambda: gone)
+        died = ray.exceptions.ActorDiedError()
+        t0 = time.monotonic()
+        with pytest.raises(ClusterLostError) as lost:
+            pool.restart(0, died)
+        assert GRACE_S - 1 <= time.monotonic() - t0 < GRACE_S + 10
+        assert isinstance(lost.value, RunStoppedError) and lost.value.exit_code == 1
+        assert lost.value.cluster_lost
+        assert str(lost.value) == (
+            f"lost the Ray cluster: its head's GCS at {gone} no longer answers (rollout worker 0"
+            f" died: {error_line(died)})"
+        )
+        assert pool.lost and pool.restarts == 0 and pool.worker_restarts == [0]
+        assert pool.handles == [handle]  # the dead worker was not replaced
+        pool.close()
+        assert pool.handles == []
+    finally:
+        ray.kill(handle, no_restart=True)  # the head is alive here after all
+
+
+def test_a_run_whose_clusters_head_is_lost_says_so_in_one_line_and_resumes_on_a_new_one(
+    tmp_path,
+):
+    """The head of the cluster a `prefs train` run joined is lost mid-run (every process of
+    it killed, as a crashed machine's). Ray either ends the driver's process itself (when it
+    was reading from the head's object store) or the driver sees its workers die and finds
+    the head's GCS gone; either way the run exits 1 with one line that says the cluster was
+    lost, what is saved and how to go on, and no traceback. Its checkpoint and labels are
+    intact, and --resume with a new head's address finishes the run. (Its own heads: the
+    module's must live on; the run is a separate process, as Ray may end it.)"""
+    from rlkit.core.checkpoint import CheckpointManager
+    from rlkit.store import Store
+
+    heads: list[tuple[subprocess.Popen, str]] = []
+
+    def new_head() -> int:
+        port, temp_dir = _free_port(), tempfile.mkdtemp(prefix="rlray")
+        proc, log = _ray_start(
+            ["--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=false",
+             f"--ray-client-server-port={_free_port()}", f"--dashboard-port={_free_port()}",
+             f"--dashboard-agent-listen-port={_free_port()}"],
+            temp_dir,
+        )  # fmt: skip
+        heads.append((proc, temp_dir))
+        _wait_for_head(proc, log, port)
+        return port
+
+    rlkit = str(Path(sys.executable).with_name("rlkit"))
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    run = tmp_path / "lost"
+    driver = None
+    try:
+        port = new_head()
+        args = _tiny_ray_prefs(f"127.0.0.1:{port}", run)  # two rounds of 512 steps
+        driver = subprocess.Popen(
+            [rlkit, *args, "--checkpoint-every", "512"], env=env, text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        first = run / "checkpoints" / "step_0000000512"
+        deadline = time.monotonic() + 120
+        while not first.exists():
+            assert driver.poll() is None, driver.communicate()
+            assert time.monotonic() < deadline, "no checkpoint at step 512 within 120 s"
+            time.sleep(0.05)
+        os.killpg(heads[0][0].pid, signal.SIGKILL)
+        _, err = driver.communicate(timeout=120)
+        assert driver.returncode == 1, err
+        assert "Traceback" not in err
+        line = err.strip().splitlines()[-1]
+        assert line.startswith("error: lost the Ray cluster: its head's GCS at "), err
+        assert f":{port} no longer answers" in line
+        labels = Store(run).count_labels()
+        step = CheckpointManager(run).latest().name
+        assert f"; stopped; checkpoint {step} and all {labels} stored labels are saved: " in line
+        assert line.endswith(
+            f"`rlkit prefs train --run-dir {run} --resume` continues once the cluster is up"
+            " again (a new head: add --ray-address HOST:PORT)"
+        )
+        _, state = CheckpointManager(run).load_latest()
+        assert state["step"] == 512 and 0 < labels < 10
+
+        port = new_head()
+        resumed = subprocess.run(
+            [rlkit, "prefs", "train", "--run-dir", str(run), "--resume",
+             "--ray-address", f"127.0.0.1:{port}"],
+            env=env, text=True, capture_output=True, timeout=300,
+        )  # fmt: skip
+        assert resumed.returncode == 0, resumed.stderr
+        _, state = CheckpointManager(run).load_latest()
+        assert state["step"] == 1024 and Store(run).count_labels() == 10
+    finally:
+        if driver is not None and driver.poll() is None:
+            driver.kill()
+            driver.communicate()
+        for proc, temp_dir in heads:
+            _stop(proc)
+            shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def test_workers_spread_over_a_two_node_cluster(ray_head, caplog):

@@ -16,8 +16,9 @@ from rich.console import Console
 from rich.table import Table
 
 from rlkit.cli import run_tyro
+from rlkit.commands.exit_watch import ExitWatch
 from rlkit.core.checkpoint import CheckpointManager
-from rlkit.core.errors import UserError
+from rlkit.core.errors import RunStoppedError, UserError
 from rlkit.core.rundir import (
     RESUME_FLAGS,
     changed_settings,
@@ -171,6 +172,26 @@ def _interrupted(run_dir: Path, what: str = "interrupted") -> str:
     )
 
 
+def _exit_watch(cfg: PrefsConfig, run_dir: Path) -> ExitWatch | None:
+    """For a run on a cluster it joined: a watch that prints the run's error line if Ray ends
+    this process when the cluster's head is lost (:mod:`rlkit.commands.exit_watch`)."""
+    if not cfg.ray_workers or cfg.ray_address is None:
+        return None
+    from rlkit.distributed.connection import head_address
+
+    head = head_address()
+    return None if head is None else ExitWatch(head, run_dir)
+
+
+def stopped_line(message: str, run_dir: Path, cluster_lost: bool = False) -> str:
+    """The one line for a run that ``message`` stopped mid-run: what it saved and how to go
+    on (``cluster_lost``: on a Ray cluster it joined, now gone)."""
+    line = f"error: {message}; {_interrupted(run_dir, 'stopped')}"
+    if cluster_lost:
+        line += " once the cluster is up again (a new head: add --ray-address HOST:PORT)"
+    return line
+
+
 def _check_one_rollout(cfg: PrefsConfig, kind: str) -> None:
     """``--steps`` is rounded up to whole rollouts: refuse a budget under one, which would
     silently run a whole rollout (a million steps with ``--n-envs 1000``)."""
@@ -291,7 +312,9 @@ def train(argv: list[str]) -> int:
     # The first Ctrl-C or SIGTERM stops the run at the end of its round, checkpointed; a
     # second one stops it at once (rlkit.core.stop).
     stop = GracefulStop(announce=lambda line: console.print(line, soft_wrap=True))
+    watch = None
     try:
+        watch = _exit_watch(cfg, run_dir)
         with stop:
             summary = loop.run(resume=cfg.resume, stop=stop)
     except StopRequested as exc:
@@ -300,8 +323,16 @@ def train(argv: list[str]) -> int:
     except KeyboardInterrupt:
         print(_interrupted(run_dir), file=sys.stderr)
         return 128 + int(stop.requested or signal.SIGINT)
+    except RunStoppedError as exc:  # e.g. the Ray cluster lost: what was saved is intact
+        print(stopped_line(str(exc), run_dir, exc.cluster_lost and bool(cfg.ray_address)),
+              file=sys.stderr)  # fmt: skip
+        return exc.exit_code
     finally:
-        loop.close()
+        try:
+            loop.close()
+        finally:
+            if watch is not None:
+                watch.done()
     table = Table(title=f"rlkit prefs: {cfg.env}", show_header=False)
     table.add_row("true return, before", _fmt(summary.true_return_before))
     table.add_row("true return, after", _fmt(summary.true_return_after))

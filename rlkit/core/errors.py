@@ -12,6 +12,17 @@ class UserError(Exception):
         self.exit_code = exit_code
 
 
+class RunStoppedError(UserError):
+    """A run that cannot go on, with everything it saved intact (labels, its last checkpoint):
+    exit code 1, and the command adds how to resume it."""
+
+    #: The run lost the (Ray) cluster it ran on: resuming needs one up again.
+    cluster_lost: bool = False
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, exit_code=1)
+
+
 class ConfigError(UserError):
     """An invalid setting in a config dataclass, raised by its ``__post_init__``.
 

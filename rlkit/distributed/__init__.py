@@ -12,16 +12,18 @@ on an existing cluster.
   worker-side policy, for the segment pool.
 
 Workers whose process dies are re-created (:class:`WorkerPool`); one that keeps dying
-raises :class:`WorkerFailedError`. This package imports Ray; nothing below it does.
+raises :class:`WorkerFailedError`; a lost head (the cluster's GCS) raises
+:class:`ClusterLostError` within seconds. This package imports Ray; nothing below it does.
 """
 
 from rlkit.distributed.connection import check_address, connect, shutdown
 from rlkit.distributed.policies import RandomPolicy, SB3Policy, WorkerPolicy
-from rlkit.distributed.pool import WorkerFailedError, WorkerPool
+from rlkit.distributed.pool import ClusterLostError, WorkerFailedError, WorkerPool
 from rlkit.distributed.sampler import FragmentSampler
 from rlkit.distributed.vec_env import RayVecEnv, make_ray_vec_env
 
 __all__ = [
+    "ClusterLostError",
     "FragmentSampler",
     "RandomPolicy",
     "RayVecEnv",

@@ -265,6 +265,19 @@ def connect(address: str | None = None, timeout_s: float = CONNECT_TIMEOUT_S) ->
     logger.info("connected to Ray: %s", ray.cluster_resources())
 
 
+def head_address() -> str | None:
+    """``HOST:PORT`` of the GCS (on the head node) of the cluster this process is connected
+    to; None when it is not connected, or connected through Ray Client (whose driver runs on
+    the head and may not reach the GCS port from here)."""
+    if not ray.is_initialized():
+        return None
+    from ray.util.client import ray as client_ray
+
+    if client_ray.is_connected():
+        return None
+    return ray.get_runtime_context().gcs_address
+
+
 def shutdown() -> None:
     """Disconnect from Ray (and stop the local instance if :func:`connect` started one)."""
     if ray.is_initialized():

@@ -26,8 +26,9 @@ from ray.exceptions import (
 )
 
 from envs.factory import EnvSpec
-from rlkit.core.errors import UserError
-from rlkit.distributed.connection import connect, error_line
+from rlkit.core.errors import RunStoppedError, UserError
+from rlkit.core.port import port_answers
+from rlkit.distributed.connection import connect, error_line, head_address
 from rlkit.distributed.worker import RolloutWorker
 
 logger = logging.getLogger("rlkit.distributed")
@@ -50,14 +51,18 @@ NODE_LOST: tuple[type[RayError], ...] = (ActorUnavailableError, ObjectLostError)
 NODE_ID_LABEL = "ray.io/node-id"
 
 
-class WorkerFailedError(UserError, RuntimeError):
+class WorkerFailedError(RunStoppedError, RuntimeError):
     """A rollout worker died more often than allowed, or could not be started.
 
     A :class:`UserError` with exit code 1: the CLI prints it as one line.
     """
 
-    def __init__(self, message: str) -> None:
-        super().__init__(message, exit_code=1)
+
+class ClusterLostError(WorkerFailedError):
+    """The cluster's head is gone (its GCS no longer answers): no worker can be re-created,
+    and the driver cannot go on. Ray would end the driver's process 60 s later."""
+
+    cluster_lost = True
 
 
 def split_envs(n_envs: int, n_workers: int) -> list[range]:
@@ -145,6 +150,8 @@ class WorkerPool:
         self.on_restart = on_restart
         self.restarts = 0
         self.worker_restarts = [0] * n_workers
+        #: Whether the cluster was lost (:class:`ClusterLostError`).
+        self.lost = False
         self.handles: list[Any] = [self._create(i) for i in range(n_workers)]
         try:
             self._start()
@@ -237,15 +244,24 @@ class WorkerPool:
         with a CPU free, or sharing the others' CPUs where none is (see :meth:`_wait_placed`).
 
         Raises:
+            ClusterLostError: the cluster's head does not answer (checked first: a worker
+                cannot be re-created without it).
             WorkerFailedError: worker ``i`` has died more than ``max_restarts`` times.
         """
-        self.worker_restarts[i] += 1
-        self.restarts += 1
         cause = error_line(error)
         if isinstance(error, ObjectLostError):  # Ray's line would only name the object
             cause = f"a result it had finished was lost with its node: {type(error).__name__}"
         elif isinstance(error, ActorUnavailableError):  # Ray's line: an RPC error, and a guess
             cause = f"its connection dropped, its node may be lost: {type(error).__name__}"
+        head = head_address()
+        if head is not None and not port_answers(head):
+            self.lost = True
+            raise ClusterLostError(
+                f"lost the Ray cluster: its head's GCS at {head} no longer answers (rollout "
+                f"worker {i} died: {cause})"
+            ) from error
+        self.worker_restarts[i] += 1
+        self.restarts += 1
         if self.worker_restarts[i] > self.max_restarts:
             raise WorkerFailedError(
                 f"Ray rollout worker {i} died {self.worker_restarts[i]} times "
@@ -364,7 +380,11 @@ class WorkerPool:
         return str(self.call(i, "node_id"))
 
     def close(self) -> None:
-        """Close every worker's envs and end the actors (safe to call twice)."""
+        """Close every worker's envs and end the actors (safe to call twice; with the
+        cluster lost, only forgets them)."""
+        if self.lost:
+            self.handles = []
+            return
         refs = [h.close.remote() for h in self.handles]
         try:
             ray.get(refs, timeout=10)

@@ -1,0 +1,92 @@
+"""A line for a run that Ray ended abruptly, printed by a small process that outlives it.
+
+When a driver loses its Ray cluster's head, Ray's C++ core may end the driver's process
+itself, skipping Python altogether: at once (``_exit(1)``, no output) when the driver was
+reading from the head's object store, or after 60 s of trying to reach the GCS. No
+``except`` or ``finally`` runs, so the run cannot say what happened or how to resume.
+:class:`ExitWatch` starts a child process that waits on a pipe from the run: the run
+writes ``done`` when it ends normally (however it ends in Python); if the pipe closes
+without it, the run's process was ended from outside Python, and if the cluster's head no
+longer answers either, the child prints the run's one-line error (what was saved, how to
+resume) to the stderr it shares with the run.
+
+    python -m rlkit.commands.exit_watch HEAD_HOST:PORT RUN_DIR   # started by ExitWatch
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+DONE = b"done"
+
+
+class ExitWatch:
+    """Watch this process's end while it uses the Ray cluster whose GCS is at ``head``.
+
+    Args:
+        head: ``HOST:PORT`` of the cluster's GCS
+            (:func:`rlkit.distributed.connection.head_address`).
+        run_dir: the run directory (the line says what it holds and how to resume).
+
+    Call :meth:`done` when the run ends in Python (any way); the watch then ends silently.
+    """
+
+    def __init__(self, head: str, run_dir: Path) -> None:
+        self._proc: subprocess.Popen | None = subprocess.Popen(
+            [sys.executable, "-m", "rlkit.commands.exit_watch", head, str(run_dir)],
+            stdin=subprocess.PIPE,
+        )
+
+    def done(self) -> None:
+        """The run ended normally: end the watch (safe to call twice)."""
+        if self._proc is None:
+            return
+        proc, self._proc = self._proc, None
+        try:
+            assert proc.stdin is not None
+            proc.stdin.write(DONE)
+            proc.stdin.close()
+        except OSError:  # the watch died already
+            pass
+        proc.wait(timeout=10)
+
+
+def _ended_abruptly(head: str, run_dir: Path) -> str | None:
+    """The line to print for a run that ended without saying ``done`` (None: its cluster's
+    head still answers, so Ray did not end it for that)."""
+    from rlkit.core.port import port_answers
+
+    # One try, no grace: the run is over whether or not the head comes back.
+    if port_answers(head, grace_s=0.0):
+        return None
+    from rlkit.commands.prefs import stopped_line
+
+    message = (
+        f"lost the Ray cluster: its head's GCS at {head} no longer answers (Ray ended this process)"
+    )
+    return stopped_line(message, run_dir, cluster_lost=True)
+
+
+def main(argv: list[str]) -> int:
+    head, run_dir = argv[0], Path(argv[1])
+    # The run's Ctrl-C (the whole terminal's process group gets it) and its SIGTERM are the
+    # run's business: this process ends when the pipe closes.
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
+    said = sys.stdin.buffer.read()
+    if said == DONE:
+        return 0
+    line = _ended_abruptly(head, run_dir)
+    if line is not None:
+        try:
+            print(line, file=sys.stderr, flush=True)
+        except OSError:  # the terminal is gone too
+            pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

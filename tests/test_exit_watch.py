@@ -1,0 +1,93 @@
+"""The exit watch (rlkit.commands.exit_watch) and the port check it and the Ray pool use
+(rlkit.core.port): a run that Ray ends from outside Python, its cluster's head gone, still
+gets its one line; one that ends normally, or for another reason, gets nothing more."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from rlkit.core.port import port_answers
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # nothing listens there once closed
+
+
+@pytest.fixture
+def listening():
+    """``127.0.0.1:PORT`` of a socket that accepts connections."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        yield f"127.0.0.1:{s.getsockname()[1]}"
+
+
+def test_port_answers_within_its_grace_or_not_at_all(listening):
+    assert port_answers(listening, grace_s=0)
+    closed = f"127.0.0.1:{_closed_port()}"
+    t0 = time.monotonic()
+    assert not port_answers(closed, grace_s=1.0)
+    assert 0.5 <= time.monotonic() - t0 < 3.0  # tried for its grace, not longer
+    # A server that comes back on the same port within the grace counts as answering.
+    port = int(closed.rsplit(":", 1)[1])
+    server = socket.socket()
+
+    def come_back() -> None:
+        time.sleep(0.7)
+        server.bind(("127.0.0.1", port))
+        server.listen()
+
+    thread = threading.Thread(target=come_back)
+    thread.start()
+    try:
+        assert port_answers(closed, grace_s=3.0)
+    finally:
+        thread.join()
+        server.close()
+
+
+def _run_watched(head: str, run_dir: Path, how: str) -> subprocess.CompletedProcess:
+    """A process that starts an ExitWatch and then ends ``how``: ``exit`` as Ray's C++ core
+    ends a driver (``os._exit(1)``: no Python cleanup), ``done`` normally."""
+    script = (
+        "import os, sys\n"
+        "from pathlib import Path\n"
+        "from rlkit.commands.exit_watch import ExitWatch\n"
+        f"watch = ExitWatch({head!r}, Path({str(run_dir)!r}))\n"
+        + ("watch.done()\nsys.exit(0)\n" if how == "done" else "os._exit(1)\n")
+    )
+    # Its stderr is a pipe the watch shares: this returns once the watch has ended too.
+    return subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+
+
+def test_a_run_ray_ended_with_its_head_gone_gets_its_line(tmp_path):
+    head = f"127.0.0.1:{_closed_port()}"
+    ended = _run_watched(head, tmp_path, "exit")
+    assert ended.returncode == 1
+    assert ended.stderr.splitlines() == [
+        f"error: lost the Ray cluster: its head's GCS at {head} no longer answers (Ray ended"
+        " this process); stopped before the first checkpoint; the 0 labels stored so far are"
+        f" kept: `rlkit prefs train --run-dir {tmp_path} --resume` starts the run again from"
+        " step 0 with them once the cluster is up again (a new head: add --ray-address"
+        " HOST:PORT)"
+    ]
+
+
+def test_a_run_that_ends_normally_or_with_its_head_alive_gets_nothing_more(tmp_path, listening):
+    closed = f"127.0.0.1:{_closed_port()}"
+    done = _run_watched(closed, tmp_path, "done")
+    assert done.returncode == 0 and done.stderr == ""
+    # Ended from outside Python with the head still there: not the watch's to explain.
+    ended = _run_watched(listening, tmp_path, "exit")
+    assert ended.returncode == 1 and ended.stderr == ""
