@@ -5,7 +5,9 @@ the same arguments, so the envs would replay the same seeds, and a queued call o
 restarting actor may wait rather than fail. The pool instead kills the dead actor's handle
 and creates a fresh one with a new seed, counting restarts per worker: on another node than
 the old one where that node may be lost, and without a CPU of its own where no node has one
-free for it, so that losing a node slows a run down instead of stopping it.
+free for it, so that losing a node slows a run down instead of stopping it. Losing the head
+(the cluster's GCS) does stop it, within seconds and with a one-line :class:`ClusterLostError`,
+where Ray would end the driver's process a minute later.
 """
 
 from __future__ import annotations
@@ -54,7 +56,8 @@ NODE_ID_LABEL = "ray.io/node-id"
 class WorkerFailedError(RunStoppedError, RuntimeError):
     """A rollout worker died more often than allowed, or could not be started.
 
-    A :class:`UserError` with exit code 1: the CLI prints it as one line.
+    A :class:`RunStoppedError` (exit code 1): the CLI prints it as one line, and
+    ``rlkit prefs train`` adds what the run saved and how to resume it.
     """
 
 

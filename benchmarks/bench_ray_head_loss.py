@@ -1,0 +1,87 @@
+"""Losing the Ray cluster's head mid-run: how soon `rlkit prefs train` stops, and how it says so.
+
+For each kill time S: a fresh one-node cluster (``ray start --head``, as the README starts
+one), ``rlkit prefs train --env ENV --steps N --labels 40 --ray-workers 2 --ray-address
+HEAD:PORT --checkpoint-every C``, the head's processes killed S seconds in (a crashed head
+machine); then the same run resumed with ``--resume --ray-address NEW_HEAD:PORT`` on a
+second fresh cluster, which must finish. Reports per kill: the exit code, the seconds from
+the kill to the driver's exit and to its last line (a watch process prints it when Ray ended
+the driver itself), which path said it (``pool``: the driver saw its workers die and the
+head's GCS gone; ``watch``; ``finished``: the run was past its last rollout), the resumed
+run's exit code and final step. One JSON line per kill time:
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_ray_head_loss.py --lose-head-at 10 15 20 25 30
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from bench_ray_two_nodes import RAY_BIN, cluster
+
+RLKIT = str(RAY_BIN.with_name("rlkit"))
+
+
+def lose_head(env_id: str, steps: int, checkpoint_every: int, at: float) -> dict:
+    with tempfile.TemporaryDirectory(prefix="rlb-") as tmp:
+        run_dir = Path(tmp) / "run"
+        with cluster(1) as (address, procs):
+            cmd = [RLKIT, "prefs", "train", "--env", env_id, "--steps", str(steps),
+                   "--labels", "40", "--eval-episodes", "0", "--seed", "0",
+                   "--checkpoint-every", str(checkpoint_every), "--ray-workers", "2",
+                   "--ray-address", address, "--run-dir", str(run_dir)]  # fmt: skip
+            run = subprocess.Popen(
+                cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+            )
+            time.sleep(at)
+            os.killpg(procs[0].pid, signal.SIGKILL)
+            killed = time.perf_counter()
+            run.wait(timeout=300)
+            exited = time.perf_counter()
+            err = run.stderr.read()  # until the watch, which shares this pipe, has ended too
+            said = time.perf_counter()
+        line = (err.strip().splitlines() or [""])[-1]
+        if run.returncode == 0:
+            path = "finished"
+        elif "(Ray ended this process)" in line:
+            path = "watch"
+        elif line.startswith("error: lost the Ray cluster"):
+            path = "pool"
+        else:
+            path = "other"
+        row = {"env": env_id, "steps": steps, "lose_head_at_s": at, "rc": run.returncode,
+               "exit_s": round(exited - killed, 2), "line_s": round(said - killed, 2),
+               "path": path, "line": line, "traceback": "Traceback" in err}  # fmt: skip
+        if run.returncode != 0:
+            with cluster(1) as (address, _):
+                resume = [RLKIT, "prefs", "train", "--run-dir", str(run_dir), "--resume",
+                          "--ray-address", address]  # fmt: skip
+                out = subprocess.run(resume, capture_output=True, text=True, timeout=1800)
+            from rlkit.core.checkpoint import CheckpointManager
+
+            _, state = CheckpointManager(run_dir).load_latest()
+            row.update(resumed_rc=out.returncode, resumed_step=int(state["step"]))
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--env", default="Hopper-v5")
+    parser.add_argument("--steps", type=int, default=40960)
+    parser.add_argument("--checkpoint-every", type=int, default=8192)
+    parser.add_argument("--lose-head-at", type=float, nargs="+", default=[10, 15, 20, 25, 30])
+    args = parser.parse_args()
+    for at in args.lose_head_at:
+        row = lose_head(args.env, args.steps, args.checkpoint_every, at)
+        print(json.dumps({**row, "date": time.strftime("%Y-%m-%d")}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
