@@ -8,9 +8,11 @@ second fresh cluster, which must finish. Reports per kill: the exit code, the se
 the kill to the driver's exit and to its last line (a watch process prints it when Ray ended
 the driver itself), which path said it (``pool``: the driver saw its workers die and the
 head's GCS gone; ``watch``; ``finished``: the run was past its last rollout), the resumed
-run's exit code and final step. One JSON line per kill time:
+run's exit code and final step. ``--client``: the run joins through Ray Client
+(``ray://HEAD:PORT``). One JSON line per kill time:
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_ray_head_loss.py --lose-head-at 10 15 20 25 30
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_ray_head_loss.py --client --lose-head-at 25
 """
 
 from __future__ import annotations
@@ -24,15 +26,27 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench_ray_two_nodes import RAY_BIN, cluster
+from bench_ray_two_nodes import RAY_BIN, _free_port, cluster
+
+from rlkit.core.port import port_answers
 
 RLKIT = str(RAY_BIN.with_name("rlkit"))
 
 
-def lose_head(env_id: str, steps: int, checkpoint_every: int, at: float) -> dict:
+def _client_address(port: int) -> str:
+    """``ray://`` address of the head's Ray Client server, once it listens (after the GCS)."""
+    if not port_answers(f"127.0.0.1:{port}", grace_s=60):
+        raise SystemExit(f"error: the head's Ray Client server did not open port {port} in 60 s")
+    return f"ray://127.0.0.1:{port}"
+
+
+def lose_head(env_id: str, steps: int, checkpoint_every: int, at: float, client: bool) -> dict:
     with tempfile.TemporaryDirectory(prefix="rlb-") as tmp:
         run_dir = Path(tmp) / "run"
-        with cluster(1) as (address, procs):
+        client_port = _free_port() if client else None
+        with cluster(1, client_port=client_port) as (address, procs):
+            if client:
+                address = _client_address(client_port)
             cmd = [RLKIT, "prefs", "train", "--env", env_id, "--steps", str(steps),
                    "--labels", "40", "--eval-episodes", "0", "--seed", "0",
                    "--checkpoint-every", str(checkpoint_every), "--ray-workers", "2",
@@ -52,22 +66,30 @@ def lose_head(env_id: str, steps: int, checkpoint_every: int, at: float) -> dict
             path = "finished"
         elif "(Ray ended this process)" in line:
             path = "watch"
+        elif line.startswith("error: lost the Ray cluster: the Ray Client connection"):
+            path = "client"
         elif line.startswith("error: lost the Ray cluster"):
             path = "pool"
         else:
             path = "other"
-        row = {"env": env_id, "steps": steps, "lose_head_at_s": at, "rc": run.returncode,
+        row = {"env": env_id, "steps": steps, "client": client, "lose_head_at_s": at,
+               "rc": run.returncode,
                "exit_s": round(exited - killed, 2), "line_s": round(said - killed, 2),
                "path": path, "line": line, "traceback": "Traceback" in err}  # fmt: skip
         if run.returncode != 0:
-            with cluster(1) as (address, _):
+            client_port = _free_port() if client else None
+            with cluster(1, client_port=client_port) as (address, _):
+                if client:
+                    address = _client_address(client_port)
                 resume = [RLKIT, "prefs", "train", "--run-dir", str(run_dir), "--resume",
                           "--ray-address", address]  # fmt: skip
                 out = subprocess.run(resume, capture_output=True, text=True, timeout=1800)
             from rlkit.core.checkpoint import CheckpointManager
 
-            _, state = CheckpointManager(run_dir).load_latest()
-            row.update(resumed_rc=out.returncode, resumed_step=int(state["step"]))
+            manager = CheckpointManager(run_dir)
+            step = int(manager.load_latest()[1]["step"]) if manager.any() else None
+            row.update(resumed_rc=out.returncode, resumed_step=step,
+                       resumed_line=(out.stderr.strip().splitlines() or [""])[-1])  # fmt: skip
     return row
 
 
@@ -77,9 +99,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=40960)
     parser.add_argument("--checkpoint-every", type=int, default=8192)
     parser.add_argument("--lose-head-at", type=float, nargs="+", default=[10, 15, 20, 25, 30])
+    parser.add_argument(
+        "--client", action="store_true", help="join through Ray Client (ray://HEAD:PORT)"
+    )
     args = parser.parse_args()
     for at in args.lose_head_at:
-        row = lose_head(args.env, args.steps, args.checkpoint_every, at)
+        row = lose_head(args.env, args.steps, args.checkpoint_every, at, args.client)
         print(json.dumps({**row, "date": time.strftime("%Y-%m-%d")}), flush=True)
 
 

@@ -152,17 +152,19 @@ def shaped_link(rate: str) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def cluster(nodes: int, netns: str | None = None) -> Iterator[tuple[str, list[subprocess.Popen]]]:
+def cluster(
+    nodes: int, netns: str | None = None, client_port: int | None = None
+) -> Iterator[tuple[str, list[subprocess.Popen]]]:
     """A fresh cluster's address and its nodes' ``ray start`` processes: a head with
-    ``2 / nodes`` CPUs and, for 2 nodes, a second node with the other CPU (in network
-    namespace ``netns``, across a :func:`shaped_link`, if given); stopped (and its temp
-    folders removed) on exit."""
+    ``2 / nodes`` CPUs (its Ray Client server on ``client_port``, if given) and, for 2 nodes,
+    a second node with the other CPU (in network namespace ``netns``, across a
+    :func:`shaped_link`, if given); stopped (and its temp folders removed) on exit."""
     host = LINK_HEAD_IP if netns else "127.0.0.1"
     port = _free_port()
     temp_dirs = [tempfile.mkdtemp(prefix="rlb") for _ in range(nodes)]
     head = [
         "--head", f"--port={port}", f"--num-cpus={2 // nodes}", "--include-dashboard=false",
-        f"--ray-client-server-port={_free_port()}", f"--dashboard-port={_free_port()}",
+        f"--ray-client-server-port={client_port or _free_port()}", f"--dashboard-port={_free_port()}",
         f"--dashboard-agent-listen-port={_free_port()}",
     ]  # fmt: skip
     if netns:

@@ -595,6 +595,39 @@ def test_ray_client_address_steps_envs(ray_head):
         connect(ray_head)
 
 
+def test_a_run_whose_ray_client_connection_drops_for_good_stops_in_one_line(
+    ray_head, tmp_path, monkeypatch, capsys
+):
+    """Through Ray Client, a lost head shows as Ray Client's ConnectionError once its 30 s of
+    reconnecting are over (seen with a head killed under a `ray://` run: the run then ended
+    with "rlkit prefs train failed: Exception: Ray Client is not connected", from closing its
+    workers). The run says it lost the cluster, with what is saved and how to go on, exit 1.
+    (This process's driver stands in for the client: the run raises Ray Client's error.)"""
+    from rlkit.cli import main
+    from rlkit.loops.preference import PreferenceLoop
+
+    dropped = ConnectionError(
+        "Request can't be sent because the Ray client has already been disconnected due to an"
+        " error. Last exception: Failed to reconnect within the reconnection grace period (30s)"
+    )
+
+    def drop(self, **kwargs):
+        raise dropped
+
+    monkeypatch.setattr(PreferenceLoop, "run", drop)
+    client = f"ray://127.0.0.1:{HEAD_PORTS['client']}"
+    run = tmp_path / "client"
+    args = _tiny_ray_prefs(ray_head, run)
+    args[args.index("--ray-address") + 1] = client
+    assert main(args) == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"error: lost the Ray cluster: the Ray Client connection to {client} dropped ({dropped});"
+        " stopped before the first checkpoint; the 0 labels stored so far are kept: `rlkit"
+        f" prefs train --run-dir {run} --resume` starts the run again from step 0 with them"
+        " once the cluster is up again (a new head: add --ray-address ray://HOST:PORT)"
+    )
+
+
 _SERVER_FAILURE = (
     "Initialization failure from server:\nTraceback (most recent call last):\n"
     '  File "proxier.py", line 770, in Datapath\n'

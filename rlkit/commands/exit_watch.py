@@ -67,7 +67,7 @@ def _ended_abruptly(head: str, run_dir: Path) -> str | None:
     message = (
         f"lost the Ray cluster: its head's GCS at {head} no longer answers (Ray ended this process)"
     )
-    return stopped_line(message, run_dir, cluster_lost=True)
+    return stopped_line(message, run_dir, lost_address=head)
 
 
 def main(argv: list[str]) -> int:

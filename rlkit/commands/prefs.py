@@ -183,12 +183,13 @@ def _exit_watch(cfg: PrefsConfig, run_dir: Path) -> ExitWatch | None:
     return None if head is None else ExitWatch(head, run_dir)
 
 
-def stopped_line(message: str, run_dir: Path, cluster_lost: bool = False) -> str:
+def stopped_line(message: str, run_dir: Path, lost_address: str | None = None) -> str:
     """The one line for a run that ``message`` stopped mid-run: what it saved and how to go
-    on (``cluster_lost``: on a Ray cluster it joined, now gone)."""
+    on. ``lost_address``: the run lost the Ray cluster it joined at this ``--ray-address``."""
     line = f"error: {message}; {_interrupted(run_dir, 'stopped')}"
-    if cluster_lost:
-        line += " once the cluster is up again (a new head: add --ray-address HOST:PORT)"
+    if lost_address is not None:
+        form = "ray://HOST:PORT" if lost_address.startswith("ray://") else "HOST:PORT"
+        line += f" once the cluster is up again (a new head: add --ray-address {form})"
     return line
 
 
@@ -324,9 +325,21 @@ def train(argv: list[str]) -> int:
         print(_interrupted(run_dir), file=sys.stderr)
         return 128 + int(stop.requested or signal.SIGINT)
     except RunStoppedError as exc:  # e.g. the Ray cluster lost: what was saved is intact
-        print(stopped_line(str(exc), run_dir, exc.cluster_lost and bool(cfg.ray_address)),
-              file=sys.stderr)  # fmt: skip
+        lost = cfg.ray_address if exc.cluster_lost else None
+        print(stopped_line(str(exc), run_dir, lost), file=sys.stderr)
         return exc.exit_code
+    except ConnectionError as exc:
+        if not (cfg.ray_address or "").startswith("ray://"):
+            raise
+        # Ray Client's connection dropped and did not come back within its grace (30 s).
+        from rlkit.distributed.connection import error_line
+
+        message = (
+            f"lost the Ray cluster: the Ray Client connection to {cfg.ray_address} dropped"
+            f" ({error_line(exc)})"
+        )
+        print(stopped_line(message, run_dir, cfg.ray_address), file=sys.stderr)
+        return 1
     finally:
         try:
             loop.close()

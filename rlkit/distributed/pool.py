@@ -385,7 +385,7 @@ class WorkerPool:
     def close(self) -> None:
         """Close every worker's envs and end the actors (safe to call twice; with the
         cluster lost, only forgets them)."""
-        if self.lost:
+        if self.lost or not ray.is_initialized():  # (a Ray Client whose connection dropped)
             self.handles = []
             return
         refs = [h.close.remote() for h in self.handles]
