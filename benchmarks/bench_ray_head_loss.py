@@ -7,7 +7,8 @@ machine); then the same run resumed with ``--resume --ray-address NEW_HEAD:PORT`
 second fresh cluster, which must finish. Reports per kill: the exit code, the seconds from
 the kill to the driver's exit and to its last line (a watch process prints it when Ray ended
 the driver itself), which path said it (``pool``: the driver saw its workers die and the
-head's GCS gone; ``watch``; ``finished``: the run was past its last rollout), the resumed
+head's GCS gone; ``watch``; ``client``: Ray Client's connection dropped for good;
+``finished``: the run was past its last rollout), the resumed
 run's exit code and final step. ``--client``: the run joins through Ray Client
 (``ray://HEAD:PORT``). One JSON line per kill time:
 
