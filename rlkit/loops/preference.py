@@ -694,8 +694,10 @@ class PreferenceLoop:
         )  # fmt: skip
 
     def close(self) -> None:
-        """Stop the reward learner, close the envs and the store, and close the policy's
-        SB3 log files (``sb3/progress.csv``, TensorBoard)."""
+        """Stop the reward learner, close the envs and the store, and close the run's and the
+        policy's log files (``metrics.csv``, ``sb3/progress.csv``, TensorBoard), however the
+        run ended (one stopped by Ctrl-C or an error could lose its last TensorBoard rows)."""
+        self.metrics.close()
         if self.agent is not None:
             self.agent.logger.close()
         self.learner.close()
