@@ -40,6 +40,7 @@ def test_port_answers_within_its_grace_or_not_at_all(listening):
     # A server that comes back on the same port within the grace counts as answering.
     port = int(closed.rsplit(":", 1)[1])
     server = socket.socket()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 
     def come_back() -> None:
         time.sleep(0.7)
