@@ -19,12 +19,14 @@ run's exit code and final step. ``--client``: the run joins through Ray Client
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from bench_ray_two_nodes import RAY_BIN, _free_port, cluster
@@ -34,20 +36,23 @@ from rlkit.core.port import port_answers
 RLKIT = str(RAY_BIN.with_name("rlkit"))
 
 
-def _client_address(port: int) -> str:
-    """``ray://`` address of the head's Ray Client server, once it listens (after the GCS)."""
-    if not port_answers(f"127.0.0.1:{port}", grace_s=60):
-        raise SystemExit(f"error: the head's Ray Client server did not open port {port} in 60 s")
-    return f"ray://127.0.0.1:{port}"
+@contextlib.contextmanager
+def _one_node(client: bool) -> Iterator[tuple[str, list[subprocess.Popen]]]:
+    """:func:`cluster` of one node; with ``client``, its address is its Ray Client server's
+    (``ray://``), once that listens (it opens after the GCS)."""
+    port = _free_port() if client else None
+    with cluster(1, client_port=port) as (address, procs):
+        if port is not None:
+            if not port_answers(f"127.0.0.1:{port}", grace_s=60):
+                raise SystemExit(f"error: the head's Ray Client server did not open port {port}")
+            address = f"ray://127.0.0.1:{port}"
+        yield address, procs
 
 
 def lose_head(env_id: str, steps: int, checkpoint_every: int, at: float, client: bool) -> dict:
     with tempfile.TemporaryDirectory(prefix="rlb-") as tmp:
         run_dir = Path(tmp) / "run"
-        client_port = _free_port() if client else None
-        with cluster(1, client_port=client_port) as (address, procs):
-            if client:
-                address = _client_address(client_port)
+        with _one_node(client) as (address, procs):
             cmd = [RLKIT, "prefs", "train", "--env", env_id, "--steps", str(steps),
                    "--labels", "40", "--eval-episodes", "0", "--seed", "0",
                    "--checkpoint-every", str(checkpoint_every), "--ray-workers", "2",
@@ -78,10 +83,7 @@ def lose_head(env_id: str, steps: int, checkpoint_every: int, at: float, client:
                "exit_s": round(exited - killed, 2), "line_s": round(said - killed, 2),
                "path": path, "line": line, "traceback": "Traceback" in err}  # fmt: skip
         if run.returncode != 0:
-            client_port = _free_port() if client else None
-            with cluster(1, client_port=client_port) as (address, _):
-                if client:
-                    address = _client_address(client_port)
+            with _one_node(client) as (address, _):
                 resume = [RLKIT, "prefs", "train", "--run-dir", str(run_dir), "--resume",
                           "--ray-address", address]  # fmt: skip
                 out = subprocess.run(resume, capture_output=True, text=True, timeout=1800)

@@ -125,28 +125,41 @@ def _wait_for_head(proc: subprocess.Popen, log: Path, port: int) -> None:
             time.sleep(0.2)
 
 
-@pytest.fixture(scope="module")
-def ray_head():
-    """The address ``127.0.0.1:PORT`` of a fresh head node, connected to this process."""
+def _start_head(
+    temp_dir: str, client_port: int | None = None, extra_env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen, int]:
+    """A head node with 2 CPUs (its Ray Client server on ``client_port``, if given), once its
+    GCS port is open: its `ray start` process and that port (stopped if it never opens)."""
     port = _free_port()
-    HEAD_PORTS["client"] = _free_port()
-    temp_dir = tempfile.mkdtemp(prefix="rlray")  # short: Ray's socket paths must fit 107 bytes
     args = [
         "--head",
         f"--port={port}",
         "--num-cpus=2",
         "--include-dashboard=false",
-        f"--ray-client-server-port={HEAD_PORTS['client']}",
+        f"--ray-client-server-port={client_port or _free_port()}",
         f"--dashboard-port={_free_port()}",
         f"--dashboard-agent-listen-port={_free_port()}",
     ]
+    proc, log = _ray_start(args, temp_dir, extra_env)
+    try:
+        _wait_for_head(proc, log, port)
+    except BaseException:
+        _stop(proc)
+        raise
+    return proc, port
+
+
+@pytest.fixture(scope="module")
+def ray_head():
+    """The address ``127.0.0.1:PORT`` of a fresh head node, connected to this process."""
+    HEAD_PORTS["client"] = _free_port()
+    temp_dir = tempfile.mkdtemp(prefix="rlray")  # short: Ray's socket paths must fit 107 bytes
     # The GCS declares a node dead after 3 failed health checks 1 s apart (Ray's default:
     # 5, 3 s apart), so that the two-node test's lost node is noticed in seconds.
     health = {"RAY_health_check_period_ms": "1000", "RAY_health_check_failure_threshold": "3"}
-    proc, log = _ray_start(args, temp_dir, health)
+    proc, port = _start_head(temp_dir, HEAD_PORTS["client"], health)
     address = f"127.0.0.1:{port}"
     try:
-        _wait_for_head(proc, log, port)
         shutdown()
         connect(address)
         yield address
@@ -962,15 +975,9 @@ def test_a_run_whose_clusters_head_is_lost_says_so_in_one_line_and_resumes_on_a_
     heads: list[tuple[subprocess.Popen, str]] = []
 
     def new_head() -> int:
-        port, temp_dir = _free_port(), tempfile.mkdtemp(prefix="rlray")
-        proc, log = _ray_start(
-            ["--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=false",
-             f"--ray-client-server-port={_free_port()}", f"--dashboard-port={_free_port()}",
-             f"--dashboard-agent-listen-port={_free_port()}"],
-            temp_dir,
-        )  # fmt: skip
+        temp_dir = tempfile.mkdtemp(prefix="rlray")
+        proc, port = _start_head(temp_dir)
         heads.append((proc, temp_dir))
-        _wait_for_head(proc, log, port)
         return port
 
     rlkit = str(Path(sys.executable).with_name("rlkit"))

@@ -63,10 +63,9 @@ def _ended_abruptly(head: str, run_dir: Path) -> str | None:
     if port_answers(head, grace_s=0.0):
         return None
     from rlkit.commands.prefs import stopped_line
+    from rlkit.core.errors import head_lost_message
 
-    message = (
-        f"lost the Ray cluster: its head's GCS at {head} no longer answers (Ray ended this process)"
-    )
+    message = head_lost_message(head, "Ray ended this process")
     return stopped_line(message, run_dir, lost_address=head)
 
 

@@ -23,6 +23,12 @@ class RunStoppedError(UserError):
         super().__init__(message, exit_code=1)
 
 
+def head_lost_message(head: str, why: str) -> str:
+    """How a run says it lost the Ray cluster whose head's GCS is at ``head`` (``why``: what
+    it saw), wherever it finds out (the worker pool, or the watch of a process Ray ended)."""
+    return f"lost the Ray cluster: its head's GCS at {head} no longer answers ({why})"
+
+
 class ConfigError(UserError):
     """An invalid setting in a config dataclass, raised by its ``__post_init__``.
 

@@ -28,7 +28,7 @@ from ray.exceptions import (
 )
 
 from envs.factory import EnvSpec
-from rlkit.core.errors import RunStoppedError, UserError
+from rlkit.core.errors import RunStoppedError, UserError, head_lost_message
 from rlkit.core.port import port_answers
 from rlkit.distributed.connection import connect, error_line, head_address
 from rlkit.distributed.worker import RolloutWorker
@@ -260,8 +260,7 @@ class WorkerPool:
         if head is not None and not port_answers(head):
             self.lost = True
             raise ClusterLostError(
-                f"lost the Ray cluster: its head's GCS at {head} no longer answers (rollout "
-                f"worker {i} died: {cause})"
+                head_lost_message(head, f"rollout worker {i} died: {cause}")
             ) from error
         self.worker_restarts[i] += 1
         self.restarts += 1
