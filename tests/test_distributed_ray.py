@@ -1093,8 +1093,8 @@ def test_workers_spread_over_a_two_node_cluster(ray_head, caplog):
             agent.learn(256, callback=check)
             assert len(check.gaps) == 2 and max(check.gaps) < 1e-4
             # A worker whose connection dropped may have lost its node, which the GCS still
-            # lists for seconds: its replacement does not go there, though that node gets its
-            # CPU back and the head has none free (a task holds it): it shares the head's.
+            # lists for seconds. The head has no CPU free (a task holds it). If the worker
+            # answers again (a network blip), its replacement stays on its node, with its CPU.
             there = next(i for i in range(2) if venv.worker_node_id(i) == node2)
             head = next(n for n in nodes if n != node2)
             on_head = NodeAffinitySchedulingStrategy(head, soft=False)
@@ -1106,9 +1106,23 @@ def test_workers_spread_over_a_two_node_cluster(ray_head, caplog):
                     assert time.monotonic() < deadline, "the task did not take the head's CPU"
                     time.sleep(0.1)
                 venv.pool.placement_timeout_s = 2
+                venv.pool.ping_timeout_s = 1
                 unreachable = ray.exceptions.ActorUnavailableError("connection dropped", None)
+                blipped = venv.pool.pid(there)
                 with caplog.at_level(logging.WARNING, logger="rlkit.distributed"):
                     venv.pool.restart(there, unreachable)
+                assert venv.pool.nodes[there] == venv.worker_node_id(there) == node2
+                assert venv.pool.pid(there) != blipped
+                assert f"worker {there} answers again" in caplog.text
+                assert "without a CPU of its own" not in caplog.text
+                # One that does not answer (its process stopped, as a lost node's would be)
+                # is taken for lost with its node: its replacement goes elsewhere, though its
+                # node gets its CPU back, and shares the head's.
+                caplog.clear()
+                os.kill(venv.pool.pid(there), signal.SIGSTOP)
+                with caplog.at_level(logging.WARNING, logger="rlkit.distributed"):
+                    venv.pool.restart(there, unreachable)
+                assert "answers again" not in caplog.text
                 assert venv.pool.nodes[there] == venv.worker_node_id(there) == head
                 assert f"worker {there} died (its connection dropped, its node may be lost" in (
                     caplog.text

@@ -110,6 +110,8 @@ class WorkerPool:
         startup_timeout_s: how long to wait for the actors to be placed and build their envs.
         placement_timeout_s: how long a re-created worker may wait for a CPU when none is
             free before it is re-created without one (see :meth:`restart`).
+        ping_timeout_s: how long a worker whose connection dropped has to answer a call
+            before its node is taken for lost (see :meth:`_lost_node`).
         on_restart: called with a fresh worker's index before it is used (to give it back
             state the dead one had, such as a policy).
         compress: compress the workers' results on the way to the driver
@@ -130,6 +132,7 @@ class WorkerPool:
         shadow_stack: bool = False,
         startup_timeout_s: float = 120.0,
         placement_timeout_s: float = 30.0,
+        ping_timeout_s: float = 5.0,
         on_restart: Callable[[int], None] | None = None,
         compress: bool | None = None,
     ) -> None:
@@ -150,6 +153,7 @@ class WorkerPool:
         self.num_cpus = min(num_cpus, cluster_cpus / n_workers)
         self.startup_timeout_s = startup_timeout_s
         self.placement_timeout_s = placement_timeout_s
+        self.ping_timeout_s = ping_timeout_s
         self.on_restart = on_restart
         self.restarts = 0
         self.worker_restarts = [0] * n_workers
@@ -276,8 +280,8 @@ class WorkerPool:
             self.worker_restarts[i],
             self.max_restarts,
         )
-        ray.kill(self.handles[i], no_restart=True)
         avoid = self._lost_node(i, error)
+        ray.kill(self.handles[i], no_restart=True)
         self.handles[i] = self._create(i, avoid=avoid)
         try:
             self._wait_placed(i, avoid)
@@ -292,12 +296,31 @@ class WorkerPool:
         """The node that dead worker ``i``'s replacement must avoid: its old one, where
         ``error`` says that node may be gone (the GCS takes seconds to declare it dead, and
         until then may place the replacement there, to die with it) and the cluster has
-        another; None otherwise (its process died: its node may take the replacement)."""
+        another; None otherwise (its process died: its node may take the replacement). A
+        dropped connection (``ActorUnavailableError``) only says so if the worker does not
+        answer a call within ``ping_timeout_s``: after a network blip it does, and its node,
+        with its CPU, takes the replacement rather than the other workers' CPUs."""
         old = self.nodes[i]
         if old is None or not isinstance(error, NODE_LOST):
             return None
         others = [n for n in ray.nodes() if n["Alive"] and n["NodeID"] != old]
-        return old if others else None
+        if not others:
+            return None
+        if isinstance(error, ActorUnavailableError) and self._answers(i):
+            logger.warning(
+                "Ray rollout worker %d answers again: its connection only dropped for a while, "
+                "and its node keeps it (it is still re-created: the lost call may have run)", i,
+            )  # fmt: skip
+            return None
+        return old
+
+    def _answers(self, i: int) -> bool:
+        """Whether worker ``i`` answers a call within ``ping_timeout_s`` (after a call to it
+        failed with its connection: a node lost does not, a network blip's does)."""
+        try:
+            return bool(ray.get(self.handles[i].ready.remote(), timeout=self.ping_timeout_s))
+        except RayError:  # (GetTimeoutError among them)
+            return False
 
     def _wait_placed(self, i: int, avoid: str | None = None) -> None:
         """Wait for re-created worker ``i`` to be ready. If it is still waiting for a CPU after
