@@ -11,6 +11,13 @@ that is never idle uses one core; the gap between the sampler and the limit (wor
 rate) splits into workers' idle time (``worker_busy`` < 1) and their extra CPU per step
 (``worker_cpu_per_step / raw_cpu_per_step`` > 1: recording, pickling, Ray's threads).
 Prints one JSON line per measurement (Linux only: it reads ``/proc``).
+
+On a shared VM one raw env's rate can move by a third within a minute, so one such run says
+little about a fraction of the limit near its target. ``--rounds R`` repeats the three
+measurements R times on one sampler, each sampler window between its own two raw ones, and adds
+a summary line with the median fraction over the rounds:
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_ray_cpu_share.py --seconds 10 --rounds 8 --workers 2 --envs ALE/Pong-v5 --n-envs 32 --fragment-length 100
 """
 
 from __future__ import annotations
@@ -18,7 +25,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -62,21 +71,26 @@ def group(pid: int, cmd: str) -> str:
     return "other"
 
 
-def measure(spec: EnvSpec, n_envs: int, workers: int, fragment_length: int, seconds: float) -> dict:
-    """The FragmentSampler's steps/s over ``seconds``, and the cores each group of processes
-    (:func:`group`) used meanwhile."""
+def started_sampler(spec: EnvSpec, n_envs: int, workers: int, fragment_length: int):
+    """A FragmentSampler (random actions, prefetch) past its first few calls."""
     sampler = FragmentSampler(
         spec, n_envs, workers, seed=0, fragment_length=fragment_length, prefetch=True
     )
     sampler.sample(RandomPolicy(sampler.action_space))
     for _ in range(3):
         sampler.sample()
+    return sampler
+
+
+def measure(sampler: FragmentSampler, steps_per_call: int, seconds: float) -> dict:
+    """The FragmentSampler's steps/s over ``seconds``, and the cores each group of processes
+    (:func:`group`) used meanwhile. Nothing is left in flight after it."""
     snapshot: list[dict] = []
     steps, wall = timed_fragments(
-        sampler, n_envs * fragment_length, seconds, lambda: snapshot.append(cpu_seconds())
+        sampler, steps_per_call, seconds, lambda: snapshot.append(cpu_seconds())
     )
     before, after = snapshot[0], cpu_seconds()
-    sampler.close()
+    workers = sampler.pool.n_workers
     used: dict[str, float] = {"workers": 0.0, "driver": 0.0, "ray_daemons": 0.0, "other": 0.0}
     worker_faults = 0
     for pid, (t, cmd, faults) in after.items():
@@ -103,41 +117,87 @@ def main() -> None:
     parser.add_argument(
         "--fragment-length", type=int, help="env steps per env per call (default 100; Atari 25)"
     )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="alternations of raw env, sampler and raw env again on one sampler; with more "
+        "than one, a summary line gives the median fraction of the limit over the rounds",
+    )
     parser.add_argument("--out", type=Path, help="also append the JSON lines to this file")
     args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error(f"--rounds must be >= 1, got {args.rounds}")
     torch.set_num_threads(1)
     connect(None)
     for env_id in args.envs:
         spec = EnvSpec(env_id)
         length = args.fragment_length or (100 if "ALE" not in env_id else 25)
         for workers in args.workers:
-            raw, raw_cpu = raw_rate_and_cpu(spec, args.seconds / 2)
-            row = measure(spec, args.n_envs, workers, length, args.seconds)
-            raw_again, raw_cpu_again = raw_rate_and_cpu(spec, args.seconds / 2)
-            raw, raw_cpu = (raw + raw_again) / 2, (raw_cpu + raw_cpu_again) / 2
-            together, together_cpu = parallel_raw(spec, workers, args.seconds / 2)
-            record = {
-                "bench": "ray_cpu_share",
-                "env": env_id,
-                "workers": workers,
-                "n_envs": args.n_envs,
-                "fragment_length": length,
-                "cores": len(os.sched_getaffinity(0)),
-                "raw_steps_per_s": raw,
-                "raw_cpu_per_step_us": raw_cpu * 1e6,
-                **row,
-                "fraction_of_limit": row["steps_per_s"] / (workers * raw),
-                "worker_cpu_vs_raw": row["worker_cpu_per_step_us"] / (raw_cpu * 1e6),
-                "raw_processes_steps_per_s": together,
-                "raw_processes_cpu_per_step_us": together_cpu * 1e6,
-                "fraction_of_raw_processes": row["steps_per_s"] / together,
-                "worker_cpu_vs_raw_processes": row["worker_cpu_per_step_us"] / (together_cpu * 1e6),
-                "load_avg_1m": os.getloadavg()[0],
-            }
-            print(json.dumps(record), flush=True)
-            if args.out:
-                with args.out.open("a") as f:
-                    f.write(json.dumps(record) + "\n")
+            sampler = started_sampler(spec, args.n_envs, workers, length)
+            fractions = []
+            for r in range(args.rounds):
+                record = one_round(spec, sampler, args, workers, length)
+                record["round"] = r
+                fractions.append(record["fraction_of_limit"])
+                emit(record, args.out)
+            sampler.close()
+            if args.rounds > 1:
+                emit(
+                    {
+                        "bench": "ray_cpu_share_summary",
+                        "env": env_id,
+                        "workers": workers,
+                        "n_envs": args.n_envs,
+                        "fragment_length": length,
+                        "rounds": args.rounds,
+                        "seconds": args.seconds,
+                        "fraction_of_limit_median": statistics.median(fractions),
+                        "fraction_of_limit_min": min(fractions),
+                        "fraction_of_limit_max": max(fractions),
+                        "fractions_of_limit": [round(f, 3) for f in fractions],
+                        "date": time.strftime("%Y-%m-%d"),
+                    },
+                    args.out,
+                )
+
+
+def one_round(
+    spec: EnvSpec, sampler: FragmentSampler, args: argparse.Namespace, workers: int, length: int
+) -> dict:
+    """One raw env, the sampler, one raw env again, then as many raw envs as workers at once:
+    the sampler's rate against the limit measured on either side of it."""
+    raw, raw_cpu = raw_rate_and_cpu(spec, args.seconds / 2)
+    row = measure(sampler, args.n_envs * length, args.seconds)
+    raw_again, raw_cpu_again = raw_rate_and_cpu(spec, args.seconds / 2)
+    raw, raw_cpu = (raw + raw_again) / 2, (raw_cpu + raw_cpu_again) / 2
+    together, together_cpu = parallel_raw(spec, workers, args.seconds / 2)
+    return {
+        "bench": "ray_cpu_share",
+        "env": spec.env_id,
+        "workers": workers,
+        "n_envs": args.n_envs,
+        "fragment_length": length,
+        "cores": len(os.sched_getaffinity(0)),
+        "raw_steps_per_s": raw,
+        "raw_cpu_per_step_us": raw_cpu * 1e6,
+        **row,
+        "fraction_of_limit": row["steps_per_s"] / (workers * raw),
+        "worker_cpu_vs_raw": row["worker_cpu_per_step_us"] / (raw_cpu * 1e6),
+        "raw_processes_steps_per_s": together,
+        "raw_processes_cpu_per_step_us": together_cpu * 1e6,
+        "fraction_of_raw_processes": row["steps_per_s"] / together,
+        "worker_cpu_vs_raw_processes": row["worker_cpu_per_step_us"] / (together_cpu * 1e6),
+        "load_avg_1m": os.getloadavg()[0],
+    }
+
+
+def emit(record: dict, out: Path | None) -> None:
+    """Print ``record`` as a JSON line, and append it to ``out``."""
+    print(json.dumps(record), flush=True)
+    if out:
+        with out.open("a") as f:
+            f.write(json.dumps(record) + "\n")
 
 
 if __name__ == "__main__":
