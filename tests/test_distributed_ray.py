@@ -434,6 +434,53 @@ def test_killed_worker_truncates_its_episodes_then_too_many_deaths_stop(ray_head
         venv.close()
 
 
+@pytest.mark.parametrize("compiled", [False, True], ids=["actor_calls", "compiled_graph"])
+def test_a_hung_worker_is_restarted_as_a_dead_one(ray_head, caplog, monkeypatch, compiled):
+    """A worker that stops answering (its process stopped, as a hung env or a frozen machine
+    would leave it) is taken for dead once a call to it outlasts the pool's call timeout:
+    killed, re-created, its episodes truncated; the survivor's go on, stepped once. With the
+    compiled graph, whose step times out first (Ray's 10 s, 3 s here) and whose teardown
+    would wait on the hung worker for ever, the workers are then asked on their own, and a
+    graph is compiled again afterwards. (A stopped process is the slow case: Ray frees its
+    CPU for the replacement ~7 s after the kill.)"""
+    from ray.dag import DAGContext
+
+    monkeypatch.setattr(DAGContext.get_current(), "get_timeout", 3)
+    spec = EnvSpec("Hopper-v5")
+    venv = make_ray_vec_env(spec, n_envs=4, n_workers=2, seed=0, compiled=compiled)
+    ref = make_vec_env(spec, 2, seed=0)  # worker 0's envs, stepped here
+    rng = np.random.default_rng(5)
+    try:
+        venv.pool.call_timeout_s = 2
+        obs = venv.reset()
+        ref.reset()
+        acts = rng.uniform(-1, 1, size=(4, 3))
+        obs, _, _, _ = venv.step(acts)
+        ref.step(acts[:2])
+        assert (venv._graph is not None) is compiled
+        hung = venv.worker_pid(1)
+        os.kill(hung, signal.SIGSTOP)
+        acts = rng.uniform(-1, 1, size=(4, 3))
+        start = time.monotonic()
+        with caplog.at_level(logging.WARNING, logger="rlkit.distributed"):
+            new_obs, _, dones, infos = venv.step(acts)
+        assert 2 <= time.monotonic() - start < 45
+        assert "worker 1 died (it did not answer a call within 2 s: it hung)" in caplog.text
+        assert venv.restarts == 1 and venv.worker_pid(1) != hung
+        np.testing.assert_array_equal(new_obs[:2], ref.step(acts[:2])[0])  # stepped once
+        assert dones.tolist() == [False, False, True, True]
+        for k in (2, 3):
+            assert infos[k]["TimeLimit.truncated"] and infos[k]["worker_restarted"]
+            np.testing.assert_array_equal(infos[k]["terminal_observation"], obs[k])
+        acts = rng.uniform(-1, 1, size=(4, 3))
+        new_obs, _, dones, _ = venv.step(acts)  # it goes on
+        np.testing.assert_array_equal(new_obs[:2], ref.step(acts[:2])[0])
+        assert (venv._graph is not None) is compiled and venv.restarts == 1
+    finally:
+        venv.close()
+        ref.close()
+
+
 def _tiny_ray_prefs(ray_head: str, run: Path) -> list[str]:
     """A few-second `rlkit prefs train` on 2 Ray workers: 2 Hopper envs, one 512-step
     rollout per round, two rounds."""
@@ -1105,7 +1152,6 @@ def test_workers_spread_over_a_two_node_cluster(ray_head, caplog):
                 while ray.available_resources().get("CPU", 0) > 0:
                     assert time.monotonic() < deadline, "the task did not take the head's CPU"
                     time.sleep(0.1)
-                venv.pool.placement_timeout_s = 2
                 venv.pool.ping_timeout_s = 1
                 unreachable = ray.exceptions.ActorUnavailableError("connection dropped", None)
                 blipped = venv.pool.pid(there)
@@ -1119,6 +1165,7 @@ def test_workers_spread_over_a_two_node_cluster(ray_head, caplog):
                 # is taken for lost with its node: its replacement goes elsewhere, though its
                 # node gets its CPU back, and shares the head's.
                 caplog.clear()
+                venv.pool.placement_timeout_s = 2
                 os.kill(venv.pool.pid(there), signal.SIGSTOP)
                 with caplog.at_level(logging.WARNING, logger="rlkit.distributed"):
                     venv.pool.restart(there, unreachable)

@@ -1,4 +1,5 @@
-"""A pool of rollout-worker actors that re-creates a worker when its process or node dies.
+"""A pool of rollout-worker actors that re-creates a worker when its process or node dies,
+or when it hangs.
 
 Ray can restart actors by itself (``max_restarts``), but it re-runs the constructor with
 the same arguments, so the envs would replay the same seeds, and a queued call on a
@@ -39,11 +40,24 @@ logger = logging.getLogger("rlkit.distributed")
 #: restart, so that they do not replay the episodes they played before dying.
 RESTART_SEED_STRIDE = 1_000_003
 
-#: What ``ray.get`` raises for a worker that is gone: its actor died (the process, or the node
-#: under it), or a result it had finished was lost with its node before this driver fetched
+#: How long a call to a rollout worker may take before the worker is taken for hung (see
+#: :class:`WorkerHungError`): far more than any call takes (a rollout or a fragment of
+#: thousands of env steps takes seconds), so that only a stuck worker reaches it.
+CALL_TIMEOUT_S = 600.0
+
+
+class WorkerHungError(RayError):
+    """A call to a rollout worker did not return within the pool's ``call_timeout_s``: the
+    worker is stuck (an env that never returns, a stopped process, a node that no longer
+    answers and is not yet declared dead), and is killed and re-created as a dead one is,
+    rather than the run waiting on it for ever."""
+
+
+#: What the pool takes for a worker that is gone: its actor died (the process, or the node
+#: under it), a result it had finished was lost with its node before this driver fetched
 #: it (``ObjectLostError``: a result over Ray's inline size, ~100 kB, stays in the worker's
-#: node's object store until then, as a prefetched fragment does).
-WORKER_LOST: tuple[type[RayError], ...] = (RayActorError, ObjectLostError)
+#: node's object store until then, as a prefetched fragment does), or it hung.
+WORKER_LOST: tuple[type[RayError], ...] = (RayActorError, ObjectLostError, WorkerHungError)
 
 #: The deaths that say the worker's node, not only its process, may be gone: the connection
 #: to it dropped, or a result was lost with the node.
@@ -112,6 +126,8 @@ class WorkerPool:
             free before it is re-created without one (see :meth:`restart`).
         ping_timeout_s: how long a worker whose connection dropped has to answer a call
             before its node is taken for lost (see :meth:`_lost_node`).
+        call_timeout_s: how long a call may take before its worker is taken for hung
+            (:class:`WorkerHungError`) and restarted.
         on_restart: called with a fresh worker's index before it is used (to give it back
             state the dead one had, such as a policy).
         compress: compress the workers' results on the way to the driver
@@ -133,6 +149,7 @@ class WorkerPool:
         startup_timeout_s: float = 120.0,
         placement_timeout_s: float = 30.0,
         ping_timeout_s: float = 5.0,
+        call_timeout_s: float = CALL_TIMEOUT_S,
         on_restart: Callable[[int], None] | None = None,
         compress: bool | None = None,
     ) -> None:
@@ -154,6 +171,7 @@ class WorkerPool:
         self.startup_timeout_s = startup_timeout_s
         self.placement_timeout_s = placement_timeout_s
         self.ping_timeout_s = ping_timeout_s
+        self.call_timeout_s = call_timeout_s
         self.on_restart = on_restart
         self.restarts = 0
         self.worker_restarts = [0] * n_workers
@@ -260,6 +278,8 @@ class WorkerPool:
             cause = f"a result it had finished was lost with its node: {type(error).__name__}"
         elif isinstance(error, ActorUnavailableError):  # Ray's line: an RPC error, and a guess
             cause = f"its connection dropped, its node may be lost: {type(error).__name__}"
+        elif isinstance(error, WorkerHungError):
+            cause = str(error)
         head = head_address()
         if head is not None and not port_answers(head):
             self.lost = True
@@ -361,17 +381,33 @@ class WorkerPool:
         worker and running it again if the worker dies."""
         return self.result(i, self.submit(i, method, *args), retry=(method, args))
 
+    def get(self, ref: ray.ObjectRef, timeout: float | None = None) -> Any:
+        """``ray.get(ref)`` of a call to a worker, within ``timeout`` (default
+        ``call_timeout_s``).
+
+        Raises:
+            WorkerHungError: it did not return within that time.
+        """
+        try:
+            return ray.get(ref, timeout=self.call_timeout_s if timeout is None else timeout)
+        except GetTimeoutError:
+            raise WorkerHungError(
+                f"it did not answer a call within {self.call_timeout_s:g} s: it hung"
+            ) from None
+
     def result(
         self,
         i: int,
         ref: ray.ObjectRef,
         retry: tuple[str, tuple] | None = None,
         on_death: Callable[[int], Any] | None = None,
+        timeout: float | None = None,
     ) -> Any:
-        """The result of ``ref`` from worker ``i``. If the worker died, restart it and either
-        run ``retry = (method, args)`` again or return ``on_death(i)``."""
+        """The result of ``ref`` from worker ``i`` (within ``timeout``, default
+        ``call_timeout_s``). If the worker died or hung, restart it and either run
+        ``retry = (method, args)`` again or return ``on_death(i)``."""
         try:
-            return ray.get(ref)
+            return self.get(ref, timeout)
         except WORKER_LOST as exc:
             self.restart(i, exc)
         if on_death is not None:
@@ -387,14 +423,18 @@ class WorkerPool:
         on_death: Callable[[int], Any] | None = None,
     ) -> list[Any]:
         """The results of one call per worker (``refs[i]`` from worker ``i``), in one
-        ``ray.get`` unless a worker died; then each as in :meth:`result`."""
+        ``ray.get`` unless a worker died or hung; then each as in :meth:`result` (after
+        ``call_timeout_s``, those not back yet are the hung ones)."""
         try:
-            return ray.get(refs)
+            return ray.get(refs, timeout=self.call_timeout_s)
+        except GetTimeoutError:
+            late: float | None = 0.0
         except WORKER_LOST:
-            return [
-                self.result(i, ref, None if retry is None else retry[i], on_death)
-                for i, ref in enumerate(refs)
-            ]
+            late = None
+        return [
+            self.result(i, ref, None if retry is None else retry[i], on_death, timeout=late)
+            for i, ref in enumerate(refs)
+        ]
 
     def pid(self, i: int) -> int:
         """Process id of worker ``i``."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import threading
 from collections import deque
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -11,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import gymnasium as gym
 import numpy as np
 import ray
-from ray.exceptions import RayChannelError
+from ray.exceptions import RayChannelError, RayChannelTimeoutError
 from stable_baselines3.common.vec_env import VecEnv
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices, VecEnvObs, VecEnvStepReturn
 
@@ -99,6 +100,7 @@ class RayVecEnv(VecEnv):
         # actions the envs were given, which of them step_async must be given again).
         self._replay: deque[tuple[list[tuple], np.ndarray, np.ndarray]] = deque()
         self._graph: StepGraph | None = None
+        self._teardown: threading.Thread | None = None  # a graph's, in a thread of its own
         self._use_graph = compiled and graphs_supported()
         self._step_numbers = [0] * n_workers
         self._jobs: list[tuple[int, np.ndarray]] | None = None
@@ -203,7 +205,7 @@ class RayVecEnv(VecEnv):
 
     def _step_graph(self) -> StepGraph | None:
         """The compiled step graph, compiled on first use; ``None``: use actor calls."""
-        if self._graph is None and self._use_graph:
+        if self._graph is None and self._use_graph and not self._tearing_down():
             here = ray.get_runtime_context().get_node_id()
             if any(node != here for node in self.pool.nodes):
                 # Across nodes a graph's channels go through the raylets' RPCs, which were
@@ -232,6 +234,11 @@ class RayVecEnv(VecEnv):
         if self._graph is not None:
             try:
                 return self._graph.results()
+            except RayChannelTimeoutError:
+                # A worker hung (a step takes milliseconds, Ray waits 10 s): the calls below
+                # find which, once it outlasts the pool's call timeout; Ray's teardown would
+                # wait on its loop for ever.
+                self._forget_graph(wait=False)
             except (*WORKER_LOST, RayChannelError):
                 self._forget_graph()
         return [
@@ -241,10 +248,25 @@ class RayVecEnv(VecEnv):
             for i, job in enumerate(jobs)
         ]
 
-    def _forget_graph(self) -> None:
+    def _tearing_down(self) -> bool:
+        """Whether an earlier graph is still being torn down (``_forget_graph(wait=False)``):
+        no new one on the same actors until it is. Waits up to 30 s for it; after that, this
+        env steps with actor calls for good."""
+        if self._teardown is not None:
+            self._teardown.join(timeout=30)
+            if self._teardown.is_alive():
+                self._use_graph = False
+                logger.warning(
+                    "stepping with Ray actor calls: a compiled graph's teardown did not end"
+                )
+                return True
+            self._teardown = None
+        return False
+
+    def _forget_graph(self, wait: bool = True) -> None:
         if self._graph is not None:
             graph, self._graph = self._graph, None
-            graph.teardown()
+            self._teardown = graph.teardown(wait)
 
     def _on_restart(self, i: int) -> None:
         """Worker ``i`` was re-created: the graph held the dead actor, and steps restart; the
@@ -323,7 +345,7 @@ class RayVecEnv(VecEnv):
                 break
             ref = self.pool.submit(i, "rollout", n_steps - 1, None)
             try:
-                steps, *arrays = ray.get(ref)
+                steps, *arrays = self.pool.get(ref)
                 break
             except WORKER_LOST as exc:
                 self.pool.restart(i, exc)  # raises once it has died too often
