@@ -388,11 +388,14 @@ class WorkerPool:
         Raises:
             WorkerHungError: it did not return within that time.
         """
+        wait = self.call_timeout_s if timeout is None else timeout
         try:
-            return ray.get(ref, timeout=self.call_timeout_s if timeout is None else timeout)
+            return ray.get(ref, timeout=wait)
         except GetTimeoutError:
+            # (``timeout=0``: :meth:`results` already waited ``call_timeout_s`` for it)
+            waited = self.call_timeout_s if not timeout else timeout
             raise WorkerHungError(
-                f"it did not answer a call within {self.call_timeout_s:g} s: it hung"
+                f"it did not answer a call within {waited:g} s: it hung"
             ) from None
 
     def result(

@@ -231,19 +231,25 @@ class RayVecEnv(VecEnv):
         took) and a dead one is restarted, its episodes truncated."""
         jobs, self._jobs = self._jobs, None
         assert jobs is not None
+        timeout = None
         if self._graph is not None:
             try:
                 return self._graph.results()
             except RayChannelTimeoutError:
-                # A worker hung (a step takes milliseconds, Ray waits 10 s): the calls below
-                # find which, once it outlasts the pool's call timeout; Ray's teardown would
-                # wait on its loop for ever.
+                # A worker hung (a step takes milliseconds, Ray waited 10 s): the calls below
+                # find which, given as long again; Ray's teardown would wait on it for ever.
+                from ray.dag import DAGContext
+
                 self._forget_graph(wait=False)
+                timeout = float(DAGContext.get_current().get_timeout)
             except (*WORKER_LOST, RayChannelError):
                 self._forget_graph()
         return [
             self.pool.result(
-                i, self.pool.submit(i, "step_numbered", job), on_death=self._truncated_step
+                i,
+                self.pool.submit(i, "step_numbered", job),
+                on_death=self._truncated_step,
+                timeout=timeout,
             )
             for i, job in enumerate(jobs)
         ]
