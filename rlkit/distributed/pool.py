@@ -382,8 +382,9 @@ class WorkerPool:
         return self.result(i, self.submit(i, method, *args), retry=(method, args))
 
     def get(self, ref: ray.ObjectRef, timeout: float | None = None) -> Any:
-        """``ray.get(ref)`` of a call to a worker, within ``timeout`` (default
-        ``call_timeout_s``).
+        """``ray.get(ref)`` of a call to a worker, within ``timeout`` seconds (default
+        ``call_timeout_s``; 0: it must be back already, as :meth:`results` asks once it has
+        waited ``call_timeout_s`` for every worker's).
 
         Raises:
             WorkerHungError: it did not return within that time.
@@ -392,8 +393,7 @@ class WorkerPool:
         try:
             return ray.get(ref, timeout=wait)
         except GetTimeoutError:
-            # (``timeout=0``: :meth:`results` already waited ``call_timeout_s`` for it)
-            waited = self.call_timeout_s if not timeout else timeout
+            waited = self.call_timeout_s if wait == 0 else wait
             raise WorkerHungError(
                 f"it did not answer a call within {waited:g} s: it hung"
             ) from None
