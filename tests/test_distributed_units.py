@@ -4,6 +4,7 @@ and the one-line error for an unreachable address."""
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 
@@ -382,6 +383,25 @@ def test_a_local_start_that_times_out_is_tried_once_more(monkeypatch, message):
     with pytest.raises(ValueError, match="bad"):
         connection.start_local()
     assert calls == []
+
+
+def test_a_driver_joining_a_cluster_waits_briefly_for_its_gcs_on_the_way_out(monkeypatch):
+    """Ray's core worker reads its settings when ray.init creates it: by then a driver joining
+    a cluster gives the GCS 0.5 s, not Ray's 5 s, for its last task events (a lost head never
+    takes them, and the run would sit that long after its last line); a value the user set
+    stays."""
+    import ray
+
+    from rlkit.distributed import connection
+
+    name = "RAY_task_events_shutdown_flush_timeout_ms"
+    seen: list[str | None] = []
+    monkeypatch.setattr(ray, "init", lambda **kwargs: seen.append(os.environ.get(name)))
+    monkeypatch.delenv(name, raising=False)
+    connection._init_remote("127.0.0.1:6379")
+    monkeypatch.setenv(name, "2000")
+    connection._init_remote("127.0.0.1:6379")
+    assert seen == ["500", "2000"]
 
 
 def test_sampler_weights_cross_as_policy_weights_and_load_exactly():

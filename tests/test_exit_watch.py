@@ -92,3 +92,17 @@ def test_a_run_that_ends_normally_or_with_its_head_alive_gets_nothing_more(tmp_p
     # Ended from outside Python with the head still there: not the watch's to explain.
     ended = _run_watched(listening, tmp_path, "exit")
     assert ended.returncode == 1 and ended.stderr == ""
+
+
+def test_the_watch_and_its_line_need_neither_torch_nor_ray():
+    """The watch imports what its line needs before it waits (a run's process may be ended
+    at any moment after): light modules only, so that it starts in a fraction of a second and
+    holds tens of MB, not torch's hundreds."""
+    script = (
+        "import sys\n"
+        "import rlkit.commands.exit_watch, rlkit.commands.stopped, rlkit.core.port\n"
+        "print(' '.join(m for m in ('torch', 'ray', 'gymnasium') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == ""

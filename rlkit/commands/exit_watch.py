@@ -57,14 +57,13 @@ class ExitWatch:
 def _ended_abruptly(head: str, run_dir: Path) -> str | None:
     """The line to print for a run that ended without saying ``done`` (None: its cluster's
     head still answers, so Ray did not end it for that)."""
+    from rlkit.commands.stopped import stopped_line
+    from rlkit.core.errors import head_lost_message
     from rlkit.core.port import port_answers
 
     # One try, no grace: the run is over whether or not the head comes back.
     if port_answers(head, grace_s=0.0):
         return None
-    from rlkit.commands.prefs import stopped_line
-    from rlkit.core.errors import head_lost_message
-
     message = head_lost_message(head, "Ray ended this process")
     return stopped_line(message, run_dir, lost_address=head)
 
@@ -75,6 +74,11 @@ def main(argv: list[str]) -> int:
     # run's business: this process ends when the pipe closes.
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, signal.SIG_IGN)
+    # What the line needs, imported now (a tenth of a second, no torch) rather than once the
+    # run has ended: the line then follows the run's end at once, not after its shell prompt.
+    import rlkit.commands.stopped  # noqa: F401
+    import rlkit.core.port  # noqa: F401
+
     said = sys.stdin.buffer.read()
     if said == DONE:
         return 0

@@ -17,6 +17,7 @@ from rich.table import Table
 
 from rlkit.cli import run_tyro
 from rlkit.commands.exit_watch import ExitWatch
+from rlkit.commands.stopped import interrupted_line, stopped_line
 from rlkit.core.checkpoint import CheckpointManager
 from rlkit.core.errors import RunStoppedError, UserError
 from rlkit.core.rundir import (
@@ -153,25 +154,6 @@ def _clear_new_run(run_dir: Path) -> None:
             entry.unlink(missing_ok=True)
 
 
-def _interrupted(run_dir: Path, what: str = "interrupted") -> str:
-    """What an interrupted (or stopped, ``what``) run left, and how to go on."""
-    from rlkit.store import stored_label_count
-
-    labels = stored_label_count(run_dir)
-    try:
-        step = CheckpointManager(run_dir).latest().name
-    except UserError:
-        return (
-            f"{what} before the first checkpoint; the {labels} labels stored so far are kept:"
-            f" `rlkit prefs train --run-dir {run_dir} --resume` starts the run again from step 0"
-            " with them"
-        )
-    return (
-        f"{what}; checkpoint {step} and all {labels} stored labels are saved: "
-        f"`rlkit prefs train --run-dir {run_dir} --resume` continues"
-    )
-
-
 def _exit_watch(cfg: PrefsConfig, run_dir: Path) -> ExitWatch | None:
     """For a run on a cluster it joined: a watch that prints the run's error line if Ray ends
     this process when the cluster's head is lost (:mod:`rlkit.commands.exit_watch`)."""
@@ -181,16 +163,6 @@ def _exit_watch(cfg: PrefsConfig, run_dir: Path) -> ExitWatch | None:
 
     head = head_address()
     return None if head is None else ExitWatch(head, run_dir)
-
-
-def stopped_line(message: str, run_dir: Path, lost_address: str | None = None) -> str:
-    """The one line for a run that ``message`` stopped mid-run: what it saved and how to go
-    on. ``lost_address``: the run lost the Ray cluster it joined at this ``--ray-address``."""
-    line = f"error: {message}; {_interrupted(run_dir, 'stopped')}"
-    if lost_address is not None:
-        form = "ray://HOST:PORT" if lost_address.startswith("ray://") else "HOST:PORT"
-        line += f" once the cluster is up again (a new head: add --ray-address {form})"
-    return line
 
 
 def _check_one_rollout(cfg: PrefsConfig, kind: str) -> None:
@@ -319,10 +291,10 @@ def train(argv: list[str]) -> int:
         with stop:
             summary = loop.run(resume=cfg.resume, stop=stop)
     except StopRequested as exc:
-        print(_interrupted(run_dir, f"stopped at step {exc.step:,}"), file=sys.stderr)
+        print(interrupted_line(run_dir, f"stopped at step {exc.step:,}"), file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print(_interrupted(run_dir), file=sys.stderr)
+        print(interrupted_line(run_dir), file=sys.stderr)
         return 128 + int(stop.requested or signal.SIGINT)
     except RunStoppedError as exc:  # e.g. the Ray cluster lost: what was saved is intact
         lost = cfg.ray_address if exc.cluster_lost else None

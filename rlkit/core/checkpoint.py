@@ -17,8 +17,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from rlkit.core.errors import UserError
 
 
@@ -51,6 +49,8 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 
 def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> None:
     """``torch.save`` a dict atomically."""
+    import torch  # here, not at the top: reading a run's checkpoint names needs no torch
+
     buf = io.BytesIO()
     torch.save(payload, buf)
     atomic_write_bytes(path, buf.getvalue())
@@ -61,6 +61,8 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
+    import torch
+
     try:
         payload = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # torch raises many kinds for a truncated or foreign file

@@ -32,6 +32,12 @@ LOCAL_OBJECT_STORE_BYTES = 512 * 1024**2
 #: rollout workers do the run's main work and should not yield to every other process.
 WORKER_NICENESS = 0
 
+#: Milliseconds a driver that leaves a cluster waits for the GCS to take its last task events
+#: (Ray's ``task_events_shutdown_flush_timeout_ms``, 5,000 by default). The GCS takes them in
+#: milliseconds when it answers; when the head is lost it never does, and a run that had
+#: already said so in one line would sit for 5 s more before its process ended.
+TASK_EVENTS_FLUSH_MS = 500
+
 #: What to do when something answers at the address but it is not a Ray cluster.
 _NOT_RAY_HINT = "give the head's GCS port (`ray start --head --port=PORT`, 6379 by default)"
 _NOT_RAY_HINT_CLIENT = "give the head's Ray Client port (10001 by default)"
@@ -165,6 +171,8 @@ def _init_remote(target: str, attempts: int = 3) -> None:
     """``ray.init`` on a cluster. Ray Client's server starts a process per driver, which can
     fail on a busy head (twice in a row, seen in a test run): then the driver tries again,
     ``attempts`` times in all."""
+    # Read by Ray's core worker when ray.init creates it; a value set by the user wins.
+    os.environ.setdefault("RAY_task_events_shutdown_flush_timeout_ms", str(TASK_EVENTS_FLUSH_MS))
     for attempt in range(attempts):
         try:
             ray.init(address=target, logging_level=logging.WARNING, log_to_driver=False)
