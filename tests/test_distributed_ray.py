@@ -7,6 +7,7 @@ every other Ray instance on this shared machine.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -79,6 +80,32 @@ def _stop(proc: subprocess.Popen) -> None:
     except ProcessLookupError:
         pass
     proc.wait(timeout=10)
+
+
+def _freeze(pid: int) -> None:
+    """SIGSTOP process ``pid`` and wait until every thread of it has stopped: a signal takes
+    effect when each thread next runs, and on a loaded machine a thread can first answer a
+    call sent right after ``kill`` (seen once in a suite run)."""
+    os.kill(pid, signal.SIGSTOP)
+    deadline = time.monotonic() + 10
+    while True:
+        states = []
+        for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
+            with contextlib.suppress(OSError):  # a thread that just ended
+                states.append(stat.read_text().rpartition(")")[2].split()[0])
+        if states and all(state in "tT" for state in states):
+            return
+        assert time.monotonic() < deadline, f"process {pid} did not stop: {states}"
+        time.sleep(0.01)
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` exists and has not ended (a zombie has)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
 
 
 def _ray_start(
@@ -461,7 +488,7 @@ def test_a_hung_worker_is_restarted_as_a_dead_one(ray_head, caplog, monkeypatch,
         assert (venv._graph is not None) is compiled
         hung = venv.worker_pid(1)
         if compiled:
-            os.kill(hung, signal.SIGSTOP)
+            _freeze(hung)
         else:  # (by value: tests/ is not importable)
             venv.pool.handles[1].__ray_call__.remote(lambda worker: time.sleep(3600))
         acts = rng.uniform(-1, 1, size=(4, 3))
@@ -480,6 +507,17 @@ def test_a_hung_worker_is_restarted_as_a_dead_one(ray_head, caplog, monkeypatch,
         new_obs, _, dones, _ = venv.step(acts)  # it goes on
         np.testing.assert_array_equal(new_obs[:2], ref.step(acts[:2])[0])
         assert (venv._graph is not None) is compiled and venv.restarts == 1
+        if compiled:  # closed with a worker frozen in the graph's loop: it ends all the same
+            frozen = venv.worker_pid(0)
+            _freeze(frozen)
+            venv.pool.call_timeout_s = 2
+            start = time.monotonic()
+            venv.close()
+            assert time.monotonic() - start < 30  # not Ray's teardown waiting on it (minutes)
+            deadline = time.monotonic() + 30
+            while _alive(frozen) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert not _alive(frozen)
     finally:
         venv.close()
         ref.close()
@@ -1170,7 +1208,7 @@ def test_workers_spread_over_a_two_node_cluster(ray_head, caplog):
                 # node gets its CPU back, and shares the head's.
                 caplog.clear()
                 venv.pool.placement_timeout_s = 2
-                os.kill(venv.pool.pid(there), signal.SIGSTOP)
+                _freeze(venv.pool.pid(there))
                 with caplog.at_level(logging.WARNING, logger="rlkit.distributed"):
                     venv.pool.restart(there, unreachable)
                 assert "answers again" not in caplog.text

@@ -454,8 +454,8 @@ class WorkerPool:
             self.handles = []
             return
         refs = [h.close.remote() for h in self.handles]
-        try:
-            ray.get(refs, timeout=10)
+        try:  # (a worker that does not answer within a call's time has hung: killed below)
+            ray.get(refs, timeout=min(10.0, self.call_timeout_s))
         except RayError:
             pass  # a dead or stuck worker is killed below all the same
         for h in self.handles:

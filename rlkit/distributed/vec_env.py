@@ -493,12 +493,22 @@ class RayVecEnv(VecEnv):
         return self.env_method("render")
 
     def close(self) -> None:
-        """End the workers (their envs are closed first); safe to call twice."""
+        """End the workers (their envs are closed first); safe to call twice. A compiled
+        graph is torn down first, waiting at most the graph's timeout: a worker that hung
+        (a frozen process) would keep Ray's teardown waiting for ever, and ending the workers
+        ends it."""
         self._pending = None
         self._jobs = None
         self._replay.clear()
-        self._forget_graph()
+        self._forget_graph(wait=False)
+        teardown, self._teardown = self._teardown, None
+        if teardown is not None:
+            from ray.dag import DAGContext
+
+            teardown.join(timeout=float(DAGContext.get_current().get_timeout))
         self.pool.close()
+        if teardown is not None:
+            teardown.join(timeout=10)  # its actors are gone: it ends
 
 
 def make_ray_vec_env(
