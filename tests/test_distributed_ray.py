@@ -7,7 +7,6 @@ every other Ray instance on this shared machine.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import shutil
@@ -89,10 +88,8 @@ def _freeze(pid: int) -> None:
     os.kill(pid, signal.SIGSTOP)
     deadline = time.monotonic() + 10
     while True:
-        states = []
-        for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
-            with contextlib.suppress(OSError):  # a thread that just ended
-                states.append(stat.read_text().rpartition(")")[2].split()[0])
+        states = [_state(stat) for stat in Path(f"/proc/{pid}/task").glob("*/stat")]
+        states = [state for state in states if state is not None]  # (a thread that just ended)
         if states and all(state in "tT" for state in states):
             return
         assert time.monotonic() < deadline, f"process {pid} did not stop: {states}"
@@ -101,11 +98,16 @@ def _freeze(pid: int) -> None:
 
 def _alive(pid: int) -> bool:
     """Whether process ``pid`` exists and has not ended (a zombie has)."""
+    return _state(Path(f"/proc/{pid}/stat")) not in (None, "Z")
+
+
+def _state(stat: Path) -> str | None:
+    """The state letter in a ``/proc`` stat file (``T``: stopped, ``Z``: zombie), None if it
+    is gone."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.read_text().rpartition(")")[2].split()[0]
     except OSError:
-        return False
-    return stat.rpartition(")")[2].split()[0] != "Z"
+        return None
 
 
 def _ray_start(

@@ -98,11 +98,21 @@ def test_the_watch_and_its_line_need_neither_torch_nor_ray():
     """The watch imports what its line needs before it waits (a run's process may be ended
     at any moment after): light modules only, so that it starts in a fraction of a second and
     holds tens of MB, not torch's hundreds."""
+    # The watch's main, its pipe read recording what is imported by then.
     script = (
         "import sys\n"
-        "import rlkit.commands.exit_watch, rlkit.commands.stopped, rlkit.core.port\n"
+        "from rlkit.commands import exit_watch\n"
+        "class Pipe:\n"
+        "    def read(self):\n"
+        "        print(' '.join(m for m in ('rlkit.commands.stopped', 'rlkit.core.port')\n"
+        "                       if m in sys.modules))\n"
+        "        return exit_watch.DONE\n"
+        "class Stdin:\n"
+        "    buffer = Pipe()\n"
+        "sys.stdin = Stdin()\n"
+        "exit_watch.main(['127.0.0.1:1', '.'])\n"
         "print(' '.join(m for m in ('torch', 'ray', 'gymnasium') if m in sys.modules))\n"
     )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == ""
+    assert out.stdout.splitlines() == ["rlkit.commands.stopped rlkit.core.port", ""]

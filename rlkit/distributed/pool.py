@@ -338,8 +338,8 @@ class WorkerPool:
         """Whether worker ``i`` answers a call within ``ping_timeout_s`` (after a call to it
         failed with its connection: a node lost does not, a network blip's does)."""
         try:
-            return bool(ray.get(self.handles[i].ready.remote(), timeout=self.ping_timeout_s))
-        except RayError:  # (GetTimeoutError among them)
+            return bool(self.get(self.handles[i].ready.remote(), self.ping_timeout_s))
+        except RayError:  # (WorkerHungError among them)
             return False
 
     def _wait_placed(self, i: int, avoid: str | None = None) -> None:

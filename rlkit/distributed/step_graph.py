@@ -48,6 +48,14 @@ def graphs_supported() -> bool:
     return not client_ray.is_connected()
 
 
+def step_timeout_s() -> float:
+    """How long Ray waits for a compiled graph's step (``DAGContext.get_timeout``, 10 s by
+    default): a step takes milliseconds, so a worker that outlasts it has hung."""
+    from ray.dag import DAGContext
+
+    return float(DAGContext.get_current().get_timeout)
+
+
 class StepGraph:
     """``handles[i].step_numbered(jobs[i])`` for every worker ``i``, as one compiled graph.
 

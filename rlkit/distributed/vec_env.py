@@ -22,7 +22,7 @@ from envs.render_state import RENDER_STATE_KEY
 from rlkit.core.rollout_plan import RolloutPlan
 from rlkit.distributed.connection import error_line
 from rlkit.distributed.pool import WORKER_LOST, WorkerPool
-from rlkit.distributed.step_graph import StepGraph, graphs_supported
+from rlkit.distributed.step_graph import StepGraph, graphs_supported, step_timeout_s
 
 if TYPE_CHECKING:  # agents sits above this package; its policies only pass through here
     from agents.worker_rollouts import RandomRolloutPolicy, RolloutPolicy
@@ -238,10 +238,8 @@ class RayVecEnv(VecEnv):
             except RayChannelTimeoutError:
                 # A worker hung (a step takes milliseconds, Ray waited 10 s): the calls below
                 # find which, given as long again; Ray's teardown would wait on it for ever.
-                from ray.dag import DAGContext
-
                 self._forget_graph(wait=False)
-                timeout = float(DAGContext.get_current().get_timeout)
+                timeout = step_timeout_s()
             except (*WORKER_LOST, RayChannelError):
                 self._forget_graph()
         return [
@@ -503,9 +501,7 @@ class RayVecEnv(VecEnv):
         self._forget_graph(wait=False)
         teardown, self._teardown = self._teardown, None
         if teardown is not None:
-            from ray.dag import DAGContext
-
-            teardown.join(timeout=float(DAGContext.get_current().get_timeout))
+            teardown.join(timeout=step_timeout_s())
         self.pool.close()
         if teardown is not None:
             teardown.join(timeout=10)  # its actors are gone: it ends
