@@ -4,6 +4,10 @@ measured cost of one actor call and the throughput it predicts for bigger cluste
 
     nice -n 10 .venv/bin/python benchmarks/bench_ray_throughput.py
 
+One worker whose envs step in one helper process per core (``--env-processes-rounds``):
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_ray_throughput.py --envs ALE/Pong-v5 --n-envs 32 --fragment-length 100 --seconds 8 --env-processes-rounds 4 --out benchmarks/results/ray_env_processes_pong.jsonl
+
 Prints one JSON line per measurement and a final summary line; also writes them to
 benchmarks/results/ray_throughput_{N}envs.jsonl. All runs use random actions (drawn up front, so
 the policy costs nothing) and a local Ray instance started by rlkit.distributed.connect.
@@ -290,6 +294,61 @@ def compiled_ab(env_id: str, n_envs: int, seconds: float, repeats: int, out: lis
                 emit({**row, "workers": workers, "compiled": compiled, "steps_per_s": rate}, out)
 
 
+def env_processes_rounds(
+    env_id: str, n_envs: int, fragment_length: int, seconds: float, rounds: int, out: list[dict]
+) -> None:
+    """One Ray worker stepping its envs itself, and in one env process per core
+    (``env_processes``), beside SB3's SubprocVecEnv with the same envs, in ``rounds``
+    interleaved rounds, each between two raw single-env rates (the limit: cores x their mean).
+    Ends with a summary line of the medians over the rounds."""
+    spec = EnvSpec(env_id)
+    cores = len(os.sched_getaffinity(0))
+    fractions: dict[str, list[float]] = {}
+    vs_subproc: dict[str, list[float]] = {}
+    for rnd in range(rounds):
+        raw_before = raw_rate_and_cpu(spec, seconds)[0]
+        rows = {}
+        for processes in (1, cores):
+            sampler = FragmentSampler(
+                spec, n_envs, 1, seed=0, fragment_length=fragment_length, prefetch=True,
+                env_processes=processes,
+            )  # fmt: skip
+            sampler.sample(RandomPolicy(sampler.action_space))
+            steps, wall = timed_fragments(sampler, n_envs * fragment_length, seconds)
+            rows[f"ray_fragments_prefetch_1w_{processes}p"] = steps / wall
+            sampler.close()
+        venv = make_ray_vec_env(spec, n_envs, 1, seed=0, env_processes=cores)
+        rows[f"ray_vec_env_actor_calls_1w_{cores}p"] = vec_rate(venv, n_envs, seconds)
+        rows["sb3_subproc_vec_env"] = vec_rate(
+            make_vec_env(spec, n_envs, 0, subprocess=True), n_envs, seconds
+        )
+        # What busy cores give plain stepping: a raw env in each of ``cores`` processes.
+        rows[f"raw_{cores}_processes"] = parallel_raw(spec, cores, seconds)[0]
+        raw = (raw_before + raw_rate_and_cpu(spec, seconds)[0]) / 2
+        for method, rate in rows.items():
+            limit = cores * raw
+            ratio = rate / rows["sb3_subproc_vec_env"]
+            fractions.setdefault(method, []).append(rate / limit)
+            vs_subproc.setdefault(method, []).append(ratio)
+            row = {"env": env_id, "method": method, "round": rnd, "n_envs": n_envs}
+            emit({**row, "steps_per_s": rate, "raw_steps_per_s": raw, "cores": cores,
+                  "fraction_of_limit": rate / limit, "vs_subproc": ratio}, out)  # fmt: skip
+    emit(
+        {
+            "env": env_id,
+            "method": "env_processes_summary",
+            "rounds": rounds,
+            "n_envs": n_envs,
+            "fragment_length": fragment_length,
+            "fraction_of_limit_median": {m: statistics.median(v) for m, v in fractions.items()},
+            "vs_subproc_median": {m: statistics.median(v) for m, v in vs_subproc.items()},
+            "fractions_of_limit": {m: [round(x, 3) for x in v] for m, v in fractions.items()},
+            "vs_subproc": {m: [round(x, 3) for x in v] for m, v in vs_subproc.items()},
+        },
+        out,
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=6.0, help="timing window per measurement")
@@ -307,15 +366,25 @@ def main() -> None:
         default=0,
         help="instead: only RayVecEnv, compiled graph vs actor calls, alternating N times",
     )
+    parser.add_argument(
+        "--env-processes-rounds",
+        type=int,
+        default=0,
+        help="instead: one worker stepping its envs itself vs in one env process per core, "
+        "beside SubprocVecEnv, in N interleaved rounds",
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     connect(None)
     out: list[dict] = []
     for env_id in args.envs:
+        length = args.fragment_length or (100 if "ALE" not in env_id else 25)
         if args.ab_repeats:
             compiled_ab(env_id, args.n_envs, args.seconds, args.ab_repeats, out)
+        elif args.env_processes_rounds:
+            rounds = args.env_processes_rounds
+            env_processes_rounds(env_id, args.n_envs, length, args.seconds, rounds, out)
         else:
-            length = args.fragment_length or (100 if "ALE" not in env_id else 25)
             run(env_id, args.n_envs, length, args.seconds, out)
     results = args.out or RESULTS_DIR / f"ray_throughput_{args.n_envs}envs.jsonl"
     results.parent.mkdir(parents=True, exist_ok=True)

@@ -389,6 +389,69 @@ def test_fragment_sampler_sends_atari_frames_and_returns_the_stacks(ray_head):
         sampler.close()
 
 
+def test_a_worker_stepping_its_envs_in_env_processes_steps_as_one_that_steps_them_itself(
+    ray_head,
+):
+    """``env_processes``: a worker's envs in helper processes of its own (one CPU reserved
+    each) give the driver what the envs stepped in the worker give: the VecEnv's steps, with
+    render states and terminal observations, and Pong fragments (packed frames)."""
+    spec = EnvSpec("Hopper-v5", render_state=True)
+    venv = make_ray_vec_env(spec, n_envs=5, n_workers=2, seed=7, env_processes=2)
+    try:
+        assert venv.pool.num_cpus == 2 / 2  # lowered: the head has 2 CPUs for 2 workers
+        helpers = [venv.pool.call(i, "env_pids") for i in range(2)]
+        assert [len(h) for h in helpers] == [2, 2] and all(_alive(p) for h in helpers for p in h)
+        actions = np.random.default_rng(0).uniform(-1, 1, size=(40, 5, 3)).astype(np.float32)
+        assert _assert_same_steps(venv, make_vec_env(spec, 5, seed=7), actions) > 0
+        assert venv.get_attr("spec", indices=[4, 0])[0].id == "Hopper-v5"
+    finally:
+        venv.close()
+    with pytest.raises(UserError, match=r"env processes per Ray worker must be in 1..2"):
+        FragmentSampler(spec, n_envs=5, n_workers=2, seed=0, fragment_length=5, env_processes=3)
+
+    pong = EnvSpec("ALE/Pong-v5")
+    fragments = []
+    for processes in (1, 3):
+        sampler = FragmentSampler(
+            pong, n_envs=3, n_workers=1, seed=2, fragment_length=30, env_processes=processes
+        )
+        try:
+            assert sampler.pool.num_cpus == min(processes, 2)
+            fragments.append(sampler.sample_indexed(RandomPolicy(sampler.action_space)))
+            fragments[-1] += sampler.sample_indexed()
+        finally:
+            sampler.close()
+    assert [k for k, _ in fragments[0]] == [k for k, _ in fragments[1]]
+    for (_, a), (_, b) in zip(*fragments, strict=True):
+        np.testing.assert_array_equal(a.obs, b.obs)
+        np.testing.assert_array_equal(a.acts, b.acts)
+        np.testing.assert_array_equal(a.rews, b.rews)
+
+
+def test_a_worker_whose_env_process_dies_is_recreated_with_new_ones(ray_head, caplog):
+    spec = EnvSpec("Hopper-v5")
+    sampler = FragmentSampler(spec, n_envs=4, n_workers=1, seed=0, fragment_length=20,
+                              env_processes=2)  # fmt: skip
+    try:
+        first = sampler.sample_indexed(RandomPolicy(sampler.action_space))
+        worker, helpers = sampler.pool.pid(0), sampler.pool.call(0, "env_pids")
+        os.kill(helpers[1], signal.SIGKILL)
+        with caplog.at_level(logging.WARNING, logger="rlkit.distributed"):
+            second = sampler.sample_indexed()
+        assert sampler.restarts == 1
+        assert all(sum(len(t) for i, t in part if i == k) == 20 for part in (first, second)
+                   for k in range(4))  # fmt: skip
+        new = sampler.pool.call(0, "env_pids")
+        assert len(new) == 2 and not set(new) & set(helpers) and sampler.pool.pid(0) != worker
+        deadline = time.monotonic() + 10
+        while any(_alive(p) for p in (worker, *helpers)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(_alive(p) for p in (worker, *helpers))  # the old worker took its helpers
+        assert any("restarting it with fresh envs" in r.getMessage() for r in caplog.records)
+    finally:
+        sampler.close()
+
+
 def _minor_faults(pid: int) -> int:
     return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[7])
 
@@ -525,14 +588,14 @@ def test_a_hung_worker_is_restarted_as_a_dead_one(ray_head, caplog, monkeypatch,
         ref.close()
 
 
-def _tiny_ray_prefs(ray_head: str, run: Path) -> list[str]:
-    """A few-second `rlkit prefs train` on 2 Ray workers: 2 Hopper envs, one 512-step
-    rollout per round, two rounds."""
+def _tiny_ray_prefs(ray_head: str, run: Path, workers: tuple[str, ...] = ("2",)) -> list[str]:
+    """A few-second `rlkit prefs train` on 2 Ray workers (``workers``: what follows
+    ``--ray-workers``): 2 Hopper envs, one 512-step rollout per round, two rounds."""
     return ["prefs", "train", "--env", "Hopper-v5", "--steps", "1024", "--labels", "10",
             "--n-envs", "2", "--round-steps", "512", "--policy.n-steps", "256",
             "--segment-seconds", "0.2", "--eval-episodes", "0", "--pool-size", "100",
-            "--trainer.pretrain-epochs", "2", "--ray-workers", "2", "--ray-address", ray_head,
-            "--run-dir", str(run)]  # fmt: skip
+            "--trainer.pretrain-epochs", "2", "--ray-workers", *workers,
+            "--ray-address", ray_head, "--run-dir", str(run)]  # fmt: skip
 
 
 def _restart_counts(run: Path) -> list[str]:
@@ -618,14 +681,16 @@ def test_prefs_train_on_ray_workers_stopped_by_ctrl_c_resumes_as_the_run_that_we
 ):
     """Ctrl-C during the first round: the run saves at its end, the workers' envs mid-episode
     and their generators included, exits 130, and --resume finishes it with the labels, curves
-    and reward model of the run that was never stopped."""
+    and reward model of the run that was never stopped. On one worker stepping its envs in
+    two env processes (``--ray-env-processes 2``): their envs are saved and put back too."""
     from rlkit.cli import main
     from rlkit.core.checkpoint import CheckpointManager, unpack
     from rlkit.rewards.rollout_reward import RolloutRewardCallback
     from rlkit.store import Store
 
     whole = tmp_path / "ray_whole"
-    assert main(_tiny_ray_prefs(ray_head, whole)) == 0
+    one_worker = ("1", "--ray-env-processes", "2")
+    assert main(_tiny_ray_prefs(ray_head, whole, one_worker)) == 0
     store = Store(whole)
     assert store.count_labels() == 10
     # segments rolled out on the workers keep their MuJoCo render state
@@ -644,11 +709,13 @@ def test_prefs_train_on_ray_workers_stopped_by_ctrl_c_resumes_as_the_run_that_we
 
     monkeypatch.setattr(RolloutRewardCallback, "_on_rollout_end", ctrl_c_once)
     run = tmp_path / "ray_stop"
-    assert main(_tiny_ray_prefs(ray_head, run)) == 130
+    assert main(_tiny_ray_prefs(ray_head, run, one_worker)) == 130
     _, state = CheckpointManager(run).load_latest()
     assert sent == [512] and state["step"] == 512
     envs = unpack(state["envs"])
-    assert len(envs["remote"]["workers"]) == 2 and len(unpack(state["pool"])["segments"]) > 0
+    (worker,) = envs["remote"]["workers"]
+    assert [len(b["envs"]) for b in worker["venv"]["remote"]["blocks"]] == [1, 1]
+    assert len(unpack(state["pool"])["segments"]) > 0
     monkeypatch.undo()
     assert main(["prefs", "train", "--run-dir", str(run), "--resume"]) == 0
     went_on, resumed = _what_a_run_did(whole), _what_a_run_did(run)

@@ -248,6 +248,10 @@ def test_resume_of_a_damaged_run_says_what_and_changes_nothing(
      (["--no-ray-worker-rollouts"], "need --ray-workers N"),
      (["--ray-compress", "on"], "need --ray-workers N"),
      (["--ray-workers", "3", "--n-envs", "2"], "--ray-workers 3 is more than the 2 envs:"),
+     (["--ray-env-processes", "2"], "need --ray-workers N"),
+     (["--ray-workers", "2", "--n-envs", "5", "--ray-env-processes", "3"],
+      "--ray-env-processes 3 is more than the envs of a worker (5 envs on 2 workers: 2 for"),
+     (["--ray-workers", "1", "--ray-env-processes", "0"], "--ray-env-processes has an invalid"),
      (["--env", "CartPole-v1"], "CartPole-v1 is neither"),
      (["--n-envs", "100000"], "--steps 1024 is less than one rollout (100000 envs x 256 steps")],
 )  # fmt: skip

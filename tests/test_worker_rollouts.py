@@ -204,7 +204,9 @@ def test_a_worker_put_back_into_its_saved_state_takes_the_rollout_it_would_have(
     other, weights = worker()
     assert not np.array_equal(other.rollout(300, weights)[1], went_on[1])
     # a state that does not fit is refused before anything changes
-    with pytest.raises(ValueError, match="2 envs saved for a worker with 1"):
+    with pytest.raises(
+        ValueError, match=r"saved worker's envs \(2 envs\) are not this worker's \(1 env\)"
+    ):
         RolloutWorker(spec, seed=3, first_rank=2, n_envs=1).set_state(state)
     if env_id.startswith("ALE/"):  # saved by a worker that stepped for the driver alone
         plain = RolloutWorker(spec, seed=3, first_rank=2, n_envs=2)

@@ -231,10 +231,11 @@ def train(argv: list[str]) -> int:
         or cfg.ray_compiled
         or not cfg.ray_worker_rollouts
         or cfg.ray_compress != "auto"
+        or cfg.ray_env_processes != 1
     ):
         raise UserError(
-            "--ray-address, --ray-compiled, --ray-compress and --no-ray-worker-rollouts need"
-            " --ray-workers N (N >= 1)"
+            "--ray-address, --ray-compiled, --ray-compress, --ray-env-processes and"
+            " --no-ray-worker-rollouts need --ray-workers N (N >= 1)"
         )
     n_envs = cfg.vec_envs(env_kind(cfg.env))
     if cfg.ray_workers > n_envs:
@@ -242,6 +243,12 @@ def train(argv: list[str]) -> int:
         raise UserError(
             f"--ray-workers {cfg.ray_workers} is more than the {n_envs} envs{default}: each"
             f" worker needs at least one; raise --n-envs"
+        )
+    if cfg.ray_workers > 0 and cfg.ray_env_processes > n_envs // cfg.ray_workers:
+        raise UserError(
+            f"--ray-env-processes {cfg.ray_env_processes} is more than the envs of a worker"
+            f" ({n_envs} envs on {cfg.ray_workers} workers: {n_envs // cfg.ray_workers} for the"
+            f" smallest); each env process steps at least one; raise --n-envs"
         )
     if cfg.ray_workers > 0 and cfg.ray_address is not None:
         from rlkit.distributed import check_address  # optional dependency

@@ -29,6 +29,7 @@ from ray.exceptions import (
 )
 
 from envs.factory import EnvSpec
+from envs.process_blocks import contiguous_blocks
 from rlkit.core.errors import RunStoppedError, UserError, head_lost_message
 from rlkit.core.port import port_answers
 from rlkit.distributed.connection import connect, error_line, head_address
@@ -88,11 +89,7 @@ def split_envs(n_envs: int, n_workers: int) -> list[range]:
         raise UserError(f"the number of Ray workers must be >= 1, got {n_workers}")
     if n_envs < n_workers:
         raise UserError(f"n_envs ({n_envs}) must be >= the number of Ray workers ({n_workers})")
-    base, extra = divmod(n_envs, n_workers)
-    bounds = [0]
-    for i in range(n_workers):
-        bounds.append(bounds[-1] + base + (i < extra))
-    return [range(a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+    return contiguous_blocks(n_envs, n_workers)
 
 
 def _driver_node_id() -> str | None:
@@ -119,8 +116,9 @@ class WorkerPool:
         frame_stack: stack Atari frames in the workers.
         shadow_stack: keep a copy of the driver's Atari frame stack in the workers (see
             :class:`RolloutWorker`).
-        num_cpus: CPUs each actor reserves; lowered to ``cluster CPUs / n_workers`` when
-            the cluster is smaller, so that the actors can always be placed.
+        num_cpus: CPUs each actor reserves (None: ``env_processes``); lowered to
+            ``cluster CPUs / n_workers`` when the cluster is smaller, so that the actors can
+            always be placed.
         startup_timeout_s: how long to wait for the actors to be placed and build their envs.
         placement_timeout_s: how long a re-created worker may wait for a CPU when none is
             free before it is re-created without one (see :meth:`restart`).
@@ -134,6 +132,8 @@ class WorkerPool:
             (:mod:`rlkit.distributed.wire`); None (the default): those of workers on another
             node than the driver's, whose results cross the network (all of them when the
             driver's node is unknown, as for a Ray Client driver).
+        env_processes: helper processes each worker steps its envs in (see
+            :class:`RolloutWorker`); at most the fewest envs a worker has.
     """
 
     def __init__(
@@ -144,7 +144,7 @@ class WorkerPool:
         seed: int,
         max_restarts: int = 3,
         frame_stack: bool = False,
-        num_cpus: float = 1.0,
+        num_cpus: float | None = None,
         shadow_stack: bool = False,
         startup_timeout_s: float = 120.0,
         placement_timeout_s: float = 30.0,
@@ -152,8 +152,17 @@ class WorkerPool:
         call_timeout_s: float = CALL_TIMEOUT_S,
         on_restart: Callable[[int], None] | None = None,
         compress: bool | None = None,
+        env_processes: int = 1,
     ) -> None:
         self.ranges = split_envs(n_envs, n_workers)
+        fewest = min(len(r) for r in self.ranges)
+        if not 1 <= env_processes <= fewest:
+            raise UserError(
+                f"env processes per Ray worker must be in 1..{fewest} (the fewest envs a worker"
+                f" has: {n_envs} envs on {n_workers} workers), got {env_processes}"
+            )
+        self.env_processes = env_processes
+        num_cpus = float(env_processes) if num_cpus is None else num_cpus
         connect(None)
         self.compress = compress
         self._driver_node = _driver_node_id()
@@ -253,6 +262,7 @@ class WorkerPool:
                 policy_seed=seed + first,
                 shadow_stack=self.shadow_stack,
                 own_process=True,
+                env_processes=self.env_processes,
             )
         )
 

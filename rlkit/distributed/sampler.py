@@ -44,6 +44,7 @@ class FragmentSampler:
         compress: as for :class:`~rlkit.distributed.WorkerPool`: by default workers on
             another node than the driver's compress their fragments (Atari frames shrink
             90-290x), the others do not.
+        env_processes: as for :class:`~rlkit.distributed.RayVecEnv`.
     """
 
     def __init__(
@@ -54,9 +55,10 @@ class FragmentSampler:
         seed: int,
         fragment_length: int,
         max_restarts: int = 3,
-        num_cpus: float = 1.0,
+        num_cpus: float | None = None,
         prefetch: bool = False,
         compress: bool | None = None,
+        env_processes: int = 1,
     ) -> None:
         check_env_id(spec.env_id)
         if fragment_length < 1:
@@ -76,6 +78,7 @@ class FragmentSampler:
             num_cpus=num_cpus,
             on_restart=self._reinstall,
             compress=compress,
+            env_processes=env_processes,
         )
         self.observation_space, self.action_space = self.pool.call(0, "spaces")
 

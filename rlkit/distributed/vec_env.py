@@ -67,7 +67,8 @@ class RayVecEnv(VecEnv):
         n_workers: number of Ray actors.
         seed: env ``k`` is seeded ``seed + k``.
         max_restarts: re-creations allowed per worker.
-        num_cpus: CPUs reserved per actor (lowered when the cluster has fewer).
+        num_cpus: CPUs reserved per actor (lowered when the cluster has fewer); None: one
+            per env process.
         compiled: step through a compiled Ray graph when possible (see above).
         worker_rollouts: let on-policy agents with
             :class:`agents.worker_rollouts.WorkerRolloutsMixin` (the presets' TRPO and A2C)
@@ -76,6 +77,10 @@ class RayVecEnv(VecEnv):
         compress: as for :class:`~rlkit.distributed.WorkerPool`: by default workers on
             another node than the driver's compress their results (Atari frames and clip
             frames shrink 90-290x), the others do not.
+        env_processes: each worker steps its envs in this many processes of its own
+            (:class:`~envs.process_blocks.ProcessBlocksVecEnv`: one message per process per
+            step, observations in shared memory) and reserves that many CPUs; at most each
+            worker's number of envs. 1 (the default): in the worker's own process.
     """
 
     def __init__(
@@ -85,10 +90,11 @@ class RayVecEnv(VecEnv):
         n_workers: int,
         seed: int,
         max_restarts: int = 3,
-        num_cpus: float = 1.0,
+        num_cpus: float | None = None,
         compiled: bool = False,
         worker_rollouts: bool = True,
         compress: bool | None = None,
+        env_processes: int = 1,
     ) -> None:
         check_env_id(spec.env_id)
         self.spec = spec
@@ -107,6 +113,7 @@ class RayVecEnv(VecEnv):
         self.pool = WorkerPool(
             spec, n_envs, n_workers, seed, max_restarts, num_cpus=num_cpus,
             on_restart=self._on_restart, shadow_stack=worker_rollouts, compress=compress,
+            env_processes=env_processes,
         )  # fmt: skip
         observation_space, action_space = self.pool.call(0, "spaces")
         self._last_obs: np.ndarray | None = None
@@ -516,12 +523,13 @@ def make_ray_vec_env(
     compiled: bool = False,
     worker_rollouts: bool = True,
     compress: bool | None = None,
+    env_processes: int = 1,
 ) -> VecEnv:
     """Like ``envs.make_vec_env(spec, n_envs, seed)``, with the envs on ``n_workers`` Ray
     actors: a :class:`RayVecEnv`, wrapped in a 4-frame ``AtariFrameStack`` (SB3's ``VecFrameStack``) for Atari."""
     venv: VecEnv = RayVecEnv(
         spec, n_envs, n_workers, seed, max_restarts, compiled=compiled,
-        worker_rollouts=worker_rollouts, compress=compress,
+        worker_rollouts=worker_rollouts, compress=compress, env_processes=env_processes,
     )  # fmt: skip
     if env_kind(spec.env_id) == "atari":
         venv = AtariFrameStack(venv, ATARI_FRAME_STACK)

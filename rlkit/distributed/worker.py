@@ -8,6 +8,7 @@ at once and returns numpy arrays, so a vector step costs one round trip per work
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +20,7 @@ from stable_baselines3.common.vec_env import VecEnv
 from envs.env_state import object_state, set_object_state, set_vec_env_state, vec_env_state
 from envs.factory import ATARI_FRAME_STACK, EnvSpec, env_kind, make_env
 from envs.frame_stack import AtariFrameStack, PackedStackedObservations
+from envs.process_blocks import ProcessBlocksVecEnv
 from envs.shallow_dummy_vec_env import ShallowDummyVecEnv
 from rlkit.core.allocator import keep_freed_memory
 from rlkit.core.policy_weights import PolicyWeights
@@ -29,6 +31,28 @@ from rlkit.distributed.wire import Compressed
 
 if TYPE_CHECKING:
     from agents.worker_rollouts import RandomRolloutPolicy, RolloutPolicy
+
+
+def _env_layout(venv_state: Mapping[str, Any]) -> list[int] | None:
+    """From :func:`envs.env_state.vec_env_state` of a worker's envs: ``[n_envs]`` for envs
+    stepped in the worker, the block sizes for envs in env processes."""
+    if "envs" in venv_state:
+        return [len(venv_state["envs"])]
+    blocks = venv_state.get("remote", {}).get("blocks")
+    return None if blocks is None else [len(b["envs"]) for b in blocks]
+
+
+def _describe_layout(layout: list[int] | None) -> str:
+    if layout is None:
+        return "unknown"
+    total = f"{sum(layout)} env" + "s" * (sum(layout) != 1)
+    return total if len(layout) == 1 else f"{total} in {len(layout)} env processes"
+
+
+def _end_process(why: str) -> None:
+    """A Ray worker whose env process died ends too (its pool re-creates it whole)."""
+    print(f"rlkit rollout worker: {why}; ending this worker", file=sys.stderr, flush=True)
+    os._exit(1)
 
 
 class RolloutWorker:
@@ -56,6 +80,11 @@ class RolloutWorker:
             worker allocates a new frame stack every step and frees a call's fragments after
             it; with glibc's defaults that memory goes back to the OS and comes back as page
             faults, 1.3-3.4 per env step on Pong (BENCHMARKS.md, "Distributed rollouts on Ray").
+            If one of its env processes dies, such a worker ends its own process, so that its
+            pool re-creates it as a dead worker (with new env processes).
+        env_processes: step the envs in this many helper processes
+            (:class:`~envs.process_blocks.ProcessBlocksVecEnv`, one core each) instead of in
+            this one; at most ``n_envs``.
     """
 
     def __init__(
@@ -68,15 +97,23 @@ class RolloutWorker:
         policy_seed: int = 0,
         shadow_stack: bool = False,
         own_process: bool = False,
+        env_processes: int = 1,
     ) -> None:
         # One core per worker: intra-op threads would only fight the other workers.
         torch.set_num_threads(1)
         if own_process:
             keep_freed_memory()
         self.spec = spec
-        self.base = ShallowDummyVecEnv(
-            [make_env(spec, seed, first_rank + k) for k in range(n_envs)]
-        )
+        self.base: ShallowDummyVecEnv | ProcessBlocksVecEnv
+        if env_processes == 1:
+            self.base = ShallowDummyVecEnv(
+                [make_env(spec, seed, first_rank + k) for k in range(n_envs)]
+            )
+        else:
+            on_lost = _end_process if own_process else None
+            self.base = ProcessBlocksVecEnv(
+                spec, seed, first_rank, n_envs, env_processes, on_lost=on_lost
+            )
         self.base.seed(seed + first_rank)
         stack = frame_stack and env_kind(spec.env_id) == "atari"
         self.venv: VecEnv = AtariFrameStack(self.base, ATARI_FRAME_STACK) if stack else self.base
@@ -124,6 +161,10 @@ class RolloutWorker:
     def pid(self) -> int:
         """This worker's process id (lets tests and operators signal it)."""
         return os.getpid()
+
+    def env_pids(self) -> list[int]:
+        """The process ids of this worker's env processes (none when it steps its envs)."""
+        return self.base.pids() if isinstance(self.base, ProcessBlocksVecEnv) else []
 
     def node_id(self) -> str | None:
         """The id (hex) of the Ray node this worker runs on; ``None`` outside Ray."""
@@ -249,9 +290,15 @@ class RolloutWorker:
         """
         if state["shadow"] is None and self._shadow is not None and state["obs"] is not None:
             raise ValueError("the saved worker kept no shadow frame stack for rollouts")
-        envs = state["venv"]["envs"] if "envs" in state["venv"] else []
-        if len(envs) != self.base.num_envs:
-            raise ValueError(f"{len(envs)} envs saved for a worker with {self.base.num_envs}")
+        saved = _env_layout(state["venv"])
+        here = [self.base.num_envs] if isinstance(self.base, ShallowDummyVecEnv) else None
+        if isinstance(self.base, ProcessBlocksVecEnv):
+            here = [len(b) for b in self.base.blocks]
+        if saved != here:
+            raise ValueError(
+                f"the saved worker's envs ({_describe_layout(saved)}) are not this worker's"
+                f" ({_describe_layout(here)})"
+            )
         set_vec_env_state(self.venv, state["venv"])
         self._obs = None if state["obs"] is None else state["obs"].copy()
         if self._shadow is not None and state["shadow"] is not None:

@@ -275,6 +275,7 @@ class PreferenceLoop:
                 compiled=self.cfg.ray_compiled,
                 worker_rollouts=self.cfg.ray_worker_rollouts,
                 compress={"auto": None, "on": True, "off": False}[self.cfg.ray_compress],
+                env_processes=self.cfg.ray_env_processes,
             )
         else:
             venv = make_vec_env(self.spec, self.n_envs, self.cfg.seed)

@@ -121,6 +121,10 @@ class PrefsConfig:
     thread."""
     ray_workers: int = 0
     """Step the envs on this many Ray worker actors (0: in this process)."""
+    ray_env_processes: int = 1
+    """With --ray-workers: each worker steps its envs in this many processes of its own and
+    reserves as many CPUs (one message per process per env step, observations in shared
+    memory): fewer, bigger workers on many-core nodes. 1: in the worker's process."""
     ray_address: str | None = None
     """Ray cluster to use with --ray-workers: auto, HOST:PORT, or unset for a local instance."""
     ray_compiled: bool = False
@@ -218,6 +222,7 @@ class PrefsConfig:
             "checkpoint_every": self.checkpoint_every > 0,
             "eval_episodes": self.eval_episodes >= 0,
             "ray_workers": self.ray_workers >= 0,
+            "ray_env_processes": self.ray_env_processes >= 1,
             "torch_threads": 1 <= self.torch_threads <= 1024,
             "synthetic_share": 0.0 <= self.synthetic_share <= 1.0,
             "dropout": 0.0 <= self.dropout < 1.0,
