@@ -5,6 +5,9 @@ the policy on the driver), and on Ray workers that take each rollout themselves
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_ray_training.py [--envs Hopper-v5 ALE/Pong-v5]
 
+``--env-processes P`` adds one worker taking the rollouts with its envs in P env processes
+(against ``--workers`` workers, one process each).
+
 The three run side by side in one process (each ``learn`` call timed in turn, ``--repeats``
 times, after a warm-up one), so that the machine's load affects them alike. Prints one JSON
 line per env with the median env steps per second of each and their ratios, both for whole
@@ -36,10 +39,15 @@ from envs.frame_stack import AtariFrameStack  # noqa: E402
 from rlkit.distributed import RayVecEnv, connect, shutdown  # noqa: E402
 
 
-def ray_vec_env(spec: EnvSpec, n_envs: int, workers: int, worker_rollouts: bool):
+def ray_vec_env(
+    spec: EnvSpec, n_envs: int, workers: int, worker_rollouts: bool, env_processes: int = 1
+):
     """``make_ray_vec_env``, with workers that reserve half a CPU: both Ray variants' workers
     exist at once (each set idle while the other is timed)."""
-    venv = RayVecEnv(spec, n_envs, workers, 0, num_cpus=0.5, worker_rollouts=worker_rollouts)
+    venv = RayVecEnv(
+        spec, n_envs, workers, 0, num_cpus=0.5, worker_rollouts=worker_rollouts,
+        env_processes=env_processes,
+    )  # fmt: skip
     return AtariFrameStack(venv, ATARI_FRAME_STACK) if env_kind(spec.env_id) == "atari" else venv
 
 
@@ -68,6 +76,12 @@ def main() -> None:
         "--steps", type=int, help="env steps per timed learn (default 16384; Atari 4000)"
     )
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument(
+        "--env-processes",
+        type=int,
+        default=0,
+        help="also time one worker taking the rollouts with its envs in this many env processes",
+    )
     p.add_argument("--out", type=Path, help="append the JSON lines to this file")
     args = p.parse_args()
     torch.set_num_threads(1)
@@ -86,6 +100,9 @@ def main() -> None:
                 "ray_steps": ray_vec_env(spec, n_envs, args.workers, worker_rollouts=False),
                 "ray_rollouts": ray_vec_env(spec, n_envs, args.workers, worker_rollouts=True),
             }
+            one_worker = f"ray_rollouts_1w_{args.env_processes}p"
+            if args.env_processes:
+                venvs[one_worker] = ray_vec_env(spec, n_envs, 1, True, args.env_processes)
             agents = {name: make_agent(PolicyConfig(), v, kind, 0) for name, v in venvs.items()}
             for agent in agents.values():
                 agent.learn(steps // 4)  # warm-up: first resets, workers' policy copies
@@ -117,6 +134,10 @@ def main() -> None:
                     collect["ray_rollouts"] / collect["in_process"], 3
                 ),
             }  # fmt: skip
+            if args.env_processes:
+                record["one_worker_env_processes_vs_rollouts"] = round(
+                    median[one_worker] / median["ray_rollouts"], 3
+                )
             line = json.dumps(record)
             print(line, flush=True)
             if args.out is not None:

@@ -7,7 +7,9 @@ and ``TimeLimit.truncated`` infos exactly as there). Unlike SB3's ``SubprocVecEn
 and a pickled message per env per step), a step is one message per process each way, and the
 observations never cross a pipe: every helper writes its block's into one shared-memory array
 (``(n_envs, *obs_shape)``) that the parent copies out once per step. Rewards, dones and infos
-(render states included) are pickled.
+(render states included) are pickled. Besides the VecEnv interface, each block can step on its
+own (:meth:`~ProcessBlocksVecEnv.send_block`, :meth:`~ProcessBlocksVecEnv.recv_block`), so that a
+caller can act for one block while the others step (:meth:`rlkit.distributed.RolloutWorker.sample`).
 
 The helpers are plain ``python -m envs.env_block_process`` children (not ``multiprocessing``:
 a Ray worker's ``__main__`` cannot be re-imported by a spawned child), with a socket and the
@@ -119,7 +121,7 @@ class ProcessBlocksVecEnv(VecEnv):
         self.procs: list[subprocess.Popen] = []
         self._lost: str | None = None
         self.closed = False
-        self._actions: np.ndarray | None = None
+        self._stepping: set[int] = set()  # blocks sent a step and not yet answered
         fd = _shared_file(nbytes)
         self._memory = mmap.mmap(fd, max(nbytes, 1))
         self._obs = np.frombuffer(self._memory, dtype, count=n_envs * int(np.prod(shape)))
@@ -196,12 +198,18 @@ class ProcessBlocksVecEnv(VecEnv):
 
     def _all(self, messages: Iterable[tuple]) -> list[Any]:
         """Send one message to each helper, then gather the answers in order."""
+        self.drain()
         for i, message in enumerate(messages):
             self._send(i, message)
+        return self._gather(self._answer)
+
+    def _gather(self, answer: Callable[[int], Any]) -> list[Any]:
+        """``answer(i)`` of every helper in order; every answer is read (so that no stale one
+        is left in a pipe) before the first env error is raised."""
         answers, error = [], None
         for i in range(len(self.blocks)):
-            try:  # read every answer, so that no stale one is left in a pipe
-                answers.append(self._answer(i))
+            try:
+                answers.append(answer(i))
             except EnvProcessLostError:
                 raise
             except EnvProcessError as exc:
@@ -212,6 +220,7 @@ class ProcessBlocksVecEnv(VecEnv):
 
     def _per_env(self, command: str, indices: VecEnvIndices, *args: Any) -> list[Any]:
         """``command`` on the envs ``indices`` (global in this VecEnv), in that order."""
+        self.drain()
         wanted = list(self._get_indices(indices))
         out: dict[int, Any] = {}
         for i, block in enumerate(self.blocks):
@@ -234,18 +243,51 @@ class ProcessBlocksVecEnv(VecEnv):
         return self._obs.copy()
 
     def step_async(self, actions: np.ndarray) -> None:
-        self._actions = np.asarray(actions)
+        """Send every helper its block's actions; they step while the caller goes on."""
+        for i, block in enumerate(self.blocks):
+            self.send_block(i, actions[block.start : block.stop])
 
     def step_wait(self) -> VecEnvStepReturn:
-        assert self._actions is not None, "step_async first"
-        answers = self._all(("step", self._actions[b.start : b.stop]) for b in self.blocks)
-        rews = np.concatenate([a[0] for a in answers])
-        dones = np.concatenate([a[1] for a in answers])
-        infos = [info for a in answers for info in a[2]]
-        for block, a in zip(self.blocks, answers, strict=True):
-            for k, reset_info in a[3].items():
-                self.reset_infos[block.start + k] = reset_info
+        answers = self._gather(lambda i: self.recv_block(i, copy=False))
+        rews = np.concatenate([a[1] for a in answers])
+        dones = np.concatenate([a[2] for a in answers])
+        infos = [info for a in answers for info in a[3]]
         return self._obs.copy(), rews, dones, infos
+
+    # -- one block at a time (a worker's pipelined sampling) -----------------------------------
+
+    def send_block(self, i: int, actions: np.ndarray) -> None:
+        """Start a step of block ``i`` (its envs' ``actions``); :meth:`recv_block` ends it."""
+        if i in self._stepping:
+            raise RuntimeError(f"block {i} is already stepping")
+        self._send(i, ("step", np.asarray(actions)))
+        self._stepping.add(i)
+
+    def recv_block(
+        self, i: int, copy: bool = True
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[dict[str, Any]]]:
+        """Wait for block ``i``'s step: ``(obs, rews, dones, infos)`` of its envs (``obs``
+        a view of the shared array until the block's next step without ``copy``); its envs'
+        :attr:`reset_infos` are updated."""
+        if i not in self._stepping:
+            raise RuntimeError(f"block {i} is not stepping")
+        self._stepping.discard(i)
+        rews, dones, infos, resets = self._answer(i)
+        block = self.blocks[i]
+        for k, reset_info in resets.items():
+            self.reset_infos[block.start + k] = reset_info
+        obs = self._obs[block.start : block.stop]
+        return (obs.copy() if copy else obs), rews, dones, infos
+
+    def drain(self) -> None:
+        """Wait for the blocks still stepping, dropping their results (after an error)."""
+        for i in sorted(self._stepping):
+            try:
+                self.recv_block(i, copy=False)
+            except EnvProcessLostError:
+                raise
+            except EnvProcessError:
+                pass
 
     def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:
         return self._per_env("get_attr", indices, attr_name)

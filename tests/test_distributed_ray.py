@@ -409,23 +409,32 @@ def test_a_worker_stepping_its_envs_in_env_processes_steps_as_one_that_steps_the
     with pytest.raises(UserError, match=r"env processes per Ray worker must be in 1..2"):
         FragmentSampler(spec, n_envs=5, n_workers=2, seed=0, fragment_length=5, env_processes=3)
 
+    # Sampling pipelines the env processes (each block acts as soon as its step is recorded,
+    # so the policy draws in another order): each env's fragments are its true trajectory
+    # under the actions recorded, replayed here on the env built alike.
     pong = EnvSpec("ALE/Pong-v5")
-    fragments = []
-    for processes in (1, 3):
-        sampler = FragmentSampler(
-            pong, n_envs=3, n_workers=1, seed=2, fragment_length=30, env_processes=processes
-        )
-        try:
-            assert sampler.pool.num_cpus == min(processes, 2)
-            fragments.append(sampler.sample_indexed(RandomPolicy(sampler.action_space)))
-            fragments[-1] += sampler.sample_indexed()
-        finally:
-            sampler.close()
-    assert [k for k, _ in fragments[0]] == [k for k, _ in fragments[1]]
-    for (_, a), (_, b) in zip(*fragments, strict=True):
-        np.testing.assert_array_equal(a.obs, b.obs)
-        np.testing.assert_array_equal(a.acts, b.acts)
-        np.testing.assert_array_equal(a.rews, b.rews)
+    sampler = FragmentSampler(pong, n_envs=3, n_workers=1, seed=2, fragment_length=30,
+                              env_processes=3)  # fmt: skip
+    try:
+        assert sampler.pool.num_cpus == 2  # lowered to the head's 2 CPUs
+        got = sampler.sample_indexed(RandomPolicy(sampler.action_space))
+        got += sampler.sample_indexed()
+    finally:
+        sampler.close()
+    assert sorted({k for k, _ in got}) == [0, 1, 2]
+    for k in range(3):
+        pieces = [t for i, t in got if i == k]
+        assert [len(t) for t in pieces] == [30, 30]  # no Pong episode ends this soon
+        np.testing.assert_array_equal(pieces[1].obs[0], pieces[0].obs[-1])
+        env = make_vec_env(pong, 1, seed=2 + k)
+        np.testing.assert_array_equal(env.reset()[0], pieces[0].obs[0])
+        for piece in pieces:
+            for act, want_obs, want_rew in zip(piece.acts, piece.obs[1:], piece.rews, strict=True):
+                obs, rew, _, _ = env.step(np.array([act]))
+                np.testing.assert_array_equal(obs[0], want_obs)
+                assert rew[0] == want_rew
+        env.close()
+    assert len({t.acts.tobytes() for _, t in got[:3]}) == 3  # the envs' own actions
 
 
 def test_a_worker_whose_env_process_dies_is_recreated_with_new_ones(ray_head, caplog):

@@ -12,6 +12,7 @@ import time
 
 import numpy as np
 import pytest
+from processes import alive
 
 from envs.env_state import set_vec_env_state, vec_env_state
 from envs.factory import EnvSpec, make_env
@@ -26,18 +27,10 @@ from envs.shallow_dummy_vec_env import ShallowDummyVecEnv
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
 def _wait_gone(pids: list[int], timeout: float = 10.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not any(_alive(p) for p in pids):
+        if not any(alive(p) for p in pids):
             return True
         time.sleep(0.05)
     return False
@@ -197,8 +190,38 @@ def test_the_helpers_end_when_their_parent_is_killed():
     parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     try:
         pids = [int(p) for p in parent.stdout.readline().split()]
-        assert len(pids) == 2 and all(_alive(p) for p in pids)
+        assert len(pids) == 2 and all(alive(p) for p in pids)
     finally:
         parent.kill()
         parent.wait()
     assert _wait_gone(pids)
+
+
+def test_blocks_step_on_their_own_and_a_waiting_step_is_drained_before_other_calls():
+    """The pipelined sampling's calls: a block's step sent and received apart from the
+    others' gives what the whole step gives; a call meanwhile first waits for it."""
+    spec = EnvSpec("Hopper-v5")
+    here = ShallowDummyVecEnv([make_env(spec, 0, k) for k in range(3)])
+    here.seed(0)
+    there = ProcessBlocksVecEnv(spec, 0, 0, 3, 2)
+    there.seed(0)
+    try:
+        np.testing.assert_array_equal(there.reset(), here.reset())
+        acts = np.random.default_rng(2).uniform(-1, 1, size=(3, 3)).astype(np.float32)
+        there.send_block(1, acts[2:])
+        there.send_block(0, acts[:2])
+        with pytest.raises(RuntimeError, match="block 0 is already stepping"):
+            there.send_block(0, acts[:2])
+        second, first = there.recv_block(1), there.recv_block(0)
+        want = here.step(acts)
+        for k in range(3):
+            np.testing.assert_array_equal(np.concatenate([first[k], second[k]]), want[k])
+        with pytest.raises(RuntimeError, match="block 1 is not stepping"):
+            there.recv_block(1)
+        there.send_block(0, acts[:2])
+        assert there.get_attr("spec", [0])[0].id == "Hopper-v5"  # the step was drained first
+        obs, *_ = there.step(acts)  # and the whole VecEnv steps on
+        assert obs.shape == (3, 11)
+    finally:
+        there.close()
+        here.close()

@@ -10,6 +10,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from processes import alive
 
 from rlkit.core import Comparison, Segment
 from rlkit.rewards.ensemble import RewardEnsemble
@@ -174,25 +175,16 @@ def test_a_learner_whose_loop_is_killed_at_once_stops_too():
     try:
         child = int(loop.stdout.readline())
         time.sleep(0.5)
-        assert _alive(child)  # training
+        assert alive(child)  # training
         loop.kill()
         loop.wait(timeout=10)
         deadline = time.monotonic() + 10
-        while _alive(child) and time.monotonic() < deadline:
+        while alive(child) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert not _alive(child)
+        assert not alive(child)
     finally:
         if loop.poll() is None:
             loop.kill()
-
-
-def _alive(pid: int) -> bool:
-    """Whether ``pid`` runs (a zombie, dead but not yet reaped, does not)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def test_a_diverging_reward_model_stops_the_run_with_one_line_and_no_traceback_file(

@@ -19,7 +19,7 @@ from agents.worker_rollouts import (
     RolloutPolicy,
     rollout_source,
 )
-from envs import EnvSpec, make_vec_env
+from envs import EnvSpec, make_env, make_vec_env
 from envs.frame_stack import AtariFrameStack, PackedStackedObservations
 from envs.shallow_dummy_vec_env import ShallowDummyVecEnv
 from rlkit.distributed.worker import RolloutWorker
@@ -172,17 +172,63 @@ def _worker_policy(env_id: str, worker: RolloutWorker) -> tuple[Any, PolicyWeigh
         venv.close()
 
 
-@pytest.mark.parametrize("env_id", ["ALE/Breakout-v5", "Hopper-v5"])
-def test_a_worker_put_back_into_its_saved_state_takes_the_rollout_it_would_have(env_id):
+def test_a_worker_in_env_processes_pipelines_its_rollout_over_the_drivers_stacks():
+    """With ``env_processes``, the policy acts for each block as soon as its step is back:
+    per block, it sees the 4-frame stacks the driver keeps (across Breakout's life-loss episode
+    ends), and the steps joined over the blocks are the driver's envs' under the env actions."""
+    spec, n = EnvSpec("ALE/Breakout-v5"), 3
+    worker = RolloutWorker(spec, seed=0, first_rank=0, n_envs=n, shadow_stack=True,
+                           env_processes=2)  # fmt: skip
+    blocks = [range(0, 2), range(2, 3)]
+    assert worker.base.blocks == blocks  # type: ignore[union-attr]
+    driver = AtariFrameStack(ShallowDummyVecEnv([make_env(spec, 0, k) for k in range(n)]), 4)
+    driver.seed(0)
+    want_obs = [driver.reset()]
+    np.testing.assert_array_equal(worker.reset()[0], want_obs[0][..., -1:])
+    policy = _Recording()
+    worker.set_rollout_policy(policy)  # type: ignore[arg-type]
+    ends = 0
+    try:
+        for _ in range(2):
+            steps, actions, env_actions, values, _ = worker.rollout(120)
+            assert actions.shape == values.shape == (120, n)
+            for (obs, rews, dones, infos, resets), acts in zip(steps, env_actions, strict=True):
+                want, want_rews, want_dones, want_infos = driver.step(acts)
+                np.testing.assert_array_equal(obs, want[..., -1:])
+                np.testing.assert_array_equal(rews, want_rews)
+                np.testing.assert_array_equal(dones, want_dones)
+                for k in np.flatnonzero(dones):
+                    ends += 1
+                    np.testing.assert_array_equal(
+                        infos[k]["terminal_observation"][..., 0],
+                        want_infos[k]["terminal_observation"][..., -1],
+                    )
+                    assert resets[k] == driver.venv.reset_infos[k]
+                want_obs.append(want)
+        assert ends >= 1
+        assert len(policy.seen) == 240 * len(blocks)  # one call per block and step
+        for t, want in enumerate(want_obs[:-1]):
+            seen = np.concatenate(policy.seen[t * 2 : t * 2 + 2])
+            np.testing.assert_array_equal(seen, want)
+    finally:
+        worker.close()
+        driver.close()
+
+
+@pytest.mark.parametrize(
+    ("env_id", "processes"), [("ALE/Breakout-v5", 1), ("Hopper-v5", 1), ("ALE/Breakout-v5", 2)]
+)
+def test_a_worker_put_back_into_its_saved_state_takes_the_rollout_it_would_have(env_id, processes):
     """A stopped Ray run saves its workers (RayVecEnv.get_env_state): a new worker given the
     state (through pickle, as Ray sends it) and a new copy of the policy takes the same steps
     and draws the same actions as the worker that went on, across episode ends (Breakout: with
     the driver's frame stack in its shadow; Hopper: TRPO's copy, built once the state is back,
-    which must leave the generator alone)."""
+    which must leave the generator alone; and with the envs in two env processes, pipelined)."""
     spec = EnvSpec(env_id)
 
     def worker() -> tuple[RolloutWorker, PolicyWeights | None]:
-        w = RolloutWorker(spec, seed=3, first_rank=2, n_envs=2, policy_seed=5, shadow_stack=True)
+        w = RolloutWorker(spec, seed=3, first_rank=2, n_envs=2, policy_seed=5, shadow_stack=True,
+                          env_processes=processes)  # fmt: skip
         policy, weights = _worker_policy(env_id, w)
         w.set_rollout_policy(policy)
         return w, weights
@@ -204,8 +250,9 @@ def test_a_worker_put_back_into_its_saved_state_takes_the_rollout_it_would_have(
     other, weights = worker()
     assert not np.array_equal(other.rollout(300, weights)[1], went_on[1])
     # a state that does not fit is refused before anything changes
+    saved = "2 envs" if processes == 1 else "2 envs in 2 env processes"
     with pytest.raises(
-        ValueError, match=r"saved worker's envs \(2 envs\) are not this worker's \(1 env\)"
+        ValueError, match=rf"saved worker's envs \({saved}\) are not this worker's \(1 env\)"
     ):
         RolloutWorker(spec, seed=3, first_rank=2, n_envs=1).set_state(state)
     if env_id.startswith("ALE/"):  # saved by a worker that stepped for the driver alone
@@ -213,3 +260,5 @@ def test_a_worker_put_back_into_its_saved_state_takes_the_rollout_it_would_have(
         plain.reset()
         with pytest.raises(ValueError, match="kept no shadow frame stack"):
             again.set_state(plain.get_state())
+    for w in (first, again, other):
+        w.close()

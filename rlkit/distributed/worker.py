@@ -7,6 +7,7 @@ at once and returns numpy arrays, so a vector step costs one round trip per work
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from collections.abc import Mapping, Sequence
@@ -47,6 +48,15 @@ def _describe_layout(layout: list[int] | None) -> str:
         return "unknown"
     total = f"{sum(layout)} env" + "s" * (sum(layout) != 1)
     return total if len(layout) == 1 else f"{total} in {len(layout)} env processes"
+
+
+@dataclasses.dataclass
+class _Block:
+    """What :meth:`RolloutWorker.sample` keeps for one env process's block of envs."""
+
+    stack: PackedStackedObservations | None
+    recorder: FragmentRecorder
+    obs: np.ndarray  # the envs' last observations (stacked where the worker stacks)
 
 
 def _end_process(why: str) -> None:
@@ -131,6 +141,7 @@ class RolloutWorker:
         torch.manual_seed(policy_seed)
         self.policy: WorkerPolicy | None = None
         self.recorder: FragmentRecorder | None = None
+        self._blocks: list[_Block] | None = None  # sampling per env process (_sample_blocks)
         self._obs: np.ndarray | None = None
         self._step_number = 0
         self._last_step: tuple | None = None
@@ -271,7 +282,7 @@ class RolloutWorker:
         Raises:
             RuntimeError: this worker samples fragments; their recorder is not saved.
         """
-        if self.recorder is not None:
+        if self.recorder is not None or self._blocks is not None:
             raise RuntimeError("a fragment sampler's worker cannot be saved mid-fragment")
         return {
             "venv": vec_env_state(self.venv),
@@ -341,6 +352,8 @@ class RolloutWorker:
             self.load_state_dict(state_dict)
         if self.policy is None:
             raise RuntimeError("no policy: call set_policy first")
+        if isinstance(self.base, ProcessBlocksVecEnv):
+            return self._send(self._sample_blocks(fragment_length, pack_frames))
         if self.recorder is None:
             self.recorder = FragmentRecorder(self.venv.num_envs, self.spec.render_state)
             obs, infos = self._reset()
@@ -354,6 +367,57 @@ class RolloutWorker:
             self.recorder.record(acts, obs, rews, dones, infos, self.base.reset_infos)
         self._obs = obs
         return self._send(self.recorder.flush(pack_frames and self.stacks_frames))
+
+    def _sample_blocks(
+        self, fragment_length: int, pack_frames: bool
+    ) -> list[tuple[int, Trajectory | PackedFrames]]:
+        """:meth:`sample` with the envs in env processes, pipelined: each block of envs gets
+        its next actions as soon as its step is recorded, so that one helper steps while
+        the worker stacks, records and acts for another's block (instead of every helper
+        waiting for the worker's work on all the envs at each step). The policy is called
+        once per block and step, in block order."""
+        base = self.base
+        assert isinstance(base, ProcessBlocksVecEnv) and self.policy is not None
+        if self._blocks is None:
+            first = base.reset()
+            self._blocks = []
+            for b in base.blocks:
+                stack = None
+                if self.stacks_frames:
+                    stack = PackedStackedObservations(
+                        len(b), ATARI_FRAME_STACK, base.observation_space
+                    )
+                obs = first[b.start : b.stop]
+                obs = stack.reset(obs) if stack is not None else obs
+                recorder = FragmentRecorder(len(b), self.spec.render_state)
+                recorder.start(obs, base.reset_infos[b.start : b.stop])
+                self._blocks.append(_Block(stack, recorder, obs))
+        acts: list[np.ndarray] = []
+        try:
+            for i, block in enumerate(self._blocks):
+                acts.append(np.array(self.policy(block.obs, self.rng)))
+                base.send_block(i, acts[i])
+            for step in range(fragment_length):
+                for i, block in enumerate(self._blocks):
+                    envs = base.blocks[i]
+                    obs, rews, dones, infos = base.recv_block(i, copy=block.stack is None)
+                    if block.stack is not None:
+                        obs, infos = block.stack.update(obs, dones, infos)
+                    resets = base.reset_infos[envs.start : envs.stop]
+                    block.recorder.record(acts[i], obs, rews, dones, infos, resets)
+                    block.obs = obs
+                    if step < fragment_length - 1:
+                        acts[i] = np.array(self.policy(obs, self.rng))
+                        base.send_block(i, acts[i])
+        except BaseException:
+            base.drain()
+            raise
+        pack = pack_frames and self.stacks_frames
+        return [
+            (envs.start + k, piece)
+            for envs, block in zip(base.blocks, self._blocks, strict=True)
+            for k, piece in block.recorder.flush(pack)
+        ]
 
     # -- on-policy rollouts -----------------------------------------------------------------
 
@@ -388,6 +452,10 @@ class RolloutWorker:
             raise RuntimeError("an Atari rollout needs the frame stack: create with shadow_stack")
         if self._obs is None:
             self._reset()
+        if isinstance(self.base, ProcessBlocksVecEnv):
+            steps, acts, env_acts, values, log_probs = self._rollout_blocks(n_steps, policy)
+            stacked = (np.stack(x) for x in (acts, env_acts, values, log_probs))
+            return self._send((steps, *stacked))
         steps, acts, env_acts, values, log_probs = [], [], [], [], []
         for _ in range(n_steps):
             obs = self._shadow.stacked_obs if self._shadow is not None else self._obs
@@ -400,3 +468,73 @@ class RolloutWorker:
             log_probs.append(log_prob)
         stacked = (np.stack(x) for x in (acts, env_acts, values, log_probs))
         return self._send((steps, *stacked))
+
+    def _rollout_blocks(self, n_steps: int, policy: RolloutPolicy | RandomRolloutPolicy) -> tuple:
+        """:meth:`rollout` with the envs in env processes, pipelined as :meth:`sample` is:
+        the policy acts for each block as soon as its step is back, while the others step.
+        The frame stack's shadow is split into the blocks' for the rollout and joined after;
+        each step's results are joined over the blocks (as :meth:`step` gives them).
+
+        Returns: ``(steps, acts, env_acts, values, log_probs)``, lists over the steps."""
+        base = self.base
+        assert isinstance(base, ProcessBlocksVecEnv) and self._obs is not None
+        shadows: list[PackedStackedObservations | None] = []
+        for b in base.blocks:
+            shadow = None
+            if self._shadow is not None:
+                shadow = PackedStackedObservations(
+                    len(b), ATARI_FRAME_STACK, base.observation_space
+                )
+                shadow.stacked_obs = self._shadow.stacked_obs[b.start : b.stop].copy()
+            shadows.append(shadow)
+        last = [self._obs[b.start : b.stop] for b in base.blocks]
+        # per block, per step: (step results, action, env action, value, log-probability)
+        done: list[list[tuple]] = [[] for _ in base.blocks]
+        pending: list[tuple] = []
+
+        def act(i: int) -> None:
+            shadow = shadows[i]
+            action, value, log_prob = policy(shadow.stacked_obs if shadow else last[i])
+            env_action = policy.env_actions(action)
+            base.send_block(i, env_action)
+            pending[i] = (action, env_action, value, log_prob)
+
+        try:
+            pending.extend([()] * len(base.blocks))
+            for i in range(len(base.blocks)):
+                act(i)
+            for step in range(n_steps):
+                for i, b in enumerate(base.blocks):
+                    obs, rews, dones, infos = base.recv_block(i)
+                    if shadows[i] is not None:  # it rewrites terminal observations: copies
+                        copies = [dict(x) if d else x for x, d in zip(infos, dones, strict=True)]
+                        shadows[i].update(obs, dones, copies)
+                    resets = [dict(base.reset_infos[b.start + k]) if d else {}
+                              for k, d in enumerate(dones)]  # fmt: skip
+                    done[i].append(((obs, rews, dones, infos, resets), *pending[i]))
+                    last[i] = obs
+                    if step < n_steps - 1:
+                        act(i)
+        except BaseException:
+            base.drain()
+            raise
+        self._obs = np.concatenate(last)
+        if self._shadow is not None:
+            stacks = [s.stacked_obs for s in shadows if s is not None]
+            self._shadow.stacked_obs = np.concatenate(stacks)
+        steps, acts, env_acts, values, log_probs = [], [], [], [], []
+        for t in range(n_steps):
+            parts = [done[i][t] for i in range(len(base.blocks))]
+            results = [p[0] for p in parts]
+            steps.append(
+                (
+                    np.concatenate([r[0] for r in results]),
+                    np.concatenate([r[1] for r in results]),
+                    np.concatenate([r[2] for r in results]),
+                    [info for r in results for info in r[3]],
+                    [info for r in results for info in r[4]],
+                )
+            )
+            for out, k in ((acts, 1), (env_acts, 2), (values, 3), (log_probs, 4)):
+                out.append(np.concatenate([p[k] for p in parts]))
+        return steps, acts, env_acts, values, log_probs
