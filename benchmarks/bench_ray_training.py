@@ -40,12 +40,17 @@ from rlkit.distributed import RayVecEnv, connect, shutdown  # noqa: E402
 
 
 def ray_vec_env(
-    spec: EnvSpec, n_envs: int, workers: int, worker_rollouts: bool, env_processes: int = 1
+    spec: EnvSpec,
+    n_envs: int,
+    workers: int,
+    worker_rollouts: bool,
+    env_processes: int = 1,
+    num_cpus: float = 0.5,
 ):
-    """``make_ray_vec_env``, with workers that reserve half a CPU: both Ray variants' workers
-    exist at once (each set idle while the other is timed)."""
+    """``make_ray_vec_env``, with workers that reserve a part of a CPU (half by default): the
+    Ray variants' workers all exist at once (each set idle while another is timed)."""
     venv = RayVecEnv(
-        spec, n_envs, workers, 0, num_cpus=0.5, worker_rollouts=worker_rollouts,
+        spec, n_envs, workers, 0, num_cpus=num_cpus, worker_rollouts=worker_rollouts,
         env_processes=env_processes,
     )  # fmt: skip
     return AtariFrameStack(venv, ATARI_FRAME_STACK) if env_kind(spec.env_id) == "atari" else venv
@@ -89,6 +94,9 @@ def main() -> None:
         ["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True, text=True
     ).stdout.strip()
     connect(None)
+    # Every Ray variant's workers fit at once (the default, 2 x 2 workers, half a CPU each).
+    actors = 2 * args.workers + (1 if args.env_processes else 0)
+    share = min(0.5, len(os.sched_getaffinity(0)) / actors)
     try:
         for env_id in args.envs:
             kind = env_kind(env_id)
@@ -97,12 +105,14 @@ def main() -> None:
             spec = EnvSpec(env_id)
             venvs = {
                 "in_process": make_vec_env(spec, n_envs, 0),
-                "ray_steps": ray_vec_env(spec, n_envs, args.workers, worker_rollouts=False),
-                "ray_rollouts": ray_vec_env(spec, n_envs, args.workers, worker_rollouts=True),
+                "ray_steps": ray_vec_env(spec, n_envs, args.workers, False, num_cpus=share),
+                "ray_rollouts": ray_vec_env(spec, n_envs, args.workers, True, num_cpus=share),
             }
             one_worker = f"ray_rollouts_1w_{args.env_processes}p"
             if args.env_processes:
-                venvs[one_worker] = ray_vec_env(spec, n_envs, 1, True, args.env_processes)
+                venvs[one_worker] = ray_vec_env(
+                    spec, n_envs, 1, True, args.env_processes, num_cpus=share
+                )
             agents = {name: make_agent(PolicyConfig(), v, kind, 0) for name, v in venvs.items()}
             for agent in agents.values():
                 agent.learn(steps // 4)  # warm-up: first resets, workers' policy copies

@@ -86,8 +86,8 @@ class ProcessBlocksVecEnv(VecEnv):
         spec: which env (its observations must be one array: a ``Box`` space).
         seed, first_rank, n_envs: as for :class:`rlkit.distributed.RolloutWorker`.
         n_processes: helper processes, ``1 <= n_processes <= n_envs``.
-        on_lost: called with a one-line message when a helper is found dead, before
-            :class:`EnvProcessLostError` is raised.
+        on_lost: called with a one-line message when a helper is found dead (once they all
+            built their envs), before :class:`EnvProcessLostError` is raised.
         start_timeout_s: how long the helpers may take to build their envs.
 
     Raises:
@@ -113,7 +113,7 @@ class ProcessBlocksVecEnv(VecEnv):
         if not isinstance(obs_space, gym.spaces.Box):
             raise ValueError(f"env processes need array observations, not {obs_space}")
         self.num_envs = n_envs
-        self.on_lost = on_lost
+        self.on_lost: Callable[[str], None] | None = None  # set once the helpers are up
         self.blocks = contiguous_blocks(n_envs, n_processes)
         shape, dtype = obs_space.shape, np.dtype(obs_space.dtype)
         nbytes = n_envs * int(np.prod(shape)) * dtype.itemsize
@@ -154,6 +154,7 @@ class ProcessBlocksVecEnv(VecEnv):
                 self._answer(i)
             # VecEnv's own set-up reads the envs' render_mode: the helpers are up now.
             super().__init__(n_envs, obs_space, act_space)
+            self.on_lost = on_lost
         except BaseException:
             if fd >= 0:
                 os.close(fd)
@@ -353,7 +354,10 @@ class ProcessBlocksVecEnv(VecEnv):
         for conn in self.conns:
             conn.close()
         self._obs = np.empty((0,))  # the mapping can close only with no array over it
-        self._memory.close()
+        try:
+            self._memory.close()
+        except BufferError:  # a caller still holds a view: the mapping goes with it
+            pass
 
     def pids(self) -> list[int]:
         """The helpers' process ids."""

@@ -1,4 +1,5 @@
-"""The rollout worker: one process stepping a contiguous block of a vector env's envs.
+"""The rollout worker: one process stepping a contiguous block of a vector env's envs (itself,
+or in env processes of its own: ``env_processes``).
 
 :class:`RolloutWorker` is a plain class (the pool makes it a Ray actor with ``ray.remote``),
 so everything it does is also usable, and tested, in-process. Each call steps all its envs
@@ -302,7 +303,7 @@ class RolloutWorker:
         if state["shadow"] is None and self._shadow is not None and state["obs"] is not None:
             raise ValueError("the saved worker kept no shadow frame stack for rollouts")
         saved = _env_layout(state["venv"])
-        here = [self.base.num_envs] if isinstance(self.base, ShallowDummyVecEnv) else None
+        here = [self.base.num_envs]
         if isinstance(self.base, ProcessBlocksVecEnv):
             here = [len(b) for b in self.base.blocks]
         if saved != here:
