@@ -106,6 +106,12 @@ def test_steps_exactly_as_the_same_envs_in_this_process(env_id, n_envs, n_proces
         here.close()
 
 
+def _simulators(venv: ProcessBlocksVecEnv) -> list[np.ndarray]:
+    """Each env's MuJoCo state, as the helpers snapshot it."""
+    blocks = venv.get_env_state()["blocks"]  # type: ignore[index]
+    return [env["simulator"][1] for block in blocks for env in block["envs"]]
+
+
 def test_a_snapshot_put_back_steps_on_as_it_would_have():
     spec = EnvSpec("Hopper-v5")
     venv = ProcessBlocksVecEnv(spec, 0, 0, 4, 2)
@@ -123,12 +129,14 @@ def test_a_snapshot_put_back_steps_on_as_it_would_have():
         for x, y in zip(went_on, again, strict=True):
             for p, q in zip(x[:3], y[:3], strict=True):
                 np.testing.assert_array_equal(p, q)
-        other = ProcessBlocksVecEnv(spec, 0, 0, 4, 3)
-        try:
-            with pytest.raises(ValueError, match=r"env blocks of \[2, 2\], this VecEnv's are"):
-                set_vec_env_state(other, state)
-        finally:
-            other.close()
+        # a state of other blocks is refused before anything changes
+        blocks = state["remote"]["blocks"]
+        other = {**state, "remote": {**state["remote"], "blocks": [blocks[0]]}}
+        before = _simulators(venv)
+        with pytest.raises(ValueError, match=r"env blocks of \[2\], this VecEnv's are \[2, 2\]"):
+            set_vec_env_state(venv, other)
+        for a, b in zip(before, _simulators(venv), strict=True):
+            np.testing.assert_array_equal(a, b)
     finally:
         venv.close()
 

@@ -215,15 +215,13 @@ def test_a_worker_in_env_processes_pipelines_its_rollout_over_the_drivers_stacks
         driver.close()
 
 
-@pytest.mark.parametrize(
-    ("env_id", "processes"), [("ALE/Breakout-v5", 1), ("Hopper-v5", 1), ("ALE/Breakout-v5", 2)]
-)
+@pytest.mark.parametrize(("env_id", "processes"), [("ALE/Breakout-v5", 1), ("Hopper-v5", 2)])
 def test_a_worker_put_back_into_its_saved_state_takes_the_rollout_it_would_have(env_id, processes):
     """A stopped Ray run saves its workers (RayVecEnv.get_env_state): a new worker given the
     state (through pickle, as Ray sends it) and a new copy of the policy takes the same steps
     and draws the same actions as the worker that went on, across episode ends (Breakout: with
     the driver's frame stack in its shadow; Hopper: TRPO's copy, built once the state is back,
-    which must leave the generator alone; and with the envs in two env processes, pipelined)."""
+    which must leave the generator alone, with the envs in two env processes, pipelined)."""
     spec = EnvSpec(env_id)
 
     def worker() -> tuple[RolloutWorker, PolicyWeights | None]:
