@@ -280,6 +280,30 @@ class ProcessBlocksVecEnv(VecEnv):
         obs = self._obs[block.start : block.stop]
         return (obs.copy() if copy else obs), rews, dones, infos
 
+    def pipeline(
+        self,
+        n_steps: int,
+        act: Callable[[int], np.ndarray],
+        take: Callable[[int, tuple], None],
+        copy: bool = True,
+    ) -> None:
+        """Step every block ``n_steps`` times, each block on as soon as its last step is
+        taken: ``act(i)`` gives block ``i``'s next actions, ``take(i, (obs, rews, dones,
+        infos))`` receives its step (as :meth:`recv_block` with ``copy``). While the caller
+        takes one block's step and acts for it, the other blocks step. On an error the
+        blocks still stepping are waited for before it is raised."""
+        try:
+            for i in range(len(self.blocks)):
+                self.send_block(i, act(i))
+            for step in range(n_steps):
+                for i in range(len(self.blocks)):
+                    take(i, self.recv_block(i, copy))
+                    if step < n_steps - 1:
+                        self.send_block(i, act(i))
+        except BaseException:
+            self.drain()
+            raise
+
     def drain(self) -> None:
         """Wait for the blocks still stepping, dropping their results (after an error)."""
         for i in sorted(self._stepping):

@@ -60,6 +60,11 @@ class _Block:
     obs: np.ndarray  # the envs' last observations (stacked where the worker stacks)
 
 
+def _reset_infos(reset_infos: Sequence[dict[str, Any]], dones: np.ndarray) -> list[dict]:
+    """Copies of the reset infos of the envs that are done (auto-reset), ``{}`` for the others."""
+    return [dict(reset_infos[k]) if d else {} for k, d in enumerate(dones)]
+
+
 def _end_process(why: str) -> None:
     """A Ray worker whose env process died ends too (its pool re-creates it whole)."""
     print(f"rlkit rollout worker: {why}; ending this worker", file=sys.stderr, flush=True)
@@ -234,8 +239,7 @@ class RolloutWorker:
         if self._shadow is not None:  # it rewrites terminal observations: give it copies
             copies = [dict(i) if d else i for i, d in zip(infos, dones, strict=True)]
             self._shadow.update(obs, dones, copies)
-        reset_infos = [dict(self.base.reset_infos[k]) if d else {} for k, d in enumerate(dones)]
-        return obs, rews, dones, infos, reset_infos
+        return obs, rews, dones, infos, _reset_infos(self.base.reset_infos, dones)
 
     def step_numbered(self, job: tuple[int, np.ndarray]) -> tuple:
         """Step ``job = (number, actions)`` exactly once: :meth:`step` if ``number`` is the
@@ -393,26 +397,24 @@ class RolloutWorker:
                 recorder = FragmentRecorder(len(b), self.spec.render_state)
                 recorder.start(obs, base.reset_infos[b.start : b.stop])
                 self._blocks.append(_Block(stack, recorder, obs))
-        acts: list[np.ndarray] = []
-        try:
-            for i, block in enumerate(self._blocks):
-                acts.append(np.array(self.policy(block.obs, self.rng)))
-                base.send_block(i, acts[i])
-            for step in range(fragment_length):
-                for i, block in enumerate(self._blocks):
-                    envs = base.blocks[i]
-                    obs, rews, dones, infos = base.recv_block(i, copy=block.stack is None)
-                    if block.stack is not None:
-                        obs, infos = block.stack.update(obs, dones, infos)
-                    resets = base.reset_infos[envs.start : envs.stop]
-                    block.recorder.record(acts[i], obs, rews, dones, infos, resets)
-                    block.obs = obs
-                    if step < fragment_length - 1:
-                        acts[i] = np.array(self.policy(obs, self.rng))
-                        base.send_block(i, acts[i])
-        except BaseException:
-            base.drain()
-            raise
+        blocks, policy = self._blocks, self.policy
+        acts: list[np.ndarray] = [np.empty(0)] * len(blocks)
+
+        def act(i: int) -> np.ndarray:
+            acts[i] = np.array(policy(blocks[i].obs, self.rng))  # a copy: the recorder keeps it
+            return acts[i]
+
+        def take(i: int, step: tuple) -> None:
+            block, envs = blocks[i], base.blocks[i]
+            obs, rews, dones, infos = step
+            if block.stack is not None:
+                obs, infos = block.stack.update(obs, dones, infos)
+            resets = base.reset_infos[envs.start : envs.stop]
+            block.recorder.record(acts[i], obs, rews, dones, infos, resets)
+            block.obs = obs
+
+        # Stacked frames are new arrays: the shared observations need no copy then.
+        base.pipeline(fragment_length, act, take, copy=not self.stacks_frames)
         pack = pack_frames and self.stacks_frames
         return [
             (envs.start + k, piece)
@@ -491,34 +493,26 @@ class RolloutWorker:
         last = [self._obs[b.start : b.stop] for b in base.blocks]
         # per block, per step: (step results, action, env action, value, log-probability)
         done: list[list[tuple]] = [[] for _ in base.blocks]
-        pending: list[tuple] = []
+        pending: list[tuple] = [()] * len(base.blocks)
 
-        def act(i: int) -> None:
+        def act(i: int) -> np.ndarray:
             shadow = shadows[i]
             action, value, log_prob = policy(shadow.stacked_obs if shadow else last[i])
             env_action = policy.env_actions(action)
-            base.send_block(i, env_action)
             pending[i] = (action, env_action, value, log_prob)
+            return env_action
 
-        try:
-            pending.extend([()] * len(base.blocks))
-            for i in range(len(base.blocks)):
-                act(i)
-            for step in range(n_steps):
-                for i, b in enumerate(base.blocks):
-                    obs, rews, dones, infos = base.recv_block(i)
-                    if shadows[i] is not None:  # it rewrites terminal observations: copies
-                        copies = [dict(x) if d else x for x, d in zip(infos, dones, strict=True)]
-                        shadows[i].update(obs, dones, copies)
-                    resets = [dict(base.reset_infos[b.start + k]) if d else {}
-                              for k, d in enumerate(dones)]  # fmt: skip
-                    done[i].append(((obs, rews, dones, infos, resets), *pending[i]))
-                    last[i] = obs
-                    if step < n_steps - 1:
-                        act(i)
-        except BaseException:
-            base.drain()
-            raise
+        def take(i: int, step: tuple) -> None:
+            obs, rews, dones, infos = step
+            if shadows[i] is not None:  # it rewrites terminal observations: copies
+                copies = [dict(x) if d else x for x, d in zip(infos, dones, strict=True)]
+                shadows[i].update(obs, dones, copies)
+            envs = base.blocks[i]
+            resets = _reset_infos(base.reset_infos[envs.start : envs.stop], dones)
+            done[i].append(((obs, rews, dones, infos, resets), *pending[i]))
+            last[i] = obs
+
+        base.pipeline(n_steps, act, take)
         self._obs = np.concatenate(last)
         if self._shadow is not None:
             stacks = [s.stacked_obs for s in shadows if s is not None]
