@@ -633,7 +633,8 @@ def test_prefs_train_runs_on_ray_workers_through_a_compiled_graph(ray_head, tmp_
 
 def test_prefs_train_goes_on_when_a_worker_is_killed_mid_run(ray_head, tmp_path, monkeypatch):
     """A worker SIGKILLed after the first policy rollout: the next rollout re-creates it, the
-    run finishes with every label, and that round's metrics count the restart."""
+    run finishes with every label, and that round's metrics count the restart. The pool got
+    --ray-call-timeout (its hung-worker handling is tested above)."""
     from agents.worker_rollouts import rollout_source
     from rlkit.cli import main
     from rlkit.core.checkpoint import CheckpointManager
@@ -643,11 +644,13 @@ def test_prefs_train_goes_on_when_a_worker_is_killed_mid_run(ray_head, tmp_path,
     original = RolloutRewardCallback._on_rollout_end
     killed: list[int] = []
     compressing: list[list[bool]] = []
+    timeouts: list[float] = []
 
     def kill_once(self) -> None:
         original(self)
         ray_env = rollout_source(self.model.get_env())
         compressing.append(list(ray_env.pool.compressing))
+        timeouts.append(ray_env.pool.call_timeout_s)
         if not killed:
             killed.append(ray_env.worker_pid(1))
             os.kill(killed[0], signal.SIGKILL)
@@ -655,13 +658,14 @@ def test_prefs_train_goes_on_when_a_worker_is_killed_mid_run(ray_head, tmp_path,
     monkeypatch.setattr(RolloutRewardCallback, "_on_rollout_end", kill_once)
     run = tmp_path / "ray_kill"
     # Compressing results as workers on another node do: the replacement worker too.
-    args = _tiny_ray_prefs(ray_head, run) + ["--ray-compress", "on"]
+    args = _tiny_ray_prefs(ray_head, run) + ["--ray-compress", "on", "--ray-call-timeout", "90"]
     assert main(args) == 0
     assert len(killed) == 1 and Store(run).count_labels() == 10
     restarts = _restart_counts(run)
     # one rollout per round (2 envs x 256 steps): the death shows in the second round
     assert restarts == ["0.0", "1.0"]
     assert compressing == [[True, True]] * 2  # the re-created worker compresses too
+    assert timeouts == [90.0] * 2  # the pool takes a worker for hung after --ray-call-timeout
     _, state = CheckpointManager(run).load_latest()
     assert state["step"] == 1024
 

@@ -83,7 +83,8 @@ def test_mujoco_run_labels_trains_checkpoints_and_resumes(tmp_path, monkeypatch,
               "--policy.n-steps", "256", "--early-termination", "--seed", "0")  # fmt: skip
     assert out.returncode == 2 and out.stderr.strip().splitlines() == [
         "error: --resume continues a run with its saved settings; only --checkpoint-every,"
-        " --eval-episodes, --ray-address, --ray-compiled, --ray-compress, --ray-worker-rollouts,"
+        " --eval-episodes, --ray-address, --ray-call-timeout, --ray-compiled, --ray-compress,"
+        " --ray-worker-rollouts,"
         " --reward-learner,"
         " --steps, --torch-threads may change, not --early-termination (saved: False),"
         " --env (saved: Hopper-v5)"

@@ -183,7 +183,9 @@ def test_close_ends_the_helpers_and_bad_settings_are_refused():
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG")
 def test_the_helpers_end_when_their_parent_is_killed():
-    """A SIGKILLed Ray worker leaves no env processes stepping (nor waiting) behind."""
+    """A SIGKILLed Ray worker leaves no env processes stepping (nor waiting) behind: one
+    helper is stopped (SIGSTOP) first, so that it cannot see its socket close, as a helper
+    in a long step would not; only the kernel's parent-death signal ends it."""
     script = textwrap.dedent(
         """
         import time
@@ -199,10 +201,15 @@ def test_the_helpers_end_when_their_parent_is_killed():
     try:
         pids = [int(p) for p in parent.stdout.readline().split()]
         assert len(pids) == 2 and all(alive(p) for p in pids)
+        os.kill(pids[0], signal.SIGSTOP)
     finally:
         parent.kill()
         parent.wait()
-    assert _wait_gone(pids)
+    try:
+        assert _wait_gone(pids)
+    finally:
+        for pid in filter(alive, pids):  # none left behind, stopped, if it fails
+            os.kill(pid, signal.SIGKILL)
 
 
 def test_blocks_step_on_their_own_and_a_waiting_step_is_drained_before_other_calls():

@@ -249,6 +249,8 @@ def test_resume_of_a_damaged_run_says_what_and_changes_nothing(
      (["--ray-compress", "on"], "need --ray-workers N"),
      (["--ray-workers", "3", "--n-envs", "2"], "--ray-workers 3 is more than the 2 envs:"),
      (["--ray-env-processes", "2"], "need --ray-workers N"),
+     (["--ray-call-timeout", "30"], "need --ray-workers N"),
+     (["--ray-workers", "1", "--ray-call-timeout", "0"], "--ray-call-timeout has an invalid"),
      (["--ray-workers", "2", "--n-envs", "5", "--ray-env-processes", "3"],
       "--ray-env-processes 3 is more than the envs of a worker (5 envs on 2 workers: 2 for"),
      (["--ray-workers", "1", "--ray-env-processes", "0"], "--ray-env-processes has an invalid"),

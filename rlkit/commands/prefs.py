@@ -37,7 +37,7 @@ from rlkit.loops.preference_config import PrefsConfig
 # cluster has a new address; the two reward learners train alike, tested).
 EXECUTION_SETTINGS = (
     "reward_learner", "torch_threads", "eval_episodes", "checkpoint_every", "ray_address",
-    "ray_compiled", "ray_worker_rollouts", "ray_compress",
+    "ray_compiled", "ray_worker_rollouts", "ray_compress", "ray_call_timeout",
 )  # fmt: skip
 
 
@@ -232,10 +232,11 @@ def train(argv: list[str]) -> int:
         or not cfg.ray_worker_rollouts
         or cfg.ray_compress != "auto"
         or cfg.ray_env_processes != 1
+        or cfg.ray_call_timeout != PrefsConfig.ray_call_timeout
     ):
         raise UserError(
-            "--ray-address, --ray-compiled, --ray-compress, --ray-env-processes and"
-            " --no-ray-worker-rollouts need --ray-workers N (N >= 1)"
+            "--ray-address, --ray-compiled, --ray-compress, --ray-env-processes,"
+            " --ray-call-timeout and --no-ray-worker-rollouts need --ray-workers N (N >= 1)"
         )
     n_envs = cfg.vec_envs(env_kind(cfg.env))
     if cfg.ray_workers > n_envs:

@@ -21,7 +21,7 @@ from envs.frame_stack import AtariFrameStack
 from envs.render_state import RENDER_STATE_KEY
 from rlkit.core.rollout_plan import RolloutPlan
 from rlkit.distributed.connection import error_line
-from rlkit.distributed.pool import WORKER_LOST, WorkerPool
+from rlkit.distributed.pool import CALL_TIMEOUT_S, WORKER_LOST, WorkerPool
 from rlkit.distributed.step_graph import StepGraph, graphs_supported, step_timeout_s
 
 if TYPE_CHECKING:  # agents sits above this package; its policies only pass through here
@@ -81,6 +81,9 @@ class RayVecEnv(VecEnv):
             (:class:`~envs.process_blocks.ProcessBlocksVecEnv`: one message per process per
             step, observations in shared memory) and reserves that many CPUs; at most each
             worker's number of envs. 1 (the default): in the worker's own process.
+        call_timeout_s: how long a call to a worker (a step, a whole rollout) may take
+            before the worker is taken for hung: killed and re-created
+            (:class:`~rlkit.distributed.WorkerPool`'s ``call_timeout_s``).
     """
 
     def __init__(
@@ -95,6 +98,7 @@ class RayVecEnv(VecEnv):
         worker_rollouts: bool = True,
         compress: bool | None = None,
         env_processes: int = 1,
+        call_timeout_s: float = CALL_TIMEOUT_S,
     ) -> None:
         check_env_id(spec.env_id)
         self.spec = spec
@@ -113,7 +117,7 @@ class RayVecEnv(VecEnv):
         self.pool = WorkerPool(
             spec, n_envs, n_workers, seed, max_restarts, num_cpus=num_cpus,
             on_restart=self._on_restart, shadow_stack=worker_rollouts, compress=compress,
-            env_processes=env_processes,
+            env_processes=env_processes, call_timeout_s=call_timeout_s,
         )  # fmt: skip
         observation_space, action_space = self.pool.call(0, "spaces")
         self._last_obs: np.ndarray | None = None
@@ -524,12 +528,14 @@ def make_ray_vec_env(
     worker_rollouts: bool = True,
     compress: bool | None = None,
     env_processes: int = 1,
+    call_timeout_s: float = CALL_TIMEOUT_S,
 ) -> VecEnv:
     """Like ``envs.make_vec_env(spec, n_envs, seed)``, with the envs on ``n_workers`` Ray
     actors: a :class:`RayVecEnv`, wrapped in a 4-frame ``AtariFrameStack`` (SB3's ``VecFrameStack``) for Atari."""
     venv: VecEnv = RayVecEnv(
         spec, n_envs, n_workers, seed, max_restarts, compiled=compiled,
         worker_rollouts=worker_rollouts, compress=compress, env_processes=env_processes,
+        call_timeout_s=call_timeout_s,
     )  # fmt: skip
     if env_kind(spec.env_id) == "atari":
         venv = AtariFrameStack(venv, ATARI_FRAME_STACK)

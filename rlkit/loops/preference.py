@@ -276,6 +276,7 @@ class PreferenceLoop:
                 worker_rollouts=self.cfg.ray_worker_rollouts,
                 compress={"auto": None, "on": True, "off": False}[self.cfg.ray_compress],
                 env_processes=self.cfg.ray_env_processes,
+                call_timeout_s=self.cfg.ray_call_timeout,
             )
         else:
             venv = make_vec_env(self.spec, self.n_envs, self.cfg.seed)

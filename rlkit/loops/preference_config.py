@@ -125,6 +125,11 @@ class PrefsConfig:
     """With --ray-workers: each worker steps its envs in this many processes of its own and
     reserves as many CPUs (one message per process per env step, observations in shared
     memory): fewer, bigger workers on many-core nodes. 1: in the worker's process."""
+    ray_call_timeout: float = 600.0
+    """With --ray-workers: seconds a call to a worker (a step; with worker rollouts, a whole
+    rollout) may take before the worker is taken for hung (an env that never returns, a
+    stopped process, a frozen node), killed and re-created. Through --ray-compiled's graph a
+    step times out after Ray's 10 s first; across nodes the calls are all there is."""
     ray_address: str | None = None
     """Ray cluster to use with --ray-workers: auto, HOST:PORT, or unset for a local instance."""
     ray_compiled: bool = False
@@ -223,6 +228,7 @@ class PrefsConfig:
             "eval_episodes": self.eval_episodes >= 0,
             "ray_workers": self.ray_workers >= 0,
             "ray_env_processes": self.ray_env_processes >= 1,
+            "ray_call_timeout": self.ray_call_timeout > 0,
             "torch_threads": 1 <= self.torch_threads <= 1024,
             "synthetic_share": 0.0 <= self.synthetic_share <= 1.0,
             "dropout": 0.0 <= self.dropout < 1.0,
