@@ -17,8 +17,14 @@ from envs import EnvSpec, make_vec_env  # noqa: E402
 from rlkit import cli  # noqa: E402
 from rlkit.core.errors import UserError  # noqa: E402
 from rlkit.distributed import RandomPolicy, connect  # noqa: E402
-from rlkit.distributed.pool import WorkerPool, split_envs  # noqa: E402
+from rlkit.distributed.pool import CALL_TIMEOUT_S, WorkerPool, split_envs  # noqa: E402
 from rlkit.distributed.worker import RolloutWorker  # noqa: E402
+from rlkit.loops.preference_config import PrefsConfig  # noqa: E402
+
+
+def test_the_cli_default_call_timeout_is_the_pools():
+    """`--ray-call-timeout`'s default (rlkit.loops does not import Ray) is WorkerPool's."""
+    assert PrefsConfig.ray_call_timeout == CALL_TIMEOUT_S == 600.0
 
 
 def test_split_envs_is_contiguous_and_balanced():
