@@ -166,9 +166,12 @@ def test_kill_9_before_the_first_checkpoint_then_resume_keeps_every_label(tmp_pa
     _kill_9_when(args, lambda: (run / "store.sqlite").is_file() and Store(run).count_labels() > 0)
     assert not CheckpointManager(run).any()
     before = [(r.id, r.segment_a, r.segment_b, r.choice) for r in Store(run).labels_after(0)]
-    out = main_in_process(capsys, "prefs", "train", "--run-dir", str(run), "--resume")
+    # (its settings may change before a first checkpoint: a short pretraining this time)
+    resume = ["--run-dir", str(run), "--resume", "--trainer.pretrain-epochs", "5"]
+    out = main_in_process(capsys, "prefs", "train", *resume)
     assert out.returncode == 0, out.stderr[-2000:]
     assert f"starts again from step 0 with the {len(before)} labels" in out.stderr
+    assert "with --trainer.pretrain-epochs 5.0 (saved: 400.0)" in out.stderr
     after = [(r.id, r.segment_a, r.segment_b, r.choice) for r in Store(run).labels_after(0)]
     assert after[: len(before)] == before and len(after) == 24
     assert Store(run).count_selected_queries() == 24
