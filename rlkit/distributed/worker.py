@@ -65,6 +65,14 @@ def _reset_infos(reset_infos: Sequence[dict[str, Any]], dones: np.ndarray) -> li
     return [dict(reset_infos[k]) if d else {} for k, d in enumerate(dones)]
 
 
+def _update_shadow(
+    shadow: PackedStackedObservations, obs: np.ndarray, dones: np.ndarray, infos: list[dict]
+) -> None:
+    """A step into a shadow frame stack, which rewrites terminal observations: given copies
+    of the done envs' infos, so that the step's own stay as the envs gave them."""
+    shadow.update(obs, dones, [dict(i) if d else i for i, d in zip(infos, dones, strict=True)])
+
+
 def _end_process(why: str) -> None:
     """A Ray worker whose env process died ends too (its pool re-creates it whole)."""
     print(f"rlkit rollout worker: {why}; ending this worker", file=sys.stderr, flush=True)
@@ -236,9 +244,8 @@ class RolloutWorker:
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[dict[str, Any]], list[dict[str, Any]]]:
         obs, rews, dones, infos = self.venv.step(actions)
         self._obs = obs
-        if self._shadow is not None:  # it rewrites terminal observations: give it copies
-            copies = [dict(i) if d else i for i, d in zip(infos, dones, strict=True)]
-            self._shadow.update(obs, dones, copies)
+        if self._shadow is not None:
+            _update_shadow(self._shadow, obs, dones, infos)
         return obs, rews, dones, infos, _reset_infos(self.base.reset_infos, dones)
 
     def step_numbered(self, job: tuple[int, np.ndarray]) -> tuple:
@@ -455,10 +462,17 @@ class RolloutWorker:
             raise RuntimeError("an Atari rollout needs the frame stack: create with shadow_stack")
         if self._obs is None:
             self._reset()
-        if isinstance(self.base, ProcessBlocksVecEnv):
-            steps, acts, env_acts, values, log_probs = self._rollout_blocks(n_steps, policy)
-            stacked = (np.stack(x) for x in (acts, env_acts, values, log_probs))
-            return self._send((steps, *stacked))
+        collect = (
+            self._rollout_blocks if isinstance(self.base, ProcessBlocksVecEnv) else self._rollout
+        )
+        steps, acts, env_acts, values, log_probs = collect(n_steps, policy)
+        stacked = (np.stack(x) for x in (acts, env_acts, values, log_probs))
+        return self._send((steps, *stacked))
+
+    def _rollout(self, n_steps: int, policy: RolloutPolicy | RandomRolloutPolicy) -> tuple:
+        """:meth:`rollout` with the envs stepped here, one vector step after another.
+
+        Returns: ``(steps, acts, env_acts, values, log_probs)``, lists over the steps."""
         steps, acts, env_acts, values, log_probs = [], [], [], [], []
         for _ in range(n_steps):
             obs = self._shadow.stacked_obs if self._shadow is not None else self._obs
@@ -469,8 +483,7 @@ class RolloutWorker:
             env_acts.append(env_action)
             values.append(value)
             log_probs.append(log_prob)
-        stacked = (np.stack(x) for x in (acts, env_acts, values, log_probs))
-        return self._send((steps, *stacked))
+        return steps, acts, env_acts, values, log_probs
 
     def _rollout_blocks(self, n_steps: int, policy: RolloutPolicy | RandomRolloutPolicy) -> tuple:
         """:meth:`rollout` with the envs in env processes, pipelined as :meth:`sample` is:
@@ -504,9 +517,9 @@ class RolloutWorker:
 
         def take(i: int, step: tuple) -> None:
             obs, rews, dones, infos = step
-            if shadows[i] is not None:  # it rewrites terminal observations: copies
-                copies = [dict(x) if d else x for x, d in zip(infos, dones, strict=True)]
-                shadows[i].update(obs, dones, copies)
+            shadow = shadows[i]
+            if shadow is not None:
+                _update_shadow(shadow, obs, dones, infos)
             envs = base.blocks[i]
             resets = _reset_infos(base.reset_infos[envs.start : envs.stop], dones)
             done[i].append(((obs, rews, dones, infos, resets), *pending[i]))
