@@ -1131,32 +1131,26 @@ def test_a_worker_lost_with_the_clusters_head_stops_the_pool_without_a_restart(
 
 
 def test_a_run_whose_clusters_head_is_lost_says_so_in_one_line_and_resumes_on_a_new_one(
-    tmp_path,
+    ray_head, tmp_path
 ):
     """The head of the cluster a `prefs train` run joined is lost mid-run (every process of
     it killed, as a crashed machine's). Ray either ends the driver's process itself (when it
     was reading from the head's object store) or the driver sees its workers die and finds
     the head's GCS gone; either way the run exits 1 with one line that says the cluster was
     lost, what is saved and how to go on, and no traceback. Its checkpoint and labels are
-    intact, and --resume with a new head's address finishes the run. (Its own heads: the
-    module's must live on; the run is a separate process, as Ray may end it.)"""
+    intact, and --resume with another head's address (the module's) finishes the run. (The
+    lost head is its own: the module's must live on; the run is a separate process, as Ray
+    may end it.)"""
     from rlkit.core.checkpoint import CheckpointManager
     from rlkit.store import Store
-
-    heads: list[tuple[subprocess.Popen, str]] = []
-
-    def new_head() -> int:
-        temp_dir = tempfile.mkdtemp(prefix="rlray")
-        proc, port = _start_head(temp_dir)
-        heads.append((proc, temp_dir))
-        return port
 
     rlkit = str(Path(sys.executable).with_name("rlkit"))
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     run = tmp_path / "lost"
+    temp_dir = tempfile.mkdtemp(prefix="rlray")
+    head, port = _start_head(temp_dir)
     driver = None
     try:
-        port = new_head()
         args = _tiny_ray_prefs(f"127.0.0.1:{port}", run)  # two rounds of 512 steps
         driver = subprocess.Popen(
             [rlkit, *args, "--checkpoint-every", "512"], env=env, text=True,
@@ -1168,7 +1162,7 @@ def test_a_run_whose_clusters_head_is_lost_says_so_in_one_line_and_resumes_on_a_
             assert driver.poll() is None, driver.communicate()
             assert time.monotonic() < deadline, "no checkpoint at step 512 within 120 s"
             time.sleep(0.05)
-        os.killpg(heads[0][0].pid, signal.SIGKILL)
+        os.killpg(head.pid, signal.SIGKILL)
         _, err = driver.communicate(timeout=120)
         assert driver.returncode == 1, err
         assert "Traceback" not in err
@@ -1185,10 +1179,8 @@ def test_a_run_whose_clusters_head_is_lost_says_so_in_one_line_and_resumes_on_a_
         _, state = CheckpointManager(run).load_latest()
         assert state["step"] == 512 and 0 < labels < 10
 
-        port = new_head()
         resumed = subprocess.run(
-            [rlkit, "prefs", "train", "--run-dir", str(run), "--resume",
-             "--ray-address", f"127.0.0.1:{port}"],
+            [rlkit, "prefs", "train", "--run-dir", str(run), "--resume", "--ray-address", ray_head],
             env=env, text=True, capture_output=True, timeout=300,
         )  # fmt: skip
         assert resumed.returncode == 0, resumed.stderr
@@ -1198,9 +1190,8 @@ def test_a_run_whose_clusters_head_is_lost_says_so_in_one_line_and_resumes_on_a_
         if driver is not None and driver.poll() is None:
             driver.kill()
             driver.communicate()
-        for proc, temp_dir in heads:
-            _stop(proc)
-            shutil.rmtree(temp_dir, ignore_errors=True)
+        _stop(head)
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def test_workers_spread_over_a_two_node_cluster(ray_head, caplog):
