@@ -543,8 +543,9 @@ def test_a_hung_worker_is_restarted_as_a_dead_one(ray_head, caplog, monkeypatch,
     killed, re-created, its episodes truncated; the survivor's go on, stepped once. With the
     compiled graph, whose step times out first (Ray's 10 s, 2 s here) and whose teardown
     would wait on the hung worker for ever, the workers are then asked on their own, given
-    as long again, and a graph is compiled again afterwards. (A stopped process is the slow
-    case: Ray frees its CPU for the replacement ~7 s after the kill.)"""
+    as long again, and a graph is compiled again afterwards; so too when one worker is
+    killed while the other is frozen, after the teardown was waited for a while. (A stopped
+    process is the slow case: Ray frees its CPU for the replacement ~7 s after the kill.)"""
     from ray.dag import DAGContext
 
     monkeypatch.setattr(DAGContext.get_current(), "get_timeout", 2)
@@ -581,6 +582,29 @@ def test_a_hung_worker_is_restarted_as_a_dead_one(ray_head, caplog, monkeypatch,
         new_obs, _, dones, _ = venv.step(acts)  # it goes on
         np.testing.assert_array_equal(new_obs[:2], ref.step(acts[:2])[0])
         assert (venv._graph is not None) is compiled and venv.restarts == 1
+        if compiled:
+            # Two faults at once: worker 0 killed while worker 1 is frozen in the graph's
+            # loop. The dead one's loop ends, the frozen one's never would: the teardown is
+            # waited for at most teardown_timeout_s, then both are asked on their own (the
+            # frozen one taken for hung, killed, which ends the teardown) and re-created; the
+            # next step compiles a graph again.
+            venv.teardown_timeout_s, venv.pool.call_timeout_s = 2, 2
+            dead, frozen = venv.worker_pid(0), venv.worker_pid(1)
+            _freeze(frozen)
+            os.kill(dead, signal.SIGKILL)
+            caplog.clear()
+            start = time.monotonic()
+            with caplog.at_level(logging.WARNING, logger="rlkit.distributed"):
+                _, _, dones, _ = venv.step(rng.uniform(-1, 1, size=(4, 3)))
+            assert time.monotonic() - start < 60  # (unbounded before: Ray's teardown waited)
+            assert venv.restarts == 3 and dones.all()
+            assert "until a compiled graph's teardown ends" in caplog.text
+            assert "worker 0 died (The actor died" in caplog.text
+            assert "worker 1 died (it did not answer a call within 2 s: it hung)" in caplog.text
+            deadline = time.monotonic() + 30  # (Ray sees the frozen actor's end in seconds)
+            while venv._graph is None:
+                assert time.monotonic() < deadline, "no compiled graph again within 30 s"
+                venv.step(rng.uniform(-1, 1, size=(4, 3)))
         if compiled:  # closed with a worker frozen in the graph's loop: it ends all the same
             frozen = venv.worker_pid(0)
             _freeze(frozen)

@@ -105,22 +105,17 @@ class StepGraph:
             except ray.exceptions.RayError:
                 pass
 
-    def teardown(self, wait: bool = True) -> threading.Thread | None:
-        """Stop the graph's loops on the actors (they stay alive for ordinary calls).
-
-        Ray's teardown waits for every actor's loop to end, for ever where one never does (a
-        hung worker, which the pool kills once a call to it times out). ``wait=False`` tears
-        down in a thread of its own instead, and returns it, so that the workers can be
-        called meanwhile; the thread ends once every loop has (the hung worker's with it).
-        """
+    def teardown(self) -> threading.Thread:
+        """Stop the graph's loops on the actors (they stay alive for ordinary calls), in a
+        thread of its own, which is returned: Ray's teardown waits for every actor's loop to
+        end, for ever where one never does (a hung worker, which the pool kills once a call to
+        it times out), and the workers can be called meanwhile. The thread ends once every
+        loop has (the hung worker's with it)."""
         self._refs = None
-        if not wait:
-            thread = threading.Thread(target=self._teardown, name="rlkit-graph-teardown")
-            thread.daemon = True
-            thread.start()
-            return thread
-        self._teardown()
-        return None
+        thread = threading.Thread(target=self._teardown, name="rlkit-graph-teardown")
+        thread.daemon = True
+        thread.start()
+        return thread
 
     def _teardown(self) -> None:
         try:

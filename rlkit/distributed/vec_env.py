@@ -32,6 +32,10 @@ logger = logging.getLogger("rlkit.distributed")
 
 #: ``info`` key set on the step where a worker's death cut its envs' episodes.
 WORKER_RESTARTED_KEY = "worker_restarted"
+#: How long a :class:`RayVecEnv` waits for a compiled graph's teardown before it steps with
+#: actor calls until the teardown ends: Ray's waits for every actor's loop, and a hung one's
+#: ends only once the pool kills that worker.
+TEARDOWN_TIMEOUT_S = 30.0
 
 
 class RayVecEnv(VecEnv):
@@ -111,6 +115,8 @@ class RayVecEnv(VecEnv):
         self._replay: deque[tuple[list[tuple], np.ndarray, np.ndarray]] = deque()
         self._graph: StepGraph | None = None
         self._teardown: threading.Thread | None = None  # a graph's, in a thread of its own
+        self.teardown_timeout_s = TEARDOWN_TIMEOUT_S
+        self._teardown_late = False  # it outlasted teardown_timeout_s
         self._use_graph = compiled and graphs_supported()
         self._step_numbers = [0] * n_workers
         self._jobs: list[tuple[int, np.ndarray]] | None = None
@@ -264,24 +270,34 @@ class RayVecEnv(VecEnv):
         ]
 
     def _tearing_down(self) -> bool:
-        """Whether an earlier graph is still being torn down (``_forget_graph(wait=False)``):
-        no new one on the same actors until it is. Waits up to 30 s for it; after that, this
-        env steps with actor calls for good."""
+        """Whether an earlier graph is still being torn down: no new one on the same actors
+        until it is. Waits up to ``teardown_timeout_s`` for it, once; while it lasts longer
+        (waiting on a hung worker's loop, until the pool kills that worker), steps go by
+        actor calls."""
         if self._teardown is not None:
-            self._teardown.join(timeout=30)
+            if not self._teardown_late:
+                self._teardown.join(timeout=self.teardown_timeout_s)
             if self._teardown.is_alive():
-                self._use_graph = False
-                logger.warning(
-                    "stepping with Ray actor calls: a compiled graph's teardown did not end"
-                )
+                if not self._teardown_late:
+                    self._teardown_late = True
+                    logger.warning(
+                        "stepping with Ray actor calls until a compiled graph's teardown ends"
+                        " (it waits on a worker that hung)"
+                    )
                 return True
-            self._teardown = None
+            self._teardown, self._teardown_late = None, False
         return False
 
     def _forget_graph(self, wait: bool = True) -> None:
+        """Tear the compiled graph down, in a thread of its own; ``wait``: for at most
+        ``teardown_timeout_s`` (:meth:`_tearing_down`). A worker that died ends its loop, but
+        another that hung at the same moment would keep the teardown waiting on it for ever;
+        once its call times out the pool kills it, and the teardown ends in the background."""
         if self._graph is not None:
             graph, self._graph = self._graph, None
-            self._teardown = graph.teardown(wait)
+            self._teardown = graph.teardown()
+            if wait:
+                self._tearing_down()
 
     def _on_restart(self, i: int) -> None:
         """Worker ``i`` was re-created: the graph held the dead actor, and steps restart; the
