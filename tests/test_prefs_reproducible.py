@@ -1,6 +1,6 @@
 """A preference run is a function of its seed: the same seed gives the same queries, labels,
-reward model and policy, even though reward training runs on a background thread; how often
-it is checkpointed changes none of them."""
+reward model and policy, even though the reward model trains in a process of its own; how
+often it is checkpointed, or a stop and resume, changes none of them."""
 
 import dataclasses
 import signal
@@ -94,8 +94,9 @@ def test_a_run_is_its_seed_however_it_is_checkpointed_or_stopped_and_resumed(tmp
     """Hopper, one seed: checkpointed only at its start and end, checkpointed after every
     round, and stopped after two rounds (the envs mid-episode, a reward training pending, the
     pool full of unqueried segments) then resumed in a new loop: the same queries, labels,
-    clips, reward model, policy and learning curves, though reward training runs on a
-    background thread. Another seed: another run (else the checks prove nothing)."""
+    clips, reward model, policy and learning curves, though the reward model trains in a
+    process of its own beside the policy. Another seed: another run (else the checks prove
+    nothing)."""
     whole = stopped_and_resumed_run(tmp_path / "whole", "hopper", None)
     often = stopped_and_resumed_run(tmp_path / "often", "hopper", None, checkpoint_every=512)
     resumed = stopped_and_resumed_run(tmp_path / "resumed", "hopper", 2)
