@@ -274,19 +274,19 @@ class RayVecEnv(VecEnv):
         until it is. Waits up to ``teardown_timeout_s`` for it, once; while it lasts longer
         (waiting on a hung worker's loop, until the pool kills that worker), steps go by
         actor calls."""
-        if self._teardown is not None:
-            if not self._teardown_late:
-                self._teardown.join(timeout=self.teardown_timeout_s)
-            if self._teardown.is_alive():
-                if not self._teardown_late:
-                    self._teardown_late = True
-                    logger.warning(
-                        "stepping with Ray actor calls until a compiled graph's teardown ends"
-                        " (it waits on a worker that hung)"
-                    )
-                return True
+        if self._teardown is None:
+            return False
+        self._teardown.join(timeout=0 if self._teardown_late else self.teardown_timeout_s)
+        if not self._teardown.is_alive():
             self._teardown, self._teardown_late = None, False
-        return False
+            return False
+        if not self._teardown_late:
+            self._teardown_late = True
+            logger.warning(
+                "stepping with Ray actor calls until a compiled graph's teardown ends"
+                " (it waits on a worker that hung)"
+            )
+        return True
 
     def _forget_graph(self, wait: bool = True) -> None:
         """Tear the compiled graph down, in a thread of its own; ``wait``: for at most
