@@ -317,25 +317,54 @@ def test_prefs_train_with_a_non_ray_address_exits_2_with_one_error_line(non_ray_
     assert elapsed < 60, f"took {elapsed:.1f} s (mostly imports)"
 
 
-def test_local_instance_is_started_on_demand_with_a_small_footprint(monkeypatch, caplog):
-    import os
-
+def test_local_instance_is_started_on_demand_past_a_silent_gcs_with_a_small_footprint(
+    monkeypatch, caplog
+):
+    """The first start's GCS server never publishes its port (as in 3 of 112 local starts one
+    day: a stand-in that sleeps): given up on after FIRST_GCS_PORT_WAIT_S, not Ray's 30 s, and
+    stopped (ray.shutdown alone leaves it running); the second start is the instance, sized
+    to this machine."""
     import ray
+    from ray._private import services
 
     from rlkit.distributed import shutdown
+    from rlkit.distributed.connection import FIRST_GCS_PORT_WAIT_S
 
     # Without this, a token in ~/.ray turns token authentication on for the rest of this
     # process, and a later test that joins the (unauthenticated) test head cannot start
     # actors there.
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    monkeypatch.delenv("RAY_gcs_server_port_wait_time_s", raising=False)
+    real_start, starts, silent = services.start_gcs_server, [], []
+
+    def start_gcs_server(*args, **kwargs):
+        starts.append(time.monotonic())
+        if len(starts) > 1:
+            return real_start(*args, **kwargs)
+        # A process as Ray starts its GCS server (its command line names the session), silent.
+        cmd = [sys.executable, "-c", "import time; time.sleep(300)"]
+        info = services.start_ray_process(
+            [*cmd, f"--session-dir={kwargs['session_dir']}"], "gcs_server", fate_share=False
+        )
+        silent.append(info.process)
+        return info
+
+    monkeypatch.setattr(services, "start_gcs_server", start_gcs_server)
     shutdown()
     try:
-        connect(None)
+        with caplog.at_level(logging.WARNING, logger="rlkit.distributed"):
+            connect(None)
+        assert len(starts) == 2
+        assert FIRST_GCS_PORT_WAIT_S <= starts[1] - starts[0] < 25  # Ray alone waits 30 s
+        assert "Ray's local start timed out" in caplog.text and "trying again" in caplog.text
+        assert silent[0].poll() is not None  # the silent GCS was stopped, not left running
         connect(None)  # reuses the running instance
+        assert len(starts) == 2
         resources = ray.cluster_resources()
         assert resources["CPU"] == len(os.sched_getaffinity(0))
         assert resources["object_store_memory"] == pytest.approx(512 * 1024**2, rel=0.01)
         # Rollout workers run as nice as this process, not Ray's default 15 steps nicer.
+        caplog.clear()
         with caplog.at_level(logging.WARNING, logger="rlkit.distributed"):
             pool = WorkerPool(EnvSpec("CartPole-v1"), n_envs=1, n_workers=1, seed=0)
         try:
@@ -345,6 +374,9 @@ def test_local_instance_is_started_on_demand_with_a_small_footprint(monkeypatch,
         assert "niceness" not in caplog.text
     finally:
         shutdown()
+        for proc in silent:
+            if proc.poll() is None:
+                proc.kill()
     assert not ray.is_initialized()
 
 
@@ -368,21 +400,35 @@ def test_a_local_start_that_times_out_is_tried_once_more(monkeypatch, message):
 
         return init
 
+    waits: list[str | None] = []  # the GCS port wait each ray.init was given
+
     def init(**kwargs):
         calls.append("init")
+        waits.append(os.environ.get("RAY_gcs_server_port_wait_time_s"))
         if calls.count("init") == 1:
             raise RuntimeError(message)
 
+    monkeypatch.delenv("RAY_gcs_server_port_wait_time_s", raising=False)
     monkeypatch.setattr(ray, "init", init)
     monkeypatch.setattr(ray, "shutdown", lambda: calls.append("shutdown"))
     connection.start_local()
     assert calls == ["init", "shutdown", "init"]
+    # the first start gives up on a silent GCS server sooner than Ray would; the next waits
+    # Ray's time, and the setting is gone once the start is over
+    assert waits == [str(connection.FIRST_GCS_PORT_WAIT_S), None]
+    assert "RAY_gcs_server_port_wait_time_s" not in os.environ
+    # a wait the user set is theirs on every attempt, and stays set
+    monkeypatch.setenv("RAY_gcs_server_port_wait_time_s", "60")
+    calls.clear()
+    waits.clear()
+    connection.start_local()
+    assert waits == ["60", "60"] and os.environ["RAY_gcs_server_port_wait_time_s"] == "60"
     # every attempt timing out: the last error, not a hang or a silent return
     calls.clear()
     monkeypatch.setattr(ray, "init", raising(RuntimeError(message)))
     with pytest.raises(RuntimeError, match=message[:20]):
         connection.start_local(attempts=3)
-    assert calls == ["shutdown", "shutdown"]
+    assert calls == ["shutdown", "shutdown", "shutdown"]
     # any other error is not retried
     monkeypatch.setattr(ray, "init", raising(ValueError("bad")))
     calls.clear()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 import time
 
@@ -138,15 +139,30 @@ def _probe_gcs(address: str, target: str, timeout_s: float) -> None:
 
 
 # How Ray says a local start timed out: the node as a whole, or the GCS server never publishing
-# its port (seen once in a suite run on an idle 2-core VM; the next start succeeded).
+# its port (3 of 112 local starts on one day of test runs on a 2-core VM; the next start
+# succeeded each time).
 _START_TIMEOUTS = ("timed out during startup", "Timed out waiting for file")
+
+#: Seconds the first local start waits for its GCS server to publish its port (Ray's
+#: ``RAY_gcs_server_port_wait_time_s``, 30 by default; a later attempt waits Ray's time). In
+#: the starts that timed out the GCS had not written a line of its log in 30 s; in the 175
+#: that worked that day (test runs with both cores busy) it listened on its port 0.03 s after
+#: the start began (median; 0.11 s at most): waiting longer only delays the start that works.
+FIRST_GCS_PORT_WAIT_S = 10
+
+_GCS_PORT_WAIT = "RAY_gcs_server_port_wait_time_s"
 
 
 def start_local(attempts: int = 2, worker_niceness: int = WORKER_NICENESS) -> None:
     """Start the local Ray instance ``connect(None)`` uses; on a small machine a start can time
-    out, and is tried again (``attempts`` in all). ``worker_niceness``: Ray's setting
-    (benchmarks compare Ray's 15)."""
+    out, and is tried again (``attempts`` in all; the first waits
+    :data:`FIRST_GCS_PORT_WAIT_S` for the GCS server unless ``RAY_gcs_server_port_wait_time_s``
+    is set). ``worker_niceness``: Ray's setting (benchmarks compare Ray's 15)."""
+    user_wait = os.environ.get(_GCS_PORT_WAIT)
     for attempt in range(attempts):
+        if user_wait is None and attempt == 0:
+            os.environ[_GCS_PORT_WAIT] = str(FIRST_GCS_PORT_WAIT_S)
+        before = set(_children())
         try:
             ray.init(
                 address="local",
@@ -162,9 +178,52 @@ def start_local(attempts: int = 2, worker_niceness: int = WORKER_NICENESS) -> No
             )
             return
         except Exception as exc:  # Ray raises a bare Exception (or RuntimeError) on a timeout
-            if not any(t in str(exc) for t in _START_TIMEOUTS) or attempt == attempts - 1:
+            if not any(t in str(exc) for t in _START_TIMEOUTS):
                 raise
             ray.shutdown()
+            _stop_left_behind(before)
+            if attempt == attempts - 1:
+                raise
+            logger.warning("Ray's local start timed out (%s); trying again", error_line(exc))
+        finally:
+            if user_wait is None:
+                os.environ.pop(_GCS_PORT_WAIT, None)
+
+
+def _children() -> dict[int, str]:
+    """This process's child processes, ``{pid: command line}`` (from Linux's ``/proc``;
+    empty elsewhere)."""
+    me, found = os.getpid(), {}
+    try:
+        entries = [e.name for e in os.scandir("/proc") if e.name.isdigit()]
+    except OSError:
+        return found
+    for pid in entries:
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                stat = f.read()
+            if int(stat[stat.rindex(b")") + 2 :].split()[1]) != me:  # field 4: the parent
+                continue
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                found[int(pid)] = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except (OSError, ValueError):  # it ended meanwhile
+            continue
+    return found
+
+
+def _stop_left_behind(before: set[int]) -> None:
+    """Kill the Ray processes a failed ``ray.init`` started (children not in ``before``
+    whose command line names a session directory): ``ray.shutdown`` stops only a node that
+    finished starting, and a GCS server that never published its port, or a whole node whose
+    raylet never registered, would otherwise run beside the next start until this process
+    ends."""
+    for pid, cmdline in _children().items():
+        if pid not in before and "/session_" in cmdline:
+            try:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+            except (ProcessLookupError, ChildProcessError):
+                pass
 
 
 def _init_remote(target: str, attempts: int = 3) -> None:
