@@ -191,23 +191,25 @@ def start_local(attempts: int = 2, worker_niceness: int = WORKER_NICENESS) -> No
 
 
 def _children() -> dict[int, str]:
-    """This process's child processes, ``{pid: command line}`` (from Linux's ``/proc``;
-    empty elsewhere)."""
-    me, found = os.getpid(), {}
+    """This process's child processes, ``{pid: command line}`` (from Linux's
+    ``/proc/self/task/*/children``; empty elsewhere)."""
+    found = {}
     try:
-        entries = [e.name for e in os.scandir("/proc") if e.name.isdigit()]
+        threads = os.listdir("/proc/self/task")
     except OSError:
         return found
-    for pid in entries:
+    for tid in threads:
         try:
-            with open(f"/proc/{pid}/stat", "rb") as f:
-                stat = f.read()
-            if int(stat[stat.rindex(b")") + 2 :].split()[1]) != me:  # field 4: the parent
-                continue
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                found[int(pid)] = f.read().replace(b"\0", b" ").decode(errors="replace")
-        except (OSError, ValueError):  # it ended meanwhile
+            with open(f"/proc/self/task/{tid}/children") as f:
+                pids = [int(pid) for pid in f.read().split()]
+        except OSError:  # the thread ended meanwhile
             continue
+        for pid in pids:
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    found[pid] = f.read().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:  # it ended meanwhile
+                continue
     return found
 
 
