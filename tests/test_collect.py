@@ -206,7 +206,7 @@ def test_render_returns_rgb_frame_with_agent_colour() -> None:
     assert tuple(frame[4 * y + 1, 4 * x + 1]) == (91, 255, 123)
 
 
-def test_random_policy_score_and_branch_helper() -> None:
+def test_open_neighbours_and_branch_cells() -> None:
     walls, _, _ = layout([r.replace(".", " ") for r in MAZE])
     assert open_neighbours(walls, 1, 4) == 3 and open_neighbours(walls, 1, 2) == 2
     env = CollectEnv()

@@ -1,6 +1,7 @@
 """``rlkit ird lavaland``: table, JSON lines, PNG, errors, seeding."""
 
 import json
+import math
 
 import pytest
 
@@ -35,6 +36,15 @@ def test_json_output_has_one_object_per_planner_and_condition_and_is_seeded(tmp_
     for r in rows:
         assert {"planner", "condition", "lava_rate", "regret", "regret_lava_free"} <= set(r)
         assert 0.0 <= r["lava_rate"] <= 1.0 and r["regret"] >= -1e-6
+    by = {(r["planner"], r["condition"]): r for r in rows}
+    # The proxy's weights are the true ones but for lava: on the maps without their lava it
+    # plans optimally, while on the test maps it walks into the lava that the risk-averse
+    # planner keeps out of (the lava sits across a shortest path).
+    assert by["proxy", "onehot"]["regret_lava_free"] == 0.0
+    assert by["proxy", "onehot"]["lava_rate"] > by["maxmin-traj-base", "onehot"]["lava_rate"]
+    assert by["maxmin-traj-base", "onehot"]["lava_rate"] == 0.0
+    assert by["maxmin-traj-base", "latent"]["lava_rate"] == 0.0
+    assert by["proxy", "onehot"]["regret"] > 10 * by["maxmin-traj-base", "onehot"]["regret"]
     assert (tmp_path / "paths.png").stat().st_size > 1000
     assert len((tmp_path / "results.jsonl").read_text().splitlines()) == 14
     first = (tmp_path / "results.jsonl").read_bytes()
@@ -44,6 +54,13 @@ def test_json_output_has_one_object_per_planner_and_condition_and_is_seeded(tmp_
     assert (tmp_path / "results.jsonl").read_bytes() == first
     assert (tmp_path / "results-2.jsonl").read_bytes() == first  # same seed, same results
     assert (tmp_path / "paths-2.png").stat().st_size > 1000
+    # another seed: other maps, other results
+    other = ["ird", "lavaland", *SMALL, "--seed", "4", "--json", "--plot-maps", "0"]
+    assert main([*other, "--out-dir", str(tmp_path / "seed4")]) == 0
+    rows4 = _json_lines(capsys.readouterr().out)
+    assert rows4 != rows
+    # this seed's proxy regret without lava sums to -1e-15: written as 0.0, not -0.0
+    assert all(math.copysign(1.0, r["regret_lava_free"]) == 1.0 for r in rows4)
 
 
 def test_table_output_and_one_condition(tmp_path, capsys):

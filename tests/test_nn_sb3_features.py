@@ -65,10 +65,17 @@ def test_image_backbones_see_unscaled_channels_first_pixels(name: str, kwargs: d
     seen: list[torch.Tensor] = []
     extractor = model.policy.features_extractor
     extractor.register_forward_pre_hook(lambda mod, args: seen.append(args[0].detach()))
+    first_conv = next(m for m in extractor.modules() if isinstance(m, torch.nn.Conv2d))
+    convolved: list[torch.Tensor] = []
+    first_conv.register_forward_pre_hook(lambda mod, args: convolved.append(args[0].detach()))
     model.learn(10)
     assert model.policy.observation_space.shape == (3, 36, 36)  # SB3 transposed the frames
     assert seen and all(obs.shape[1:] == (3, 36, 36) for obs in seen)
     assert max(obs.max().item() for obs in seen) > 2.0  # the backbone scales, SB3 does not
+    # ...to [0, 1] before its first convolution: pixels / 255
+    assert len(convolved) == len(seen)
+    for obs, x in zip(seen, convolved, strict=True):
+        torch.testing.assert_close(x, obs / 255.0)
 
 
 def test_unknown_backbone_and_dict_spaces_fail_early():

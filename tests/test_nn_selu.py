@@ -74,6 +74,20 @@ def test_alpha_dropout_keeps_the_fixed_point_in_training():
     for mean, var in _layer_stats(model, x):
         assert abs(mean) < 0.1
         assert 0.8 < var < 1.25
+    # ...because units are dropped: in training a tenth of each layer's outputs sit at alpha
+    # dropout's one value for a dropped unit, a * alpha' + b (Klambauer et al. 2017, eq. 9)
+    drops = [m for m in model.net if isinstance(m, nn.AlphaDropout)]
+    assert len(drops) == 16 and all(m.p == 0.1 for m in drops)
+    p, alpha = 0.1, -SELU_LAMBDA * SELU_ALPHA
+    a = ((1 - p) * (1 + p * alpha**2)) ** -0.5
+    dropped = a * alpha + a * -alpha * p
+    with torch.no_grad():
+        h = model.net[:4](x)  # flatten, linear, SELU, alpha dropout
+        assert isinstance(model.net[3], nn.AlphaDropout)
+        share = ((h - dropped).abs() < 1e-5).float().mean().item()
+        assert share == pytest.approx(0.1, abs=0.005)
+        assert not torch.equal(model(x[:64]), model.eval()(x[:64]))
+        assert torch.equal(model(x[:64]), model(x[:64]))  # eval mode drops nothing
 
 
 def test_registry_builds_selu_mlp_for_vector_observations():

@@ -14,7 +14,9 @@ import pytest
 import rlkit.loops.preference as loop
 from rlkit.cli import main
 from rlkit.core.checkpoint import CheckpointManager
+from rlkit.core.metrics import read_metrics
 from rlkit.rewards.learner import make_learner
+from rlkit.rewards.schedule import LabelSchedule
 from rlkit.store import Store
 
 TINY_MUJOCO = [
@@ -60,6 +62,12 @@ def test_mujoco_run_labels_trains_checkpoints_and_resumes(tmp_path, monkeypatch,
     store = Store(run)
     assert store.count_labels() == 24  # the whole budget was asked for and answered
     assert {r.source for r in store.labels_after(0)} == {"synthetic"}
+    # ...on the paper's schedule: a quarter before RL starts, the rest as c / (T + c) says
+    schedule = LabelSchedule.for_kind("mujoco", 24, 2048)
+    metrics = read_metrics(run)
+    assert [schedule.target(s) for s in (0, 1024, 2048)] == [6, 15, 24]
+    assert dict(metrics["charts/labels"]) == {1024: 15, 2048: 24}
+    assert dict(metrics["charts/queries_asked"]) == {1024: 9, 2048: 9}  # 6 before the first
     # each label's segments are saved, with MuJoCo qpos/qvel to render them later
     seg = store.load_segment(store.labels_after(0)[0].segment_a)
     assert seg.obs.shape == (25, 11) and seg.render_state.shape == (25, 12)

@@ -40,12 +40,26 @@ def test_disagreement_picks_the_highest_variance_pairs():
 
 
 def test_entropy_prefers_coin_flips_and_uniform_is_random():
-    ra = np.array([[0.0, 5.0], [0.0, 5.0]])
-    rb = np.array([[0.0, 0.0], [0.0, 0.0]])
+    # the entropy of the members' mean preference (no random-answer term), not the members'
+    # mean entropy: two members sure of opposite answers make a coin flip (ln 2)
+    ra = np.array([[-3.0, 0.0, 5.0], [3.0, 0.0, 5.0]])
+    rb = np.zeros((2, 3))
     ent = pair_scores(ra, rb, "entropy")
-    assert ent[0] > ent[1]
+    q = 1 / (1 + np.exp(-5.0))
+    np.testing.assert_allclose(
+        ent, [np.log(2), np.log(2), -(q * np.log(q) + (1 - q) * np.log(1 - q))]
+    )
     pool = _pool(10, np.random.default_rng(1))
     ens = RewardEnsemble(gym.spaces.Box(-5, 5, (4,)), gym.spaces.Box(-1, 1, (2,)), n_members=2)
     a = select_queries(ens, pool, 5, "uniform", np.random.default_rng(0))
     b = select_queries(ens, pool, 5, "uniform", np.random.default_rng(0))
     assert a == b and len({tuple(sorted(p[:2])) for p in a}) == 5
+    # uniform over the 45 pairs: the generator decides, and over 400 draws every pair comes up
+    # about as often as any other (expected 44.4 times each; a count outside 20-75 has
+    # probability < 1e-4 for any one pair)
+    counts = dict.fromkeys(itertools.combinations(sorted(pool.ids()), 2), 0)
+    for seed in range(400):
+        for i, j, _ in select_queries(ens, pool, 5, "uniform", np.random.default_rng(seed)):
+            counts[min(i, j), max(i, j)] += 1
+    assert select_queries(ens, pool, 5, "uniform", np.random.default_rng(1)) != a
+    assert sum(counts.values()) == 2000 and 20 <= min(counts.values()) <= max(counts.values()) <= 75

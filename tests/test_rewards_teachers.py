@@ -2,7 +2,12 @@ import numpy as np
 import pytest
 
 from rlkit.core import Segment
-from rlkit.rewards.teachers import SyntheticTeacher, TeacherConfig
+from rlkit.rewards.teachers import (
+    QueryRequest,
+    SyntheticTeacher,
+    SyntheticTeacherAdapter,
+    TeacherConfig,
+)
 
 
 def seg(rews) -> Segment:
@@ -66,3 +71,38 @@ def test_teacher_is_seeded_and_needs_an_rng():
     assert runs[0] == runs[1]
     with pytest.raises(ValueError, match="explicit rng"):
         SyntheticTeacher(cfg, None)  # type: ignore[arg-type]
+
+
+class _Sink:
+    def __init__(self) -> None:
+        self.labels: dict[int, tuple[str, str, str]] = {}
+
+    def add_label(self, query_id: int, choice: str, labeler: str, source: str, **kwargs) -> int:
+        assert query_id not in self.labels
+        self.labels[query_id] = (choice, labeler, source)
+        return len(self.labels)
+
+
+@pytest.mark.parametrize("share", [0.0, 0.3, 1.0])
+def test_mixed_teacher_answers_its_share_of_queries_at_random_and_leaves_the_rest(share):
+    # segments 0..19 with returns 0..19: the rational answer to (a, b) is "left" iff a > b
+    segments = {i: seg([float(i)]) for i in range(20)}
+    rng = np.random.default_rng(5)
+    queries = [QueryRequest(q, *map(int, rng.choice(20, 2, replace=False))) for q in range(3000)]
+    teacher = SyntheticTeacherAdapter(
+        SyntheticTeacher(TeacherConfig(), np.random.default_rng(0)), share=share, name="mixed"
+    )
+    sink = _Sink()
+    teacher.request(queries, segments, sink)
+    # Binomial(3000, 0.3): sd 0.0084, so 0.03 is 3.6 sd
+    assert len(sink.labels) / len(queries) == pytest.approx(share, abs=0.03)
+    for q in queries:
+        if q.query_id in sink.labels:
+            want = "left" if q.segment_a > q.segment_b else "right"
+            assert sink.labels[q.query_id] == (want, "mixed", "synthetic")
+    if 0 < share < 1:  # the answered ones are spread over the queries, not the first ones
+        answered = np.array(sorted(sink.labels))
+        assert answered[0] < 30 and answered[-1] > 2970
+        assert abs(np.mean(answered) - 1500) < 100
+    with pytest.raises(ValueError, match="share"):
+        SyntheticTeacherAdapter(teacher.teacher, share=1.5)

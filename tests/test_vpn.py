@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import gymnasium as gym
 import numpy as np
 import torch
@@ -110,13 +112,26 @@ def test_save_and_load_give_identical_plans_and_optimizer_state() -> None:
     agent.update(fake_batch(np.random.default_rng(1)))
     clone = small_agent((4, 4, 1))
     torch.manual_seed(123)  # a different init must be overwritten by the load
-    clone.load_state_dict(agent.state_dict())
+    saved = io.BytesIO()  # through bytes, as a checkpoint goes: a state_dict holds live tensors
+    torch.save(agent.state_dict(), saved)
+    saved.seek(0)
+    clone.load_state_dict(torch.load(saved, weights_only=False))
     obs = np.random.default_rng(2).random((6, 10, 10, 4)).astype(np.float32)
     torch.testing.assert_close(clone.plan(obs).q, agent.plan(obs).q)
     torch.testing.assert_close(clone.plan(obs, target=True).q, agent.plan(obs, target=True).q)
-    assert (
-        clone.optimizer.state_dict()["state"].keys() == agent.optimizer.state_dict()["state"].keys()
-    )
+    # Adam's moments and step count came along: the same next update gives the same weights
+    ours, theirs = agent.optimizer.state_dict()["state"], clone.optimizer.state_dict()["state"]
+    assert ours.keys() == theirs.keys() and ours
+    for k in ours:
+        for name in ("step", "exp_avg", "exp_avg_sq"):
+            torch.testing.assert_close(theirs[k][name], ours[k][name])
+    batch = fake_batch(np.random.default_rng(3))
+    agent.update(batch)
+    clone.update(batch)
+    for (name, a), (_, b) in zip(
+        agent.net.state_dict().items(), clone.net.state_dict().items(), strict=True
+    ):
+        torch.testing.assert_close(b, a, msg=name)
 
 
 def test_epsilon_greedy_acting() -> None:

@@ -10,11 +10,25 @@ import pytest
 import torch
 
 from rlkit.cli import main
+from rlkit.core.checkpoint import CheckpointManager
 from rlkit.core.metrics import read_metrics
 
 TINY = ["--n-envs", "4", "--n-step", "4", "--batch-sequences", "4", "--learning-starts", "40",
         "--train-freq", "2", "--checkpoint-every", "80", "--eval-every", "0", "--channels", "8",
         "--hidden", "16", "--seed", "0"]  # fmt: skip
+
+
+def assert_went_on_in_full(run_dir: Path, steps: int) -> None:
+    """The latest checkpoint of a TINY run resumed to ``steps`` counts every update and
+    transition since step 0, so the resume went on from the saved agent, replay and counts,
+    not from fresh ones: one update every second vector step from step 40 on, Adam's step
+    count with them, and a replay holding every step."""
+    state = CheckpointManager(run_dir).load_latest()[1]
+    updates = sum(1 for s in range(4, steps + 1, 4) if s >= 40 and (s // 4) % 2 == 0)
+    assert state["step"] == steps and state["updates"] == updates
+    adam = state["agent"]["optimizer"]["state"]
+    assert adam and all(int(v["step"]) == updates for v in adam.values())
+    assert state["replay"]["size"] == steps
 
 
 def train(run_dir: Path, *extra: str) -> int:
@@ -42,7 +56,7 @@ def test_train_eval_and_resume(tmp_path: Path, capsys: pytest.CaptureFixture) ->
     assert (run / "checkpoints/latest").read_text() == "step_0000000160"
     metrics = read_metrics(run)
     assert [s for s, _ in metrics["charts/eval_reward"]] == [80, 160]
-    assert "losses/value" in metrics or "charts/episode_reward" in metrics
+    assert "losses/value" in metrics and "charts/episode_reward" in metrics
 
     out = tmp_path / "eval.json"
     code = main(
@@ -61,6 +75,7 @@ def test_train_eval_and_resume(tmp_path: Path, capsys: pytest.CaptureFixture) ->
     assert code == 0
     assert (run / "checkpoints/latest").read_text() == "step_0000000320"
     assert json.loads((run / "config.json").read_text())["plan"] == "4,1"
+    assert_went_on_in_full(run, 320)
     # A flag that would change a saved setting is refused in one line (it would be ignored).
     code = main(
         ["vpn", "train", "--run-dir", str(run), "--resume", "--steps", "480", "--plan", "2"]
@@ -316,6 +331,7 @@ def test_ctrl_c_checkpoints_the_step_it_arrives_at_and_resume_goes_on(
     assert main(["vpn", "train", "--run-dir", str(run), "--resume"]) == 0
     assert (run / "checkpoints/latest").read_text() == "step_0000000400"
     assert (run / "model.pt").is_file()
+    assert_went_on_in_full(run, 400)
 
 
 def test_sigterm_stops_the_dqn_baseline_checkpointed(

@@ -137,8 +137,11 @@ def lavaland(argv: list[str]) -> int:
             settings, cfg.seed, on_map=lambda: progress.update(task, advance=1)
         )
 
-    records = [
-        {k: round(v, 4) if isinstance(v, float) else v for k, v in dataclasses.asdict(r).items()}
+    records = [  # + 0.0: a regret of -1e-15 is shown as 0.0, not -0.0
+        {
+            k: round(v, 4) + 0.0 if isinstance(v, float) else v
+            for k, v in dataclasses.asdict(r).items()
+        }
         for r in result.rows
     ]
     # An earlier run's files in --out-dir are kept: this one's get the next free suffix.
@@ -153,14 +156,14 @@ def lavaland(argv: list[str]) -> int:
         for r in records:
             print(jsonlib.dumps(r))
     else:
-        _print_table(result, cfg)
+        _print_table(records, cfg)
         print(f"results: {results}")
         if png is not None:
             print(f"paths: {png}")
     return 0
 
 
-def _print_table(result, cfg: LavalandConfig) -> None:
+def _print_table(records: list[dict], cfg: LavalandConfig) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -170,13 +173,13 @@ def _print_table(result, cfg: LavalandConfig) -> None:
     )
     for col in ("condition", "planner", "lava rate", "regret", "regret (lava-free)"):
         table.add_column(col, justify="left" if col in ("condition", "planner") else "right")
-    for row in result.rows:
+    for r in records:
         table.add_row(
-            row.condition,
-            row.planner,
-            f"{row.lava_rate:.0%}",
-            f"{row.regret:.2f}",
-            f"{row.regret_lava_free:.2f}",
+            r["condition"],
+            r["planner"],
+            f"{r['lava_rate']:.0%}",
+            f"{r['regret']:.2f}",
+            f"{r['regret_lava_free']:.2f}",
         )
     Console(file=sys.stdout, width=100).print(table)
 
