@@ -1,5 +1,9 @@
 """Atomic checkpoints: what a kill at each moment of a save leaves, and what resumes from it."""
 
+import signal
+import subprocess
+import sys
+
 import pytest
 
 from rlkit.core.checkpoint import CheckpointError, CheckpointManager
@@ -39,6 +43,47 @@ def test_an_unfinished_first_save_is_no_checkpoint_and_the_next_save_clears_it(t
     with pytest.raises(CheckpointError, match="stopped before writing its first"):
         manager.latest()
     _save(manager, 0)  # the run, started again, saves step 0 from another process
+    assert sorted(p.name for p in manager.root.iterdir()) == ["latest", "step_0000000000"]
+
+
+_KILLED_MID_SAVE = """
+import os, signal, sys
+from rlkit.core.checkpoint import CheckpointManager
+
+def half_then_kill(path):
+    path.write_bytes(b"half a zip")
+    os.kill(os.getpid(), signal.SIGKILL)
+
+CheckpointManager(sys.argv[1]).save(int(sys.argv[2]), {"step": -1}, {"policy.zip": half_then_kill})
+"""
+
+
+@pytest.mark.parametrize("step", [512, 0])
+def test_a_save_killed_halfway_leaves_the_previous_checkpoint_whole(tmp_path, step):
+    """kill -9 while a writer writes the policy, in a new step's save and in a re-save of the
+    step that is already there (as after a resume): the checkpoint before it is untouched."""
+    manager = CheckpointManager(tmp_path)
+    _save(manager, 0)
+    before = {p.name: p.read_bytes() for p in (manager.root / "step_0000000000").iterdir()}
+    args = [sys.executable, "-c", _KILLED_MID_SAVE, str(tmp_path), str(step)]
+    assert subprocess.run(args, check=False).returncode == -signal.SIGKILL
+    if step != 0:
+        assert not (manager.root / f"step_{step:010d}").exists()
+    path, state = manager.load_latest()
+    assert path.name == "step_0000000000" and state == {"step": 0}
+    assert {p.name: p.read_bytes() for p in path.iterdir()} == before
+    _save(manager, 1024)  # the next save clears what the killed one left
+    assert sorted(p.name for p in manager.root.iterdir()) == [
+        "latest", "step_0000000000", "step_0000001024",
+    ]  # fmt: skip
+
+
+def test_a_re_save_at_the_same_step_replaces_it_and_leaves_nothing_aside(tmp_path):
+    manager = CheckpointManager(tmp_path)
+    _save(manager, 0)
+    manager.save(0, {"step": 0, "again": True}, {"policy.zip": lambda p: p.write_bytes(b"zip2")})
+    path, state = manager.load_latest()
+    assert state == {"step": 0, "again": True} and (path / "policy.zip").read_bytes() == b"zip2"
     assert sorted(p.name for p in manager.root.iterdir()) == ["latest", "step_0000000000"]
 
 

@@ -502,7 +502,7 @@ def test_killed_worker_truncates_its_episodes_then_too_many_deaths_stop(ray_head
         ref.reset()
         for _ in range(3):
             acts = rng.uniform(-1, 1, size=(4, 3))
-            obs, _, dones, _ = venv.step(acts)
+            obs, _, dones, last_infos = venv.step(acts)
             ref.step(acts[:2])
         assert not dones.any()
         assert (venv._graph is not None) is compiled
@@ -514,10 +514,15 @@ def test_killed_worker_truncates_its_episodes_then_too_many_deaths_stop(ray_head
         # the survivor took this step exactly once
         np.testing.assert_array_equal(new_obs[:2], ref.step(acts[:2])[0])
         assert dones.tolist() == [False, False, True, True]
+        assert rews[2:].tolist() == [0.0, 0.0]  # the lost step earns nothing
+        # the re-created worker's envs start new episodes, seeded for its first restart
+        fresh = RolloutWorker(spec, RESTART_SEED_STRIDE, 2, 2).reset()[0]
+        np.testing.assert_array_equal(new_obs[2:], fresh)
         for k in (2, 3):
             assert infos[k]["TimeLimit.truncated"] and infos[k]["worker_restarted"]
+            # the episode ends where it was last seen: observation and state to render it
             np.testing.assert_array_equal(infos[k]["terminal_observation"], obs[k])
-            assert infos[k]["render_state"].shape == (12,)
+            np.testing.assert_array_equal(infos[k]["render_state"], last_infos[k]["render_state"])
             assert not np.array_equal(new_obs[k], obs[k])
         assert not infos[0]["TimeLimit.truncated"]
         assert venv.restarts == 1
@@ -525,10 +530,15 @@ def test_killed_worker_truncates_its_episodes_then_too_many_deaths_stop(ray_head
         for _ in range(3):  # training goes on
             new_obs, _, dones, _ = venv.step(rng.uniform(-1, 1, size=(4, 3)))
             assert new_obs.shape == (4, 11)
+        # max_restarts counts each worker's deaths: worker 0's first is restarted too
+        os.kill(venv.worker_pid(0), signal.SIGKILL)
+        _, _, dones, infos = venv.step(rng.uniform(-1, 1, size=(4, 3)))
+        assert dones[:2].all() and infos[0]["worker_restarted"] and venv.restarts == 2
 
         os.kill(venv.worker_pid(1), signal.SIGKILL)
         start = time.monotonic()
-        with pytest.raises(WorkerFailedError, match=r"worker 1 died 2 times \(max_restarts=1\)"):
+        last = r"worker 1 died 2 times \(max_restarts=1\); last error: \S"
+        with pytest.raises(WorkerFailedError, match=last):
             venv.step(rng.uniform(-1, 1, size=(4, 3)))
         assert time.monotonic() - start < 30
     finally:
@@ -1046,7 +1056,8 @@ def test_worker_rollouts_survive_a_killed_worker(ray_head, caplog):
 
         os.kill(venv.worker_pid(1), signal.SIGKILL)
         start = time.monotonic()
-        with pytest.raises(WorkerFailedError, match=r"worker 1 died 2 times \(max_restarts=1\)"):
+        last = r"worker 1 died 2 times \(max_restarts=1\); last error: \S"
+        with pytest.raises(WorkerFailedError, match=last):
             agent.learn(128, reset_num_timesteps=False)
         assert time.monotonic() - start < 30
     finally:

@@ -484,3 +484,25 @@ def test_sampler_weights_cross_as_policy_weights_and_load_exactly():
         assert torch.equal(tensor, state[key]), key
     mixed = {"step": 3, "w": torch.zeros(2)}
     assert PolicyWeights.wrap(mixed) is mixed and PolicyWeights.unwrap(mixed) is mixed
+
+
+def test_a_numbered_step_asked_again_is_not_taken_twice():
+    """``step_numbered`` (the compiled graph's retry after a teardown): the last step asked
+    again returns its result without stepping the envs; a number out of order is refused."""
+    spec = EnvSpec("Hopper-v5")
+    worker, reference = RolloutWorker(spec, 3, 0, 2), RolloutWorker(spec, 3, 0, 2)
+    worker.reset()
+    reference.reset()
+    rng = np.random.default_rng(0)
+    acts = [rng.uniform(-1, 1, size=(2, 3)).astype(np.float32) for _ in range(3)]
+    first = worker.step_numbered((1, acts[0]))
+    again = worker.step_numbered((1, acts[1]))  # the same number: the remembered result
+    for got, want in zip(again[:3], first[:3], strict=True):
+        np.testing.assert_array_equal(got, want)
+    second = worker.step_numbered((2, acts[1]))
+    reference.step(acts[0])
+    np.testing.assert_array_equal(second[0], reference.step(acts[1])[0])  # stepped once each
+    with pytest.raises(RuntimeError, match="step 4 asked, but the last step was 2"):
+        worker.step_numbered((4, acts[2]))
+    with pytest.raises(RuntimeError, match="step 1 asked"):
+        worker.step_numbered((1, acts[2]))

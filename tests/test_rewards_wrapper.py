@@ -23,6 +23,16 @@ def test_learned_reward_replaces_reward_and_true_reward_stays_in_info():
         np.testing.assert_allclose(rews, expected, rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose([i["true_reward"] for i in infos], true_rews, rtol=1e-6)
         assert not np.allclose(rews, true_rews)
+    # a rollout's worth at once, in chunks that do not divide it: the same rewards in order
+    many_obs = rng.normal(size=(11, 17)).astype(np.float32)
+    many_acts = rng.uniform(-1, 1, size=(11, 6)).astype(np.float32)
+    whole = wrapped.learned_reward(many_obs, many_acts)
+    np.testing.assert_allclose(
+        wrapped.learned_reward(many_obs, many_acts, chunk=4), whole, rtol=1e-6
+    )
+    np.testing.assert_allclose(
+        wrapped.learned_reward(many_obs, many_acts, chunk=1), whole, rtol=1e-6
+    )
 
 
 def test_ird_posterior_prior_is_added_to_the_learned_reward():

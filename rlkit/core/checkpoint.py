@@ -108,11 +108,18 @@ class CheckpointManager:
             with open(tmp / name, "rb") as f:
                 os.fsync(f.fileno())
         _fsync_dir(tmp)
-        if final.exists():  # a re-save at the same step (after a resume) replaces it
-            shutil.rmtree(final)
+        replaced = None
+        if final.exists():  # a re-save at the same step (after a resume) replaces it:
+            # renamed aside and deleted once the new one is in place, so that only the instant
+            # between the two renames, not a whole rmtree, leaves no step_<N>
+            replaced = self.root / f".step_{step:010d}.old{os.getpid()}"
+            shutil.rmtree(replaced, ignore_errors=True)
+            os.replace(final, replaced)
         os.replace(tmp, final)
         _fsync_dir(self.root)
         atomic_write_bytes(self.latest_file, final.name.encode())
+        if replaced is not None:
+            shutil.rmtree(replaced, ignore_errors=True)
         self._prune(keep_name=final.name)
         return final
 
@@ -121,8 +128,8 @@ class CheckpointManager:
         for old in done[: -self.keep]:
             if old.name != keep_name:
                 shutil.rmtree(old, ignore_errors=True)
-        for unfinished in self.root.glob(".step_*.tmp*"):  # left by a save that was killed
-            shutil.rmtree(unfinished, ignore_errors=True)
+        for unfinished in [*self.root.glob(".step_*.tmp*"), *self.root.glob(".step_*.old*")]:
+            shutil.rmtree(unfinished, ignore_errors=True)  # left by a save that was killed
 
     def any(self) -> bool:
         """Whether a checkpoint was ever completed here (a damaged one counts)."""
