@@ -11,6 +11,7 @@ average (the machine is shared: wall time under load overstates the cost).
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import time
@@ -43,6 +44,8 @@ def infer(mdp, normalizer: str, n_proxy: int, method: str, seed: int) -> tuple[f
 
 
 def main() -> None:
+    # no options: --help describes the run instead of starting it
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
     mdp = tabular_mdp(generate_map(np.random.default_rng(0), 25))
     cases = [
         ("sample", 1000, "mcmc"),

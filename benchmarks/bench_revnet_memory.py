@@ -20,6 +20,7 @@ Prints one JSON line and writes ``benchmarks/results/nn_revnet_memory.{json,png}
 
 from __future__ import annotations
 
+import argparse
 import json
 import time
 from pathlib import Path
@@ -173,6 +174,8 @@ def plot(rows: list[dict], path: Path) -> None:
 
 
 def main() -> None:
+    # no options: --help describes the run instead of starting it
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(0)
     rows = []

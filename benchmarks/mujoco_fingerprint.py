@@ -14,6 +14,7 @@ Prints one JSON line.
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 
@@ -44,6 +45,8 @@ def fingerprint(env_id: str, steps: int = 1000, seed: int = 0) -> dict[str, floa
 
 
 def main() -> None:
+    # no options: --help describes the run instead of starting it
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
     row = {
         "bench": "mujoco_fingerprint",
         "mujoco": mujoco.__version__,

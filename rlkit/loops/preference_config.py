@@ -34,8 +34,8 @@ class PrefsConfig:
     """Gymnasium id: a MuJoCo v5 task (TRPO) or an ALE Atari game such as ALE/Pong-v5 (A2C)."""
     steps: int = 600_000
     """Policy environment steps (over all envs), rounded up to whole rollouts. The default takes
-    about 5 minutes on 2 cores for Hopper; the paper used 1,000,000 (MuJoCo) and 10,000,000
-    (Atari)."""
+    4-6 minutes on 2 cores for Hopper (README, Quickstart); the paper used 1,000,000 (MuJoCo)
+    and 10,000,000 (Atari)."""
     labels: int = 700
     """Label budget: comparisons asked for over the whole run (the paper's 700 for MuJoCo)."""
     initial_labels: int | None = None
