@@ -434,3 +434,46 @@ def test_interrupt_after_a_checkpoint_names_it(finished_run, tmp_path, capsys, m
     err = capsys.readouterr().err
     latest = CheckpointManager(run).latest().name
     assert f"interrupted; checkpoint {latest} and all 10 stored labels are saved" in err
+
+
+HOLDER = """
+import sys, time
+from pathlib import Path
+from rlkit.core.rundir import prepare_run_dir
+prepare_run_dir(Path(sys.argv[1]), resume=True)  # as `prefs train --resume` and `vpn train` do
+print("held", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_second_trainer_on_a_run_in_use_is_refused_until_the_first_is_gone(
+    finished_run, tmp_path, capsys
+):
+    """Two trainers on one run would interleave checkpoints, labels and logs (the last to save
+    decides which checkpoint `latest` names): the second is refused in one line naming the
+    first, without writing anything; once the first is gone (a kill -9 too), the run is free."""
+    import signal
+    import subprocess
+    import sys
+
+    from rlkit.core import rundir
+
+    run = _copy(finished_run, tmp_path)
+    before = _snapshot(run)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(run)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline() == "held\n"
+        assert main(["prefs", "train", "--run-dir", str(run), "--resume"]) == 2
+        assert _one_error_line(capsys) == (
+            f"error: {run} is in use: another rlkit process (PID {holder.pid}) is training this"
+            " run; wait for it to end or stop it first"
+        )
+        assert _snapshot(run) == before
+        assert main(["prefs", "eval", str(run), "--episodes", "1"]) == 0  # a reader may run beside
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    assert main(["prefs", "train", "--run-dir", str(run), "--resume"]) == 0
+    assert rundir._LOCKED == {}  # and the finished command let go of it

@@ -28,6 +28,7 @@ from rlkit.core.rundir import (
     load_config,
     prepare_run_dir,
     refuse_changes_on_resume,
+    release_run_dirs,
     save_config,
 )
 from rlkit.core.stop import GracefulStop, StopRequested
@@ -205,6 +206,13 @@ def _refuse_unused_flags(cfg: PrefsConfig, given: set[str], kind: str) -> None:
 
 
 def train(argv: list[str]) -> int:
+    try:
+        return _train(argv)
+    finally:  # the run directory is free for the next trainer (a kill -9 frees it too)
+        release_run_dirs()
+
+
+def _train(argv: list[str]) -> int:
     cfg = _parse(argv)
     from envs import check_env_id, env_kind
 

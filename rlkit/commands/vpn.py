@@ -8,7 +8,12 @@ import sys
 from pathlib import Path
 
 from rlkit.cli import run_tyro
-from rlkit.core.rundir import RESUME_FLAGS, given_flags, refuse_changes_on_resume
+from rlkit.core.rundir import (
+    RESUME_FLAGS,
+    given_flags,
+    refuse_changes_on_resume,
+    release_run_dirs,
+)
 from rlkit.core.stop import GracefulStop, StopRequested
 
 
@@ -46,6 +51,8 @@ def train(argv: list[str]) -> int:
             file=sys.stderr,
         )
         return exc.exit_code
+    finally:  # the run directory is free for the next trainer (a kill -9 frees it too)
+        release_run_dirs()
     print(f"run finished: {run_dir}")
     return 0
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import fcntl
 import io
 import itertools
 import json
@@ -46,7 +47,61 @@ def prepare_run_dir(run_dir: str | Path, resume: bool) -> Path:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UserError(f"cannot create --run-dir {path}: {exc.strerror}") from None
+    lock_run_dir(path)
     return path
+
+
+#: Run directories this process trains in: ``resolved path -> an open descriptor of it``,
+#: holding an exclusive ``flock`` (see :func:`lock_run_dir`).
+_LOCKED: dict[str, int] = {}
+
+
+def lock_run_dir(path: Path) -> None:
+    """Claim ``path`` for this process until :func:`release_run_dirs` (or its exit, a kill -9
+    included): a second trainer on the same run is refused in one line instead of
+    interleaving its checkpoints, labels and logs with the first's.
+
+    The lock is a ``flock`` on the directory itself, so nothing is written into the run (a
+    refused ``--resume`` leaves it as it was). Readers (``prefs eval``, ``label serve``,
+    ``label export``) do not take it: they may run beside the trainer. Taking it again in
+    the same process is a no-op.
+    """
+    key = str(path.resolve())
+    if key in _LOCKED:
+        return
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        holder = _flock_holder(path)
+        by = f" (PID {holder})" if holder is not None else ""
+        raise UserError(
+            f"{path} is in use: another rlkit process{by} is training this run; wait for it to"
+            " end or stop it first"
+        ) from None
+    _LOCKED[key] = fd
+
+
+def release_run_dirs() -> None:
+    """Let go of every run directory this process claimed with :func:`lock_run_dir`."""
+    while _LOCKED:
+        os.close(_LOCKED.popitem()[1])  # closing the last descriptor releases the flock
+
+
+def _flock_holder(path: Path) -> int | None:
+    """The PID holding a ``flock`` on ``path`` (from ``/proc/locks``), where it can be read."""
+    st = os.stat(path)
+    inode = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    try:
+        lines = Path("/proc/locks").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        fields = line.split()
+        if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == inode:
+            return int(fields[4])
+    return None
 
 
 def check_output_file(
