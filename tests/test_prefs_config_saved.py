@@ -70,3 +70,14 @@ def test_a_config_saved_before_the_normalizations_were_on_keeps_them_off(tmp_pat
     saved["reward_normalize_inputs"], saved["policy"]["normalize_obs"] = True, True
     new = PrefsConfig.from_saved(saved)
     assert new.reward_normalize_inputs and new.policy.normalize_obs
+
+
+def test_settings_groups_are_the_configs_nested_dataclasses():
+    """A damaged config.json's group (``"policy": null``) is refused by name: the list of
+    groups must follow the dataclass."""
+    import typing
+
+    from rlkit.loops.preference_config import SETTINGS_GROUPS, PrefsConfig
+
+    hints = typing.get_type_hints(PrefsConfig)
+    assert set(SETTINGS_GROUPS) == {n for n, t in hints.items() if dataclasses.is_dataclass(t)}

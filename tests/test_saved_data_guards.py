@@ -196,10 +196,34 @@ def _long_pointer(run: Path) -> None:
     (run / "checkpoints" / "latest").write_text("x" * 5000)
 
 
+def _cut_a_segment(run: Path) -> None:
+    path = sorted((run / "segments").iterdir())[3]
+    path.write_bytes(path.read_bytes()[:100])
+
+
+def _edit_config(run: Path, **changes) -> None:
+    config = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**config, **changes}))
+
+
+def _misspell_env(run: Path) -> None:
+    _edit_config(run, env="Hopperx-v5")
+
+
+def _null_policy(run: Path) -> None:
+    _edit_config(run, policy=None)
+
+
+def _vpn_config(run: Path) -> None:  # another kind of run's config.json
+    (run / "config.json").write_text(
+        json.dumps({"env": "rlkit/Collect-v0", "plan": "4,1", "seed": 0})
+    )
+
+
 #: Damage `prefs eval` does not see (it reads no store) or names in its own words ("no checkpoint").
 NOT_FOR_EVAL = (
     _damage_store, _drop_store, _drop_segments_table, _lose_a_segment, _other_env,
-    _checkpoints_as_a_file,
+    _checkpoints_as_a_file, _cut_a_segment,
 )  # fmt: skip
 
 
@@ -214,7 +238,11 @@ NOT_FOR_EVAL = (
      (_list_config, "holds a JSON list, not a config object"),
      (_cut_config, "config.json lacks labels: it is incomplete"),
      (_binary_config, "is not text"), (_long_pointer, "names a missing checkpoint"),
-     (_other_env, "does not fit the run's config.json (size mismatch for")],
+     (_other_env, "does not fit the run's config.json (size mismatch for"),
+     (_cut_a_segment, "1 of the 16 segment files in"),
+     (_misspell_env, "config.json names an unknown env id 'Hopperx-v5'; did you mean Hopper-v5"),
+     (_null_policy, "config.json holds policy = null, not a group of settings: it is damaged"),
+     (_vpn_config, "config.json is a VPN run's (rlkit vpn train), not a preference run's")],
 )  # fmt: skip
 def test_resume_of_a_damaged_run_says_what_and_changes_nothing(
     finished_run, tmp_path, capsys, damage, says

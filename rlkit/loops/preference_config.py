@@ -26,6 +26,10 @@ SAVED_POLICY_BEFORE: dict[str, object] = {"normalize_obs": False}
 """The same for the policy's settings (``--policy.*``)."""
 
 
+#: The fields of :class:`PrefsConfig` that are groups of settings (config dataclasses).
+SETTINGS_GROUPS = ("teacher_model", "trainer", "policy")
+
+
 @dataclasses.dataclass(frozen=True)
 class PrefsConfig:
     """Reward learning from preferences (Christiano et al. 2017) with a policy trained on it."""
@@ -188,9 +192,25 @@ class PrefsConfig:
         that run used (SAVED_BEFORE), so its checkpoints still fit."""
         from rlkit.core.rundir import dataclass_from_dict
 
+        if "plan" in data and "labels" not in data:
+            raise UserError(
+                "the run's config.json is a VPN run's (rlkit vpn train), not a preference run's"
+            )
         missing = [name for name in ("env", "steps", "labels", "seed") if name not in data]
         if missing:  # every run saved these: the file was cut or edited
             raise UserError(f"the run's config.json lacks {', '.join(missing)}: it is incomplete")
+        for name in SETTINGS_GROUPS:
+            if name in data and not isinstance(data[name], dict):
+                raise UserError(
+                    f"the run's config.json holds {name} = {json.dumps(data[name])[:40]}, not a"
+                    " group of settings: it is damaged"
+                )
+        from envs import check_env_id
+
+        try:
+            check_env_id(str(data["env"]))
+        except UserError as exc:  # edited since the run began: no flag of this call is at fault
+            raise UserError(f"the run's config.json names an {exc}") from None
         policy = {**SAVED_POLICY_BEFORE, **data.get("policy", {})}
         return dataclass_from_dict(cls, {**SAVED_BEFORE, **data, "policy": policy})
 

@@ -19,12 +19,14 @@ import io
 import os
 import sqlite3
 import time
+import zipfile
 from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 
 from rlkit.core.checkpoint import atomic_write_bytes
+from rlkit.core.errors import UserError
 from rlkit.core.types import CHOICES, Segment
 
 SCHEMA_VERSION = 1
@@ -121,8 +123,6 @@ def check_store(run_dir: str | os.PathLike, required: bool = True) -> None:
     """Raise a one-line :class:`~rlkit.core.errors.UserError` if the run's store is missing
     (when ``required``) or is not a readable SQLite database, before anything opens it for
     writing; the file is left as it is."""
-    from rlkit.core.errors import UserError
-
     path = Path(run_dir) / Store.DB_NAME
     if not path.exists():
         if required:
@@ -158,8 +158,6 @@ def check_segment_files(run_dir: str | os.PathLike) -> None:
     """Raise a one-line :class:`~rlkit.core.errors.UserError` if a segment the store lists has
     no file in ``segments/`` (its arrays: the run cannot train on its labels without them).
     Call after :func:`check_store`; a run without a store passes."""
-    from rlkit.core.errors import UserError
-
     path = Path(run_dir) / Store.DB_NAME
     if not path.exists():
         return
@@ -175,6 +173,27 @@ def check_segment_files(run_dir: str | os.PathLike) -> None:
             f"{len(missing)} of the {len(ids)} segments the store lists have no file in {folder}"
             f" (first: {segment_file_name(missing[0])}): the run is damaged; left as it is"
         )
+    damaged = [i for i in ids if not _segment_file_whole(folder / segment_file_name(i))]
+    if damaged:
+        raise UserError(
+            f"{len(damaged)} of the {len(ids)} segment files in {folder} are damaged (first:"
+            f" {segment_file_name(damaged[0])}): the run is damaged; left as it is"
+        )
+
+
+class DamagedSegmentError(UserError, ValueError):
+    """A stored segment's file is missing or unreadable (one line, exit code 2 at the CLI; a
+    ValueError to code that skips a bad segment, as the clip renderer does)."""
+
+
+def _segment_file_whole(path: Path) -> bool:
+    """Whether a segment file's zip directory (at its end: gone if the file was cut short)
+    reads and names the arrays every segment has. Cheap: the arrays themselves are not read."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return {"obs.npy", "acts.npy", "true_rews.npy"} <= set(archive.namelist())
+    except (zipfile.BadZipFile, OSError, EOFError):
+        return False
 
 
 class Store:
@@ -272,13 +291,19 @@ class Store:
         if row is None:
             raise KeyError(f"segment {segment_id} is not in the store")
         env_id, env_index, step, episode_start, name = row
-        with np.load(self.segment_dir / name) as data:
-            return Segment(
-                obs=data["obs"], acts=data["acts"], true_rews=data["true_rews"],
-                render_state=data["render_state"] if "render_state" in data else None,
-                id=segment_id, env_id=env_id, env_index=env_index, step=step,
-                episode_start=episode_start,
-            )  # fmt: skip
+        try:
+            with np.load(self.segment_dir / name) as data:
+                return Segment(
+                    obs=data["obs"], acts=data["acts"], true_rews=data["true_rews"],
+                    render_state=data["render_state"] if "render_state" in data else None,
+                    id=segment_id, env_id=env_id, env_index=env_index, step=step,
+                    episode_start=episode_start,
+                )  # fmt: skip
+        except (zipfile.BadZipFile, OSError, EOFError, KeyError, ValueError) as exc:
+            raise DamagedSegmentError(
+                f"segment file {self.segment_dir / name} is damaged ({type(exc).__name__});"
+                " left as it is"
+            ) from exc
 
     def max_segment_id(self) -> int:
         return int(self.conn.execute("SELECT COALESCE(MAX(id), -1) FROM segments").fetchone()[0])
