@@ -86,6 +86,12 @@ def test_mujoco_run_labels_trains_checkpoints_and_resumes(tmp_path, monkeypatch,
     _, state2 = CheckpointManager(run).load_latest()
     assert state2["step"] == 2560  # half a round: the last round stops at --steps
     assert Store(run).count_labels() == 24
+    # the longer run is saved: a shorter --steps is refused from now on
+    assert json.loads((run / "config.json").read_text())["steps"] == 2560
+    out = cli("prefs", "train", "--run-dir", str(run), "--resume", "--steps", "2048")
+    assert out.returncode == 2 and out.stderr.strip().splitlines() == [
+        "error: --steps 2048 is below the run's 2560: a resumed run can only go on"
+    ]
     # another setting on resume is refused in one line, not silently ignored
     out = cli("prefs", "train", "--run-dir", str(run), "--resume", "--env", "Walker2d-v5",
               "--policy.n-steps", "256", "--early-termination", "--seed", "0")  # fmt: skip

@@ -76,6 +76,13 @@ def test_train_eval_and_resume(tmp_path: Path, capsys: pytest.CaptureFixture) ->
     assert (run / "checkpoints/latest").read_text() == "step_0000000320"
     assert json.loads((run / "config.json").read_text())["plan"] == "4,1"
     assert_went_on_in_full(run, 320)
+    # the longer run is saved: a plain --resume has nothing left to do, a shorter one is refused
+    assert json.loads((run / "config.json").read_text())["steps"] == 320
+    capsys.readouterr()
+    code = main(["vpn", "train", "--run-dir", str(run), "--resume", "--steps", "160"])
+    assert code == 2 and capsys.readouterr().err.strip().splitlines()[-1] == (
+        "error: --steps 160 is below the run's 320: a resumed run can only go on"
+    )
     # A flag that would change a saved setting is refused in one line (it would be ignored).
     code = main(
         ["vpn", "train", "--run-dir", str(run), "--resume", "--steps", "480", "--plan", "2"]
@@ -202,11 +209,17 @@ def test_run_dir_protection_and_resume_errors(
     assert "already holds a run" in capsys.readouterr().err
     # evaluation output never replaces a file of the run, and is checked before evaluating
     config = (run / "config.json").read_bytes()
-    for output in (run / "config.json", tmp_path / "missing" / "eval.json"):
+    for output in (run / "config.json", tmp_path / "missing" / "eval.json", "/proc/eval.json"):
+        # (/proc takes no new file, though root passes every permission check: tried, not guessed)
         assert main(["vpn", "eval", str(run), "--episodes", "2", "--output", str(output)]) == 2
         err = capsys.readouterr().err
         assert err.startswith("error: ") and err.count("\n") == 1
     assert (run / "config.json").read_bytes() == config
+    # the run given twice, as DIR and as --run-dir: refused, not one of them silently ignored
+    assert main(["vpn", "eval", str(run), "--run-dir", str(tmp_path / "other")]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"error: the run is given twice ({run} and --run-dir): give it once"
+    )
     # nor an earlier result elsewhere, unless --force says so
     earlier = tmp_path / "eval.json"
     earlier.write_text("an earlier result\n")

@@ -210,7 +210,7 @@ def train_dqn(cfg: VPNConfig, stop: GracefulStop | None = None) -> Path:
         venv.seed(cfg.seed + model.num_timesteps)
     else:
         model = make_dqn(cfg, venv)
-        start_run(cfg, run_dir)
+    start_run(cfg, run_dir)
     logger = MetricsLogger(run_dir)
     try:
         with make_progress() as progress:

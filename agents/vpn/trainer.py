@@ -34,7 +34,13 @@ from rlkit.core.checkpoint import (
 from rlkit.core.errors import UserError, message_line
 from rlkit.core.metrics import MetricsLogger
 from rlkit.core.progress import make_progress
-from rlkit.core.rundir import default_run_name, load_config, prepare_run_dir, save_config
+from rlkit.core.rundir import (
+    default_run_name,
+    load_config,
+    prepare_run_dir,
+    save_config,
+    save_longer_steps,
+)
 from rlkit.core.seeding import restore_rng, rng_state, seed_everything
 from rlkit.core.stop import GracefulStop
 
@@ -110,6 +116,10 @@ def resolve_run(cfg: VPNConfig) -> tuple[VPNConfig, Path]:
     if cfg.resume:
         old = saved_config(run_dir)
         steps = old.steps if cfg.steps is None else cfg.steps
+        if steps < old.steps:
+            raise UserError(
+                f"--steps {steps} is below the run's {old.steps}: a resumed run can only go on"
+            )
         # the saved settings, but the device this call runs on (`rlkit vpn train` passes the
         # saved one unless --device is given)
         cfg = dataclasses.replace(
@@ -123,8 +133,12 @@ def resolve_run(cfg: VPNConfig) -> tuple[VPNConfig, Path]:
 
 def start_run(cfg: VPNConfig, run_dir: Path) -> None:
     """Save a fresh run's config once its envs and network are built: a setting that fails
-    there leaves the directory as empty as it was, free for a corrected run."""
-    if not cfg.resume:
+    there leaves the directory as empty as it was, free for a corrected run. A resumed run,
+    once its checkpoint has loaded, saves a longer ``--steps`` (a later ``--resume`` goes on
+    to it, and a shorter one is refused)."""
+    if cfg.resume:
+        save_longer_steps(run_dir, cfg.steps)
+    else:
         save_config(run_dir, cfg)
 
 
@@ -144,7 +158,6 @@ def train_vpn(cfg: VPNConfig, stop: GracefulStop | None = None) -> Path:
     check_memory(cfg, space)
     agent = build_agent(cfg, space, num_options)
     replay = SequenceReplay(cfg.replay_size, cfg.n_envs, space.shape, space.dtype)
-    start_run(cfg, run_dir)
     ckpt = CheckpointManager(run_dir)
     step, updates, episodes = 0, 0, 0
     if cfg.resume:
@@ -161,6 +174,7 @@ def train_vpn(cfg: VPNConfig, stop: GracefulStop | None = None) -> Path:
             ) from exc
         # A fresh layout stream after a resume; episodes in flight at the checkpoint restart.
         venv.seed(cfg.seed + step)
+    start_run(cfg, run_dir)
     total = cfg.total_steps()
     logger = MetricsLogger(run_dir)
     stop = stop or GracefulStop()  # never entered: never requested

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from rlkit.cli import run_tyro
+from rlkit.core.errors import UserError
 from rlkit.core.rundir import (
     RESUME_FLAGS,
     given_flags,
@@ -63,6 +64,8 @@ def evaluate(argv: list[str]) -> int:
     from agents.vpn.run_eval import evaluate_run
 
     if argv and not argv[0].startswith("-"):  # `rlkit vpn eval DIR ...`: the run dir comes first
+        if any(a == "--run-dir" or a.startswith("--run-dir=") for a in argv[1:]):
+            raise UserError(f"the run is given twice ({argv[0]} and --run-dir): give it once")
         argv = ["--run-dir", argv[0], *argv[1:]]
     cfg = run_tyro(EvalConfig, argv, prog="rlkit vpn eval DIR", description=EvalConfig.__doc__)
     cfg.validate()

@@ -9,6 +9,7 @@ import io
 import itertools
 import json
 import os
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -121,8 +122,20 @@ def check_output_file(
         raise UserError(f"{flag} {output} is a directory; give a file name")
     if output.is_file() and not force:  # a device or a pipe (/dev/stdout) is written to as is
         raise UserError(f"{flag} {output} already exists; pass --force to replace it")
-    if not target.parent.is_dir() or not os.access(target.parent, os.W_OK):
-        raise UserError(f"cannot write {flag} {output}: its folder is missing or read-only")
+    if target.exists() and not target.is_file():
+        if not os.access(target, os.W_OK):
+            raise UserError(f"cannot write {flag} {output}: it is not writable")
+        return
+    # A file is made in the folder and removed at once: permission bits do not tell (root
+    # passes every access() check, yet /proc takes no new file).
+    try:
+        fd, probe = tempfile.mkstemp(dir=target.parent, prefix=".rlkit-probe-")
+    except OSError:
+        raise UserError(
+            f"cannot write {flag} {output}: its folder is missing or read-only"
+        ) from None
+    os.close(fd)
+    os.unlink(probe)
 
 
 @contextlib.contextmanager
@@ -164,6 +177,15 @@ def save_config(run_dir: Path, config: Any) -> None:
 
     text = json.dumps(_jsonable(config), indent=2) + "\n"
     atomic_write_bytes(Path(run_dir) / "config.json", text.encode())
+
+
+def save_longer_steps(run_dir: Path, steps: int) -> None:
+    """Record in ``config.json`` that a resumed run now goes on to ``steps`` (a longer
+    ``--steps``), once its checkpoint has loaded: a later ``--resume`` goes on to it, and a
+    shorter ``--steps`` is refused. Every other setting is kept as saved."""
+    data = load_config(run_dir)
+    if data.get("steps") != steps:
+        save_config(run_dir, {**data, "steps": steps})
 
 
 def load_config(run_dir: Path) -> dict[str, Any]:

@@ -51,7 +51,7 @@ from rlkit.core.errors import UserError
 from rlkit.core.memory import check_fits_in_memory
 from rlkit.core.metrics import MetricsLogger
 from rlkit.core.progress import make_progress
-from rlkit.core.rundir import first_unused
+from rlkit.core.rundir import first_unused, save_longer_steps
 from rlkit.core.seeding import restore_rng, rng_state, seed_everything
 from rlkit.core.stop import GracefulStop
 from rlkit.core.types import Comparison, Segment, mu_for_choice
@@ -641,6 +641,7 @@ class PreferenceLoop:
         stop = stop or GracefulStop()  # never entered: never requested
         if resume and self.checkpoints.any():
             self.restore()
+            save_longer_steps(self.run_dir, self.cfg.steps)
         else:
             if resume:
                 self.console.print(
