@@ -157,7 +157,10 @@ def test_a_setting_that_fails_at_set_up_leaves_the_directory_free(
     assert train(run, "--algo", algo, "--steps", "80", *args) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("error: ") and message in err
-    assert not (run / "config.json").exists()
+    assert not run.exists()  # nor the directory it made
+    run.mkdir()  # one that was there stays, and holds no config.json
+    assert train(run, "--algo", algo, "--steps", "80", *args) == 2
+    assert run.is_dir() and not (run / "config.json").exists()
     assert train(run, "--algo", algo, "--steps", "80") == 0
     assert json.loads((run / "config.json").read_text())["algo"] == algo
 

@@ -143,9 +143,10 @@ def _check_policy_file(path: Path) -> None:
         raise UserError(f"{path} is missing or not a zip archive; left as it is")
 
 
-def _clear_new_run(run_dir: Path) -> None:
+def _clear_new_run(run_dir: Path, made_dir: bool) -> None:
     """Remove what a fresh run wrote before it failed to start (the directory was new or
-    empty, and no label exists yet), so the same command can be run again."""
+    empty, and no label exists yet), so the same command can be run again; and the
+    directory itself where this run made it."""
     import shutil
 
     for entry in run_dir.iterdir():
@@ -153,6 +154,8 @@ def _clear_new_run(run_dir: Path) -> None:
             shutil.rmtree(entry, ignore_errors=True)
         else:
             entry.unlink(missing_ok=True)
+    if made_dir:
+        run_dir.rmdir()
 
 
 def _exit_watch(cfg: PrefsConfig, run_dir: Path) -> ExitWatch | None:
@@ -279,6 +282,7 @@ def _train(argv: list[str]) -> int:
             cfg, trainer=trainer_config(cfg.trainer, env_kind(cfg.env), cfg.env)
         )
         run_dir = Path(cfg.run_dir or Path("runs") / default_run_name(cfg.env, "prefs", cfg.seed))
+        made_dir = not run_dir.exists()
         run_dir = prepare_run_dir(run_dir, resume=False)
         cfg = dataclasses.replace(cfg, run_dir=run_dir)
         save_config(run_dir, cfg)
@@ -286,18 +290,19 @@ def _train(argv: list[str]) -> int:
     from rlkit.loops.preference import PreferenceLoop
 
     console = Console(stderr=True)
-    console.print(
-        f"[bold]rlkit prefs[/] {cfg.env}: {cfg.steps} steps, {cfg.labels} labels, run dir {run_dir}"
-    )
     try:
         loop = PreferenceLoop(cfg, run_dir, console)
     except BaseException as exc:
         if not cfg.resume:
-            _clear_new_run(run_dir)
+            _clear_new_run(run_dir, made_dir)
         if isinstance(exc, ValueError | TypeError | RuntimeError):  # settings the env cannot take
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise UserError(f"cannot set up the run: {first}") from None
         raise
+    # (once the run is set up: a setting refused there is the only line printed)
+    console.print(
+        f"[bold]rlkit prefs[/] {cfg.env}: {cfg.steps} steps, {cfg.labels} labels, run dir {run_dir}"
+    )
     # The first Ctrl-C or SIGTERM stops the run at the end of its round, checkpointed; a
     # second one stops it at once (rlkit.core.stop).
     stop = GracefulStop(announce=lambda line: console.print(line, soft_wrap=True))
@@ -346,6 +351,17 @@ def _train(argv: list[str]) -> int:
         "logs", f"{summary.run_dir / 'metrics.csv'}, tensorboard --logdir {summary.run_dir}"
     )
     Console().print(table)
+    if summary.labels == 0:
+        who = (
+            "no one labeled a clip (`rlkit label serve` is where people do)"
+            if cfg.teacher != "synthetic"
+            else "its label budget was 0"
+        )
+        print(
+            f"warning: the run ended without a label, {who}: its policy trained on an untrained"
+            " reward model",
+            file=sys.stderr,
+        )
     return 0
 
 

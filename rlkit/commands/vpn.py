@@ -42,9 +42,14 @@ def train(argv: list[str]) -> int:
     stop = GracefulStop(
         announce=lambda line: print(line, file=sys.stderr), what="after a checkpoint"
     )
+    made = cfg.run_dir is not None and not Path(cfg.run_dir).exists()
     try:
         with stop:
             run_dir = train_run(cfg, stop)
+    except UserError:  # refused before its config was saved: leave no empty run directory
+        if made and Path(cfg.run_dir).is_dir() and not any(Path(cfg.run_dir).iterdir()):
+            Path(cfg.run_dir).rmdir()
+        raise
     except StopRequested as exc:
         print(
             f"stopped at step {exc.step:,}, checkpointed: `rlkit vpn train --run-dir"
