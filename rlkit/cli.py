@@ -33,8 +33,9 @@ COMMANDS: dict[tuple[str, str], tuple[str, str]] = {
 
 def usage() -> str:
     lines = ["usage: rlkit GROUP COMMAND [options]   (rlkit GROUP COMMAND --help for options)", ""]
+    width = max(len(f"{group} {cmd}") for group, cmd in COMMANDS)
     for (group, cmd), (_, help_) in COMMANDS.items():
-        lines.append(f"  rlkit {group} {cmd:<8} {help_}")
+        lines.append(f"  rlkit {f'{group} {cmd}':<{width}}   {help_}")
     return "\n".join(lines)
 
 
@@ -45,8 +46,8 @@ def _fail(message: str, code: int = 2) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help"):
-        print(usage())
+    if not argv or argv[0] in ("-h", "--help"):  # asked for: stdout, exit 0; missing: stderr, 2
+        print(usage(), file=sys.stdout if argv else sys.stderr)
         return 0 if argv else 2
     groups = sorted({g for g, _ in COMMANDS})
     group = argv[0]
@@ -56,10 +57,12 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(f"unknown command group {group!r}{hint}")
     cmds = sorted(c for g, c in COMMANDS if g == group)
     if len(argv) < 2 or argv[1] in ("-h", "--help"):
-        print(usage())
+        print(usage(), file=sys.stdout if len(argv) >= 2 else sys.stderr)
         return 0 if len(argv) >= 2 else 2
     if (group, argv[1]) not in COMMANDS:
-        return _fail(f"unknown command 'rlkit {group} {argv[1]}'; choose one of {', '.join(cmds)}")
+        close = get_close_matches(argv[1], cmds, n=1)
+        hint = f"did you mean {close[0]}?" if close else f"choose one of {', '.join(cmds)}"
+        return _fail(f"unknown command 'rlkit {group} {argv[1]}'; {hint}")
     target, _ = COMMANDS[(group, argv[1])]
     module_name, func_name = target.split(":")
     os.environ.setdefault("MUJOCO_GL", "egl")

@@ -1,6 +1,7 @@
 """Flags tyro cannot parse, and invalid policy settings: one line on stderr, exit 2, for every
 command (tyro's own error screen is a multi-line box)."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -70,6 +71,25 @@ def test_help_still_prints_and_exits_0(capsys):
         main(["prefs", "train", "--help"])
     assert exc.value.code == 0
     assert "--policy-reset-at" in capsys.readouterr().out
+
+
+def test_the_command_list_goes_to_stdout_when_asked_for_and_to_stderr_when_missing(capsys):
+    assert main(["--help"]) == 0
+    out = capsys.readouterr()
+    assert out.out.startswith("usage: rlkit GROUP COMMAND") and out.err == ""
+    listed = [line.split()[1:3] for line in out.out.splitlines()[2:]]
+    assert ["ird", "lavaland"] in listed and ["prefs", "train"] in listed
+    starts = {re.match(r"  rlkit \S+ \S+ +", line).end() for line in out.out.splitlines()[2:]}
+    assert len(starts) == 1  # descriptions in one column
+    for argv in ([], ["prefs"]):
+        assert main(argv) == 2
+        out = capsys.readouterr()
+        assert out.out == "" and out.err.startswith("usage: rlkit GROUP COMMAND")
+    assert main(["prefs", "trian"]) == 2
+    assert (
+        capsys.readouterr().err
+        == "error: unknown command 'rlkit prefs trian'; did you mean train?\n"
+    )
 
 
 def test_an_os_error_in_a_command_is_one_line_and_exit_1(monkeypatch, capsys):

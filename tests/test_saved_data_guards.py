@@ -49,8 +49,10 @@ def _one_error_line(capsys) -> str:
 def test_label_export_never_writes_over_the_runs_own_files(finished_run, tmp_path, capsys):
     run = _copy(finished_run, tmp_path)
     before = _snapshot(run)
-    for target in ("store.sqlite", "config.json", "checkpoints/latest"):
-        assert main(["label", "export", str(run), "--output", str(run / target)]) == 2
+    for target in ("store.sqlite", "config.json", "checkpoints/latest", "store.sqlite-wal",
+                   "segments/new.csv"):  # fmt: skip
+        output = ["--output", str(run / target), "--force"]  # not even with --force
+        assert main(["label", "export", str(run), *output]) == 2
         assert "would overwrite a file of the run" in _one_error_line(capsys)
     assert main(["label", "export", str(run), "--output", str(tmp_path / "no" / "x.csv")]) == 2
     assert "folder is missing" in _one_error_line(capsys)
@@ -521,3 +523,19 @@ def test_a_run_that_ends_without_a_label_says_so(tmp_path, capsys, flags, why):
         f"warning: the run ended without a label, {why}: its policy trained on an untrained"
         " reward model"
     )
+
+
+def test_the_resume_command_a_stopped_run_prints_can_be_pasted_with_spaces_in_its_path(
+    finished_run, tmp_path
+):
+    import shlex
+
+    from rlkit.commands.stopped import interrupted_line
+
+    run = tmp_path / "my runs" / "hopper 1"
+    run.parent.mkdir()
+    shutil.copytree(finished_run, run)
+    line = interrupted_line(run)
+    command = line.split("`")[1]
+    assert shlex.split(command) == ["rlkit", "prefs", "train", "--run-dir", str(run), "--resume"]
+    assert "all 10 stored labels are saved" in line

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import shlex
 import signal
 import sys
 import zipfile
@@ -348,7 +349,9 @@ def _train(argv: list[str]) -> int:
     table.add_row("run dir", str(summary.run_dir))
     table.add_row("plot", str(summary.plot))
     table.add_row(
-        "logs", f"{summary.run_dir / 'metrics.csv'}, tensorboard --logdir {summary.run_dir}"
+        "logs",
+        f"{summary.run_dir / 'metrics.csv'}, tensorboard --logdir"
+        f" {shlex.quote(str(summary.run_dir))}",
     )
     Console().print(table)
     if summary.labels == 0:

@@ -6,6 +6,7 @@ Light on purpose (no torch, no Ray): the watch process that prints it for a run 
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 from rlkit.core.checkpoint import CheckpointManager
@@ -16,17 +17,18 @@ from rlkit.store import stored_label_count
 def interrupted_line(run_dir: Path, what: str = "interrupted") -> str:
     """What an interrupted (or stopped, ``what``) run left, and how to go on."""
     labels = stored_label_count(run_dir)
+    shown = shlex.quote(str(run_dir))  # a command to paste: quoted where it has spaces
     try:
         step = CheckpointManager(run_dir).latest().name
     except UserError:
         return (
             f"{what} before the first checkpoint; the {labels} labels stored so far are kept:"
-            f" `rlkit prefs train --run-dir {run_dir} --resume` starts the run again from step 0"
+            f" `rlkit prefs train --run-dir {shown} --resume` starts the run again from step 0"
             " with them"
         )
     return (
         f"{what}; checkpoint {step} and all {labels} stored labels are saved: "
-        f"`rlkit prefs train --run-dir {run_dir} --resume` continues"
+        f"`rlkit prefs train --run-dir {shown} --resume` continues"
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -53,7 +54,7 @@ def train(argv: list[str]) -> int:
     except StopRequested as exc:
         print(
             f"stopped at step {exc.step:,}, checkpointed: `rlkit vpn train --run-dir"
-            f" {exc.run_dir} --resume` continues",
+            f" {shlex.quote(str(exc.run_dir))} --resume` continues",
             file=sys.stderr,
         )
         return exc.exit_code

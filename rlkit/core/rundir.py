@@ -114,7 +114,12 @@ def check_output_file(
     (its folder is missing or read-only)."""
     output = Path(output)
     target, root = output.resolve(), Path(run_dir).resolve()
-    if target.exists() and (target == root or root in target.parents):
+    # the run's own names, there or not: its store's SQLite companions (-wal, -shm, -journal)
+    # appear and vanish as the store is used, and its folders belong to the run
+    owned = (target.parent == root and target.name.startswith("store.sqlite")) or (
+        root in target.parents and target.parent != root
+    )
+    if owned or (target.exists() and (target == root or root in target.parents)):
         raise UserError(
             f"{flag} {output} would overwrite a file of the run in {run_dir}; write elsewhere"
         )
