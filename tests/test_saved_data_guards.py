@@ -539,3 +539,13 @@ def test_the_resume_command_a_stopped_run_prints_can_be_pasted_with_spaces_in_it
     command = line.split("`")[1]
     assert shlex.split(command) == ["rlkit", "prefs", "train", "--run-dir", str(run), "--resume"]
     assert "all 10 stored labels are saved" in line
+
+
+def test_a_preference_run_given_to_the_vpn_commands_is_named_as_such(finished_run, capsys):
+    before = _snapshot(finished_run)
+    says = "config.json is a preference run's (rlkit prefs train), not a VPN run's"
+    assert main(["vpn", "eval", str(finished_run), "--episodes", "1"]) == 2
+    assert says in _one_error_line(capsys)
+    assert main(["vpn", "train", "--run-dir", str(finished_run), "--resume"]) == 2
+    assert says in _one_error_line(capsys)
+    assert _snapshot(finished_run) == before

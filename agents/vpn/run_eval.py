@@ -11,21 +11,18 @@ import numpy as np
 from agents.vpn.config import EvalConfig, VPNConfig, check_device
 from agents.vpn.evaluation import evaluate_episodes
 from agents.vpn.planner import parse_branching
+from agents.vpn.trainer import saved_config
 from envs import EnvSpec, check_env_id, make_vec_env
 from rlkit.core.checkpoint import CheckpointError, CheckpointManager
 from rlkit.core.errors import UserError
 from rlkit.core.progress import make_progress
-from rlkit.core.rundir import load_config
 
 
 def load_run_config(run_dir: Path) -> VPNConfig:
     """The run's saved VPNConfig; UserError if the directory holds no VPN/DQN run."""
     if not run_dir.is_dir():
         raise UserError(f"run directory {run_dir} does not exist")
-    try:
-        cfg = VPNConfig(**load_config(run_dir))
-    except TypeError as exc:
-        raise UserError(f"{run_dir}/config.json is not a VPN run config ({exc})") from exc
+    cfg = saved_config(run_dir)
     try:
         check_device(cfg.device)
     except UserError:  # trained on a GPU this machine lacks: evaluating on its CPU is cheap

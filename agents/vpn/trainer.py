@@ -97,8 +97,13 @@ def discrete_options(action_space: Any, env_id: str) -> int:
 
 def saved_config(run_dir: Path) -> VPNConfig:
     """The config a VPN (or DQN) run saved in ``run_dir``; a one-line error if it is not one."""
+    data = load_config(run_dir)
+    if "labels" in data and "plan" not in data:
+        raise UserError(
+            f"{run_dir}/config.json is a preference run's (rlkit prefs train), not a VPN run's"
+        )
     try:
-        return VPNConfig(**load_config(run_dir))
+        return VPNConfig(**data)
     except TypeError as exc:
         raise UserError(f"{run_dir}/config.json is not a VPN run config ({exc})") from exc
 

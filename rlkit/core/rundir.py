@@ -187,7 +187,10 @@ def save_config(run_dir: Path, config: Any) -> None:
 def save_longer_steps(run_dir: Path, steps: int) -> None:
     """Record in ``config.json`` that a resumed run now goes on to ``steps`` (a longer
     ``--steps``), once its checkpoint has loaded: a later ``--resume`` goes on to it, and a
-    shorter ``--steps`` is refused. Every other setting is kept as saved."""
+    shorter ``--steps`` is refused. Every other setting is kept as saved. A run directory
+    without a config.json (a loop driven from Python) has nothing to record."""
+    if not (Path(run_dir) / "config.json").is_file():
+        return
     data = load_config(run_dir)
     if data.get("steps") != steps:
         save_config(run_dir, {**data, "steps": steps})
