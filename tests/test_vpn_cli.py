@@ -256,6 +256,21 @@ def test_run_dir_protection_and_resume_errors(
     assert "no checkpoint" in capsys.readouterr().err
     assert main(["vpn", "eval", str(tmp_path / "nope")]) == 2
     assert "does not exist" in capsys.readouterr().err
+    # config.json edited since: the saved value is named, not a flag this call never had
+    config = json.loads((run / "config.json").read_text())
+    for edit, says in [({"plan": "4,x"}, "--plan must be comma-separated integers"),
+                       ({"env": "rlkit/Colect-v0"}, "unknown env id 'rlkit/Colect-v0'")]:  # fmt: skip
+        (run / "config.json").write_text(json.dumps({**config, **edit}))
+        for command in (
+            ["vpn", "train", "--run-dir", str(run), "--resume"],
+            ["vpn", "eval", str(run)],
+        ):
+            assert main(command) == 2
+            err = capsys.readouterr().err.strip()
+            assert "\n" not in err
+            assert err.startswith(
+                f"error: {run}/config.json holds a setting no run can have: {says}"
+            )
 
 
 def test_dqn_baseline_trains_resumes_and_evaluates(tmp_path: Path) -> None:

@@ -103,9 +103,16 @@ def saved_config(run_dir: Path) -> VPNConfig:
             f"{run_dir}/config.json is a preference run's (rlkit prefs train), not a VPN run's"
         )
     try:
-        return VPNConfig(**data)
+        cfg = VPNConfig(**data)
     except TypeError as exc:
         raise UserError(f"{run_dir}/config.json is not a VPN run config ({exc})") from exc
+    try:  # values edited since the run began: no flag of this call is at fault
+        cfg.validate()
+        check_env_id(cfg.env)
+        parse_branching(cfg.plan)
+    except UserError as exc:
+        raise UserError(f"{run_dir}/config.json holds a setting no run can have: {exc}") from None
+    return cfg
 
 
 def resolve_run(cfg: VPNConfig) -> tuple[VPNConfig, Path]:
