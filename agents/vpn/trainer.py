@@ -107,7 +107,7 @@ def saved_config(run_dir: Path) -> VPNConfig:
     except TypeError as exc:
         raise UserError(f"{run_dir}/config.json is not a VPN run config ({exc})") from exc
     try:  # values edited since the run began: no flag of this call is at fault
-        cfg.validate()
+        dataclasses.replace(cfg, device="cpu").validate()  # (a GPU run may go on on a CPU)
         check_env_id(cfg.env)
         parse_branching(cfg.plan)
     except UserError as exc:
