@@ -17,19 +17,23 @@ its own store connection, and write transactions take one process-wide lock (see
 from __future__ import annotations
 
 import contextlib
+import sqlite3
 import threading
+import unicodedata
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import numpy as np
 from fastapi import FastAPI, HTTPException, Request
 from fastapi import Path as PathParam
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from feedback_ui.auth import TokenGuard
 from feedback_ui.clips import MEDIA_TYPE, ClipError, ClipOptions
+from feedback_ui.limits import BodyLimit
 from feedback_ui.queue import LabelQueue, Lease, QueueError, open_queries
 from feedback_ui.render_worker import RenderWorker
 from feedback_ui.status import ModelAgreementWorker, status
@@ -37,9 +41,20 @@ from rlkit.store import Store
 
 STATIC = Path(__file__).parent / "static"
 MAX_ID = 2**53  # ids beyond what JSON numbers hold exactly are not ids of ours
+BUSY_TIMEOUT_MS = 5000  # see Service.queue
+
+
+def _one_way_to_write(name: str) -> str:
+    """A labeler's name in NFKC form, without invisible format characters (zero-width
+    joiners and the like), so that names which look the same are the same labeler."""
+    if any(unicodedata.category(c) == "Cf" for c in name):
+        raise ValueError("the name holds an invisible character")
+    return unicodedata.normalize("NFKC", name)
+
 
 LabelerName = Annotated[
     str,
+    AfterValidator(_one_way_to_write),
     Field(min_length=1, max_length=64, pattern=r"^[\w.@-]+( [\w.@-]+)*$",
           description="The labeler's name: letters, digits, . @ - _ and single spaces."),
 ]  # fmt: skip
@@ -54,7 +69,7 @@ class NextIn(Strict):
 
 
 class LabelIn(Strict):
-    query_id: int = Field(ge=1, le=MAX_ID)
+    query_id: int = Field(ge=1, le=MAX_ID, strict=True)  # not "1", 1.0 or true
     choice: Literal["left", "right", "equal", "skip"] = Field(
         description="left/right: that clip is better; equal: equally good; skip: can't tell."
     )
@@ -141,6 +156,9 @@ class Service:
             store = Store(self.run_dir)
             # WAL checkpoints happen in the background thread below, not in a request.
             store.conn.execute("PRAGMA wal_autocheckpoint=0")
+            # A write that waits this long for another process's write answers 503 (try
+            # again) rather than holding a labeler, and a server thread, for 30 s.
+            store.conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
             self.local.queue = LabelQueue(store, rng=self.rng, write_lock=self.lock, **self.kwargs)
         return self.local.queue
 
@@ -222,6 +240,21 @@ def create_app(
     async def queue_error(_request: Request, exc: QueueError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=exc.status)
 
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        # What was wrong, where; not the input itself, which may not even be JSON (NaN, a
+        # lone surrogate) and may be large: FastAPI's own handler echoes it, and fails there.
+        return JSONResponse({"detail": [_plain(e) for e in exc.errors()]}, status_code=422)
+
+    @app.exception_handler(sqlite3.OperationalError)
+    async def busy(_request: Request, exc: sqlite3.OperationalError) -> JSONResponse:
+        if "locked" not in str(exc) and "busy" not in str(exc):
+            raise exc
+        return JSONResponse(
+            {"detail": "the run's store is busy (another process is writing): try again"},
+            status_code=503, headers={"Retry-After": "2"},
+        )  # fmt: skip
+
     @app.get("/", include_in_schema=False)
     def page() -> FileResponse:
         return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
@@ -282,4 +315,17 @@ def create_app(
         return out
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    return TokenGuard(app, token)
+    return TokenGuard(BodyLimit(app), token)
+
+
+def _plain(error: dict[str, Any]) -> dict[str, Any]:
+    """A validation error as JSON can always carry it: its location, message and type."""
+
+    def text(value: Any) -> str:
+        return str(value)[:200].encode("utf-8", "replace").decode("utf-8")
+
+    return {
+        "loc": [v if isinstance(v, int) else text(v) for v in error.get("loc", ())],
+        "msg": text(error.get("msg", "")),
+        "type": text(error.get("type", "")),
+    }

@@ -89,12 +89,12 @@ class TokenGuard:
         if self.token is None:
             host = _hostname(headers.get(b"host", b"").decode("latin-1"))
             if host not in LOOPBACK_NAMES:
-                await _reply(send, 403, "this server only answers requests to localhost")
+                await reply(send, 403, "this server only answers requests to localhost")
                 return
         elif not (path in PUBLIC_PATHS or path.startswith("/static/")) and not self.authorized(
             headers
         ):
-            await _reply(
+            await reply(
                 send, 401,
                 "missing or wrong token: open the URL that `rlkit label serve` printed"
                 " (it carries ?token=...) or send Authorization: Bearer TOKEN",
@@ -104,7 +104,8 @@ class TokenGuard:
         await self.app(scope, receive, send)
 
 
-async def _reply(send, status: int, message: str, extra: list | None = None) -> None:
+async def reply(send, status: int, message: str, extra: list | None = None) -> None:
+    """Answer with ``status`` and ``{"detail": message}`` as JSON, from ASGI middleware."""
     body = json.dumps({"detail": message}).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     await send(

@@ -74,6 +74,63 @@ def test_api_validates_every_input(server):
             assert text in page.text
 
 
+def test_hostile_bodies_get_4xx_never_a_500(server):
+    """What FastAPI's own 422 cannot answer (it echoes the input back: NaN and a lone
+    surrogate are not JSON), look-alike names, loose types and oversized or unsized bodies."""
+    label = {"query_id": 1, "choice": "left", "labeler": "ann", "idempotency_key": "k" * 10}
+    with server.client() as c:
+        raw = [
+            ("/api/labels", b'{"query_id": 1, "choice": "left", "labeler": "ann",'
+                            b' "idempotency_key": "kkkkkkkkkk", "watch_seconds": NaN}'),
+            ("/api/labels", b'{"query_id": NaN, "choice": "left", "labeler": "ann",'
+                            b' "idempotency_key": "kkkkkkkkkk"}'),
+            ("/api/queries/next", rb'{"labeler": "\ud800"}'),  # a lone surrogate, escaped
+            ("/api/queries/next", rb'{"labeler": "ann\u200d"}'),  # an invisible joiner
+        ]  # fmt: skip
+        for path, body in raw:
+            r = c.post(path, content=body, headers={"content-type": "application/json"})
+            assert r.status_code == 422, (body, r.status_code, r.text)
+            assert r.json()["detail"] and len(r.content) < 2000
+        for loose in ("1", True, 1.0):  # a query id is an integer, not something like one
+            r = c.post("/api/labels", json={**label, "query_id": loose})
+            assert r.status_code == 422, loose
+        big = {"labeler": "a" * 100_000}
+        r = c.post("/api/queries/next", json=big)
+        assert r.status_code == 413 and len(r.content) < 200
+        chunks = iter([b'{"labeler": ', b'"ann"}'])
+        r = c.post(
+            "/api/queries/next", content=chunks, headers={"content-type": "application/json"}
+        )
+        assert r.status_code == 411
+        # a name written with fullwidth letters is the same labeler as the plain one
+        plain = c.post("/api/queries/next", json={"labeler": "ANN"}).json()
+        wide = c.post("/api/queries/next", json={"labeler": "\uff21\uff2e\uff2e"}).json()
+        assert wide["query"]["id"] == plain["query"]["id"]  # the same lease, not a new one
+
+
+def test_a_store_another_process_is_writing_still_answers_reads_and_says_busy(server):
+    """Reads do not wait on another process's write (WAL; a server thread opens the store
+    with a read); a write that waits 5 s for it gets 503 and Retry-After, not a 500."""
+    import sqlite3
+    import time
+
+    holder = sqlite3.connect(server.run_dir / "store.sqlite", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        with server.client() as c:
+            start = time.monotonic()
+            assert c.get("/api/status").status_code == 200
+            assert time.monotonic() - start < 3
+            r = c.post("/api/queries/next", json={"labeler": "while-locked"})
+            assert r.status_code == 503 and r.headers["retry-after"] == "2"
+            assert "busy" in r.json()["detail"] and time.monotonic() - start >= 4.5
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    with server.client() as c:
+        assert c.post("/api/queries/next", json={"labeler": "while-locked"}).status_code == 200
+
+
 def test_next_submit_round_trip_is_idempotent(server):
     with server.client() as c:
         nxt = c.post("/api/queries/next", json={"labeler": "round trip"}).json()
@@ -134,6 +191,10 @@ def test_cli_refuses_bad_input_in_one_line(tmp_path, capsys):
     assert sorted(p.name for p in other.iterdir()) == ["config.json"]
     make_run(tmp_path, fake_segments(4), n_queries=1)
     assert main(["label", "serve", str(tmp_path), "--token", "short"]) == 2
+    assert "at least 8 characters" in capsys.readouterr().err
+    # a token travels in a URL and a cookie: characters those would encode are refused
+    assert main(["label", "serve", str(tmp_path), "--token", "pass+word/x=1"]) == 2
+    assert capsys.readouterr().err == "error: --token may hold only letters, digits and . _ ~ -\n"
     assert main(["label", "serve", str(tmp_path), "--clip.width", "3"]) == 2
     assert "clip size" in capsys.readouterr().err
     assert main(["label", "serve", str(tmp_path), "--port", "0", "--seed", "-1"]) == 2

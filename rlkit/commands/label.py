@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import re
 import socket
 import sys
 from pathlib import Path
@@ -117,6 +118,10 @@ def serve(argv: list[str]) -> int:
     token = cfg.token
     if token is not None and len(token) < 8:
         raise UserError("--token must be at least 8 characters")
+    if token is not None and not re.fullmatch(r"[A-Za-z0-9._~-]+", token):
+        # it travels in the printed URL and in a cookie: characters those encode (+ / = ...)
+        # would reach the server changed
+        raise UserError("--token may hold only letters, digits and . _ ~ -")
     if token is None and not is_loopback(cfg.host):
         token = new_token()
     sock = _bind(cfg.host, cfg.port)

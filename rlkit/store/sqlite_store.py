@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import os
+import re
 import sqlite3
 import time
 import zipfile
@@ -68,6 +69,10 @@ CREATE TABLE IF NOT EXISTS labels (
 CREATE INDEX IF NOT EXISTS labels_by_query ON labels(query_id);
 CREATE INDEX IF NOT EXISTS queries_by_score ON queries(score DESC);
 """
+
+
+#: The tables and indexes :data:`_SCHEMA` makes.
+_SCHEMA_NAMES = set(re.findall(r"CREATE (?:TABLE|INDEX) IF NOT EXISTS (\w+)", _SCHEMA))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -218,6 +223,8 @@ class Store:
             return
         self.segment_dir.mkdir(parents=True, exist_ok=True)
         self.conn = connect(self.path)
+        if self._schema_ready():  # a read, so a store another process is writing opens at once
+            return
         with self.transaction():
             for stmt in _SCHEMA.strip().split(";"):
                 if stmt.strip():
@@ -226,6 +233,14 @@ class Store:
                 "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)",
                 (str(SCHEMA_VERSION),),
             )
+
+    def _schema_ready(self) -> bool:
+        """Whether every table and index of the schema, and its version, are there."""
+        names = {row[0] for row in self.conn.execute("SELECT name FROM sqlite_master")}
+        if not _SCHEMA_NAMES <= names:
+            return False
+        row = self.conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        return row is not None
 
     # -- plumbing -----------------------------------------------------------------------
     class _Tx:
