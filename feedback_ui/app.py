@@ -11,14 +11,17 @@ Routes:
 
 Request handlers are plain functions run in the server's thread pool; each thread has
 its own store connection, and write transactions take one process-wide lock (see
-:class:`feedback_ui.queue.LabelQueue`).
+:class:`feedback_ui.queue.LabelQueue`). The clip route alone is a coroutine: it waits for a
+render on the event loop, holding none of the pool's threads.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import sqlite3
 import threading
+import time
 import unicodedata
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -26,6 +29,7 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from fastapi import FastAPI, HTTPException, Request
 from fastapi import Path as PathParam
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
@@ -42,6 +46,7 @@ from rlkit.store import Store
 STATIC = Path(__file__).parent / "static"
 MAX_ID = 2**53  # ids beyond what JSON numbers hold exactly are not ids of ours
 BUSY_TIMEOUT_MS = 5000  # see Service.queue
+CLIP_WAIT_SECONDS = 30.0  # a clip not rendered by then: 503, try again
 
 
 def _one_way_to_write(name: str) -> str:
@@ -293,11 +298,18 @@ def create_app(
         responses={200: {"content": {MEDIA_TYPE[service.clip_options.codec]: {}}},
                    404: {"model": Error}, 422: {"model": Error}, 503: {"model": Error}},
     )  # fmt: skip
-    def clip(segment_id: Annotated[int, PathParam(ge=0, le=MAX_ID)]) -> FileResponse:
-        if not service.queue().store.has_segment(segment_id):
+    async def clip(segment_id: Annotated[int, PathParam(ge=0, le=MAX_ID)]) -> FileResponse:
+        # Waits for the render on the event loop, not in the thread pool: many labelers
+        # waiting on clips must not leave no thread for the API's other requests.
+        if not await run_in_threadpool(lambda: service.queue().store.has_segment(segment_id)):
             raise HTTPException(404, f"there is no segment {segment_id}")
+        service.render.request(segment_id)
+        deadline = time.monotonic() + CLIP_WAIT_SECONDS
         try:
-            path = service.render.clip(segment_id)
+            while (path := service.render.outcome(segment_id)) is None:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"the clip of segment {segment_id} is not ready yet")
+                await asyncio.sleep(0.05)
         except ClipError as exc:
             raise HTTPException(422, str(exc)) from None
         except TimeoutError as exc:

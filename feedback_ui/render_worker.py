@@ -84,25 +84,43 @@ class RenderWorker:
         with self._cv:
             self._cv.notify_all()
 
-    def clip(self, segment_id: int, timeout: float = 30.0) -> Path:
-        """The clip's path, rendering it first (ahead of everything else) if needed.
-
-        Raises ClipError if the segment cannot be rendered, TimeoutError if it takes longer.
-        """
-        path = self.path(segment_id)
-        if path.is_file():
-            return path
-        deadline = time.monotonic() + timeout
+    def request(self, segment_id: int) -> None:
+        """Render this segment's clip next, ahead of everything else (a no-op if it exists)."""
+        if self.ready(segment_id):
+            return
         with self._cv:
             self._failed.pop(segment_id, None)
             heapq.heappush(self._heap, (0, next(self._order), segment_id))
             self._cv.notify_all()
-            while not path.is_file():
-                if segment_id in self._failed:
-                    raise ClipError(self._failed[segment_id])
-                left = deadline - time.monotonic()
-                if left <= 0 or not self._thread.is_alive():
-                    raise TimeoutError(f"the clip of segment {segment_id} is not ready yet")
+
+    def outcome(self, segment_id: int) -> Path | None:
+        """A requested clip's path once it is rendered, None while it is not (yet).
+
+        Raises ClipError if the segment cannot be rendered, TimeoutError if the render
+        thread is gone (it never will be)."""
+        path = self.path(segment_id)
+        if path.is_file():
+            return path
+        with self._cv:
+            if segment_id in self._failed:
+                raise ClipError(self._failed[segment_id])
+        if not self._thread.is_alive():
+            raise TimeoutError(f"the clip of segment {segment_id} is not ready yet")
+        return None
+
+    def clip(self, segment_id: int, timeout: float = 30.0) -> Path:
+        """The clip's path, rendering it first (ahead of everything else) if needed; the
+        server waits with :meth:`request` and :meth:`outcome` instead, holding no thread.
+
+        Raises ClipError if the segment cannot be rendered, TimeoutError if it takes longer.
+        """
+        deadline = time.monotonic() + timeout
+        self.request(segment_id)
+        while (path := self.outcome(segment_id)) is None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"the clip of segment {segment_id} is not ready yet")
+            with self._cv:
                 self._cv.wait(min(left, 0.25))
         return path
 

@@ -295,3 +295,28 @@ def test_kill_9_server_keeps_every_acknowledged_label(tmp_path):
     assert store.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     stored = {r.id for r in store.labels_after(0)}
     assert set(acked) <= stored
+
+
+def test_labelers_waiting_on_clips_leave_the_api_free(tmp_path):
+    """Clip requests wait for their renders without holding the server's thread pool (40
+    threads): with 80 of them waiting, the rest of the API still answers at once."""
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from test_ui_helpers import mujoco_segments
+
+    make_run(tmp_path, mujoco_segments("HalfCheetah-v5", 24, 45), n_queries=4)
+    srv = Server(tmp_path, *QUIET)
+    try:
+        with srv.client() as c, ThreadPoolExecutor(80) as pool:
+            waits = [pool.submit(c.get, f"/api/clips/{i % 24}") for i in range(80)]
+            time.sleep(1.0)  # every wait has reached the server
+            start = time.monotonic()
+            assert c.get("/api/status").status_code == 200
+            assert time.monotonic() - start < 1.0
+            assert not all(w.done() for w in waits)  # the renders were still going on
+            answered = [w.result().status_code for w in waits if w.done()]
+            assert set(answered) <= {200}
+            srv.kill()  # the waits still open end with it (a graceful stop would wait for them)
+    finally:
+        srv.kill()
