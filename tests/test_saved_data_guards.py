@@ -216,6 +216,12 @@ def _null_policy(run: Path) -> None:
     _edit_config(run, policy=None)
 
 
+def _drop_trainer(run: Path) -> None:  # a whole group of settings cut out
+    config = json.loads((run / "config.json").read_text())
+    del config["trainer"]
+    (run / "config.json").write_text(json.dumps(config))
+
+
 def _vpn_config(run: Path) -> None:  # another kind of run's config.json
     (run / "config.json").write_text(
         json.dumps({"env": "rlkit/Collect-v0", "plan": "4,1", "seed": 0})
@@ -244,7 +250,8 @@ NOT_FOR_EVAL = (
      (_cut_a_segment, "1 of the 16 segment files in"),
      (_misspell_env, "config.json names an unknown env id 'Hopperx-v5'; did you mean Hopper-v5"),
      (_null_policy, "config.json holds policy = null, not a group of settings: it is damaged"),
-     (_vpn_config, "config.json is a VPN run's (rlkit vpn train), not a preference run's")],
+     (_vpn_config, "config.json is a VPN run's (rlkit vpn train), not a preference run's"),
+     (_drop_trainer, "config.json lacks trainer: it is incomplete")],
 )  # fmt: skip
 def test_resume_of_a_damaged_run_says_what_and_changes_nothing(
     finished_run, tmp_path, capsys, damage, says

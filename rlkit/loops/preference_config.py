@@ -196,7 +196,8 @@ class PrefsConfig:
             raise UserError(
                 "the run's config.json is a VPN run's (rlkit vpn train), not a preference run's"
             )
-        missing = [name for name in ("env", "steps", "labels", "seed") if name not in data]
+        saved_by_all = ("env", "steps", "labels", "seed", *SETTINGS_GROUPS)
+        missing = [name for name in saved_by_all if name not in data]
         if missing:  # every run saved these: the file was cut or edited
             raise UserError(f"the run's config.json lacks {', '.join(missing)}: it is incomplete")
         for name in SETTINGS_GROUPS:
