@@ -2,6 +2,7 @@
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 
@@ -90,3 +91,15 @@ def test_invalid_numbers_give_one_line_and_exit_code_2(tmp_path, capsys, bad):
     assert main(["ird", "lavaland", *bad, "--out-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: --") and "\n" not in err
+
+
+def test_an_out_dir_that_cannot_take_the_results_is_refused_before_the_work(tmp_path, capsys):
+    run = tmp_path / "run"  # another command's run directory: its files are not mixed in
+    run.mkdir()
+    (run / "config.json").write_text("{}")
+    for out_dir, says in [(run, "holds a run (its config.json); choose another --out-dir"),
+                          (Path("/proc"), "cannot write to --out-dir /proc")]:  # fmt: skip
+        assert main(["ird", "lavaland", *SMALL, "--out-dir", str(out_dir)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and says in err and "\n" not in err
+    assert sorted(p.name for p in run.iterdir()) == ["config.json"]

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import json as jsonlib
-import os
 import sys
 from pathlib import Path
 from typing import Literal
@@ -19,7 +18,7 @@ from typing import Literal
 import numpy as np
 
 from rlkit.core.errors import UserError, check_settings
-from rlkit.core.rundir import first_unused
+from rlkit.core.rundir import first_unused, takes_new_files
 
 CONDITION_CHOICES = ("onehot", "latent")
 MAX_MAPS = 100_000
@@ -98,11 +97,15 @@ def lavaland(argv: list[str]) -> int:
 
     cfg = run_tyro(LavalandConfig, argv, prog="rlkit ird lavaland")
     _validate(cfg)
+    if (cfg.out_dir / "config.json").is_file():
+        raise UserError(
+            f"--out-dir {cfg.out_dir} holds a run (its config.json); choose another --out-dir"
+        )
     try:
         cfg.out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UserError(f"cannot create --out-dir {cfg.out_dir}: {exc.strerror}") from exc
-    if not os.access(cfg.out_dir, os.W_OK | os.X_OK):  # found now, not after the work
+    if not takes_new_files(cfg.out_dir):  # found now, not after the work
         raise UserError(f"cannot write to --out-dir {cfg.out_dir}: permission denied")
 
     import torch

@@ -131,16 +131,20 @@ def check_output_file(
         if not os.access(target, os.W_OK):
             raise UserError(f"cannot write {flag} {output}: it is not writable")
         return
-    # A file is made in the folder and removed at once: permission bits do not tell (root
-    # passes every access() check, yet /proc takes no new file).
+    if not takes_new_files(target.parent):
+        raise UserError(f"cannot write {flag} {output}: its folder is missing or read-only")
+
+
+def takes_new_files(folder: Path) -> bool:
+    """Whether a file can be made in ``folder``: one is made and removed at once, since
+    permission bits do not tell (root passes every access() check, yet /proc takes none)."""
     try:
-        fd, probe = tempfile.mkstemp(dir=target.parent, prefix=".rlkit-probe-")
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".rlkit-probe-")
     except OSError:
-        raise UserError(
-            f"cannot write {flag} {output}: its folder is missing or read-only"
-        ) from None
+        return False
     os.close(fd)
     os.unlink(probe)
+    return True
 
 
 @contextlib.contextmanager
