@@ -105,6 +105,10 @@ def _flock_holder(path: Path) -> int | None:
     return None
 
 
+#: The folders a run writes in its directory (a preference run's; a VPN run's are a subset).
+RUN_FOLDERS = ("checkpoints", "segments", "clips", "tb", "sb3")
+
+
 def check_output_file(
     output: str | Path, run_dir: str | Path, flag: str = "--output", force: bool = False
 ) -> None:
@@ -116,8 +120,9 @@ def check_output_file(
     target, root = output.resolve(), Path(run_dir).resolve()
     # the run's own names, there or not: its store's SQLite companions (-wal, -shm, -journal)
     # appear and vanish as the store is used, and its folders belong to the run
-    owned = (target.parent == root and target.name.startswith("store.sqlite")) or (
-        root in target.parents and target.parent != root
+    inside = target.relative_to(root).parts if root in target.parents else ()
+    owned = bool(inside) and (
+        inside[0].startswith("store.sqlite") or (len(inside) > 1 and inside[0] in RUN_FOLDERS)
     )
     if owned or (target.exists() and (target == root or root in target.parents)):
         raise UserError(
