@@ -56,14 +56,16 @@ def test_port_answers_within_its_grace_or_not_at_all(listening):
         server.close()
 
 
-def _run_watched(head: str, run_dir: Path, how: str) -> subprocess.CompletedProcess:
+def _run_watched(
+    head: str, run_dir: Path, how: str, grace_s: float = 1.0
+) -> subprocess.CompletedProcess:
     """A process that starts an ExitWatch and then ends ``how``: ``exit`` as Ray's C++ core
     ends a driver (``os._exit(1)``: no Python cleanup), ``done`` normally."""
     script = (
         "import os, sys\n"
         "from pathlib import Path\n"
         "from rlkit.commands.exit_watch import ExitWatch\n"
-        f"watch = ExitWatch({head!r}, Path({str(run_dir)!r}))\n"
+        f"watch = ExitWatch({head!r}, Path({str(run_dir)!r}), grace_s={grace_s})\n"
         + ("watch.done()\nsys.exit(0)\n" if how == "done" else "os._exit(1)\n")
     )
     # Its stderr is a pipe the watch shares: this returns once the watch has ended too.
@@ -92,6 +94,18 @@ def test_a_run_that_ends_normally_or_with_its_head_alive_gets_nothing_more(tmp_p
     # Ended from outside Python with the head still there: not the watch's to explain.
     ended = _run_watched(listening, tmp_path, "exit")
     assert ended.returncode == 1 and ended.stderr == ""
+
+
+def test_a_head_that_goes_seconds_after_the_run_still_gets_the_line(tmp_path):
+    """`ray stop` ends the raylet (and with it the driver) ~5 s before the GCS: the watch
+    waits its grace for the head to go before putting the run's end down to something else."""
+    server = socket.create_server(("127.0.0.1", 0))
+    head = f"127.0.0.1:{server.getsockname()[1]}"
+    threading.Timer(2.0, server.close).start()  # the GCS goes 2 s after the run
+    start = time.monotonic()
+    ended = _run_watched(head, tmp_path, "exit", grace_s=10.0)
+    assert ended.returncode == 1 and 1.5 < time.monotonic() - start < 9
+    assert ended.stderr.startswith(f"error: lost the Ray cluster: its head's GCS at {head}")
 
 
 def test_the_watch_and_its_line_need_neither_torch_nor_ray():

@@ -7,10 +7,10 @@ reading from the head's object store, or after 60 s of trying to reach the GCS. 
 :class:`ExitWatch` starts a child process that waits on a pipe from the run: the run
 writes ``done`` when it ends normally (however it ends in Python); if the pipe closes
 without it, the run's process was ended from outside Python, and if the cluster's head no
-longer answers either, the child prints the run's one-line error (what was saved, how to
-resume) to the stderr it shares with the run.
+longer answers either (or stops answering within ``HEAD_GONE_WITHIN_S``), the child prints
+the run's one-line error (what was saved, how to resume) to the stderr it shares with the run.
 
-    python -m rlkit.commands.exit_watch HEAD_HOST:PORT RUN_DIR   # started by ExitWatch
+    python -m rlkit.commands.exit_watch HEAD_HOST:PORT RUN_DIR [GRACE_S]   # started by ExitWatch
 """
 
 from __future__ import annotations
@@ -18,9 +18,13 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 DONE = b"done"
+#: How long after a run's abrupt end its cluster's head may take to go too (`ray stop` ends
+#: the raylet, and so the driver, ~5 s before the GCS) for the end to be put down to it.
+HEAD_GONE_WITHIN_S = 15.0
 
 
 class ExitWatch:
@@ -34,9 +38,10 @@ class ExitWatch:
     Call :meth:`done` when the run ends in Python (any way); the watch then ends silently.
     """
 
-    def __init__(self, head: str, run_dir: Path) -> None:
+    def __init__(self, head: str, run_dir: Path, grace_s: float | None = None) -> None:
+        grace = HEAD_GONE_WITHIN_S if grace_s is None else grace_s
         self._proc: subprocess.Popen | None = subprocess.Popen(
-            [sys.executable, "-m", "rlkit.commands.exit_watch", head, str(run_dir)],
+            [sys.executable, "-m", "rlkit.commands.exit_watch", head, str(run_dir), str(grace)],
             stdin=subprocess.PIPE,
         )
 
@@ -54,22 +59,28 @@ class ExitWatch:
         proc.wait(timeout=10)
 
 
-def _ended_abruptly(head: str, run_dir: Path) -> str | None:
+def _ended_abruptly(head: str, run_dir: Path, grace_s: float) -> str | None:
     """The line to print for a run that ended without saying ``done`` (None: its cluster's
-    head still answers, so Ray did not end it for that)."""
+    head kept answering for ``grace_s`` seconds, so Ray did not end it for that).
+
+    The head is watched for a while rather than tried once: `ray stop` ends a node's raylet
+    first, which ends the driver at once, and the GCS seconds later."""
     from rlkit.commands.stopped import stopped_line
     from rlkit.core.errors import head_lost_message
     from rlkit.core.port import port_answers
 
-    # One try, no grace: the run is over whether or not the head comes back.
-    if port_answers(head, grace_s=0.0):
-        return None
+    deadline = time.monotonic() + grace_s
+    while port_answers(head, grace_s=0.0):  # one try each: a head that answers is there
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.25)
     message = head_lost_message(head, "Ray ended this process")
     return stopped_line(message, run_dir, lost_address=head)
 
 
 def main(argv: list[str]) -> int:
     head, run_dir = argv[0], Path(argv[1])
+    grace_s = float(argv[2]) if len(argv) > 2 else HEAD_GONE_WITHIN_S
     # The run's Ctrl-C (the whole terminal's process group gets it) and its SIGTERM are the
     # run's business: this process ends when the pipe closes.
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
@@ -82,7 +93,7 @@ def main(argv: list[str]) -> int:
     said = sys.stdin.buffer.read()
     if said == DONE:
         return 0
-    line = _ended_abruptly(head, run_dir)
+    line = _ended_abruptly(head, run_dir, grace_s)
     if line is not None:
         try:
             print(line, file=sys.stderr, flush=True)
