@@ -581,7 +581,10 @@ def test_a_hung_worker_is_restarted_as_a_dead_one(ray_head, caplog, monkeypatch,
         with caplog.at_level(logging.WARNING, logger="rlkit.distributed"):
             new_obs, _, dones, infos = venv.step(acts)
         assert 2 <= time.monotonic() - start < 45
-        assert "worker 1 died (it did not answer a call within 2 s: it hung)" in caplog.text
+        assert (
+            "worker 1 died (it did not answer a call within 2 s: it hung, or its steps take longer"
+            in caplog.text
+        )
         assert venv.restarts == 1 and venv.worker_pid(1) != hung
         np.testing.assert_array_equal(new_obs[:2], ref.step(acts[:2])[0])  # stepped once
         assert dones.tolist() == [False, False, True, True]
@@ -610,7 +613,10 @@ def test_a_hung_worker_is_restarted_as_a_dead_one(ray_head, caplog, monkeypatch,
             assert venv.restarts == 3 and dones.all()
             assert "until a compiled graph's teardown ends" in caplog.text
             assert "worker 0 died (The actor died" in caplog.text
-            assert "worker 1 died (it did not answer a call within 2 s: it hung)" in caplog.text
+            assert (
+                "worker 1 died (it did not answer a call within 2 s: it hung, or its steps take longer"
+                in caplog.text
+            )
             deadline = time.monotonic() + 30  # (Ray sees the frozen actor's end in seconds)
             while venv._graph is None:
                 assert time.monotonic() < deadline, "no compiled graph again within 30 s"

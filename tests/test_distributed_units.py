@@ -506,3 +506,23 @@ def test_a_numbered_step_asked_again_is_not_taken_twice():
         worker.step_numbered((4, acts[2]))
     with pytest.raises(RuntimeError, match="step 1 asked"):
         worker.step_numbered((1, acts[2]))
+
+
+@pytest.mark.parametrize(
+    ("address", "given"), [("auto", "auto"), ("10.0.0.7:6379", "10.0.0.7:6379")]
+)
+def test_auto_reaches_ray_as_auto_so_that_ray_sends_its_auth_token(monkeypatch, address, given):
+    """``--ray-address auto`` is checked at the address it resolves to, but Ray is given
+    "auto": Ray sends its token only to a cluster it found itself, and a cluster with token
+    authentication refused the resolved HOST:PORT (20 s of retries, then an error)."""
+    import ray
+
+    from rlkit.distributed import connection
+
+    called = []
+    monkeypatch.setattr(connection, "check_address", lambda a, t=None: "10.0.0.7:6379")
+    monkeypatch.setattr(connection, "_init_remote", called.append)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "cluster_resources", dict)
+    connect(address)
+    assert called == [given]

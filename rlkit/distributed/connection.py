@@ -322,7 +322,9 @@ def connect(address: str | None = None, timeout_s: float = CONNECT_TIMEOUT_S) ->
         if target is None:
             start_local()
         else:
-            _init_remote(target)
+            # "auto" as given, not as resolved: Ray sends its auth token only to a cluster
+            # it found itself (a token-authenticated cluster refuses the resolved address)
+            _init_remote("auto" if address == "auto" else target)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         if address is None:
             raise

@@ -405,7 +405,8 @@ class WorkerPool:
         except GetTimeoutError:
             waited = self.call_timeout_s if wait == 0 else wait
             raise WorkerHungError(
-                f"it did not answer a call within {waited:g} s: it hung"
+                f"it did not answer a call within {waited:g} s: it hung, or its steps take"
+                " longer (--ray-call-timeout, which --resume may raise)"
             ) from None
 
     def result(
