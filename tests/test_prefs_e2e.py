@@ -15,6 +15,8 @@ import rlkit.loops.preference as loop
 from rlkit.cli import main
 from rlkit.core.checkpoint import CheckpointManager
 from rlkit.core.metrics import read_metrics
+from rlkit.core.rundir import save_config
+from rlkit.loops.preference_config import PrefsConfig
 from rlkit.rewards.learner import make_learner
 from rlkit.rewards.schedule import LabelSchedule
 from rlkit.store import Store
@@ -333,8 +335,7 @@ def test_resume_from_corrupt_checkpoint_says_so_and_overwrites_nothing(tmp_path,
     ckpt.mkdir(parents=True)
     (ckpt / "state.pt").write_bytes(b"not a checkpoint")
     (run / "checkpoints" / "latest").write_text("step_0000001024")
-    config = {"env": "Hopper-v5", "steps": 2048, "labels": 24, "seed": 0}
-    (run / "config.json").write_text(json.dumps(config))
+    save_config(run, PrefsConfig(env="Hopper-v5", steps=2048, labels=24, seed=0))
     snapshot = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
     out = main_in_process(capsys, "prefs", "train", "--run-dir", str(run), "--resume")
     assert out.returncode == 2
