@@ -34,14 +34,14 @@ class ExitWatch:
         head: ``HOST:PORT`` of the cluster's GCS
             (:func:`rlkit.distributed.connection.head_address`).
         run_dir: the run directory (the line says what it holds and how to resume).
+        grace_s: how long the head may take to go after the run's abrupt end.
 
     Call :meth:`done` when the run ends in Python (any way); the watch then ends silently.
     """
 
-    def __init__(self, head: str, run_dir: Path, grace_s: float | None = None) -> None:
-        grace = HEAD_GONE_WITHIN_S if grace_s is None else grace_s
+    def __init__(self, head: str, run_dir: Path, grace_s: float = HEAD_GONE_WITHIN_S) -> None:
         self._proc: subprocess.Popen | None = subprocess.Popen(
-            [sys.executable, "-m", "rlkit.commands.exit_watch", head, str(run_dir), str(grace)],
+            [sys.executable, "-m", "rlkit.commands.exit_watch", head, str(run_dir), str(grace_s)],
             stdin=subprocess.PIPE,
         )
 
