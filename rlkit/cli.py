@@ -134,6 +134,12 @@ def run_tyro(
 
     from rlkit.core.errors import UserError
 
+    empty = empty_path_argument(config_type, argv)
+    if empty is not None:
+        raise UserError(
+            f"{prog}: {empty} is empty (an unset shell variable?); give a path, or . for"
+            " the current directory"
+        )
     captured = io.StringIO()
     try:
         with contextlib.redirect_stderr(captured):
@@ -147,6 +153,39 @@ def run_tyro(
         raise UserError(
             f"{tyro_error_line(captured.getvalue())} ({prog} --help lists the options)"
         ) from None
+
+
+def empty_path_argument(config_type: type, argv: list[str]) -> str | None:
+    """The option (or ``DIR``) of ``config_type`` that ``argv`` gives an empty path, if any.
+
+    ``Path("")`` is the current directory: ``--run-dir "$RUN"`` with ``RUN`` unset would
+    train, export or write there instead of failing. A path option is a field typed ``Path``
+    or named ``*_dir`` or ``output``; ``--flag ""`` and ``--flag=`` count, and an empty
+    positional argument where the config has a positional path."""
+    import dataclasses
+
+    if not dataclasses.is_dataclass(config_type):
+        return None
+    flags: set[str] = set()
+    positional = None
+    for field in dataclasses.fields(config_type):
+        kind = str(field.type)
+        if "Path" in kind or field.name.endswith("_dir") or field.name == "output":
+            if "Positional" in kind:
+                positional = "DIR"
+            else:
+                flags.add("--" + field.name.replace("_", "-"))
+    for i, arg in enumerate(argv):
+        flag, eq, value = arg.partition("=")
+        if eq and not value and flag in flags:
+            return flag
+        if arg == "":
+            previous = argv[i - 1] if i else ""
+            if previous in flags:
+                return previous
+            if positional and not previous.startswith("-"):
+                return positional
+    return None
 
 
 def tyro_error_line(screen: str) -> str:

@@ -131,3 +131,36 @@ def test_an_unforeseen_error_is_one_line_naming_the_file_with_its_traceback(monk
     monkeypatch.setenv("RLKIT_TRACEBACK", "1")
     with pytest.raises(TypeError, match="not a mapping"):
         main(["prefs", "eval", "runs/x"])
+
+
+EMPTY_PATHS = [
+    (["prefs", "train", "--steps", "10", "--run-dir", ""], "--run-dir"),
+    (["prefs", "train", "--run-dir="], "--run-dir"),
+    (["prefs", "eval", ""], "DIR"),
+    (["label", "serve", "", "--port", "0"], "DIR"),
+    (["label", "export", "RUN", "--output", ""], "--output"),
+    (["vpn", "train", "--run-dir", ""], "--run-dir"),
+    (["vpn", "eval", "--run-dir", "RUN", "--output="], "--output"),
+    (["ird", "lavaland", "--out-dir", ""], "--out-dir"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("argv", "name"), EMPTY_PATHS, ids=[" ".join(a) for a, _ in EMPTY_PATHS])
+def test_an_empty_path_is_refused_not_read_as_the_current_directory(
+    argv, name, capsys, tmp_path, monkeypatch
+):
+    """``--run-dir "$RUN"`` with RUN unset is ``Path("")``, the current directory: a run, an
+    export or IRD's pictures would land there. The current directory here is empty (a new run
+    would take it) and stays so."""
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: rlkit {argv[0]} {argv[1]}") and err.count("\n") == 1
+    assert f": {name} is empty (an unset shell variable?)" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_dot_is_still_the_current_directory(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["prefs", "eval", "."]) == 2
+    assert "holds no run" in capsys.readouterr().err
