@@ -556,3 +556,22 @@ def test_a_preference_run_given_to_the_vpn_commands_is_named_as_such(finished_ru
     assert main(["vpn", "train", "--run-dir", str(finished_run), "--resume"]) == 2
     assert says in _one_error_line(capsys)
     assert _snapshot(finished_run) == before
+
+
+def test_a_finished_run_resumed_evaluates_and_logs_its_final_step_once(
+    finished_run, tmp_path, capsys
+):
+    """Resuming a finished run (to see its summary, or to take labels people gave since)
+    evaluates it; the evaluation at the last step is logged once however often that is done,
+    and no empty progress-N.csv is left in sb3/ for a policy that did not train."""
+    from rlkit.core.metrics import read_metrics
+
+    run = _copy(finished_run, tmp_path)
+    sb3_before = sorted(p.name for p in (run / "sb3").iterdir())
+    for _ in range(2):
+        argv = ["prefs", "train", "--run-dir", str(run), "--resume", "--eval-episodes", "1"]
+        assert main(argv) == 0
+        assert "true return" in capsys.readouterr().out
+    evals = read_metrics(run)["charts/true_return_eval"]
+    assert [step for step, _ in evals] == [1024]
+    assert sorted(p.name for p in (run / "sb3").iterdir()) == sb3_before

@@ -41,7 +41,7 @@ from stable_baselines3.common.logger import Logger, make_output_format
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 
 from agents.obs_norm import obs_norm_state
-from agents.presets import load_agent, make_agent, resolve_algo
+from agents.presets import load_agent, make_agent, resolve_algo, silent_logger
 from agents.worker_rollouts import RandomRolloutPolicy, rollout_source
 from envs import env_dt, env_kind, make_vec_env
 from envs.env_state import set_vec_env_state, vec_env_state
@@ -49,7 +49,7 @@ from rlkit.core.buffers import SegmentPool
 from rlkit.core.checkpoint import CheckpointError, CheckpointManager, pack, unpack
 from rlkit.core.errors import UserError
 from rlkit.core.memory import check_fits_in_memory
-from rlkit.core.metrics import MetricsLogger
+from rlkit.core.metrics import MetricsLogger, read_metrics
 from rlkit.core.progress import make_progress
 from rlkit.core.rundir import first_unused, save_longer_steps
 from rlkit.core.seeding import restore_rng, rng_state, seed_everything
@@ -583,7 +583,10 @@ class PreferenceLoop:
             raise CheckpointError(
                 f"checkpoint {path} does not fit the run's config.json ({first}); left as it is"
             ) from None
-        self.agent.set_logger(sb3_logger(self.run_dir / "sb3"))
+        # A finished run resumed (to evaluate it, or take labels people gave since) trains no
+        # policy: no new, empty progress-N.csv for it.
+        finished = self.steps_done >= self.cfg.steps
+        self.agent.set_logger(silent_logger() if finished else sb3_logger(self.run_dir / "sb3"))
         self.pool.next_id = max(self.pool.next_id, int(state["pool_next_id"]))
         # Re-add the labels the checkpoint had seen, in order, then restore their splits.
         checkpoint_label_id = int(state["last_label_id"])
@@ -681,7 +684,7 @@ class PreferenceLoop:
         stop.check(self.steps_done)  # resuming it evaluates and summarizes the finished run
         stop.release()  # all is saved: Ctrl-C in the evaluation stops at once
         after = evaluate_policy_true(self.agent, self.cfg, self.n_envs, self.cfg.eval_episodes)
-        if not math.isnan(after):
+        if not math.isnan(after) and not self._evaluated_at(self.steps_done):
             self.metrics.log(self.steps_done, **{"charts/true_return_eval": after})
         val_acc = (
             self.learner.evaluate()["charts/reward_val_accuracy"] if len(self.learner) else math.nan
@@ -695,6 +698,12 @@ class PreferenceLoop:
             true_return_after=after, val_accuracy=val_acc, labels=self.store.count_labels(),
             steps=self.steps_done, plot=plot, wall_seconds=time.perf_counter() - t_start,
         )  # fmt: skip
+
+    def _evaluated_at(self, step: int) -> bool:
+        """Whether the run's log has a final evaluation at ``step`` already (a finished run
+        resumed evaluates again for its summary, but logs the step once)."""
+        rows = read_metrics(self.run_dir).get("charts/true_return_eval", [])
+        return any(at == step for at, _ in rows)
 
     def close(self) -> None:
         """Stop the reward learner, close the envs and the store, and close the run's and the
