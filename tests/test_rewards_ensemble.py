@@ -240,3 +240,79 @@ def test_input_normalization_is_for_vector_observations():
         RewardEnsemble(PIX_OBS, gym.spaces.Discrete(4), n_members=2, normalize_inputs=True)
     with pytest.raises(RuntimeError, match="without normalize_inputs"):
         RewardEnsemble(VEC_OBS, VEC_ACT, n_members=2).set_input_normalization(torch.zeros(4, 11))
+
+
+def test_output_normalization_needs_two_rows():
+    """The std of one row is NaN (clamp_min keeps it), which made every reward NaN."""
+    ens = RewardEnsemble(VEC_OBS, VEC_ACT, n_members=2, seed=0)
+    with pytest.raises(ValueError, match=r"^output normalization needs at least two rows, got"):
+        ens.update_normalization(torch.randn(1, 11), torch.randn(1, 3))
+    assert torch.equal(ens.out_std, torch.ones(2)) and torch.equal(ens.out_mean, torch.zeros(2))
+    ens.update_normalization(torch.randn(2, 11), torch.randn(2, 3))
+    assert torch.isfinite(ens.reward(torch.randn(4, 11), torch.randn(4, 3))).all()
+
+
+def test_input_normalization_refuses_observations_of_another_width():
+    """(11, 5) has 55 elements, which reshape to five 11-wide rows: no longer accepted."""
+    ens = RewardEnsemble(VEC_OBS, VEC_ACT, n_members=2, normalize_inputs=True)
+    with pytest.raises(ValueError, match=r"^obs must be \(\.\.\., 11\), got \(11, 5\)$"):
+        ens.set_input_normalization(torch.randn(11, 5))
+    assert torch.equal(ens.in_std, torch.ones(11))
+    ens.set_input_normalization(torch.randn(3, 4, 11))  # any leading dims
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["stacked-matmul", "vmap"])
+def test_wrong_inputs_are_refused_with_one_line_naming_the_shapes(fast):
+    ens = RewardEnsemble(VEC_OBS, VEC_ACT, n_members=2, seed=0)
+    ens._fast = fast
+    obs, acts = torch.randn(5, 11), torch.randn(5, 3)
+    cases = [
+        (lambda: ens.reward(torch.randn(5, 10), acts), r"obs must be \(B, 11\), got \(5, 10\)"),
+        (lambda: ens.reward(obs, torch.randn(5, 2)), r"acts must be \(B, 3\), got \(5, 2\)"),
+        (lambda: ens.member_rewards(obs[None], acts), r"obs must be \(B, 11\), got \(1, 5, 11\)"),
+        (
+            lambda: ens.reward(obs, acts[:4]),
+            r"obs and acts must share their leading dims \(B\), got obs \(5, 11\) and acts \(4, 3\)",
+        ),
+        (
+            lambda: ens.segment_returns(torch.randn(2, 4, 10), torch.randn(2, 4, 3)),
+            r"obs must be \(N, L, 11\), got \(2, 4, 10\)",
+        ),
+        (
+            lambda: ens.segment_returns(torch.randn(2, 4, 11), torch.randn(2, 4, 1)),
+            r"acts must be \(N, L, 3\), got \(2, 4, 1\)",
+        ),
+        (
+            lambda: ens.segment_returns(torch.randn(3, 2, 4, 11), torch.randn(3, 2, 4, 3), True),
+            r"obs must be \(K, N, L, 11\) with K=2 \(the members\), got \(3, 2, 4, 11\)",
+        ),
+        (
+            lambda: ens.update_normalization(torch.randn(5, 3), acts),
+            r"obs must be \(B, 11\), got \(5, 3\)",
+        ),
+    ]
+    for call, message in cases:
+        with pytest.raises(ValueError, match=f"^{message}$"):
+            call()
+    # The documented input is a tensor: a numpy array is refused, not met with AttributeError.
+    with pytest.raises(TypeError, match=r"^obs must be a torch\.Tensor, got numpy\.ndarray"):
+        ens.reward(obs.numpy(), acts)
+    with pytest.raises(TypeError, match=r"^acts must be a torch\.Tensor, got numpy\.ndarray"):
+        ens.segment_returns(obs[None], acts[None].numpy())
+
+
+def test_actions_may_also_come_flattened_as_sb3_buffers_hold_them():
+    """Discrete actions ``(B,)`` or ``(B, 1)`` (SB3's rollout buffer), Box ones of shape
+    ``(2, 3)`` also as ``(B, 6)``; each gives the same rewards."""
+    discrete = RewardEnsemble(VEC_OBS, gym.spaces.Discrete(4), n_members=2, seed=0)
+    obs, acts = torch.randn(5, 11), torch.randint(0, 4, (5,))
+    torch.testing.assert_close(discrete.reward(obs, acts[:, None]), discrete.reward(obs, acts))
+    with pytest.raises(ValueError, match=r"^acts must be \(B,\) or \(B, 1\), got \(5, 4\)$"):
+        discrete.reward(obs, torch.zeros(5, 4))
+    box = RewardEnsemble(VEC_OBS, gym.spaces.Box(-1, 1, (2, 3)), n_members=2, seed=0)
+    acts = torch.randn(5, 2, 3)
+    torch.testing.assert_close(box.reward(obs, acts.reshape(5, 6)), box.reward(obs, acts))
+    with pytest.raises(
+        ValueError, match=r"^acts must be \(B, 2, 3\) or \(B, 6\), got \(5, 3, 2\)$"
+    ):
+        box.reward(obs, acts.reshape(5, 3, 2))

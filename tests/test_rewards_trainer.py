@@ -1,4 +1,5 @@
 import copy
+import dataclasses
 
 import gymnasium as gym
 import numpy as np
@@ -433,3 +434,77 @@ def test_each_regularizer_changes_what_the_members_learn():
         for a, b in zip(on.ensemble.parameters(), off.ensemble.parameters(), strict=True)
     )
     assert moved > 1e-3
+
+
+def _small_trainer(n_segments: int = 6) -> tuple[RewardTrainer, list[Segment]]:
+    rng = np.random.default_rng(5)
+    ens = RewardEnsemble(gym.spaces.Box(-9, 9, (4,)), gym.spaces.Box(-9, 9, (1,)), n_members=2)
+    return RewardTrainer(ens, TrainerConfig(), rng), make_data(n_segments, rng)
+
+
+def _snapshot(trainer: RewardTrainer) -> tuple:
+    """What ``add`` may change: labels, their splits and counts, the cache, the generator."""
+    return (
+        list(trainer.seg_a), list(trainer.seg_b), list(trainer.mu_a), list(trainer.is_val),
+        trainer.counts.copy(), dict(trainer.cache.row), trainer.cache.size,
+        copy.deepcopy(trainer.rng.bit_generator.state),
+    )  # fmt: skip
+
+
+def _assert_same(before: tuple, after: tuple) -> None:
+    for x, y in zip(before, after, strict=True):
+        assert np.array_equal(x, y) if isinstance(x, np.ndarray) else x == y
+
+
+def test_an_add_naming_a_segment_never_given_fails_and_leaves_the_trainer_as_it_was():
+    """The comparison's segment_b was never given (None): nothing is appended, so the labels
+    that follow still pair the right segments."""
+    trainer, segs = _small_trainer()
+    trainer.add(Comparison(0, 1, (1, 0)), segs[0], segs[1])
+    before = _snapshot(trainer)
+    with pytest.raises(ValueError, match=r"comparison\.segment_b=3 was never given"):
+        trainer.add(Comparison(2, 3, (1, 0)), segs[2], None)
+    _assert_same(before, _snapshot(trainer))
+    trainer.add(Comparison(2, 3, (0, 1)), segs[2], segs[3])
+    assert len(trainer.seg_a) == len(trainer.seg_b) == len(trainer.mu_a) == len(trainer) == 2
+    obs = trainer.cache.obs
+    for label, (a, b) in enumerate([(0, 1), (2, 3)]):
+        assert torch.equal(obs[trainer.seg_a[label]], torch.as_tensor(segs[a].obs))
+        assert torch.equal(obs[trainer.seg_b[label]], torch.as_tensor(segs[b].obs))
+    assert trainer.mu_a == [1.0, 0.0]
+
+
+def test_segments_must_carry_the_ids_their_comparison_names():
+    trainer, segs = _small_trainer()
+    before = _snapshot(trainer)
+    unpooled = dataclasses.replace(segs[0], id=-1)  # never went through SegmentPool.add
+    with pytest.raises(
+        ValueError,
+        match=r"^segment given for comparison\.segment_a=0 has id -1; give segments their pool"
+        r" ids \(SegmentPool\.add sets them\)$",
+    ):
+        trainer.add(Comparison(0, 1, (1, 0)), unpooled, segs[1])
+    with pytest.raises(ValueError, match=r"comparison\.segment_b=1 has id 5;"):
+        trainer.add(Comparison(0, 1, (1, 0)), segs[0], segs[5])
+    _assert_same(before, _snapshot(trainer))  # neither segment was cached
+
+
+def test_segments_with_other_action_shapes_are_refused_before_anything_is_cached():
+    """Acts ``(L, 1)`` after ``(L, 2)`` ones were broadcast into the cache; both the
+    observations' and the actions' shapes are checked, for every segment, before any is
+    stored."""
+    trainer, segs = _small_trainer()
+    segs = [dataclasses.replace(s, acts=np.zeros((10, 2), np.float32)) for s in segs[:3]] + [
+        segs[3]  # acts (10, 1)
+    ]
+    trainer.add(Comparison(0, 1, (1, 0)), segs[0], segs[1])
+    before = _snapshot(trainer)
+    with pytest.raises(
+        ValueError, match=r"^segment 3 has acts of shape \(10, 1\), expected \(10, 2\)"
+    ):
+        trainer.add(Comparison(2, 3, (1, 0)), segs[2], segs[3])
+    _assert_same(before, _snapshot(trainer))  # segment 2 (fine on its own) not cached either
+    wide = dataclasses.replace(segs[2], obs=np.zeros((10, 5), np.float32))
+    with pytest.raises(ValueError, match=r"^segment 2 has shape \(10, 5\), expected \(10, 4\)"):
+        trainer.add(Comparison(2, 0, (1, 0)), wide, None)
+    _assert_same(before, _snapshot(trainer))

@@ -48,6 +48,12 @@ def action_dim(action_space: gym.spaces.Space) -> int:
     raise TypeError(f"unsupported action space {action_space}")
 
 
+def _shape(dims: str, shape: tuple[int, ...]) -> str:
+    """``"(B, 11)"`` from leading dims ``"B"`` and a trailing shape ``(11,)``."""
+    parts = [dims, *map(str, shape)]
+    return f"({', '.join(parts)}{',' if len(parts) == 1 and ',' not in dims else ''})"
+
+
 class RewardNet(nn.Module):
     """One member: ``(B, *obs_shape), (B, *act_shape) -> (B,)`` rewards."""
 
@@ -116,6 +122,15 @@ class RewardEnsemble(nn.Module):
         if n_members < 1:
             raise ValueError(f"n_members must be >= 1, got {n_members}")
         self.n_members = n_members
+        # Trailing shapes of the input batches, checked at the entry points. Actions may also
+        # come flattened as SB3's buffers hold them: ``(act_dim,)`` for Box, ``(1,)`` for
+        # Discrete (integer actions, ``()``).
+        self.obs_shape: tuple[int, ...] = tuple(observation_space.shape)
+        self.act_shape: tuple[int, ...] = tuple(action_space.shape or ())
+        flat = (
+            (1,) if isinstance(action_space, gym.spaces.Discrete) else (action_dim(action_space),)
+        )
+        self._act_shapes = (self.act_shape,) if flat == self.act_shape else (self.act_shape, flat)
         gen_state = torch.random.get_rng_state()
         torch.manual_seed(seed)
         members = [
@@ -149,6 +164,40 @@ class RewardEnsemble(nn.Module):
             self.register_buffer("in_mean", torch.zeros(shape))
             self.register_buffer("in_std", torch.ones(shape))
 
+    # -- input checks -------------------------------------------------------------------
+    def _check_inputs(
+        self, obs: torch.Tensor, acts: torch.Tensor, dims: str, k: int | None = None
+    ) -> None:
+        """Refuse inputs the members cannot take, with one line instead of torch internals.
+
+        ``obs`` must be ``(*lead, *obs_shape)`` and ``acts`` ``(*lead, *act_shape)`` (or
+        flattened, see ``_act_shapes``), tensors with the same leading dims ``lead`` (named by
+        ``dims``, e.g. ``"N, L"``); ``k``: the first leading dim must be it (per-member
+        inputs). Shape comparisons only, O(1): this runs on every env step.
+        """
+        for name, x in (("obs", obs), ("acts", acts)):
+            if not isinstance(x, torch.Tensor):
+                raise TypeError(
+                    f"{name} must be a torch.Tensor, got {type(x).__module__}."
+                    f"{type(x).__qualname__} (convert with torch.as_tensor)"
+                )
+        lead = len(dims.split(","))
+        if obs.ndim != lead + len(self.obs_shape) or obs.shape[lead:] != self.obs_shape:
+            raise ValueError(f"obs must be {_shape(dims, self.obs_shape)}, got {tuple(obs.shape)}")
+        if acts.ndim < lead or acts.shape[lead:] not in self._act_shapes:
+            want = " or ".join(_shape(dims, shape) for shape in self._act_shapes)
+            raise ValueError(f"acts must be {want}, got {tuple(acts.shape)}")
+        if obs.shape[:lead] != acts.shape[:lead]:
+            raise ValueError(
+                f"obs and acts must share their leading dims ({dims}), got obs"
+                f" {tuple(obs.shape)} and acts {tuple(acts.shape)}"
+            )
+        if k is not None and obs.shape[0] != k:
+            raise ValueError(
+                f"obs must be {_shape(dims, self.obs_shape)} with K={k} (the members), got"
+                f" {tuple(obs.shape)}"
+            )
+
     # -- input normalization -------------------------------------------------------------
     @torch.no_grad()
     def set_input_normalization(self, obs: torch.Tensor, min_std: float = 1e-2) -> None:
@@ -156,6 +205,10 @@ class RewardEnsemble(nn.Module):
         that hardly varies is divided by ``min_std``, not by ~0)."""
         if not self.normalize_inputs:
             raise RuntimeError("this ensemble was built without normalize_inputs")
+        lead = obs.ndim - len(self.obs_shape)
+        if lead < 0 or tuple(obs.shape[lead:]) != self.obs_shape:
+            shape = ", ".join(map(str, self.obs_shape))
+            raise ValueError(f"obs must be (..., {shape}), got {tuple(obs.shape)}")
         flat = obs.reshape(-1, *self.in_mean.shape).float()
         if len(flat) < 2:
             raise ValueError("input normalization needs at least two observations")
@@ -230,8 +283,11 @@ class RewardEnsemble(nn.Module):
     ) -> torch.Tensor:
         """Raw rewards of every member on the same inputs: ``(B, ...) -> (K, B)``.
 
-        ``train``: train-mode behaviour (dropout, batch statistics); default ``self.training``.
+        ``obs`` is ``(B, *obs_shape)``, ``acts`` ``(B, *act_shape)``: tensors (a numpy array
+        is refused with a TypeError, a wrong shape with a ValueError naming it). ``train``:
+        train-mode behaviour (dropout, batch statistics); default ``self.training``.
         """
+        self._check_inputs(obs, acts, "B")
         if self._fast:
             k = self.n_members
             return self._stacked_forward(
@@ -243,6 +299,7 @@ class RewardEnsemble(nn.Module):
         self, obs: torch.Tensor, acts: torch.Tensor, train: bool | None = None
     ) -> torch.Tensor:
         """Raw rewards where member k sees its own inputs: ``(K, B, ...) -> (K, B)``."""
+        self._check_inputs(obs, acts, "K, B", self.n_members)
         if self._fast:
             return self._stacked_forward(obs, acts, train=train)
         return self._vmapped(train, (0, 0, 0, 0))(*self._stacked(), obs, acts)
@@ -276,6 +333,7 @@ class RewardEnsemble(nn.Module):
             ``(K, N)`` raw (unnormalized) returns.
         """
         if per_member:
+            self._check_inputs(obs, acts, "K, N, L", self.n_members)
             k, n, length = obs.shape[:3]
             flat_obs = obs.reshape(k, n * length, *obs.shape[3:])
             flat_acts = acts.reshape(k, n * length, *acts.shape[3:])
@@ -283,6 +341,7 @@ class RewardEnsemble(nn.Module):
                 return self._stacked_forward(flat_obs, flat_acts, length, train)
             raw = self.member_rewards_per_member(flat_obs, flat_acts, train)
             return raw.reshape(k, n, length).sum(-1)
+        self._check_inputs(obs, acts, "N, L")
         n, length = obs.shape[:2]
         flat_obs = obs.reshape(n * length, *obs.shape[2:])
         flat_acts = acts.reshape(n * length, *acts.shape[2:])
@@ -299,7 +358,13 @@ class RewardEnsemble(nn.Module):
 
     @torch.no_grad()
     def update_normalization(self, obs: torch.Tensor, acts: torch.Tensor) -> None:
-        """Set each member's output mean/std from a sample of recent ``(B, ...)`` inputs (eval mode)."""
+        """Set each member's output mean/std from a sample of recent inputs (eval mode): obs
+        ``(B, *obs_shape)``, acts ``(B, *act_shape)``, B >= 2 (the std of one row is NaN)."""
+        self._check_inputs(obs, acts, "B")
+        if obs.shape[0] < 2:
+            raise ValueError(
+                f"output normalization needs at least two rows, got obs {tuple(obs.shape)}"
+            )
         raw = self.member_rewards(obs, acts, train=False)
         self.out_mean.copy_(raw.mean(dim=1))
         self.out_std.copy_(raw.std(dim=1).clamp_min(1e-6))

@@ -164,9 +164,9 @@ class _SegmentCache:
         self.acts: torch.Tensor | None = None
         self.size = 0
 
-    def add(self, seg: Segment) -> None:
-        if seg.id in self.row:
-            return
+    @staticmethod
+    def _tensors(seg: Segment) -> tuple[torch.Tensor, torch.Tensor]:
+        """``seg``'s obs ``(L, *obs_shape)`` and acts ``(L, *act_shape)`` as tensors."""
         obs = torch.as_tensor(np.asarray(seg.obs))
         acts = torch.as_tensor(np.asarray(seg.acts))
         # MuJoCo observations arrive as float64; the networks compute in float32, so convert
@@ -175,20 +175,40 @@ class _SegmentCache:
             obs = obs.float()
         if acts.is_floating_point():
             acts = acts.float()
+        return obs, acts
+
+    def add(self, *segs: Segment) -> None:
+        """Cache the segments not cached yet, all or none: every shape is checked (against
+        the cached segments, or the first of ``segs``) before anything is stored."""
+        new = [(seg.id, *self._tensors(seg)) for seg in segs if seg.id not in self.row]
+        if not new:
+            return
         if self.obs is None:
-            self.obs = torch.empty((16, *obs.shape), dtype=obs.dtype)
-            self.acts = torch.empty((16, *acts.shape), dtype=acts.dtype)
-        if obs.shape != self.obs.shape[1:]:
-            raise ValueError(
-                f"segment {seg.id} has shape {tuple(obs.shape)}, expected {tuple(self.obs.shape[1:])}"
-            )
-        if self.size == len(self.obs):
-            self.obs = torch.cat([self.obs, torch.empty_like(self.obs)])
-            self.acts = torch.cat([self.acts, torch.empty_like(self.acts)])
-        self.obs[self.size] = obs
-        self.acts[self.size] = acts
-        self.row[seg.id] = self.size
-        self.size += 1
+            obs_shape, acts_shape = new[0][1].shape, new[0][2].shape
+        else:
+            obs_shape, acts_shape = self.obs.shape[1:], self.acts.shape[1:]
+        for seg_id, obs, acts in new:
+            if obs.shape != obs_shape:
+                raise ValueError(
+                    f"segment {seg_id} has shape {tuple(obs.shape)}, expected"
+                    f" {tuple(obs_shape)} (obs of the segments before it)"
+                )
+            if acts.shape != acts_shape:
+                raise ValueError(
+                    f"segment {seg_id} has acts of shape {tuple(acts.shape)}, expected"
+                    f" {tuple(acts_shape)} (acts of the segments before it)"
+                )
+        if self.obs is None:
+            self.obs = torch.empty((16, *obs_shape), dtype=new[0][1].dtype)
+            self.acts = torch.empty((16, *acts_shape), dtype=new[0][2].dtype)
+        for seg_id, obs, acts in new:
+            if self.size == len(self.obs):
+                self.obs = torch.cat([self.obs, torch.empty_like(self.obs)])
+                self.acts = torch.cat([self.acts, torch.empty_like(self.acts)])
+            self.obs[self.size] = obs
+            self.acts[self.size] = acts
+            self.row[seg_id] = self.size
+            self.size += 1
 
 
 def initial_weights(n_labels: int, n_initial: int) -> np.ndarray:
@@ -255,10 +275,27 @@ class RewardTrainer:
     # -- data ---------------------------------------------------------------------------
     def add(self, comparison: Comparison, seg_a: Segment | None, seg_b: Segment | None) -> None:
         """Add one labelled comparison (its segments are cached as tensors). A segment added
-        before, with an earlier comparison, may be passed as None."""
-        for seg in (seg_a, seg_b):
-            if seg is not None:
-                self.cache.add(seg)
+        before, with an earlier comparison, may be passed as None.
+
+        Segments carry the ids the comparison names (``seg_a.id == comparison.segment_a``),
+        with obs ``(L, *obs_shape)`` and acts ``(L, *act_shape)`` shaped like those added
+        before. Everything is checked first: a ValueError leaves the trainer as it was.
+        """
+        for name, seg_id, seg in (
+            ("segment_a", comparison.segment_a, seg_a),
+            ("segment_b", comparison.segment_b, seg_b),
+        ):
+            if seg is None and seg_id not in self.cache.row:
+                raise ValueError(
+                    f"comparison.{name}={seg_id} was never given to this trainer: pass its"
+                    f" Segment (seg_{name[-1]}) with the first comparison that uses it"
+                )
+            if seg is not None and seg.id != seg_id:
+                raise ValueError(
+                    f"segment given for comparison.{name}={seg_id} has id {seg.id}; give"
+                    " segments their pool ids (SegmentPool.add sets them)"
+                )
+        self.cache.add(*(seg for seg in (seg_a, seg_b) if seg is not None))
         self.seg_a.append(self.cache.row[comparison.segment_a])
         self.seg_b.append(self.cache.row[comparison.segment_b])
         self.mu_a.append(comparison.mu[0])
