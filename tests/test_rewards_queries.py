@@ -2,6 +2,7 @@ import itertools
 
 import gymnasium as gym
 import numpy as np
+import pytest
 import torch
 
 from rlkit.core import Segment, SegmentPool
@@ -63,3 +64,75 @@ def test_entropy_prefers_coin_flips_and_uniform_is_random():
             counts[min(i, j), max(i, j)] += 1
     assert select_queries(ens, pool, 5, "uniform", np.random.default_rng(1)) != a
     assert sum(counts.values()) == 2000 and 20 <= min(counts.values()) <= max(counts.values()) <= 75
+
+
+def _keys(picked: list[tuple[int, int, float]]) -> set[tuple[int, int]]:
+    return {(min(a, b), max(a, b)) for a, b, _ in picked}
+
+
+def test_every_strategy_returns_n_distinct_pairs_unless_the_pool_has_fewer():
+    """5 segments make 10 pairs: n=10 returns all 10 and n=5 returns 5, for every seed and
+    strategy (uniform drew only 2 n pairs and returned 7-10 of 10, or 4 of 5)."""
+    pool = _pool(5, np.random.default_rng(2))
+    ens = RewardEnsemble(gym.spaces.Box(-5, 5, (4,)), gym.spaces.Box(-1, 1, (2,)), n_members=2)
+    every = set(itertools.combinations(sorted(pool.ids()), 2))
+    for strategy in ("uniform", "disagreement", "entropy"):
+        for seed in range(40):
+            for n, want in ((5, 5), (10, 10), (12, 10)):
+                rng = np.random.default_rng(seed)
+                picked = select_queries(ens, pool, n, strategy, rng, oversample=1)
+                assert len(picked) == want and len(_keys(picked)) == want, (strategy, seed, n)
+                assert _keys(picked) <= every and all(a != b for a, b, _ in picked)
+    again = [select_queries(ens, pool, 5, "uniform", np.random.default_rng(9)) for _ in range(2)]
+    assert again[0] == again[1]
+    # a small pool's pairs still come up alike: each of the 10 is in half of the samples of 5
+    counts = dict.fromkeys(every, 0)
+    for seed in range(400):
+        for key in _keys(select_queries(ens, pool, 5, "uniform", np.random.default_rng(seed))):
+            counts[key] += 1
+    assert 140 <= min(counts.values()) <= max(counts.values()) <= 260
+
+
+def test_pairs_asked_before_are_never_asked_again():
+    """``exclude`` (the pairs of earlier rounds, in either order) is never returned, and the
+    pairs left are all returned when n asks for more."""
+    pool = _pool(5, np.random.default_rng(3))
+    ens = RewardEnsemble(gym.spaces.Box(-5, 5, (4,)), gym.spaces.Box(-1, 1, (2,)), n_members=2)
+    ids = sorted(pool.ids())
+    asked = {(ids[0], ids[1]), (ids[2], ids[0]), (ids[3], ids[4]), (ids[4], ids[1])}
+    left = set(itertools.combinations(ids, 2)) - {(min(p), max(p)) for p in asked}
+    for strategy in ("uniform", "disagreement", "entropy"):
+        for seed in range(20):
+            rng = np.random.default_rng(seed)
+            assert _keys(select_queries(ens, pool, 10, strategy, rng, exclude=asked)) == left
+            picked = select_queries(ens, pool, 3, strategy, rng, exclude=asked)
+            assert len(_keys(picked)) == 3 and _keys(picked) <= left
+    big = _pool(30, np.random.default_rng(4))  # 435 pairs: drawn, not listed
+    asked = set(itertools.islice(itertools.combinations(sorted(big.ids()), 2), 400))
+    picked = select_queries(ens, big, 30, "uniform", np.random.default_rng(0), exclude=asked)
+    assert len(_keys(picked)) == 30 and not _keys(picked) & asked
+    everything = set(itertools.combinations(ids, 2))
+    assert select_queries(ens, pool, 4, "entropy", rng, exclude=everything) == []
+    with pytest.raises(ValueError, match="exclude must hold"):
+        select_queries(ens, pool, 2, "uniform", rng, exclude=[(1, 2, 3)])
+
+
+def test_the_loop_never_asks_a_pair_twice_across_rounds(tmp_path):
+    """The loop excludes every pair its store holds: with 4 segments (6 pairs), two rounds
+    of 3 queries ask all 6 once each, and a third round has none left to ask."""
+    from prefs_tiny import tiny_hopper
+    from rich.console import Console
+
+    from rlkit.loops.preference import PreferenceLoop
+
+    cfg = tiny_hopper(steps=512, labels=10, seed=3, run_dir=tmp_path, pool_size=4)
+    loop = PreferenceLoop(cfg, tmp_path, Console(quiet=True))
+    try:
+        loop.collect_random_segments(4)
+        assert len(loop.pool) == 4
+        assert loop.ask(3) == 3 and loop.ask(3) == 3
+        asked = [tuple(sorted(pair)) for pair in loop.store.asked_pairs()]
+        assert sorted(asked) == sorted(itertools.combinations(sorted(loop.pool.ids()), 2))
+        assert loop.ask(3) == 0 and loop.store.count_queries() == 6
+    finally:
+        loop.close()

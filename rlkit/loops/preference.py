@@ -341,12 +341,16 @@ class PreferenceLoop:
             )
 
     def ask(self, n: int) -> int:
-        """Choose ``n`` new queries from the pool, persist them, and hand them to the teacher."""
+        """Choose ``n`` new queries from the pool, persist them, and hand them to the teacher.
+
+        A pair asked before (in either order, in an earlier round or run) is not asked again:
+        its answer is known, or on its way."""
         if n <= 0 or len(self.pool) < 2:
             return 0
         pairs = select_queries(
-            self.ensemble, self.pool, n, self.cfg.query_strategy, self.rng, self.cfg.oversample
-        )
+            self.ensemble, self.pool, n, self.cfg.query_strategy, self.rng, self.cfg.oversample,
+            exclude=self.store.asked_pairs(),
+        )  # fmt: skip
         for a, b, _ in pairs:
             self.store.add_segment(self.pool[a])
             self.store.add_segment(self.pool[b])

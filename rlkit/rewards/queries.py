@@ -8,7 +8,9 @@ a coin flip; ``uniform`` keeps random pairs.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import itertools
+import math
+from collections.abc import Iterable, Mapping
 from typing import Literal
 
 import numpy as np
@@ -21,6 +23,8 @@ from rlkit.rewards.preference import preference_probs
 
 QueryStrategy = Literal["disagreement", "uniform", "entropy"]
 STRATEGIES: tuple[str, ...] = ("disagreement", "uniform", "entropy")
+#: The most candidate pairs :func:`select_queries` draws at once.
+MAX_DRAWS = 1 << 20
 
 
 @torch.no_grad()
@@ -56,28 +60,37 @@ def select_queries(
     strategy: str,
     rng: np.random.Generator,
     oversample: int = 10,
+    exclude: Iterable[tuple[int, int]] = (),
 ) -> list[tuple[int, int, float]]:
     """``n`` pairs ``(segment_a, segment_b, score)`` from the pool, best score first.
 
-    Pairs are distinct as unordered pairs; fewer than ``n`` come back only if the pool
-    cannot form that many.
+    Pairs are distinct as unordered pairs, and none is in ``exclude``; fewer than ``n`` come
+    back only if the pool cannot form that many (``min(n, pairs possible)`` always).
+
+    Args:
+        ensemble: scores the candidates (``disagreement``, ``entropy``).
+        pool: the segments to pair.
+        n: how many pairs to return.
+        strategy: one of :data:`STRATEGIES`.
+        rng: draws the candidates (and, for ``uniform``, the pairs themselves).
+        oversample: candidates per pair returned, for the scored strategies.
+        exclude: ``(segment_a, segment_b)`` pairs never to return, in either order (the
+            pairs already asked in earlier rounds).
+
+    Raises:
+        ValueError: an unknown ``strategy``, or an ``exclude`` item that is not a pair.
     """
     if strategy not in STRATEGIES:
         raise ValueError(
             f"unknown query strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}"
         )
-    if n <= 0:
+    excluded = _pair_keys(exclude)
+    if n <= 0 or len(pool) < 2:
         return []
     n_candidates = n if strategy == "uniform" else n * max(1, oversample)
-    seen: set[tuple[int, int]] = set()
-    cands: list[tuple[int, int]] = []
-    for a, b in pool.sample_pairs(n_candidates * 2, rng):
-        key = (min(a, b), max(a, b))
-        if key not in seen:
-            seen.add(key)
-            cands.append((a, b))
-        if len(cands) == n_candidates:
-            break
+    cands = _candidate_pairs(pool, n_candidates, excluded, rng)
+    if not cands:
+        return []
     if strategy == "uniform":
         return [(a, b, 0.0) for a, b in cands[:n]]
     ids = np.unique(np.array(cands).reshape(-1))
@@ -88,3 +101,58 @@ def select_queries(
     scores = pair_scores(returns[:, ia], returns[:, ib], strategy)
     order = np.argsort(-scores, kind="stable")[:n]
     return [(cands[i][0], cands[i][1], float(scores[i])) for i in order]
+
+
+def _pair_keys(pairs: Iterable[tuple[int, int]]) -> set[tuple[int, int]]:
+    """``pairs`` as order-insensitive keys ``(low id, high id)``."""
+    keys: set[tuple[int, int]] = set()
+    for pair in pairs:
+        try:
+            a, b = (int(x) for x in pair)
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"exclude must hold (segment_a, segment_b) pairs of ids, got {pair!r}"
+            ) from None
+        keys.add((min(a, b), max(a, b)))
+    return keys
+
+
+def _candidate_pairs(
+    pool: SegmentPool, n: int, excluded: set[tuple[int, int]], rng: np.random.Generator
+) -> list[tuple[int, int]]:
+    """``min(n, pairs possible)`` random pairs of the pool, distinct as unordered pairs and
+    none in ``excluded``: each a uniformly random one of the pairs left, in a random
+    orientation.
+
+    ``2 n`` pairs are drawn (more in proportion where some are excluded) and repeats
+    skipped. If that left some missing, more are drawn, twice as many as missing, while
+    many pairs are left to draw from; once few are (at most twice as many as missing), the
+    draws could take long to hit them, so the pairs left are listed and a random subset
+    taken, which gives them the same chances.
+    """
+    ids = [int(i) for i in pool.ids()]
+    members = set(ids)
+    total = len(ids) * (len(ids) - 1) // 2
+    possible = total - sum(a != b and a in members and b in members for a, b in excluded)
+    want = min(n, possible)
+    seen = set(excluded)
+    cands: list[tuple[int, int]] = []
+    draws = 2 * n
+    while len(cands) < want:
+        missing, left = want - len(cands), possible - len(cands)
+        if cands and left <= 2 * missing:
+            rest = [p for p in itertools.combinations(ids, 2) if (min(p), max(p)) not in seen]
+            order = rng.permutation(len(rest))[:missing]
+            flip = rng.integers(0, 2, size=missing).astype(bool)
+            cands += [rest[i][::-1] if f else rest[i] for i, f in zip(order, flip, strict=True)]
+            break
+        # More draws where most would hit excluded or taken pairs (none excluded: 2 n first).
+        for a, b in pool.sample_pairs(min(math.ceil(draws * total / left), MAX_DRAWS), rng):
+            key = (min(a, b), max(a, b))
+            if key not in seen:
+                seen.add(key)
+                cands.append((a, b))
+            if len(cands) == want:
+                break
+        draws = 2 * (want - len(cands))
+    return cands

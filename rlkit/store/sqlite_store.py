@@ -346,6 +346,11 @@ class Store:
         row = self.conn.execute(q, (query_id,)).fetchone()
         return (int(row[0]), int(row[1])) if row else None
 
+    def asked_pairs(self) -> set[tuple[int, int]]:
+        """``(segment_a, segment_b)`` of every query stored (gold ones too), as asked."""
+        rows = self.conn.execute("SELECT segment_a, segment_b FROM queries").fetchall()
+        return {(int(a), int(b)) for a, b in rows}
+
     def count_queries(self) -> int:
         return int(self.conn.execute("SELECT COUNT(*) FROM queries").fetchone()[0])
 
