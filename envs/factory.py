@@ -23,6 +23,8 @@ from rlkit.core.errors import UserError
 gym.register_envs(ale_py)
 
 ATARI_FRAME_STACK = 4
+#: The values of :attr:`EnvSpec.reward`.
+REWARDS: tuple[str, ...] = ("gymnasium", "paper")
 
 
 def env_kind(env_id: str) -> str:
@@ -71,6 +73,13 @@ class EnvSpec:
     sticky_actions: float = 0.0
     terminate_when_unhealthy: bool | None = None
     reward: Literal["gymnasium", "paper"] = "gymnasium"
+
+    def __post_init__(self) -> None:
+        """Refuse a ``reward`` that no env would use (any other value built the env with its
+        own reward, silently)."""
+        if self.reward not in REWARDS:
+            choices = ", ".join(repr(r) for r in REWARDS)
+            raise UserError(f"EnvSpec reward must be one of {choices}, got {self.reward!r}")
 
 
 def mujoco_kwargs(spec: EnvSpec) -> dict:

@@ -122,3 +122,12 @@ def test_the_loop_labels_and_evaluates_with_the_paper_reward(tmp_path, capsys):
         row = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
         assert row["env_reward"] == reward
         assert round(row["true_return"], 1) == scored[reward]["return_learned"]
+
+
+@pytest.mark.parametrize("reward", ["Paper", "", "true"])
+def test_an_unknown_env_spec_reward_is_a_one_line_error_naming_the_choices(reward):
+    """EnvSpec(reward=...) is checked where it is made: "Paper" silently built the env with
+    Gymnasium's own reward before."""
+    with pytest.raises(UserError, match=r"reward must be one of 'gymnasium', 'paper', got"):
+        make_vec_env(EnvSpec("Hopper-v5", reward=reward), 1, 0)
+    assert EnvSpec("Hopper-v5", reward="paper").reward == "paper"

@@ -219,3 +219,27 @@ def test_a_diverging_reward_model_stops_the_run_with_one_line_and_no_traceback_f
         proc.close()
     (log,) = tmp_path.glob("rlkit-error-*.log")
     assert "Traceback (most recent call last)" in log.read_text()
+
+
+@pytest.mark.parametrize("kind", [ThreadLearner, ProcessLearner])
+def test_a_second_start_or_a_closed_learner_is_a_clear_runtime_error(kind):
+    """start(); start() trained twice on a thread (the first round's metrics lost) and was a
+    bare AssertionError in a process; both refuse it alike now, and both keep working after
+    finish(). A closed process learner raised "OSError: handle is closed"."""
+    segs = segments(20)
+    learner = kind(ensemble(), CONFIG, np.random.default_rng(0))
+    try:
+        feed(learner, segs, comparisons(segs, 10, seed=0))
+        learner.start(epochs=1)
+        with pytest.raises(RuntimeError, match=r"^reward training already started; call finish"):
+            learner.start(epochs=1)
+        assert "charts/reward_val_accuracy" in learner.finish()
+        learner.start(epochs=1)
+        assert learner.finish() and learner.finish() == {}
+    finally:
+        learner.close()
+    learner.close()
+    calls = [learner.start] + ([learner.evaluate, learner.state_dict] * (kind is ProcessLearner))
+    for call in calls:
+        with pytest.raises(RuntimeError, match="^the reward learner is closed$"):
+            call()

@@ -38,6 +38,10 @@ from rlkit.rewards.regularizers import UnlabeledSampler
 from rlkit.rewards.trainer import RewardTrainer, TrainerConfig
 
 LearnerKind = Literal["thread", "process"]
+#: What both learners raise on a second :meth:`start` before :meth:`finish`.
+ALREADY_STARTED = "reward training already started; call finish() first"
+#: What both learners raise when used after :meth:`close`.
+CLOSED = "the reward learner is closed"
 NORMALIZATION = ("out_mean", "out_std")
 """The ensemble's output normalization: set by the loop in this process, never by training."""
 
@@ -79,6 +83,7 @@ class ThreadLearner:
             initargs=(torch_threads,),
         )
         self._training: Future | None = None
+        self._closed = False
 
     def __len__(self) -> int:
         return len(self.trainer)
@@ -87,6 +92,15 @@ class ThreadLearner:
         self.trainer.add(comparison, seg_a, seg_b)
 
     def start(self, epochs: float | None = None) -> None:
+        """Start training in the background; :meth:`finish` waits for it.
+
+        Raises:
+            RuntimeError: training is already in flight, or the learner was closed.
+        """
+        if self._closed:
+            raise RuntimeError(CLOSED)
+        if self._training is not None:
+            raise RuntimeError(ALREADY_STARTED)
         self._training = self._executor.submit(self.trainer.train, epochs)
 
     def finish(self) -> dict[str, float]:
@@ -108,8 +122,11 @@ class ThreadLearner:
         self.ensemble.load_state_dict(state)
 
     def close(self) -> None:
+        """Wait for the training in flight (if it began) and end the thread; safe twice."""
+        self._closed = True
         if self._training is not None:
             self._training.cancel()
+        self._training = None
         self._executor.shutdown(wait=True)
 
 
@@ -257,6 +274,7 @@ class ProcessLearner:
         self._new_comparisons: list[Comparison] = []
         self._n = 0
         self._training = False
+        self._closed = False
 
     def __len__(self) -> int:
         return self._n
@@ -273,6 +291,8 @@ class ProcessLearner:
         self._n += 1
 
     def _send(self, *message: Any) -> None:
+        if self._closed:
+            raise RuntimeError(CLOSED)
         try:
             self._conn.send(message)
         except (BrokenPipeError, ConnectionResetError, EOFError):
@@ -290,6 +310,8 @@ class ProcessLearner:
         )
 
     def _reply(self) -> Any:
+        if self._closed:
+            raise RuntimeError(CLOSED)
         try:
             status, reply = self._conn.recv()
         except (EOFError, ConnectionResetError):
@@ -299,8 +321,15 @@ class ProcessLearner:
         return reply
 
     def _request(self, *message: Any) -> None:
-        """Send ``message`` after the pending labels; the child must be idle."""
-        assert not self._training, "finish() the training in flight first"
+        """Send ``message`` after the pending labels; the child must be idle.
+
+        Raises:
+            RuntimeError: training is in flight, or the learner was closed.
+        """
+        if self._closed:
+            raise RuntimeError(CLOSED)
+        if self._training:
+            raise RuntimeError(ALREADY_STARTED)
         self._flush()
         self._send(*message)
 
@@ -309,6 +338,11 @@ class ProcessLearner:
         return self._reply()
 
     def start(self, epochs: float | None = None) -> None:
+        """Start training in the child; :meth:`finish` waits for it.
+
+        Raises:
+            RuntimeError: training is already in flight, or the learner was closed.
+        """
         self._request("train", epochs)
         self._training = True
 
@@ -331,10 +365,15 @@ class ProcessLearner:
         self._send("load_state_dict", state)
 
     def load_ensemble(self, state: dict) -> None:
+        if self._closed:  # (before this copy changes)
+            raise RuntimeError(CLOSED)
         self.ensemble.load_state_dict(state)
         self._send("load_ensemble", state)
 
     def close(self) -> None:
+        """End the child (killed if it is training: nothing will read the result); safe
+        twice. Every call that needs the child raises afterwards."""
+        self._closed = True
         if self._process.is_alive():
             if self._training:  # nothing will read the result: do not wait for it
                 self._process.kill()
