@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -526,3 +527,103 @@ def test_auto_reaches_ray_as_auto_so_that_ray_sends_its_auth_token(monkeypatch, 
     monkeypatch.setattr(ray, "cluster_resources", dict)
     connect(address)
     assert called == [given]
+
+
+class _InProcessPool:
+    """A :class:`WorkerPool` stand-in without Ray: its workers are :class:`RolloutWorker`
+    objects of this process, and a call's "ref" is its result."""
+
+    def __init__(self, spec: EnvSpec, n_envs: int, n_workers: int, seed: int, *args, **kwargs):
+        self.ranges = split_envs(n_envs, n_workers)
+        self.handles = [RolloutWorker(spec, seed, r.start, len(r)) for r in self.ranges]
+        self.restarts = 0
+
+    @property
+    def n_workers(self) -> int:
+        return len(self.handles)
+
+    def submit(self, i: int, method: str, *args):
+        return getattr(self.handles[i], method)(*args)
+
+    def call(self, i: int, method: str, *args):
+        return self.submit(i, method, *args)
+
+    def result(self, i: int, ref, *args, **kwargs):
+        return ref
+
+    def results(self, refs, *args, **kwargs):
+        return list(refs)
+
+    def close(self) -> None:
+        for worker in self.handles:
+            worker.close()
+        self.handles = []
+
+
+def test_a_closed_ray_vec_env_says_so_and_a_bad_index_is_named(monkeypatch):
+    """After close() every call that needs the workers raises "RayVecEnv is closed" (not an
+    IndexError of the emptied pool), closing twice is safe, and an env index out of range is
+    an IndexError naming it (not an empty StopIteration)."""
+    from rlkit.distributed import vec_env
+
+    monkeypatch.setattr(vec_env, "WorkerPool", _InProcessPool)
+    venv = vec_env.RayVecEnv(EnvSpec("Pendulum-v1"), 3, 2, seed=0)
+    assert venv.reset().shape == (3, 3)
+    assert [s.id for s in venv.get_attr("spec", indices=[2, -1])] == ["Pendulum-v1"] * 2
+    with pytest.raises(IndexError, match=r"env index 5 out of range \(3 envs\)"):
+        venv.get_attr("spec", indices=[5])
+    with pytest.raises(IndexError, match=r"env index -4 out of range \(3 envs\)"):
+        venv.env_method("render", indices=-4)
+    venv.close()
+    venv.close()
+    assert venv.closed
+    actions = np.zeros((3, 1), dtype=np.float32)
+    for call in (venv.reset, lambda: venv.step(actions), lambda: venv.get_attr("spec")):
+        with pytest.raises(RuntimeError, match="^RayVecEnv is closed$"):
+            call()
+
+
+def test_a_closed_fragment_sampler_raises_instead_of_sampling_nothing(monkeypatch):
+    """sample() after close() returned [] (no workers left to ask), so a loop sampling until
+    it has enough segments spun for ever; it raises now, and closing twice is safe."""
+    from rlkit.distributed import sampler
+
+    monkeypatch.setattr(sampler, "WorkerPool", _InProcessPool)
+    monkeypatch.setattr(sampler, "ray", SimpleNamespace(put=lambda value: value))
+    frag = sampler.FragmentSampler(EnvSpec("Pendulum-v1"), 2, 1, seed=0, fragment_length=4)
+    policy = RandomPolicy(frag.action_space)
+    assert sum(len(t) for t in frag.sample(policy)) == 8
+    frag.close()
+    frag.close()
+    for call in (frag.sample, lambda: frag.sample_indexed(policy)):
+        with pytest.raises(RuntimeError, match="^FragmentSampler is closed$"):
+            call()
+    assert frag.closed
+
+
+@pytest.mark.parametrize("ray_address", ["10.9.9.9:6379", ""])
+def test_a_local_instance_started_beside_a_set_ray_address_says_so(
+    monkeypatch, caplog, ray_address
+):
+    """No --ray-address starts a local instance even where RAY_ADDRESS names a cluster (Ray's
+    own ``ray.init()`` would join it): the run says so, and how to join it instead."""
+    import ray
+
+    from rlkit.distributed import connection
+
+    started: list[bool] = []
+    monkeypatch.setenv("RAY_ADDRESS", ray_address)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 2.0})
+    monkeypatch.setattr(connection, "start_local", lambda: started.append(True))
+    with caplog.at_level(logging.WARNING, logger="rlkit.distributed"):
+        connection.connect(None)
+    assert started == [True]
+    warned = [r.getMessage() for r in caplog.records if "RAY_ADDRESS" in r.getMessage()]
+    if ray_address:
+        assert warned == [
+            "RAY_ADDRESS is set (10.9.9.9:6379), but no Ray address was given: starting a"
+            " local Ray instance (--ray-address auto joins RAY_ADDRESS's cluster)"
+        ]
+    else:
+        assert warned == []

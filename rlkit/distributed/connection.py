@@ -318,6 +318,12 @@ def connect(address: str | None = None, timeout_s: float = CONNECT_TIMEOUT_S) ->
     target = None if address is None else check_address(address, timeout_s)
     if ray.is_initialized():
         return
+    if address is None and os.environ.get("RAY_ADDRESS"):
+        logger.warning(
+            "RAY_ADDRESS is set (%s), but no Ray address was given: starting a local Ray"
+            " instance (--ray-address auto joins RAY_ADDRESS's cluster)",
+            os.environ["RAY_ADDRESS"],
+        )
     try:
         if target is None:
             start_local()

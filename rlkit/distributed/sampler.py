@@ -65,6 +65,7 @@ class FragmentSampler:
             raise ValueError(f"fragment_length must be >= 1, got {fragment_length}")
         self.fragment_length = fragment_length
         self.prefetch = prefetch
+        self._closed = False
         self._in_flight: list[ray.ObjectRef] | None = None
         self._policy_ref: ray.ObjectRef | None = None
         self._weights_ref: ray.ObjectRef | None = None
@@ -116,7 +117,11 @@ class FragmentSampler:
         starts (unless its worker was re-created meanwhile: its envs start new episodes).
         :class:`rlkit.loops.segment_recorder.FragmentSegmenter` cuts them into the segments
         of a preference run's pool.
+
+        Raises:
+            RuntimeError: the sampler was closed.
         """
+        self._check_open()
         handles = list(self.pool.handles)
         if policy is not None:
             self._policy_ref = ray.put(policy)
@@ -161,8 +166,20 @@ class FragmentSampler:
     def _submit(self, args: tuple) -> list[ray.ObjectRef]:
         return [self.pool.submit(i, "sample", *args) for i in range(self.pool.n_workers)]
 
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called (sampling then raises)."""
+        return self._closed
+
+    def _check_open(self) -> None:
+        """Raise rather than sample nothing: a closed pool has no workers, and a loop that
+        samples until it has enough segments would spin for ever on empty samples."""
+        if self._closed:
+            raise RuntimeError("FragmentSampler is closed")
+
     def close(self) -> None:
-        """End the workers; safe to call twice."""
+        """End the workers; safe to call twice. Sampling afterwards raises."""
+        self._closed = True
         self._in_flight = None
         self.pool.close()
 

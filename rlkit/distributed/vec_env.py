@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import operator
 import threading
 from collections import deque
 from collections.abc import Sequence
@@ -105,6 +106,7 @@ class RayVecEnv(VecEnv):
         call_timeout_s: float = CALL_TIMEOUT_S,
     ) -> None:
         check_env_id(spec.env_id)
+        self._closed = False
         self.spec = spec
         self.worker_rollouts = worker_rollouts
         self._rollout_policy: RolloutPolicy | None = None
@@ -139,11 +141,24 @@ class RayVecEnv(VecEnv):
 
     def worker_pid(self, worker: int) -> int:
         """Process id of worker ``worker`` (for monitoring, and for tests that kill it)."""
+        self._check_open()
         return self.pool.pid(worker)
 
     def worker_node_id(self, worker: int) -> str:
         """Id (hex) of the Ray node that worker ``worker`` runs on."""
+        self._check_open()
         return self.pool.node_id(worker)
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called: the workers are gone, and every call that needs
+        them raises."""
+        return self._closed
+
+    def _check_open(self) -> None:
+        """Raise one clear line instead of the ``IndexError`` of a pool with no workers."""
+        if self._closed:
+            raise RuntimeError("RayVecEnv is closed")
 
     # -- reset and step -----------------------------------------------------------------
 
@@ -156,7 +171,11 @@ class RayVecEnv(VecEnv):
         """Reset every env (with the seeds/options of :meth:`seed`/:meth:`set_options`, once).
 
         Returns: observations, shape ``(n_envs, *obs_shape)``.
+
+        Raises:
+            RuntimeError: the VecEnv was closed.
         """
+        self._check_open()
         self._pending = None
         self._replay.clear()
         if self._jobs is not None and self._graph is not None:
@@ -177,6 +196,7 @@ class RayVecEnv(VecEnv):
 
     def step_async(self, actions: np.ndarray) -> None:
         """Send each worker its block of ``actions`` (shape ``(n_envs, *act_shape)``)."""
+        self._check_open()
         actions = np.asarray(actions)
         if self._replay:
             _, expected, checked = self._replay[0]
@@ -201,6 +221,7 @@ class RayVecEnv(VecEnv):
 
     def step_wait(self) -> VecEnvStepReturn:
         """Collect every worker's step: ``(obs, rews, dones, infos)`` as from a DummyVecEnv."""
+        self._check_open()
         if self._replay:
             results = self._replay.popleft()[0]
         elif self._jobs is not None:
@@ -330,6 +351,7 @@ class RayVecEnv(VecEnv):
 
         Returns: the policy's actions, values and log-probabilities for every step.
         """
+        self._check_open()
         if n_steps < 1:
             raise ValueError(f"n_steps must be >= 1, got {n_steps}")
         if self._replay:
@@ -426,8 +448,9 @@ class RayVecEnv(VecEnv):
         died meanwhile: its envs are gone, and the resumed run starts new episodes.
 
         Raises:
-            RuntimeError: a step or a rollout's replay is in flight.
+            RuntimeError: a step or a rollout's replay is in flight, or the VecEnv was closed.
         """
+        self._check_open()
         if self._pending is not None or self._jobs is not None or self._replay:
             raise RuntimeError("the envs cannot be saved in the middle of a step or rollout")
         refs = [self.pool.submit(i, "get_state") for i in range(self.pool.n_workers)]
@@ -446,7 +469,9 @@ class RayVecEnv(VecEnv):
         Raises:
             ValueError: the state has another number of workers or envs, or its workers
                 kept other parts (checked by each worker before it changes anything).
+            RuntimeError: the VecEnv was closed.
         """
+        self._check_open()
         if len(state["workers"]) != self.pool.n_workers:
             raise ValueError(
                 f"the state has {len(state['workers'])} Ray workers, this VecEnv"
@@ -474,8 +499,21 @@ class RayVecEnv(VecEnv):
     # -- attributes and methods of the envs -----------------------------------------------
 
     def _by_worker(self, indices: VecEnvIndices) -> tuple[list[int], dict[int, list[int]]]:
-        """The requested global indices, and the local indices each worker holds of them."""
-        wanted = list(self._get_indices(indices))
+        """The requested global indices, and the local indices each worker holds of them.
+
+        Negative indices count from the end, as a DummyVecEnv's list does.
+
+        Raises:
+            RuntimeError: the VecEnv was closed.
+            IndexError: an index is not that of one of the envs.
+        """
+        self._check_open()
+        wanted = []
+        for index in self._get_indices(indices):
+            k = operator.index(index)
+            if not -self.num_envs <= k < self.num_envs:
+                raise IndexError(f"env index {k} out of range ({self.num_envs} envs)")
+            wanted.append(k % self.num_envs)
         local: dict[int, list[int]] = {}
         for k in wanted:
             i = next(i for i, r in enumerate(self.pool.ranges) if k in r)
@@ -521,7 +559,8 @@ class RayVecEnv(VecEnv):
         """End the workers (their envs are closed first); safe to call twice. A compiled
         graph is torn down first, waiting at most the graph's timeout: a worker that hung
         (a frozen process) would keep Ray's teardown waiting for ever, and ending the workers
-        ends it."""
+        ends it. Every call that needs the workers raises afterwards."""
+        self._closed = True
         self._pending = None
         self._jobs = None
         self._replay.clear()
