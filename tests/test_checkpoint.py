@@ -27,6 +27,15 @@ def test_saves_keep_the_newest_two_and_point_at_the_last(tmp_path):
     assert (path / "policy.zip").read_bytes() == b"zip"
 
 
+def test_keeping_fewer_than_one_checkpoint_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="keep must be >= 1"):
+        CheckpointManager(tmp_path, keep=0)
+    manager = CheckpointManager(tmp_path, keep=1)
+    for step in (0, 512):
+        _save(manager, step)
+    assert sorted(p.name for p in manager.root.iterdir()) == ["latest", "step_0000000512"]
+
+
 def test_killed_before_the_pointer_was_first_written_the_renamed_checkpoint_is_latest(tmp_path):
     manager = CheckpointManager(tmp_path)
     _save(manager, 0)

@@ -35,6 +35,35 @@ def test_comparison_accepts_only_valid_mu():
         Comparison(1, 2, (0.3, 0.7))
     with pytest.raises(ValueError, match="two different"):
         Comparison(3, 3, (1, 0))
+    # a third item, a string of digits, a number: not a distribution over two segments
+    for mu in [(1, 0, 0.5), "10", 1, (1,)]:
+        with pytest.raises(ValueError, match="mu must be one of"):
+            Comparison(1, 2, mu)
+    # ids are the pool's: ints >= 0 (numpy's too, kept as int)
+    assert Comparison(np.int64(4), 2, (0, 1)).segment_a == 4
+    assert type(Comparison(np.int64(4), 2, (0, 1)).segment_a) is int
+    for bad in [0.5, "0", -1, True, None]:
+        with pytest.raises(ValueError, match="segment_a must be a segment id"):
+            Comparison(bad, 2, (1, 0))
+
+
+def test_trajectory_ends_are_bools():
+    """``terminal="no"`` is truthy: it would be taken for an episode's terminal state."""
+    obs, acts, rews = np.zeros((4, 2)), np.zeros((3, 1)), np.zeros(3)
+    assert Trajectory(obs, acts, rews, terminal=np.bool_(True)).terminal
+    for name, value in [("terminal", "no"), ("terminal", 1), ("truncated", None)]:
+        kwargs = {"terminal": False, name: value}
+        with pytest.raises(ValueError, match=f"{name} must be a bool"):
+            Trajectory(obs, acts, rews, **kwargs)
+
+
+def test_a_pool_loaded_from_a_bigger_one_keeps_its_newest_capacity():
+    big = SegmentPool(capacity=5)
+    for _ in range(5):
+        big.add(_segment())
+    small = SegmentPool(capacity=3)
+    small.load_state_dict(big.state_dict())
+    assert small.ids().tolist() == [2, 3, 4] and small.next_id == 5
 
 
 def test_segment_pool_evicts_oldest_and_samples_distinct_pairs():

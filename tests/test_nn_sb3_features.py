@@ -79,7 +79,8 @@ def test_image_backbones_see_unscaled_channels_first_pixels(name: str, kwargs: d
 
 
 def test_unknown_backbone_and_dict_spaces_fail_early():
-    with pytest.raises(KeyError, match="did you mean revnet"):
+    with pytest.raises(KeyError, match="did you mean revnet") as info:
         backbone_policy_kwargs("revnt")
+    assert str(info.value).startswith("unknown backbone 'revnt'; did you mean revnet")  # no quotes
     with pytest.raises(ValueError, match="Dict"):
         BackboneExtractor(gym.spaces.Dict({"a": gym.spaces.Box(0, 1, (2,))}))

@@ -50,9 +50,11 @@ class SegmentPool:
         return {"segments": list(self._segments.values()), "next_id": self.next_id}
 
     def load_state_dict(self, state: dict) -> None:
-        """Hold ``state``'s segments instead of the current ones; ids go on from its next id
-        or from the current one, whichever is later."""
-        self._segments = OrderedDict((int(s.id), s) for s in state["segments"])
+        """Hold ``state``'s segments instead of the current ones (its newest ``capacity``,
+        where it held more); ids go on from its next id or from the current one, whichever
+        is later."""
+        newest = list(state["segments"])[-self.capacity :]
+        self._segments = OrderedDict((int(s.id), s) for s in newest)
         self.next_id = max(self.next_id, int(state["next_id"]))
 
     def sample_pairs(self, n: int, rng: np.random.Generator) -> list[tuple[int, int]]:

@@ -84,7 +84,9 @@ class CheckpointManager:
 
     def __init__(self, run_dir: str | os.PathLike, keep: int = 2) -> None:
         self.root = Path(run_dir) / "checkpoints"
-        self.keep = max(1, keep)
+        if keep < 1:
+            raise ValueError(f"keep must be >= 1 (the checkpoint just saved), got {keep}")
+        self.keep = keep
 
     @property
     def latest_file(self) -> Path:

@@ -36,6 +36,9 @@ class Trajectory:
     truncated: bool = False
 
     def __post_init__(self) -> None:
+        for name in ("terminal", "truncated"):
+            if not isinstance(getattr(self, name), bool | np.bool_):
+                raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
         if self.terminal and self.truncated:
             raise ValueError("a Trajectory ends either terminal or truncated, not both")
         if len(self.obs) != len(self.acts) + 1:
@@ -132,9 +135,19 @@ class Comparison:
     mu: tuple[float, float]
 
     def __post_init__(self) -> None:
-        mu = (float(self.mu[0]), float(self.mu[1]))
+        for name in ("segment_a", "segment_b"):
+            value = getattr(self, name)
+            if not isinstance(value, int | np.integer) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"{name} must be a segment id (an int >= 0), got {value!r}")
+            object.__setattr__(self, name, int(value))
+        try:
+            if isinstance(self.mu, str | bytes) or len(self.mu) != 2:
+                raise TypeError
+            mu = (float(self.mu[0]), float(self.mu[1]))
+        except (TypeError, ValueError):
+            raise ValueError(f"mu must be one of {VALID_MUS}, got {self.mu!r}") from None
         if mu not in VALID_MUS:
-            raise ValueError(f"mu must be one of {VALID_MUS}, got {self.mu}")
+            raise ValueError(f"mu must be one of {VALID_MUS}, got {self.mu!r}")
         object.__setattr__(self, "mu", mu)
         if self.segment_a == self.segment_b:
             raise ValueError("a comparison needs two different segments")

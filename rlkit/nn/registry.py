@@ -33,16 +33,27 @@ def backbone_names() -> list[str]:
     return sorted(_REGISTRY)
 
 
+class UnknownBackboneError(KeyError):
+    """No backbone is registered under that name. A KeyError whose ``str`` is its message
+    (a plain KeyError's is the message's repr, in quotes)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
 def make_backbone(name: str, observation_space: gym.spaces.Space, **kwargs) -> nn.Module:
     """Build the backbone registered as ``name`` for ``observation_space``.
 
     Raises:
-        KeyError: unknown name (the message lists close matches and every name).
+        UnknownBackboneError: (a KeyError) unknown name; the message lists close matches and
+            every name.
     """
     if name not in _REGISTRY:
         close = get_close_matches(name, _REGISTRY, n=3)
         hint = f"did you mean {', '.join(close)}? " if close else ""
-        raise KeyError(f"unknown backbone {name!r}; {hint}known: {', '.join(backbone_names())}")
+        raise UnknownBackboneError(
+            f"unknown backbone {name!r}; {hint}known: {', '.join(backbone_names())}"
+        )
     module = _REGISTRY[name](observation_space, **kwargs)
     if not isinstance(getattr(module, "out_dim", None), int):
         raise TypeError(f"backbone {name!r} must set an integer out_dim")
