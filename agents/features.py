@@ -41,6 +41,7 @@ class BackboneExtractor(BaseFeaturesExtractor):
         self.backbone = net
 
     def forward(self, observations: torch.Tensor) -> torch.Tensor:
+        """Features ``(B, features_dim)`` of observations ``(B, *obs_shape)``."""
         return self.backbone(observations)
 
 

@@ -58,6 +58,8 @@ class RunningObsNorm(BaseFeaturesExtractor):
         return self.mean.to(dtype), torch.sqrt(self.var + self.eps).to(dtype)
 
     def forward(self, observations: torch.Tensor) -> torch.Tensor:
+        """Observations ``(B, *obs_shape)`` flattened to ``(B, D)``, normalized by the running
+        statistics and clipped to ``[-clip, clip]``."""
         x = observations.flatten(1)
         mean, std = self._mean_std(x.dtype)
         return ((x - mean) / std).clamp(-self.clip, self.clip)

@@ -59,6 +59,7 @@ class PolicyConfig:
 
 
 def resolve_algo(config: PolicyConfig, kind: str) -> Algo:
+    """``config.algo``, or for ``auto``: A2C on Atari (``kind == "atari"``), TRPO otherwise."""
     if config.algo != "auto":
         return config.algo
     return "a2c" if kind == "atari" else "trpo"

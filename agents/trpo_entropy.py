@@ -3,10 +3,12 @@ observation normalization (:mod:`agents.obs_norm`)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Self
 
 import torch as th
 from sb3_contrib import TRPO
+from stable_baselines3.common.distributions import Distribution
+from torch import nn
 
 from agents.obs_norm import RunningObsNorm
 from agents.worker_rollouts import WorkerRolloutsMixin
@@ -32,7 +34,7 @@ class EntropyTRPO(WorkerRolloutsMixin, TRPO):
         super()._setup_model()
         original = self.policy.get_distribution
 
-        def get_distribution(obs: th.Tensor):
+        def get_distribution(obs: th.Tensor) -> Distribution:
             dist = original(obs)
             if th.is_grad_enabled():
                 self._last_distribution = dist
@@ -40,7 +42,7 @@ class EntropyTRPO(WorkerRolloutsMixin, TRPO):
 
         self.policy.get_distribution = get_distribution  # type: ignore[method-assign]
 
-    def learn(self, *args: Any, **kwargs: Any):
+    def learn(self, *args: Any, **kwargs: Any) -> Self:
         """TRPO's ``learn``, with ``torch.distributions``' argument checks off while it runs
         (every rollout step builds a Normal and checks its mean and std, ~4% of a MuJoCo run's
         CPU; the numbers are the same) and back as they were afterwards. The switch is
@@ -61,7 +63,9 @@ class EntropyTRPO(WorkerRolloutsMixin, TRPO):
         if isinstance(extractor, RunningObsNorm):
             extractor.update(self.rollout_buffer.observations)
 
-    def _compute_actor_grad(self, kl_div: th.Tensor, policy_objective: th.Tensor):
+    def _compute_actor_grad(
+        self, kl_div: th.Tensor, policy_objective: th.Tensor
+    ) -> tuple[list[nn.Parameter], th.Tensor, th.Tensor, list[tuple[int, ...]]]:
         if self.entropy_coef > 0 and self._last_distribution is not None:
             entropy = self._last_distribution.entropy()
             if entropy is not None:

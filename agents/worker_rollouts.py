@@ -90,6 +90,8 @@ class RolloutPolicy:
 
     @property
     def policy(self) -> ActorCriticPolicy:
+        """The CPU policy, built on first use without touching torch's generator, in eval
+        mode."""
         if self._policy is None:
             # Its initial weights are overwritten anyway: drawing them leaves the worker's
             # generator, which samples the actions, where it was (a resumed run's workers
@@ -100,9 +102,12 @@ class RolloutPolicy:
         return self._policy
 
     def load_state_dict(self, weights: Mapping[str, Any] | PolicyWeights) -> None:
+        """Load the driver's policy weights (a ``state_dict`` or :class:`PolicyWeights`)."""
         self.policy.load_state_dict(PolicyWeights.unwrap(weights))
 
     def __call__(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``obs (n_envs, *obs_shape)`` -> ``actions (n_envs, *act_shape)``, ``values
+        (n_envs,)``, ``log_probs (n_envs,)`` (see the class docstring)."""
         policy = self.policy
         want = policy.observation_space.shape
         if obs.shape[1:] != want and obs.ndim == 4 and obs.shape[1:] == (*want[1:], want[0]):
@@ -137,9 +142,12 @@ class RandomRolloutPolicy:
             self._span = np.broadcast_to(action_space.high, action_space.shape) - self._low
 
     def load_state_dict(self, weights: Any) -> None:
+        """Always raises TypeError: a random policy has no weights to load."""
         raise TypeError("RandomRolloutPolicy has no weights")
 
     def __call__(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Random ``actions (n_envs, *act_shape)`` for ``obs (n_envs, ...)``, with zero
+        ``values (n_envs,)`` and ``log_probs (n_envs,)`` (float32)."""
         n, space = len(obs), self.action_space
         if isinstance(space, spaces.Discrete):
             actions = (space.start + th.randint(int(space.n), (n,))).numpy()
@@ -149,6 +157,7 @@ class RandomRolloutPolicy:
         return actions, np.zeros(n, np.float32), np.zeros(n, np.float32)
 
     def env_actions(self, actions: np.ndarray) -> np.ndarray:
+        """``actions`` unchanged: they are already within the action space."""
         return actions
 
 
@@ -162,7 +171,11 @@ class WorkerRolloutSource(Protocol):
         policy: RolloutPolicy | RandomRolloutPolicy,
         n_steps: int,
         weights: PolicyWeights | None,
-    ) -> RolloutPlan: ...
+    ) -> RolloutPlan:
+        """Have the workers take ``n_steps`` steps of their envs with ``policy`` (``weights``
+        loaded; None: as they are) and queue the steps for replay by the next ``step`` calls.
+        Returns the actions, values and log-probabilities of every step."""
+        ...
 
 
 def rollout_source(env: VecEnv) -> WorkerRolloutSource | None:
@@ -189,6 +202,9 @@ class WorkerRolloutsMixin:
         rollout_buffer: RolloutBuffer,
         n_rollout_steps: int,
     ) -> bool:
+        """SB3's ``collect_rollouts``: fill ``rollout_buffer`` with ``n_rollout_steps`` steps
+        of each env, the actions from the workers' rollout when ``env`` offers one. False when
+        a callback stopped it (the remaining steps are still stepped through ``env``)."""
         algo: OnPolicyAlgorithm = self  # type: ignore[assignment]
         source = rollout_source(env)
         if source is None or algo.use_sde:

@@ -55,10 +55,13 @@ class MaxAndSkipScreens(MaxAndSkipEnv):
         self.last_screen: np.ndarray | None = None
 
     def reset(self, **kwargs: Any) -> tuple[np.ndarray, dict[str, Any]]:
+        """``MaxAndSkipEnv``'s reset; clears ``last_screen``."""
         self.last_screen = None
         return super().reset(**kwargs)
 
     def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        """``action`` for ``skip`` frames: the max-pooled observation ``(210, 160, 3)`` uint8,
+        the summed reward, and the last frame's ends and info."""
         self.last_screen = None
         if self._ale_env is None:
             return super().step(action)

@@ -139,6 +139,8 @@ class CollectEnv(gym.Env):
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:
+        """A new random maze with ``num_goals`` goals; returns the observation
+        ``(size, size, 4)`` and an empty info. ``options`` is ignored."""
         super().reset(seed=seed)
         rng = self.np_random
         walls = generate_maze(self.size, self.holes, rng)
@@ -183,6 +185,9 @@ class CollectEnv(gym.Env):
                 self.goals[y + DY[d], x + DX[d]] = True
 
     def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        """Run the option of direction ``action`` (0..3) to its end; never truncates (see the
+        module docstring for the reward and info). Raises RuntimeError after the episode's
+        end, ValueError for another action."""
         if self.done:
             raise RuntimeError("step() called on a finished episode; call reset()")
         direction = int(action)

@@ -116,9 +116,13 @@ class RemoteEnvs(Protocol):
     """A VecEnv whose envs live in other processes that can snapshot them (a Ray
     ``RayVecEnv``): :func:`vec_env_state` and :func:`set_vec_env_state` go through these."""
 
-    def get_env_state(self) -> Any | None: ...
+    def get_env_state(self) -> Any | None:
+        """A snapshot of every remote env, or None when one cannot be taken."""
+        ...
 
-    def set_env_state(self, state: Any) -> None: ...
+    def set_env_state(self, state: Any) -> None:
+        """Put the remote envs back into a snapshot :meth:`get_env_state` took."""
+        ...
 
 
 def _stack(venv: VecEnv) -> tuple[list[VecEnvWrapper], VecEnv]:

@@ -36,6 +36,7 @@ N_ACTIONS = len(MOVES)
 
 
 def default_horizon(size: int) -> int:
+    """Episode length for a ``size x size`` map: ``3 * size``."""
     return 3 * size
 
 
@@ -152,6 +153,9 @@ class LavalandEnv(gym.Env):
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:
+        """Start at the map's start cell on the fixed map or a newly drawn one; returns the
+        observation ``(H, W, 1 + C)`` and the start cell's ``"features"``. ``options`` is
+        ignored."""
         super().reset(seed=seed)
         if self.fixed_map is not None:
             self.map = self.fixed_map
@@ -170,6 +174,8 @@ class LavalandEnv(gym.Env):
         return self._obs(), {"features": self._features[self.state].copy()}
 
     def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        """Move in direction ``action``; never terminates, truncates after ``horizon`` steps.
+        Raises RuntimeError before the first reset, ValueError for an action outside 0..3."""
         if self.map is None:
             raise RuntimeError("call reset() before step()")
         if not self.action_space.contains(action):
@@ -198,6 +204,8 @@ class LavalandEnv(gym.Env):
         return tabular_mdp(self.map, features, self.horizon)
 
     def render(self) -> np.ndarray | None:
+        """The terrain in colour with the agent's cell white, 8 pixels per cell:
+        ``(8 * H, 8 * W, 3)`` uint8; None before the first reset."""
         if self.map is None:
             return None
         colours = np.array([[150, 110, 60], [70, 160, 60], [240, 200, 30], [220, 40, 20]])

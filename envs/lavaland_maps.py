@@ -70,10 +70,12 @@ class LavalandMap:
 
     @property
     def shape(self) -> tuple[int, int]:
+        """``(H, W)`` of the map."""
         return self.terrain.shape  # type: ignore[return-value]
 
     @property
     def has_lava(self) -> bool:
+        """Whether any cell is lava."""
         return bool((self.terrain == LAVA).any())
 
     def cell_index(self, cell: tuple[int, int]) -> int:

@@ -68,6 +68,8 @@ class PaperReward(gym.Wrapper):
         self._data = env.unwrapped.data  # type: ignore[attr-defined]  (MuJoCo's MjData)
 
     def step(self, action: Any) -> tuple[Any, SupportsFloat, bool, bool, dict[str, Any]]:
+        """The env's step with the paper's reward; Gymnasium's goes to
+        ``info["reward_gymnasium"]``."""
         obs, reward, terminated, truncated, info = self.env.step(action)
         info["reward_gymnasium"] = reward
         paper = float(info["reward_forward"])

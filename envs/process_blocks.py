@@ -234,6 +234,9 @@ class ProcessBlocksVecEnv(VecEnv):
     # -- the VecEnv interface --------------------------------------------------------------
 
     def reset(self) -> np.ndarray:
+        """Reset every env (with the seeds and options set since the last reset, then
+        forgotten); returns a copy of the observations ``(n_envs, *obs_shape)`` and keeps the
+        infos in :attr:`reset_infos`."""
         seeds, options = self._seeds or [None] * self.num_envs, self._options
         infos = self._all(
             ("reset", seeds[b.start : b.stop], options[b.start : b.stop]) for b in self.blocks
@@ -249,6 +252,8 @@ class ProcessBlocksVecEnv(VecEnv):
             self.send_block(i, actions[block.start : block.stop])
 
     def step_wait(self) -> VecEnvStepReturn:
+        """Wait for every block's step: ``obs (n_envs, *obs_shape)`` (a copy), ``rews
+        (n_envs,)``, ``dones (n_envs,)`` and ``n_envs`` infos."""
         answers = self._gather(lambda i: self.recv_block(i, copy=False))
         rews = np.concatenate([a[1] for a in answers])
         dones = np.concatenate([a[2] for a in answers])
@@ -315,22 +320,28 @@ class ProcessBlocksVecEnv(VecEnv):
                 pass
 
     def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:
+        """Attribute ``attr_name`` of each env ``indices`` (default: all), from its helper."""
         return self._per_env("get_attr", indices, attr_name)
 
     def set_attr(self, attr_name: str, value: Any, indices: VecEnvIndices = None) -> None:
+        """Set attribute ``attr_name`` to ``value`` on each env ``indices`` (default: all)."""
         self._per_env("set_attr", indices, attr_name, value)
 
     def env_method(
         self, method_name: str, *method_args: Any, indices: VecEnvIndices = None, **kwargs: Any
     ) -> list[Any]:
+        """The results of ``method_name(*method_args, **kwargs)`` on each env ``indices``
+        (default: all), called in its helper."""
         return self._per_env("env_method", indices, method_name, method_args, kwargs)
 
     def env_is_wrapped(
         self, wrapper_class: type[gym.Wrapper], indices: VecEnvIndices = None
     ) -> list[bool]:
+        """Whether each env ``indices`` (default: all) is wrapped in ``wrapper_class``."""
         return self._per_env("env_is_wrapped", indices, wrapper_class)
 
     def get_images(self) -> Sequence[np.ndarray | None]:
+        """Every env's ``render()`` (an RGB frame or None), in env order."""
         return self.env_method("render")
 
     # -- snapshots (envs.env_state.RemoteEnvs) -----------------------------------------------

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, SupportsFloat
 
 import cv2
 import gymnasium as gym
@@ -59,12 +59,15 @@ class RenderStateInfo(gym.Wrapper):
         screen = self._screens.last_screen if self._screens is not None else None
         return atari_frame(self.env, screen)
 
-    def reset(self, **kwargs: Any):
+    def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
+        """The env's reset, with the start's render state in ``info``."""
         obs, info = self.env.reset(**kwargs)
         info[RENDER_STATE_KEY] = self._state()
         return obs, info
 
-    def step(self, action: Any):
+    def step(self, action: Any) -> tuple[Any, SupportsFloat, bool, bool, dict[str, Any]]:
+        """The env's step, with the render state at the returned observation in ``info``:
+        ``(nq + nv,)`` float64 (MuJoCo) or ``(105, 80, 3)`` uint8 (Atari)."""
         obs, reward, terminated, truncated, info = self.env.step(action)
         info[RENDER_STATE_KEY] = self._state()
         return obs, reward, terminated, truncated, info

@@ -23,6 +23,9 @@ class ShallowDummyVecEnv(DummyVecEnv):
         return dict_to_obs(self.observation_space, {k: np.copy(v) for k, v in self.buf_obs.items()})
 
     def step_wait(self) -> VecEnvStepReturn:
+        """Step every env in turn, resetting those that end (``terminal_observation`` and
+        ``TimeLimit.truncated`` in their infos, as SB3 does); returns ``obs (n_envs,
+        *obs_shape)``, ``rews (n_envs,)``, ``dones (n_envs,)`` and the envs' own infos."""
         # One array of observations (not Dict or Tuple) is written straight into its buffer.
         flat = self.buf_obs[None] if self.keys == [None] else None
         for i, (env, action) in enumerate(zip(self.envs, self.actions, strict=True)):

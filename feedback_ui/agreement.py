@@ -13,10 +13,14 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from rlkit.store import Store
+
+if TYPE_CHECKING:
+    from rlkit.rewards.ensemble import RewardEnsemble
 
 
 @dataclasses.dataclass
@@ -28,6 +32,7 @@ class Agreement:
 
     @property
     def rate(self) -> float | None:
+        """``agree / total``, or None before the first answer."""
         return self.agree / self.total if self.total else None
 
 
@@ -88,7 +93,7 @@ class ModelJudge:
         self.ensemble, self.checkpoint, self._returns = ensemble, name, {}
         return True
 
-    def _build(self):
+    def _build(self) -> RewardEnsemble:
         """The run's ensemble, untrained, built as its trainer builds it (backbone settings too)."""
         from envs import EnvSpec, env_kind, make_vec_env
         from rlkit.core.rundir import load_config

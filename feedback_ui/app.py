@@ -23,6 +23,7 @@ import sqlite3
 import threading
 import time
 import unicodedata
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -66,14 +67,20 @@ LabelerName = Annotated[
 
 
 class Strict(BaseModel):
+    """A request body that rejects fields it does not know."""
+
     model_config = ConfigDict(extra="forbid")
 
 
 class NextIn(Strict):
+    """Ask for the labeler's next query."""
+
     labeler: LabelerName
 
 
 class LabelIn(Strict):
+    """A labeler's answer to a query."""
+
     query_id: int = Field(ge=1, le=MAX_ID, strict=True)  # not "1", 1.0 or true
     choice: Literal["left", "right", "equal", "skip"] = Field(
         description="left/right: that clip is better; equal: equally good; skip: can't tell."
@@ -90,12 +97,16 @@ class LabelIn(Strict):
 
 
 class Clip(BaseModel):
+    """One side of a query: a segment, its clip's URL, and whether the clip is rendered yet."""
+
     segment_id: int
     url: str
     ready: bool
 
 
 class Query(BaseModel):
+    """A query leased to the labeler: its two clips, reserved until lease_until (Unix seconds)."""
+
     id: int
     left: Clip
     right: Clip
@@ -103,27 +114,37 @@ class Query(BaseModel):
 
 
 class Progress(BaseModel):
+    """The labeler's progress and the queue's length."""
+
     labels_done: int = Field(description="Labels this labeler has given.")
     queue_depth: int = Field(description="Queries still waiting for a person's label.")
 
 
 class NextOut(BaseModel):
+    """The next query (null when none is open) and the labeler's progress."""
+
     query: Query | None
     progress: Progress
 
 
 class LabelOut(BaseModel):
+    """The stored label and the labeler's progress."""
+
     label_id: int
     created: bool = Field(description="False when the idempotency key had stored it already.")
     progress: Progress
 
 
 class AuthOut(BaseModel):
+    """Whether this server wants a token, and whether the request carried the right one."""
+
     token_required: bool
     authorized: bool
 
 
 class Error(BaseModel):
+    """An error response."""
+
     detail: str | list[dict[str, Any]] = Field(
         description="What was wrong: a message, or FastAPI's list of validation errors."
     )
@@ -157,6 +178,7 @@ class Service:
         self.checkpointer = threading.Thread(target=self._checkpoint, name="wal", daemon=True)
 
     def queue(self) -> LabelQueue:
+        """This thread's label queue, over its own store connection (opened on first use)."""
         if not hasattr(self.local, "queue"):
             store = Store(self.run_dir)
             # WAL checkpoints happen in the background thread below, not in a request.
@@ -182,14 +204,17 @@ class Service:
         return [s for _, a, b in pairs for s in (a, b)]
 
     def progress(self, labeler: str) -> Progress:
+        """``labeler``'s label count and the number of queries still waiting for a label."""
         q = self.queue()
         return Progress(labels_done=q.labels_by(labeler), queue_depth=q.queue_depth())
 
     def clip_ref(self, segment_id: int) -> Clip:
+        """Segment ``segment_id``'s clip URL and whether it is rendered already."""
         return Clip(segment_id=segment_id, url=f"/api/clips/{segment_id}",
                     ready=self.render.ready(segment_id))  # fmt: skip
 
     def query_out(self, lease: Lease) -> Query:
+        """``lease`` as the API shows it: its query id, two clips and lease end."""
         return Query(id=lease.query_id, left=self.clip_ref(lease.segment_a),
                      right=self.clip_ref(lease.segment_b), lease_until=lease.lease_until)  # fmt: skip
 
@@ -224,7 +249,7 @@ def create_app(
     )  # fmt: skip
 
     @contextlib.asynccontextmanager
-    async def lifespan(_app: FastAPI):
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         service.render.start()
         service.model.start()
         service.checkpointer.start()

@@ -20,6 +20,10 @@ import ipaddress
 import json
 import secrets
 from http.cookies import SimpleCookie
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from starlette.types import ASGIApp, Receive, Scope, Send
 
 COOKIE = "rlkit_token"
 PUBLIC_PATHS = ("/", "/status", "/favicon.ico", "/api/auth")
@@ -70,17 +74,21 @@ class TokenGuard:
         token: the shared token, or None for a loopback-only server without one.
     """
 
-    def __init__(self, app, token: str | None) -> None:
+    def __init__(self, app: ASGIApp | None, token: str | None) -> None:
         self.app = app
         self.token = token
 
     def authorized(self, headers: dict[bytes, bytes]) -> bool:
+        """Whether ``headers`` (lower-case names) carry the token, by bearer header or
+        cookie; always True without a token."""
         if self.token is None:
             return True
         given = _token_from(headers)
         return given is not None and hmac.compare_digest(given.encode(), self.token.encode())
 
-    async def __call__(self, scope, receive, send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Pass an HTTP request on to the app if allowed, else answer 403 (Host not loopback,
+        no token set) or 401 (token missing or wrong); other scopes pass unchecked."""
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -104,7 +112,7 @@ class TokenGuard:
         await self.app(scope, receive, send)
 
 
-async def reply(send, status: int, message: str, extra: list | None = None) -> None:
+async def reply(send: Send, status: int, message: str, extra: list | None = None) -> None:
     """Answer with ``status`` and ``{"detail": message}`` as JSON, from ASGI middleware."""
     body = json.dumps({"detail": message}).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]

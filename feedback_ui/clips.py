@@ -79,6 +79,7 @@ class ClipOptions:
 
     @property
     def suffix(self) -> str:
+        """The clip files' extension for ``codec``."""
         return SUFFIX[self.codec]
 
 
@@ -126,6 +127,7 @@ class MujocoFrames:
         return np.stack(frames)
 
     def close(self) -> None:
+        """Close the rendering env."""
         self.env.close()
 
 
@@ -177,6 +179,7 @@ class ClipRenderer:
         return path
 
     def close(self) -> None:
+        """Close every rendering env kept so far."""
         for r in self._mujoco.values():
             r.close()
         self._mujoco.clear()

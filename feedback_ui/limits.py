@@ -8,7 +8,12 @@ always sends the length of a JSON body.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from feedback_ui.auth import reply
+
+if TYPE_CHECKING:
+    from starlette.types import ASGIApp, Receive, Scope, Send
 
 #: Largest request body accepted, in bytes.
 MAX_BODY_BYTES = 64 * 1024
@@ -23,11 +28,13 @@ class BodyLimit:
         max_bytes: the largest body accepted.
     """
 
-    def __init__(self, app, max_bytes: int = MAX_BODY_BYTES) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int = MAX_BODY_BYTES) -> None:
         self.app = app
         self.max_bytes = max_bytes
 
-    async def __call__(self, scope, receive, send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Answer an HTTP request 411 or 413 by its headers (see the class docstring), or pass
+        it on to the app unread."""
         if scope["type"] == "http":
             headers = dict(scope.get("headers") or [])
             length = headers.get(b"content-length")

@@ -151,6 +151,7 @@ class LabelQueue:
         return int(self.conn.execute(q, {"n": self.labels_per_query, "who": ""}).fetchone()[0])
 
     def labels_by(self, labeler: str) -> int:
+        """Labels ``labeler`` has given (skips included)."""
         q = "SELECT COUNT(*) FROM labels WHERE labeler = ?"
         return int(self.conn.execute(q, (labeler,)).fetchone()[0])
 

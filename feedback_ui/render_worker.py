@@ -57,10 +57,12 @@ class RenderWorker:
         self._thread = threading.Thread(target=self._run, name="clip-render", daemon=True)
 
     def start(self) -> RenderWorker:
+        """Start the render thread; returns self."""
         self._thread.start()
         return self
 
     def stop(self, timeout: float = 10.0) -> None:
+        """Tell the render thread to stop and wait up to ``timeout`` seconds for it."""
         with self._cv:
             self._stop = True
             self._cv.notify_all()
@@ -76,6 +78,7 @@ class RenderWorker:
         return path
 
     def ready(self, segment_id: int) -> bool:
+        """Whether the segment's clip file exists."""
         return self.path(segment_id).is_file()
 
     # -- requests -----------------------------------------------------------------------

@@ -30,10 +30,12 @@ class ModelAgreementWorker:
         self._thread = threading.Thread(target=self._run, name="model-agreement", daemon=True)
 
     def start(self) -> ModelAgreementWorker:
+        """Start the background thread; returns self."""
         self._thread.start()
         return self
 
     def stop(self) -> None:
+        """Ask the thread to stop after its current computation; does not wait for it."""
         self._stop.set()
 
     def _run(self) -> None:

@@ -12,6 +12,9 @@ import importlib
 import os
 import sys
 from difflib import get_close_matches
+from typing import TypeVar
+
+_Config = TypeVar("_Config")
 
 # (group, command) -> (module:function, one-line help)
 COMMANDS: dict[tuple[str, str], tuple[str, str]] = {
@@ -32,6 +35,7 @@ COMMANDS: dict[tuple[str, str], tuple[str, str]] = {
 
 
 def usage() -> str:
+    """The help text listing every ``rlkit GROUP COMMAND`` with its one-line description."""
     lines = ["usage: rlkit GROUP COMMAND [options]   (rlkit GROUP COMMAND --help for options)", ""]
     width = max(len(f"{group} {cmd}") for group, cmd in COMMANDS)
     for (group, cmd), (_, help_) in COMMANDS.items():
@@ -45,6 +49,9 @@ def _fail(message: str, code: int = 2) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run ``rlkit GROUP COMMAND [options]`` (``argv``: the arguments after ``rlkit``, default
+    ``sys.argv[1:]``); returns the exit code. A :class:`~rlkit.core.errors.UserError`, an
+    OSError or an unforeseen exception is one line on stderr, not a traceback."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):  # asked for: stdout, exit 0; missing: stderr, 2
         print(usage(), file=sys.stdout if argv else sys.stderr)
@@ -115,12 +122,12 @@ def unexpected_error_line(exc: BaseException, argv: list[str]) -> str:
 
 
 def run_tyro(
-    config_type: type,
+    config_type: type[_Config],
     argv: list[str],
     prog: str,
     description: str | None = None,
-    default: object | None = None,
-):
+    default: _Config | None = None,
+) -> _Config:
     """Parse ``argv`` into ``config_type`` with tyro; ``--help`` prints and exits 0.
     ``default``: an instance whose values the flags not in ``argv`` take.
 

@@ -160,9 +160,11 @@ class VPNAgent:
         return out
 
     def sync_target(self) -> None:
+        """Copy the network's weights into the target network."""
         self.target.load_state_dict(self.net.state_dict())
 
     def state_dict(self) -> dict:
+        """The network's, target network's and optimizer's state, for a checkpoint."""
         return {
             "net": self.net.state_dict(),
             "target": self.target.state_dict(),
@@ -170,6 +172,7 @@ class VPNAgent:
         }
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore the network, target network and optimizer from :meth:`state_dict`'s dict."""
         self.net.load_state_dict(state["net"])
         self.target.load_state_dict(state["target"])
         self.optimizer.load_state_dict(state["optimizer"])

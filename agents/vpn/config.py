@@ -115,6 +115,7 @@ class VPNConfig:
             )
 
     def total_steps(self) -> int:
+        """``steps``, or 100,000 by default."""
         return 100_000 if self.steps is None else self.steps
 
     def learning_rate(self) -> float:
@@ -152,6 +153,8 @@ class EvalConfig:
     """Replace ``--output`` if it exists."""
 
     def validate(self) -> None:
+        """Raise :class:`UserError` for fewer than one episode or env, or a seed outside
+        ``0..2**32-1``."""
         if self.episodes < 1 or self.n_envs < 1:
             raise UserError("--episodes and --n-envs must be >= 1")
         if not 0 <= self.seed < 2**32:

@@ -9,6 +9,7 @@ Collect the Q-network uses the same conv encoder as VPN; on Atari SB3's Nature C
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,17 @@ class OptionReplayBuffer(ReplayBuffer):
         self.gamma = gamma
         self.durations = np.ones((self.buffer_size, self.n_envs), dtype=np.float32)
 
-    def add(self, obs, next_obs, action, reward, done, infos) -> None:  # noqa: ANN001 (SB3 signature)
+    def add(
+        self,
+        obs: np.ndarray,
+        next_obs: np.ndarray,
+        action: np.ndarray,
+        reward: np.ndarray,
+        done: np.ndarray,
+        infos: list[dict[str, Any]],
+    ) -> None:
+        """Store one vector-env step (arrays ``(n_envs, ...)``) and each env's
+        ``info["duration"]`` (1 when absent)."""
         self.durations[self.pos] = [info.get("duration", 1) for info in infos]
         super().add(obs, next_obs, action, reward, done, infos)
 
@@ -73,6 +84,7 @@ class GridFeatures(BaseFeaturesExtractor):
         self.encoder = encoder
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        """Features ``(B, C * 25)`` of grid observations ``(B, 10, 10, 4)``."""
         return self.encoder(obs).flatten(1)
 
 
@@ -179,7 +191,7 @@ class _RunCallback(BaseCallback):
         return step % chunk != 0
 
 
-def dqn_greedy(model: DQN):  # noqa: ANN201 (a policy callable)
+def dqn_greedy(model: DQN) -> Callable[[np.ndarray], np.ndarray]:
     """Greedy options ``(N,)`` from batched observations."""
 
     def policy(obs: np.ndarray) -> np.ndarray:

@@ -62,6 +62,7 @@ class CollectEncoder(nn.Module):
             self.state_shape = tuple(self.net(torch.zeros(1, c, h, w)).shape[1:])
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        """Grids ``(B, H, W, C)`` -> abstract states ``(B, *state_shape)``."""
         return self.net(obs.float().permute(0, 3, 1, 2))
 
 
@@ -78,6 +79,7 @@ class BackboneEncoder(nn.Module):
         self.state_shape = (channels, side, side)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        """Observations ``(B, *obs_shape)`` -> abstract states ``(B, C, S, S)``."""
         return F.elu(self.proj(self.backbone(obs))).view(-1, *self.state_shape)
 
 
@@ -94,6 +96,7 @@ class OptionConv(nn.Module):
         self.conv = nn.Conv2d(in_channels, num_options * out_channels, 3, padding=1)
 
     def forward(self, state: torch.Tensor) -> torch.Tensor:
+        """``(N, C, H, W)`` -> every option's features ``(N, O, K, H, W)``, ELU applied."""
         n, _, h, w = state.shape
         return F.elu(self.conv(state)).view(n, self.num_options, self.out_channels, h, w)
 
@@ -150,6 +153,7 @@ class Value(nn.Module):
         )
 
     def forward(self, state: torch.Tensor) -> torch.Tensor:
+        """Abstract states ``(M, C, H, W)`` -> values ``(M,)``."""
         return self.net(state).squeeze(-1)
 
 

@@ -32,7 +32,9 @@ class LatentModel(Protocol):
 
     num_options: int
 
-    def expand(self, state: torch.Tensor) -> Expansion: ...
+    def expand(self, state: torch.Tensor) -> Expansion:
+        """Every option's predictions from abstract states ``(M, *S)``."""
+        ...
 
 
 class Plan(NamedTuple):

@@ -110,7 +110,9 @@ class SequenceReplay:
         )
 
     def state_dict(self) -> dict:
+        """The underlying buffer's state, for a checkpoint."""
         return self.buffer.state_dict()
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore the underlying buffer from :meth:`state_dict`'s dict."""
         self.buffer.load_state_dict(state)

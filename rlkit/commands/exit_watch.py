@@ -79,6 +79,9 @@ def _ended_abruptly(head: str, run_dir: Path, grace_s: float) -> str | None:
 
 
 def main(argv: list[str]) -> int:
+    """The watch process: ``argv`` is ``HEAD_HOST:PORT RUN_DIR [GRACE_S]``. Ignores the run's
+    signals, waits for the pipe from the run to close, and prints the one-line error if the
+    run did not write ``done`` and its head is gone; returns 0."""
     head, run_dir = argv[0], Path(argv[1])
     grace_s = float(argv[2]) if len(argv) > 2 else HEAD_GONE_WITHIN_S
     # The run's Ctrl-C (the whole terminal's process group gets it) and its SIGTERM are the

@@ -13,12 +13,15 @@ import dataclasses
 import json as jsonlib
 import sys
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
 from rlkit.core.errors import UserError, check_settings
 from rlkit.core.rundir import first_unused, takes_new_files
+
+if TYPE_CHECKING:
+    from rlkit.rewards.ird.lavaland_eval import Example
 
 CONDITION_CHOICES = ("onehot", "latent")
 MAX_MAPS = 100_000
@@ -198,7 +201,7 @@ PLANNER_COLOURS = {
 }
 
 
-def plot_paths(examples, conditions: tuple[str, ...], path: Path) -> None:
+def plot_paths(examples: list[Example], conditions: tuple[str, ...], path: Path) -> None:
     """One panel per (test map, condition): terrain plus every planner's path, saved as PNG."""
     import matplotlib
 

@@ -99,6 +99,9 @@ def _bind(host: str, port: int) -> socket.socket:
 
 
 def serve(argv: list[str]) -> int:
+    """``rlkit label serve DIR``: check the settings, bind the port and serve the labeling UI
+    until stopped; returns 0. Off loopback without ``--token`` a token is made up and printed
+    in the URL."""
     cfg = run_tyro(ServeConfig, argv, prog="rlkit label serve")
     check_settings(cfg.clip, {}, "--clip.")  # every float setting finite
     check_settings(cfg, {"host": bool(cfg.host.strip()), "seed": 0 <= cfg.seed < 2**32})
@@ -148,6 +151,8 @@ def serve(argv: list[str]) -> int:
 
 
 def export(argv: list[str]) -> int:
+    """``rlkit label export DIR``: write the run's labels (jsonl or csv) to ``--output`` or
+    stdout, reading the store only; returns 0."""
     cfg = run_tyro(ExportConfig, argv, prog="rlkit label export")
     _check_run_dir(cfg.run_dir)
     if cfg.output is not None:

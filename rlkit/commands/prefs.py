@@ -91,7 +91,9 @@ def check_resumable(run_dir: Path) -> None:
     check_segment_files(run_dir)
 
 
-def _resume_settings(argv: list[str], cfg: PrefsConfig, saved: PrefsConfig, run_dir: Path):
+def _resume_settings(
+    argv: list[str], cfg: PrefsConfig, saved: PrefsConfig, run_dir: Path
+) -> PrefsConfig:
     """The settings a checkpointed run resumes with: the saved ones, with a longer --steps and
     how the run executes (EXECUTION_SETTINGS) changed for this invocation only."""
     given = given_flags(argv)
@@ -210,6 +212,8 @@ def _refuse_unused_flags(cfg: PrefsConfig, given: set[str], kind: str) -> None:
 
 
 def train(argv: list[str]) -> int:
+    """``rlkit prefs train``: parse ``argv`` (a new run, or ``--resume``), check it, run the
+    preference loop; returns the exit code. The run directory is released however it ends."""
     try:
         return _train(argv)
     finally:  # the run directory is free for the next trainer (a kill -9 frees it too)
@@ -387,6 +391,8 @@ class EvalConfig:
 
 
 def evaluate(argv: list[str]) -> int:
+    """``rlkit prefs eval DIR``: score the run's latest checkpointed policy on the true
+    reward and print the mean return (a table line, or JSON with ``--json``); returns 0."""
     args = run_tyro(EvalConfig, argv, prog="rlkit prefs eval")
     if args.episodes < 1:
         raise UserError(f"--episodes must be >= 1, got {args.episodes}")

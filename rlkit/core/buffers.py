@@ -43,6 +43,7 @@ class SegmentPool:
         return segment
 
     def ids(self) -> np.ndarray:
+        """The ids of the segments held, oldest first: ``(len(self),)`` int64."""
         return np.fromiter(self._segments.keys(), dtype=np.int64, count=len(self._segments))
 
     def state_dict(self) -> dict:
@@ -156,6 +157,8 @@ class ReplayBuffer:
         )
 
     def state_dict(self) -> dict:
+        """The stored transitions (the first ``size`` rows of each array), write position and
+        size, for a checkpoint."""
         return {
             "obs": self.obs[: self.size], "next_obs": self.next_obs[: self.size],
             "acts": self.acts[: self.size], "rews": self.rews[: self.size],
@@ -164,6 +167,8 @@ class ReplayBuffer:
         }  # fmt: skip
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore from :meth:`state_dict` into this buffer's arrays (its capacity must be at
+        least the saved size)."""
         size = int(state["size"])
         for name in ("obs", "next_obs", "acts", "rews", "terminated"):
             getattr(self, name)[:size] = state[name]

@@ -90,6 +90,7 @@ class CheckpointManager:
 
     @property
     def latest_file(self) -> Path:
+        """The pointer file naming the latest complete checkpoint's directory."""
         return self.root / "latest"
 
     def save(
@@ -160,6 +161,11 @@ class CheckpointManager:
         return path
 
     def load_latest(self) -> tuple[Path, dict[str, Any]]:
+        """The latest checkpoint's directory and its loaded ``state.pt``.
+
+        Raises:
+            CheckpointError: there is no checkpoint, or the pointer names a missing one.
+        """
         path = self.latest()
         return path, load_checkpoint(path / "state.pt")
 

@@ -39,6 +39,8 @@ class MetricsLogger:
         return self._tb, self._file
 
     def log(self, step: int, **scalars: float) -> None:
+        """Write each ``name=value`` scalar at ``step`` to TensorBoard and to ``metrics.csv``,
+        flushed."""
         tb, file = self._open()
         writer = csv.writer(file)
         for name, value in scalars.items():
@@ -47,6 +49,7 @@ class MetricsLogger:
         file.flush()
 
     def log_dict(self, step: int, scalars: dict[str, float]) -> None:
+        """Like :meth:`log`, with the scalars in a dict (for names that are not identifiers)."""
         self.log(step, **scalars)
 
     def close(self) -> None:

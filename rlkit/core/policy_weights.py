@@ -27,6 +27,8 @@ class PolicyWeights:
 
     @classmethod
     def of(cls, state_dict: Mapping[str, th.Tensor]) -> PolicyWeights:
+        """The distinct tensors of ``state_dict`` copied to numpy; keys whose tensor shares
+        another's storage, shape and strides become aliases of it."""
         arrays: dict[str, np.ndarray] = {}
         aliases: dict[str, str] = {}
         seen: dict[tuple, str] = {}

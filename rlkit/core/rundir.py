@@ -206,6 +206,11 @@ def save_longer_steps(run_dir: Path, steps: int) -> None:
 
 
 def load_config(run_dir: Path) -> dict[str, Any]:
+    """The run's ``config.json`` as a dict.
+
+    Raises:
+        UserError: there is no config.json, or it is not a JSON object.
+    """
     path = Path(run_dir) / "config.json"
     if not path.is_file():
         raise UserError(f"{run_dir} holds no run (no config.json)")

@@ -104,6 +104,7 @@ class Segment:
         return float(self.true_rews.sum())
 
     def with_id(self, segment_id: int) -> Segment:
+        """A copy of this segment with id ``segment_id``; the arrays are shared, not copied."""
         return dataclasses.replace(self, id=segment_id)
 
     def metadata(self) -> dict[str, Any]:

@@ -18,7 +18,11 @@ import numpy as np
 
 
 class WorkerPolicy(Protocol):
-    def __call__(self, obs: np.ndarray, rng: np.random.Generator) -> np.ndarray: ...
+    """What a rollout worker steps its envs with (see the module docstring)."""
+
+    def __call__(self, obs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Actions ``(n_envs, *act_shape)`` for observations ``(n_envs, *obs_shape)``; any
+        random draw comes from ``rng``."""
 
 
 class RandomPolicy:
@@ -36,6 +40,7 @@ class RandomPolicy:
             self._span = np.broadcast_to(action_space.high, action_space.shape) - self._low
 
     def __call__(self, obs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """``n_envs = len(obs)`` uniform actions ``(n_envs, *act_shape)``, drawn from ``rng``."""
         n = len(obs)
         space = self.action_space
         if isinstance(space, gym.spaces.Discrete):
@@ -57,8 +62,11 @@ class SB3Policy:
         self.deterministic = deterministic
 
     def __call__(self, obs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """The policy's actions ``(n_envs, *act_shape)`` for ``obs`` ``(n_envs, *obs_shape)``
+        (``rng`` unused: torch's generator draws)."""
         actions, _ = self.policy.predict(obs, deterministic=self.deterministic)
         return actions
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Load ``model.policy.state_dict()`` weights into the worker's copy."""
         self.policy.load_state_dict(state_dict)

@@ -239,6 +239,7 @@ class WorkerPool:
 
     @property
     def n_workers(self) -> int:
+        """How many rollout workers (Ray actors) the pool holds."""
         return len(self.handles)
 
     def _create(self, i: int, num_cpus: float | None = None, avoid: str | None = None) -> Any:

@@ -531,9 +531,16 @@ class RayVecEnv(VecEnv):
         return [by_index[k] for k in wanted]
 
     def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:
+        """Attribute ``attr_name`` of the envs at ``indices`` (all if None), in that order.
+
+        Raises:
+            RuntimeError: the VecEnv was closed.
+            IndexError: an index is out of range.
+        """
         return self._gather("get_attr", indices, attr_name)
 
     def set_attr(self, attr_name: str, value: Any, indices: VecEnvIndices = None) -> None:
+        """Set attribute ``attr_name`` to ``value`` on the envs at ``indices`` (all if None)."""
         self._gather("set_attr", indices, attr_name, value)
 
     def env_method(
@@ -543,14 +550,19 @@ class RayVecEnv(VecEnv):
         indices: VecEnvIndices = None,
         **method_kwargs: Any,
     ) -> list[Any]:
+        """``env.method_name(*method_args, **method_kwargs)`` of each env at ``indices`` (all if
+        None), in that order."""
         return self._gather("env_method", indices, method_name, method_args, method_kwargs)
 
     def env_is_wrapped(
         self, wrapper_class: type[gym.Wrapper], indices: VecEnvIndices = None
     ) -> list[bool]:
+        """Whether each env at ``indices`` (all if None) is wrapped in ``wrapper_class``."""
         return self._gather("env_is_wrapped", indices, wrapper_class)
 
     def get_images(self) -> Sequence[np.ndarray | None]:
+        """Each env's ``render()`` frame ``(H, W, 3)`` if ``render_mode`` is ``"rgb_array"``,
+        else one None per env."""
         if self.render_mode != "rgb_array":
             return [None] * self.num_envs
         return self.env_method("render")

@@ -266,21 +266,27 @@ class RolloutWorker:
         return self._send(self._last_step)
 
     def get_attr(self, name: str, indices: Sequence[int]) -> list[Any]:
+        """Attribute ``name`` of each of this worker's envs at ``indices`` (local to the worker)."""
         return self.base.get_attr(name, list(indices))
 
     def set_attr(self, name: str, value: Any, indices: Sequence[int]) -> list[None]:
+        """Set attribute ``name`` to ``value`` on this worker's envs at ``indices``; returns one
+        None per env."""
         self.base.set_attr(name, value, list(indices))
         return [None] * len(indices)
 
     def env_method(
         self, name: str, args: tuple, kwargs: dict[str, Any], indices: Sequence[int]
     ) -> list[Any]:
+        """``env.name(*args, **kwargs)`` of each of this worker's envs at ``indices``."""
         return self.base.env_method(name, *args, indices=list(indices), **kwargs)
 
     def env_is_wrapped(self, wrapper_class: type[gym.Wrapper], indices: Sequence[int]) -> list:
+        """Whether each of this worker's envs at ``indices`` is wrapped in ``wrapper_class``."""
         return self.base.env_is_wrapped(wrapper_class, list(indices))
 
     def close(self) -> None:
+        """Close this worker's envs (and their env processes, if any)."""
         self.venv.close()
 
     # -- a stopped run's snapshot --------------------------------------------------------
@@ -436,6 +442,11 @@ class RolloutWorker:
         self.rollout_policy = policy
 
     def load_rollout_state_dict(self, weights: Mapping[str, Any] | PolicyWeights) -> None:
+        """Load ``weights`` (a ``state_dict`` or :class:`PolicyWeights`) into the rollout policy.
+
+        Raises:
+            RuntimeError: no rollout policy was set (:meth:`set_rollout_policy`).
+        """
         if self.rollout_policy is None:
             raise RuntimeError("no rollout policy: call set_rollout_policy first")
         self.rollout_policy.load_state_dict(weights)

@@ -97,6 +97,8 @@ def random_actions(space: gym.Space, n: int, rng: np.random.Generator) -> np.nda
 
 
 def segment_length(cfg: PrefsConfig, kind: str) -> int:
+    """Env steps per segment: ``atari_segment_steps`` for Atari, else ``segment_seconds`` of
+    simulated time (at the env's ``dt``, 0.05 s if it has none), at least 1."""
     if kind == "atari":
         return cfg.atari_segment_steps
     dt = env_dt(cfg.env) or 0.05
@@ -297,10 +299,13 @@ class PreferenceLoop:
 
     @property
     def steps_done(self) -> int:
+        """Policy env steps taken so far (0 before the agent exists)."""
         return 0 if self.agent is None else int(self.agent.num_timesteps)
 
     @property
     def round_steps(self) -> int:
+        """Policy steps per round: ``--round-steps`` if set, else :data:`ROUND_STEPS` rounded up
+        to whole rollouts."""
         if self.cfg.round_steps:
             return self.cfg.round_steps
         assert self.agent is not None
@@ -407,6 +412,8 @@ class PreferenceLoop:
         return stats
 
     def refresh_normalization(self, max_segments: int = 64) -> None:
+        """Set the ensemble's output normalization from the steps of up to ``max_segments`` pool
+        segments, drawn at random; nothing while the pool is empty."""
         ids = self.pool.ids()
         if len(ids) == 0:
             return
@@ -479,6 +486,9 @@ class PreferenceLoop:
         self.console.log(f"{what} re-initialised at step {done:,} (--policy-reset-at)")
 
     def run_round(self) -> dict[str, float]:
+        """One round: policy steps, then the finished reward training, new queries, the next
+        reward training (if new labels came) and the policy reset (if due); returns the
+        round's metrics, logged at the round's last step."""
         assert self.agent is not None
         before = self.steps_done
         t0 = time.perf_counter()

@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterable
 
 import numpy as np
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
+from stable_baselines3.common.vec_env.base_vec_env import VecEnvStepReturn
 
 from rlkit.core.types import Segment, Trajectory
 
@@ -96,6 +97,7 @@ class SegmentRecorder(VecEnvWrapper):
         return infos[i].get(RENDER_STATE_KEY)
 
     def reset(self) -> np.ndarray:
+        """Reset the envs and restart every trace; observations ``(n_envs, *obs_shape)``."""
         self._obs = self.venv.reset()
         for i, trace in enumerate(self.traces):
             trace.restart()
@@ -103,10 +105,14 @@ class SegmentRecorder(VecEnvWrapper):
         return self._obs
 
     def step_async(self, actions: np.ndarray) -> None:
+        """Keep ``actions`` ``(n_envs, *act_shape)`` for the traces and pass them on."""
         self._actions = np.asarray(actions)
         self.venv.step_async(actions)
 
-    def step_wait(self):
+    def step_wait(self) -> VecEnvStepReturn:
+        """Step every env and record the step; an env holding ``length`` steps of its episode
+        emits them as a Segment to ``on_segment``. Returns the wrapped env's
+        ``(obs, rews, dones, infos)`` unchanged."""
         obs, rews, dones, infos = self.venv.step_wait()
         assert self._obs is not None and self._actions is not None, "reset() before step()"
         self.total_steps += self.num_envs

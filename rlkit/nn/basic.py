@@ -68,11 +68,17 @@ class MLP(nn.Module):
         self.out_dim = int(prev)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        """``(B, *obs_shape) -> (B, out_dim)``, observations cast to float32."""
         return self.net(obs.float())
 
 
 @register_backbone("mlp")
 def make_mlp(observation_space: gym.spaces.Space, **kwargs) -> MLP:
+    """An :class:`MLP` over the flattened observation space; ``kwargs`` go to :class:`MLP`.
+
+    Raises:
+        ValueError: the space has no shape.
+    """
     if observation_space.shape is None:
         raise ValueError("the mlp backbone needs an observation space with a shape")
     return MLP(int(np.prod(observation_space.shape)), **kwargs)
@@ -126,6 +132,7 @@ class NatureCNN(nn.Module):
         self.out_dim = int(features_dim)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        """``(B, H, W, C)`` or ``(B, C, H, W)`` -> ``(B, features_dim)``."""
         x = obs.float() * self.scale
         if self.channels_last:
             x = x.permute(0, 3, 1, 2)
@@ -134,6 +141,11 @@ class NatureCNN(nn.Module):
 
 @register_backbone("nature_cnn")
 def make_nature_cnn(observation_space: gym.spaces.Space, **kwargs) -> NatureCNN:
+    """A :class:`NatureCNN` for image observations; ``kwargs`` go to :class:`NatureCNN`.
+
+    Raises:
+        ValueError: the space is not 3-dimensional.
+    """
     shape = observation_space.shape
     if shape is None or len(shape) != 3:
         raise ValueError(f"the nature_cnn backbone needs image observations (3 dims), got {shape}")

@@ -131,6 +131,7 @@ class BatchRenorm(nn.Module):
         return x_hat
 
     def extra_repr(self) -> str:
+        """Constructor settings for the module's ``repr``."""
         return (
             f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
             f"r_max={self.r_max_final}, d_max={self.d_max_final}, warmup_steps={self.warmup_steps}"

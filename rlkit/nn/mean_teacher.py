@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -66,7 +67,8 @@ class EMATeacher(nn.Module):
                 t.mul_(alpha).add_(s, alpha=1.0 - alpha)
         self.num_updates += 1
 
-    def forward(self, *args, **kwargs):
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        """The teacher's output for the student's inputs, computed without gradient."""
         with torch.no_grad():
             return self.teacher(*args, **kwargs)
 

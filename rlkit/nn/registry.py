@@ -30,6 +30,7 @@ def register_backbone(name: str) -> Callable[[BackboneFactory], BackboneFactory]
 
 
 def backbone_names() -> list[str]:
+    """The registered backbone names, sorted."""
     return sorted(_REGISTRY)
 
 

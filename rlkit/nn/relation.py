@@ -79,6 +79,8 @@ class RelationModule(nn.Module):
         return self.g_rest(torch.relu(pre)).sum(dim=(1, 2))
 
     def forward(self, objects: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        """``f(sum_{i,j} g([o_i, o_j, q]))``: objects ``(B, N, obj_dim)`` and ``cond``
+        ``(B, cond_dim)`` (needed iff ``cond_dim > 0``) -> ``(B, out_dim)``."""
         return self.f(self.pair_sum(objects, cond))
 
 
@@ -159,11 +161,18 @@ class RelationNet(nn.Module):
         return cell_objects(self.stem(x))
 
     def forward(self, obs: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        """Entities ``(B, N, d)`` or images ``(B, H, W, C)``/``(B, C, H, W)``, and ``cond``
+        ``(B, cond_dim)`` if conditioned -> ``(B, out_dim)``."""
         return self.relation(self.objects(obs), cond)
 
 
 @register_backbone("relation")
 def make_relation(observation_space: gym.spaces.Space, **kwargs) -> RelationNet:
+    """A :class:`RelationNet` for the space's shape; ``kwargs`` go to :class:`RelationNet`.
+
+    Raises:
+        ValueError: the space has no shape, or one neither ``(N, d)`` nor an image's.
+    """
     if observation_space.shape is None:
         raise ValueError("the relation backbone needs an observation space with a shape")
     return RelationNet(observation_space.shape, **kwargs)

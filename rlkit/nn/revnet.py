@@ -22,6 +22,7 @@ penalty, a gradient of input gradients) build the network with ``reversible_back
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -42,6 +43,7 @@ class ReversibleBlock(nn.Module):
         self.g = g
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, 2h, *spatial) -> (B, 2h, *spatial)``, with grad recorded as usual."""
         x1, x2 = x.chunk(2, dim=1)
         y1 = x1 + self.f(x2)
         y2 = x2 + self.g(y1)
@@ -101,7 +103,17 @@ class _ReversibleBlockFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, block, tape, index, is_last, *params):
+    def forward(
+        ctx: Any,
+        x: torch.Tensor,
+        block: ReversibleBlock,
+        tape: _Tape,
+        index: int,
+        is_last: bool,
+        *params: nn.Parameter,
+    ) -> torch.Tensor:
+        """``block(x)``, ``(B, 2h, *spatial) -> (B, 2h, *spatial)``, without recording a graph;
+        ``params`` (the block's) are inputs only so that autograd asks for their gradients."""
         with torch.no_grad():
             y = block(x)
         ctx.block, ctx.tape, ctx.index, ctx.is_last = block, tape, index, is_last
@@ -111,7 +123,9 @@ class _ReversibleBlockFunction(torch.autograd.Function):
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, dy):
+    def backward(ctx: Any, dy: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        """Rebuild the block's input, hand it to the previous block on the tape; return
+        ``dx`` ``(B, 2h, *spatial)``, ``None`` for the non-tensor inputs, then the params' grads."""
         y = ctx.saved_tensors[0] if ctx.is_last else ctx.tape.outputs.pop(ctx.index)
         x, dx, grads = ctx.block.reverse_grad(y, dy)
         if ctx.index > 0:
@@ -194,6 +208,7 @@ class RevNetMLP(nn.Module):
         self.out_dim = int(width)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        """``(B, *obs_shape) -> (B, width)``."""
         return torch.relu(self.blocks(self.stem(_as_dtype(obs, self.stem[1].weight))))
 
 
@@ -249,6 +264,7 @@ class RevNetCNN(nn.Module):
         self.out_dim = int(features_dim)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        """``(B, H, W, C)`` or ``(B, C, H, W)`` -> ``(B, features_dim)``."""
         x = _as_dtype(obs, self.stem[0].weight) * self.scale
         if self.channels_last:
             x = x.permute(0, 3, 1, 2)

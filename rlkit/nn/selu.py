@@ -70,11 +70,17 @@ class SELUMLP(nn.Module):
         self.out_dim = int(prev)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        """``(B, *obs_shape) -> (B, out_dim)``, in the weights' dtype."""
         return self.net(obs.to(self.net[1].weight.dtype))
 
 
 @register_backbone("selu_mlp")
 def make_selu_mlp(observation_space: gym.spaces.Space, **kwargs) -> SELUMLP:
+    """A :class:`SELUMLP` over the flattened observation space; ``kwargs`` go to :class:`SELUMLP`.
+
+    Raises:
+        ValueError: the space has no shape.
+    """
     if observation_space.shape is None:
         raise ValueError("the selu_mlp backbone needs an observation space with a shape")
     return SELUMLP(int(np.prod(observation_space.shape)), **kwargs)

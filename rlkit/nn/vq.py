@@ -38,6 +38,8 @@ in the backbone) the losses' gradients are added in the backward pass instead.
 
 from __future__ import annotations
 
+from typing import Any
+
 import gymnasium as gym
 import numpy as np
 import torch
@@ -55,15 +57,24 @@ class _StraightThroughWithAuxGrad(torch.autograd.Function):
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(z_e, z_q, grad_e, grad_q):  # noqa: ARG004 (z_e: its gradient only)
+    def forward(
+        z_e: torch.Tensor,  # noqa: ARG004 (z_e: its gradient only)
+        z_q: torch.Tensor,
+        grad_e: torch.Tensor,
+        grad_q: torch.Tensor,
+    ) -> torch.Tensor:
+        """A copy of ``z_q``, ``(..., D)``; ``z_e`` is an input for its gradient only, ``grad_e``
+        and ``grad_q`` (shaped like it) for :meth:`backward`."""
         return z_q.clone()
 
     @staticmethod
-    def setup_context(ctx, inputs, output) -> None:
+    def setup_context(ctx: Any, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+        """Save ``grad_e`` and ``grad_q`` for :meth:`backward`."""
         ctx.save_for_backward(inputs[2], inputs[3])
 
     @staticmethod
-    def backward(ctx, grad):
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None, None]:
+        """``grad + grad_e`` to ``z_e``, ``grad_q`` to ``z_q``, nothing to the saved gradients."""
         grad_e, grad_q = ctx.saved_tensors
         return grad + grad_e, grad_q, None, None
 
@@ -137,7 +148,9 @@ class VectorQuantizer(nn.Module):
         self._aux_loss: torch.Tensor | None = None
         self.last_indices: torch.Tensor | None = None
 
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+    def _load_from_state_dict(
+        self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any
+    ) -> None:
         # Checkpoints from before data_init/restarts: their codebook is trained, so do not
         # re-initialize it.
         state_dict.setdefault(prefix + "initialized", torch.tensor(True))
@@ -274,6 +287,7 @@ class VectorQuantizer(nn.Module):
         return torch.nonzero(self.usage == 0).flatten()
 
     def reset_usage(self) -> None:
+        """Zero the usage counts and the restart count that :meth:`code_stats` reports."""
         self.usage.zero_()
         self.restarts.zero_()
 
@@ -320,6 +334,7 @@ class VQBottleneck(nn.Module):
         return z.view(z.shape[0], self.n_latents, self.quantizer.code_dim)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        """Quantized latents, flattened: ``(B, *obs_shape) -> (B, n_latents * code_dim)``."""
         return self.quantizer(self.encode(obs)).flatten(1)
 
     def aux_loss(self) -> torch.Tensor:
@@ -327,9 +342,11 @@ class VQBottleneck(nn.Module):
         return self.quantizer.aux_loss()
 
     def code_stats(self) -> dict[str, float]:
+        """The quantizer's code usage (see :meth:`VectorQuantizer.code_stats`)."""
         return self.quantizer.code_stats()
 
     def reset_usage(self) -> None:
+        """Zero the quantizer's usage and restart counts."""
         self.quantizer.reset_usage()
 
 

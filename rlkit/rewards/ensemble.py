@@ -80,11 +80,14 @@ class RewardNet(nn.Module):
         self.head = nn.Sequential(*layers)
 
     def encode_actions(self, acts: torch.Tensor) -> torch.Tensor:
+        """Actions ``(B, *act_shape)`` -> ``(B, act_dim)`` float: one-hot for Discrete (integer
+        ``(B,)`` or ``(B, 1)``), flattened for Box."""
         if self.discrete:
             return nn.functional.one_hot(acts.long().reshape(-1), self.act_dim).float()
         return acts.float().reshape(acts.shape[0], -1)
 
     def forward(self, obs: torch.Tensor, acts: torch.Tensor) -> torch.Tensor:
+        """Rewards ``(B, *obs_shape), (B, *act_shape) -> (B,)``."""
         feats = self.backbone(obs)
         return self.head(torch.cat([feats, self.encode_actions(acts)], dim=-1)).squeeze(-1)
 
@@ -233,7 +236,12 @@ class RewardEnsemble(nn.Module):
         """One member's forward in the given mode, vmapped over the stacked parameters."""
         template = self._templates[self._mode(train)]
 
-        def call_one(params, buffers, obs, acts):
+        def call_one(
+            params: dict[str, torch.Tensor],
+            buffers: dict[str, torch.Tensor],
+            obs: torch.Tensor,
+            acts: torch.Tensor,
+        ) -> torch.Tensor:
             return functional_call(template, (params, buffers), (self._inputs(obs), acts))
 
         return vmap(call_one, in_dims=in_dims, randomness="different")

@@ -53,14 +53,30 @@ class RewardLearner(Protocol):
     """This process's copy of the learner's ensemble, current after :meth:`finish`."""
 
     def __len__(self) -> int: ...
-    def add(self, comparison: Comparison, seg_a: Segment, seg_b: Segment) -> None: ...
-    def start(self, epochs: float | None = None) -> None: ...
-    def finish(self) -> dict[str, float]: ...
-    def evaluate(self) -> dict[str, float]: ...
-    def state_dict(self) -> dict: ...
-    def load_state_dict(self, state: dict) -> None: ...
-    def load_ensemble(self, state: dict) -> None: ...
-    def close(self) -> None: ...
+    def add(self, comparison: Comparison, seg_a: Segment, seg_b: Segment) -> None:
+        """Add one labelled comparison with its two segments (obs ``(L, *obs_shape)``, acts
+        ``(L, *act_shape)``), for the next :meth:`start`."""
+
+    def start(self, epochs: float | None = None) -> None:
+        """Start training in the background; :meth:`finish` waits for it."""
+
+    def finish(self) -> dict[str, float]:
+        """Wait for the training in flight and return its metrics (``{}`` if none was started)."""
+
+    def evaluate(self) -> dict[str, float]:
+        """Losses and accuracies of the current ensemble on the training and validation labels."""
+
+    def state_dict(self) -> dict:
+        """The trainer's state for a checkpoint (see :meth:`RewardTrainer.state_dict`)."""
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore the trainer's state from :meth:`state_dict`."""
+
+    def load_ensemble(self, state: dict) -> None:
+        """Load ensemble weights into :attr:`ensemble` and the copy that trains (if another)."""
+
+    def close(self) -> None:
+        """Stop training and release the thread or process; safe twice."""
 
 
 class ThreadLearner:
@@ -89,6 +105,7 @@ class ThreadLearner:
         return len(self.trainer)
 
     def add(self, comparison: Comparison, seg_a: Segment, seg_b: Segment) -> None:
+        """Hand one labelled comparison to the trainer (see :meth:`RewardTrainer.add`)."""
         self.trainer.add(comparison, seg_a, seg_b)
 
     def start(self, epochs: float | None = None) -> None:
@@ -104,21 +121,29 @@ class ThreadLearner:
         self._training = self._executor.submit(self.trainer.train, epochs)
 
     def finish(self) -> dict[str, float]:
+        """Wait for the training in flight and return its metrics (``{}`` if none was started).
+
+        Raises whatever the training raised.
+        """
         if self._training is None:
             return {}
         training, self._training = self._training, None
         return training.result()
 
     def evaluate(self) -> dict[str, float]:
+        """The trainer's losses and accuracies (see :meth:`RewardTrainer.evaluate`)."""
         return self.trainer.evaluate()
 
     def state_dict(self) -> dict:
+        """The trainer's state (see :meth:`RewardTrainer.state_dict`)."""
         return self.trainer.state_dict()
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore the trainer's state from :meth:`state_dict`."""
         self.trainer.load_state_dict(state)
 
     def load_ensemble(self, state: dict) -> None:
+        """Load ensemble weights; the thread trains the same ensemble, so there is one copy."""
         self.ensemble.load_state_dict(state)
 
     def close(self) -> None:
@@ -164,7 +189,12 @@ def _end() -> NoReturn:
 
 
 def _serve(
-    conn: Any, ensemble: RewardEnsemble, config: TrainerConfig, rng, threads: int, parent: int
+    conn: Any,
+    ensemble: RewardEnsemble,
+    config: TrainerConfig,
+    rng: np.random.Generator,
+    threads: int,
+    parent: int,
 ) -> None:
     """The child process: apply each request to one trainer, answer each that asks."""
     from rlkit.core.allocator import keep_freed_memory
@@ -280,6 +310,10 @@ class ProcessLearner:
         return self._n
 
     def add(self, comparison: Comparison, seg_a: Segment, seg_b: Segment) -> None:
+        """Queue one labelled comparison for the child; sent with the next request.
+
+        Each segment's obs and acts are queued once (without render state or true rewards).
+        """
         for seg in (seg_a, seg_b):
             if seg.id not in self._sent:
                 self._sent.add(seg.id)
@@ -347,6 +381,12 @@ class ProcessLearner:
         self._training = True
 
     def finish(self) -> dict[str, float]:
+        """Wait for the child's training and return its metrics (``{}`` if none was started);
+        this process's ``ensemble`` takes the trained weights (not its output normalization).
+
+        Raises:
+            LearnerProcessError: the child failed or died.
+        """
         if not self._training:
             return {}
         self._training = False
@@ -355,16 +395,32 @@ class ProcessLearner:
         return metrics
 
     def evaluate(self) -> dict[str, float]:
+        """The child trainer's losses and accuracies (see :meth:`RewardTrainer.evaluate`).
+
+        Raises:
+            RuntimeError: training is in flight, or the learner was closed.
+        """
         return self._ask("evaluate")
 
     def state_dict(self) -> dict:
+        """The child trainer's state (see :meth:`RewardTrainer.state_dict`).
+
+        Raises:
+            RuntimeError: training is in flight, or the learner was closed.
+        """
         return self._ask("state_dict")
 
     def load_state_dict(self, state: dict) -> None:
+        """Send the pending labels, then the trainer state from :meth:`state_dict`, to the child."""
         self._flush()
         self._send("load_state_dict", state)
 
     def load_ensemble(self, state: dict) -> None:
+        """Load ensemble weights into this copy and the child's.
+
+        Raises:
+            RuntimeError: the learner was closed.
+        """
         if self._closed:  # (before this copy changes)
             raise RuntimeError(CLOSED)
         self.ensemble.load_state_dict(state)

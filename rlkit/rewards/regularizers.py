@@ -88,6 +88,9 @@ class MeanTeacherConsistency:
         return obs + scale * torch.randn(obs.shape, generator=gen)
 
     def loss(self, step: int, rng: np.random.Generator) -> torch.Tensor:
+        """The consistency loss at gradient step ``step`` (a scalar): the members' rewards on
+        ``batch_size`` unlabeled steps against the teacher's, each input with its own noise, times
+        the ramped-up weight and the member count."""
         obs, acts = (torch.as_tensor(x) for x in self.sampler(self.batch_size, rng))
         student = self.ensemble.member_rewards(self._noisy(obs, rng), acts)
         with torch.no_grad():
@@ -96,4 +99,6 @@ class MeanTeacherConsistency:
         return w * self.ensemble.n_members * consistency_loss(student, teacher)
 
     def update(self) -> None:
+        """Move the teacher's weights towards the student's (EMA); call after each optimizer
+        step."""
         self.teacher.update()

@@ -73,6 +73,8 @@ class SyntheticTeacher:
         return seg.true_return
 
     def answer(self, seg_a: Segment, seg_b: Segment) -> str:
+        """``"left"``, ``"right"``, ``"equal"`` or ``"skip"`` for segment ``seg_a`` (left) against
+        ``seg_b`` (right), under the configured noise model."""
         c = self.config
         ra, rb = self._return(seg_a), self._return(seg_b)
         if c.noise == "skip" and ra < c.skip_threshold and rb < c.skip_threshold:
@@ -93,7 +95,8 @@ class SyntheticTeacher:
 class LabelSink(Protocol):
     """Where teachers put answers: the run's store."""
 
-    def add_label(self, query_id: int, choice: str, labeler: str, source: str, **kwargs) -> int: ...
+    def add_label(self, query_id: int, choice: str, labeler: str, source: str, **kwargs) -> int:
+        """Store one answer to query ``query_id``; returns the label's id."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,7 +113,9 @@ class Teacher(Protocol):
 
     def request(
         self, queries: Sequence[QueryRequest], segments: Mapping[int, Segment], sink: LabelSink
-    ) -> None: ...
+    ) -> None:
+        """Hand ``queries`` to the teacher, who answers into ``sink`` now or later;
+        ``segments`` maps every segment id they name to its segment."""
 
 
 class SyntheticTeacherAdapter:
@@ -132,6 +137,8 @@ class SyntheticTeacherAdapter:
     def request(
         self, queries: Sequence[QueryRequest], segments: Mapping[int, Segment], sink: LabelSink
     ) -> None:
+        """Answer the queries this teacher takes (all, or a random ``share`` of them) into
+        ``sink``; the rest are left for people."""
         for q in queries:
             if self.share < 1.0 and self.teacher.rng.random() >= self.share:
                 continue  # left for a person

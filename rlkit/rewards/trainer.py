@@ -306,8 +306,12 @@ class RewardTrainer:
     def _split(self, val: bool) -> np.ndarray:
         return np.flatnonzero(np.asarray(self.is_val, dtype=bool) == val)
 
-    def _batch(self, idx: torch.Tensor):
-        """Gather ``idx`` (``(K, B)`` label indices) into per-member segment tensors."""
+    def _batch(
+        self, idx: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Gather ``idx`` (``(K, B)`` label indices) into per-member segment tensors: obs_a
+        ``(K, B, L, *obs_shape)``, acts_a ``(K, B, L, *act_shape)``, obs_b, acts_b alike, and
+        mu ``(K, B)``."""
         a = torch.as_tensor(self.seg_a)[idx]
         b = torch.as_tensor(self.seg_b)[idx]
         mu = torch.as_tensor(self.mu_a, dtype=torch.float32)[idx]
@@ -430,6 +434,8 @@ class RewardTrainer:
         self.l2 = min(max(self.l2, self.config.l2_min), self.config.l2_cap)
 
     def evaluate(self) -> dict[str, float]:
+        """Losses and accuracies on the training and validation labels (NaN where there are
+        none), the current L2 weight and the label count; trains nothing."""
         train_loss, train_acc = self._losses(self._split(val=False))
         val_loss, val_acc = self._losses(self._split(val=True))
         return {

@@ -7,6 +7,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
+from stable_baselines3.common.vec_env.base_vec_env import VecEnvStepReturn
 
 from rlkit.rewards.ensemble import RewardEnsemble
 
@@ -67,14 +68,23 @@ class LearnedRewardVecEnv(VecEnvWrapper):
         return (self.scale * torch.cat(out).numpy()).astype(np.float32)
 
     def reset(self) -> np.ndarray:
+        """Reset the envs; observations ``(n_envs, *obs_shape)``, kept for the next reward."""
         self._last_obs = self.venv.reset()
         return self._last_obs
 
     def step_async(self, actions: np.ndarray) -> None:
+        """Keep ``actions`` ``(n_envs, *act_shape)`` for the reward and pass them on."""
         self._actions = actions
         self.venv.step_async(actions)
 
-    def step_wait(self):
+    def step_wait(self) -> VecEnvStepReturn:
+        """Step the envs; rewards ``(n_envs,)`` float32 are the learned ones (0 if ``deferred``)
+        plus the weighted prior, at the observations the actions were taken at, each true reward
+        kept in its ``info["true_reward"]``.
+
+        Raises:
+            RuntimeError: :meth:`reset` was not called first.
+        """
         obs, true_rews, dones, infos = self.venv.step_wait()
         if self._last_obs is None or self._actions is None:
             raise RuntimeError("LearnedRewardVecEnv: reset() must be called before step()")

@@ -23,6 +23,7 @@ import time
 import zipfile
 from collections.abc import Iterable
 from pathlib import Path
+from types import TracebackType
 
 import numpy as np
 
@@ -251,7 +252,12 @@ class Store:
             self.conn.execute("BEGIN IMMEDIATE")
             return self.conn
 
-        def __exit__(self, exc_type, exc, tb) -> None:
+        def __exit__(
+            self,
+            exc_type: type[BaseException] | None,
+            exc: BaseException | None,
+            tb: TracebackType | None,
+        ) -> None:
             self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
 
     def transaction(self) -> Store._Tx:
@@ -259,21 +265,26 @@ class Store:
         return Store._Tx(self.conn)
 
     def close(self) -> None:
+        """Close the database connection."""
         self.conn.close()
 
     def set_meta(self, key: str, value: str) -> None:
+        """Set ``meta[key] = value`` in one write transaction."""
         with self.transaction() as conn:
             conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
 
     def get_meta(self, key: str, default: str | None = None) -> str | None:
+        """``meta[key]``, or ``default`` if the key is not stored."""
         row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return row[0] if row else default
 
     # -- segments -----------------------------------------------------------------------
     def segment_path(self, segment_id: int) -> Path:
+        """Where segment ``segment_id``'s arrays are (or would be) stored."""
         return self.segment_dir / segment_file_name(segment_id)
 
     def has_segment(self, segment_id: int) -> bool:
+        """Whether segment ``segment_id`` has a row in the store."""
         q = "SELECT 1 FROM segments WHERE id = ?"
         return self.conn.execute(q, (segment_id,)).fetchone() is not None
 
@@ -299,6 +310,12 @@ class Store:
             )  # fmt: skip
 
     def load_segment(self, segment_id: int) -> Segment:
+        """The stored segment ``segment_id``, its arrays read from its file.
+
+        Raises:
+            KeyError: no such segment.
+            DamagedSegmentError: its file is missing or unreadable.
+        """
         row = self.conn.execute(
             "SELECT env_id, env_index, step, episode_start, path FROM segments WHERE id = ?",
             (segment_id,),
@@ -321,6 +338,7 @@ class Store:
             ) from exc
 
     def max_segment_id(self) -> int:
+        """The largest stored segment id, -1 if none is stored."""
         return int(self.conn.execute("SELECT COALESCE(MAX(id), -1) FROM segments").fetchone()[0])
 
     # -- queries ------------------------------------------------------------------------
@@ -352,6 +370,7 @@ class Store:
         return {(int(a), int(b)) for a, b in rows}
 
     def count_queries(self) -> int:
+        """How many queries are stored, gold ones included."""
         return int(self.conn.execute("SELECT COUNT(*) FROM queries").fetchone()[0])
 
     def count_selected_queries(self) -> int:
@@ -409,4 +428,5 @@ class Store:
         return [LabelRow(*row) for row in rows]
 
     def count_labels(self) -> int:
+        """How many labels are stored."""
         return int(self.conn.execute("SELECT COUNT(*) FROM labels").fetchone()[0])

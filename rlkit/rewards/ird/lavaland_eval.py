@@ -203,7 +203,9 @@ def run_lavaland_eval(
             extra = [generate_map(rng, settings.size) for _ in range(settings.classifier_maps - 1)]
             view = LatentView(settings.latent, [train, *extra], rng)
 
-        def agent_features(lmap: LavalandMap, view=view, rng=rng) -> np.ndarray:
+        def agent_features(
+            lmap: LavalandMap, view: LatentView | None = view, rng: np.random.Generator = rng
+        ) -> np.ndarray:
             return onehot_features(lmap.terrain) if view is None else view.features(lmap, rng)
 
         start = time.perf_counter()

@@ -54,6 +54,7 @@ class GaussianPrior:
 
     @classmethod
     def isotropic(cls, d: int, std: float = 1.0) -> GaussianPrior:
+        """Zero mean and standard deviation ``std`` in each of ``d`` dimensions."""
         return cls(mean=np.zeros(d), std=np.full(d, float(std)))
 
     def __post_init__(self) -> None:
@@ -62,6 +63,7 @@ class GaussianPrior:
 
     @property
     def dim(self) -> int:
+        """Number of reward weights ``d``."""
         return self.mean.shape[0]
 
     def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -82,7 +84,8 @@ class Normalizer(Protocol):
 
     beta: float
 
-    def log_z(self, w: np.ndarray) -> np.ndarray: ...
+    def log_z(self, w: np.ndarray) -> np.ndarray:
+        """``log Z(w)``: ``(N, d) -> (N,)``."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,6 +106,7 @@ class EnumeratedZ:
     beta: float
 
     def log_z(self, w: np.ndarray) -> np.ndarray:
+        """``log Z(w) = logsumexp_k(log p_k + beta w^T c_k)``: ``(N, d) -> (N,)``."""
         logits = self.beta * matmul(w, self.proxy_counts.T) + self.log_weights
         return _logsumexp(logits, axis=1)
 
@@ -115,6 +119,7 @@ class MaxEntZ:
     beta: float
 
     def log_z(self, w: np.ndarray) -> np.ndarray:
+        """``log Z(w)`` by soft value iteration in ``mdp``: ``(N, d) -> (N,)``."""
         return log_partition(self.mdp, w, self.beta)
 
 
@@ -189,6 +194,7 @@ class Posterior:
         return np.sqrt(matmul(self.weights, (self.samples - self.mean()) ** 2))
 
     def effective_sample_size(self) -> float:
+        """Kish's effective sample size of the weights, ``1 / sum(w_i^2)`` (``n`` when uniform)."""
         return float(1.0 / np.sum(self.weights**2))
 
     def resample(self, n: int, rng: np.random.Generator) -> Posterior:
