@@ -13,8 +13,11 @@ if [ ! -x .venv/bin/python ]; then
   "$py" -m venv .venv
 fi
 pip() { .venv/bin/python -m pip --disable-pip-version-check -q "$@"; }
-# Exactly 2.13.0: the CPU build. An open range would pull a multi-GB CUDA build.
-pip install torch==2.13.0
+# Exactly 2.13.0, the CPU build: PyTorch's CPU index offers 2.13.0+cpu, which pip prefers to
+# PyPI's 2.13.0 (on Linux, a multi-GB CUDA build), as it does a local wheel of it where pip is
+# configured with one. Where that index cannot be reached, pip gives up on it within seconds.
+pip install --timeout 10 --retries 1 --extra-index-url https://download.pytorch.org/whl/cpu \
+  torch==2.13.0
 # The simulator and RL libraries at the versions the benchmarks were measured with.
 pins=(-c scripts/constraints.txt)
 if [ "${1:-}" = "--dev" ]; then
