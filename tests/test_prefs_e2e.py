@@ -364,3 +364,14 @@ def test_episodes_shorter_than_a_segment_are_reported_not_spun_on(tmp_path, caps
         line,
     ), line
     assert "Traceback" not in out.stderr
+    # refused before its first checkpoint and label: nothing of it is left, so the corrected
+    # command runs in the same directory (it was "already holds a run", and --resume refuses
+    # a new --segment-seconds)
+    assert not run.exists()
+    run.mkdir()  # an empty directory the user made stays, empty
+    out = main_in_process(
+        capsys, "prefs", "train", "--labels", "8", "--steps", "2048", "--early-termination",
+        "--eval-episodes", "0", "--n-envs", "2", "--run-dir", str(run),
+    )  # fmt: skip
+    assert out.returncode == 2 and "no segment of 188 steps" in out.stderr
+    assert run.is_dir() and list(run.iterdir()) == []

@@ -413,6 +413,24 @@ def test_interrupt_before_the_first_checkpoint_says_where_the_labels_are(
     assert (run / "config.json").is_file()
 
 
+def test_a_restart_refused_at_set_up_leaves_the_saved_settings_as_they_were(
+    tmp_path, capsys, monkeypatch
+):
+    """A run with no checkpoint restarts with new settings; one the run refuses when it is
+    set up (a batch no memory holds) must not be saved in config.json first, or every later
+    plain --resume would be refused the same way."""
+    run = tmp_path / "run"
+    with monkeypatch.context() as m:
+        m.setattr(preference, "PreferenceLoop", _Interrupted)
+        assert main(["prefs", "train", *TINY, "--run-dir", str(run)]) == 130
+    capsys.readouterr()
+    before = _snapshot(run)
+    argv = ["prefs", "train", "--run-dir", str(run), "--resume", "--trainer.batch-size"]
+    assert main([*argv, str(10**9)]) == 2
+    assert "--trainer.batch-size 1,000,000,000 (3 members" in _one_error_line(capsys)
+    assert _snapshot(run) == before
+
+
 def test_a_run_stopped_before_its_first_checkpoint_starts_again_with_its_labels(
     tmp_path, capsys, monkeypatch
 ):

@@ -271,10 +271,6 @@ def _train(argv: list[str]) -> int:
         from rlkit.distributed import check_address  # optional dependency
 
         check_address(cfg.ray_address)  # before anything is written: a bad address is one line
-    if restart_changes:
-        save_config(run_dir, dataclasses.replace(cfg, resume=False))
-        print(f"no checkpoint yet: the run starts again with {', '.join(restart_changes)}",
-              file=sys.stderr)  # fmt: skip
     if not cfg.resume:
         from rlkit.loops.preference import check_segments_fit, trainer_config
 
@@ -304,6 +300,10 @@ def _train(argv: list[str]) -> int:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise UserError(f"cannot set up the run: {first}") from None
         raise
+    if restart_changes:  # (saved once the run is set up: a setting refused there is not)
+        save_config(run_dir, dataclasses.replace(cfg, resume=False))
+        print(f"no checkpoint yet: the run starts again with {', '.join(restart_changes)}",
+              file=sys.stderr)  # fmt: skip
     # (once the run is set up: a setting refused there is the only line printed)
     console.print(
         f"[bold]rlkit prefs[/] {cfg.env}: {cfg.steps} steps, {cfg.labels} labels, run dir {run_dir}"
@@ -312,10 +312,18 @@ def _train(argv: list[str]) -> int:
     # second one stops it at once (rlkit.core.stop).
     stop = GracefulStop(announce=lambda line: console.print(line, soft_wrap=True))
     watch = None
+    clear_new = False  # a fresh run refused before it saved anything of value
     try:
         watch = _exit_watch(cfg, run_dir)
         with stop:
             summary = loop.run(resume=cfg.resume, stop=stop)
+    except UserError:
+        # e.g. episodes too short for any segment, found while the random policy collects:
+        # with no checkpoint and no label yet, the same command (or a corrected one) may run
+        # again in the same directory
+        clear_new = not cfg.resume and not loop.checkpoints.any()
+        clear_new = clear_new and loop.store.count_labels() == 0
+        raise
     except StopRequested as exc:
         print(interrupted_line(run_dir, f"stopped at step {exc.step:,}"), file=sys.stderr)
         return exc.exit_code
@@ -341,6 +349,8 @@ def _train(argv: list[str]) -> int:
     finally:
         try:
             loop.close()
+            if clear_new:
+                _clear_new_run(run_dir, made_dir)
         finally:
             if watch is not None:
                 watch.done()

@@ -219,18 +219,18 @@ class PreferenceLoop:
         self.seg_len = check_segments_fit(cfg)
         self.scale = cfg.policy_reward_scale(self.kind)
         self.spec = cfg.env_spec(render_state=True)
-        self.store = Store(self.run_dir)
-        self.pool = SegmentPool(
-            cfg.pool_size or (300 if self.kind == "atari" else 1000),
-            first_id=self.store.max_segment_id() + 1,
-        )
+        self.pool = SegmentPool(cfg.pool_size or (300 if self.kind == "atari" else 1000))
         venv = self._make_venv()
         self.recorder = SegmentRecorder(venv, self.seg_len, self.pool.add, env_id=cfg.env)
         try:
             self.ensemble: RewardEnsemble = reward_ensemble(cfg, self.kind, venv)
-        except UserError:
+            # Opened once the envs and the ensemble are set up: a setting refused there (an
+            # unreachable Ray cluster, a batch no memory holds) leaves no store behind.
+            self.store = Store(self.run_dir)
+        except BaseException:
             venv.close()
             raise
+        self.pool.next_id = self.store.max_segment_id() + 1
         # The actor is what the policy's reward wrapper reads; the learner (self.ensemble)
         # trains in the background and is copied into the actor at round boundaries.
         self.actor: RewardEnsemble = copy.deepcopy(self.ensemble)
