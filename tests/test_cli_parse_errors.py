@@ -52,6 +52,24 @@ CASES = [
      "error: --atari-segment-steps sets Atari segments; Hopper-v5's last --segment-seconds"),
     (["prefs", "train", "--env", "ALE/Pong-v5", "--segment-seconds", "1"],
      "error: --segment-seconds sets MuJoCo segments; ALE/Pong-v5's last --atari-segment-steps"),
+    (["prefs", "train", "--teacher-model.eps", "0.2"],
+     "error: --teacher-model.eps sets the mistake noise model, and this run's teacher is"
+     " rational: add --teacher-model.noise mistake, or drop it"),
+    (["prefs", "train", "--teacher", "mixed", "--teacher-model.noise", "mistake",
+      "--teacher-model.beta", "2"],
+     "error: --teacher-model.beta sets the bradley_terry noise model, and this run's teacher"
+     " is mistake"),
+    (["prefs", "train", "--query-strategy", "uniform", "--oversample", "20"],
+     "error: --oversample sets the candidates scored per query; --query-strategy uniform"),
+    (["prefs", "train", "--env", "ALE/Pong-v5", "--no-early-termination"],
+     "error: --early-termination sets MuJoCo episodes; ALE/Pong-v5's end with the game"),
+    (["prefs", "train", "--env", "ALE/Pong-v5", "--reward-hidden", "32"],
+     "error: --reward-hidden sets the mlp backbone's layers; this run's is nature_cnn"),
+    (["prefs", "train", "--backbone", "selu_mlp", "--reward-hidden", "32"],
+     "error: --reward-hidden sets the mlp backbone's layers; this run's is selu_mlp"),
+    (["prefs", "train", "--env", "ALE/Pong-v5", "--policy.no-normalize-obs"],
+     "error: --policy.normalize-obs sets TRPO's observation normalization; this run's policy"
+     " is A2C"),
 ]  # fmt: skip
 
 

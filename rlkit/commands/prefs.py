@@ -186,15 +186,58 @@ def _check_one_rollout(cfg: PrefsConfig, kind: str) -> None:
         )
 
 
+#: The synthetic teacher's settings that only one noise model reads.
+NOISE_FLAGS = {
+    "--teacher-model.beta": "bradley_terry", "--teacher-model.eps": "mistake",
+    "--teacher-model.skip-threshold": "skip", "--teacher-model.equal-threshold": "equal",
+    "--teacher-model.gamma": "myopic",
+}  # fmt: skip
+
+
 def _refuse_unused_flags(cfg: PrefsConfig, given: set[str], kind: str) -> None:
     """A flag this run would ignore is a mistake to point out, not to pass over: the synthetic
-    teacher's settings without a synthetic teacher, the mixed teacher's share without it, one
-    env family's segment length on the other."""
+    teacher's settings without a synthetic teacher or with a noise model that does not read
+    them, the mixed teacher's share without it, one env family's segment length or episode
+    ends on the other, the candidates per query of uniform queries, the MLP's hidden layers
+    under another backbone, observation normalization for A2C (TRPO's alone)."""
+    from agents.presets import resolve_algo
+
     teacher_flags = sorted(f for f in given if f.startswith("--teacher-model."))
     if cfg.teacher == "human" and teacher_flags:
         raise UserError(
             f"{teacher_flags[0]} sets the synthetic teacher, and --teacher human has none: use"
             " --teacher mixed, or drop it"
+        )
+    for flag in teacher_flags:
+        model = NOISE_FLAGS.get(flag)
+        if model is not None and cfg.teacher_model.noise != model:
+            raise UserError(
+                f"{flag} sets the {model} noise model, and this run's teacher is"
+                f" {cfg.teacher_model.noise}: add --teacher-model.noise {model}, or drop it"
+            )
+    if cfg.query_strategy == "uniform" and "--oversample" in given:
+        raise UserError(
+            "--oversample sets the candidates scored per query; --query-strategy uniform scores"
+            " none"
+        )
+    if kind == "atari" and given & {"--early-termination", "--no-early-termination"}:
+        raise UserError(
+            f"--early-termination sets MuJoCo episodes; {cfg.env}'s end with the game (a life"
+            " lost ends a training episode)"
+        )
+    backbone = (
+        cfg.backbone if cfg.backbone != "auto" else "nature_cnn" if kind == "atari" else "mlp"
+    )
+    if backbone != "mlp" and "--reward-hidden" in given:
+        raise UserError(
+            f"--reward-hidden sets the mlp backbone's layers; this run's is {backbone} (its"
+            " settings go in --backbone-kwargs)"
+        )
+    normalize = {"--policy.normalize-obs", "--policy.no-normalize-obs"}
+    if resolve_algo(cfg.policy, kind) != "trpo" and given & normalize:
+        raise UserError(
+            "--policy.normalize-obs sets TRPO's observation normalization; this run's policy is"
+            f" {resolve_algo(cfg.policy, kind).upper()}"
         )
     if cfg.teacher != "mixed" and "--synthetic-share" in given:
         raise UserError(
