@@ -360,13 +360,6 @@ def _train(argv: list[str]) -> int:
         watch = _exit_watch(cfg, run_dir)
         with stop:
             summary = loop.run(resume=cfg.resume, stop=stop)
-    except UserError:
-        # e.g. episodes too short for any segment, found while the random policy collects:
-        # with no checkpoint and no label yet, the same command (or a corrected one) may run
-        # again in the same directory
-        clear_new = not cfg.resume and not loop.checkpoints.any()
-        clear_new = clear_new and loop.store.count_labels() == 0
-        raise
     except StopRequested as exc:
         print(interrupted_line(run_dir, f"stopped at step {exc.step:,}"), file=sys.stderr)
         return exc.exit_code
@@ -389,6 +382,13 @@ def _train(argv: list[str]) -> int:
         )
         print(stopped_line(message, run_dir, cfg.ray_address), file=sys.stderr)
         return 1
+    except UserError:  # (after RunStoppedError, a UserError whose line says what is saved)
+        # e.g. episodes too short for any segment, found while the random policy collects:
+        # with no checkpoint and no label yet, the same command (or a corrected one) may run
+        # again in the same directory
+        clear_new = not cfg.resume and not loop.checkpoints.any()
+        clear_new = clear_new and loop.store.count_labels() == 0
+        raise
     finally:
         try:
             loop.close()
