@@ -76,6 +76,16 @@ def test_mujoco_run_labels_trains_checkpoints_and_resumes(tmp_path, monkeypatch,
     ckpt_dir, state = CheckpointManager(run).load_latest()
     assert state["step"] >= 2048 and (ckpt_dir / "policy.zip").is_file()
     assert (run / "progress.png").stat().st_size > 1000
+    # the printed summary, and the final reward model's statistics (trained once more after
+    # the last round: in no row of metrics.csv), are kept in summary.json
+    summary = json.loads((run / "summary.json").read_text())
+    assert (summary["env"], summary["seed"], summary["steps"], summary["labels"]) == (
+        "Hopper-v5", 0, 2048, 24,
+    )  # fmt: skip
+    final = summary["reward_model"]
+    assert final["labels_trained"] == 24 and 0 <= final["reward_val_accuracy"] <= 1
+    assert final["l2_coefficient"] > 0 and final["reward_val"] > 0
+    assert f"{final['reward_val_accuracy']:.3f}" in capsys.readouterr().out
     assert (run / "metrics.csv").read_text().count("charts/reward_val_accuracy") >= 1
     assert list((run / "tb").iterdir())
     sb3_log = (run / "sb3" / "progress.csv").read_text()
@@ -375,3 +385,23 @@ def test_episodes_shorter_than_a_segment_are_reported_not_spun_on(tmp_path, caps
     )  # fmt: skip
     assert out.returncode == 2 and "no segment of 188 steps" in out.stderr
     assert run.is_dir() and list(run.iterdir()) == []
+
+
+def test_each_training_invocation_records_what_it_ran_with(tmp_path):
+    """provenance.jsonl: a line per `prefs train` (the fresh run, then a resume), with the
+    command, the library versions and the machine; a refused resume adds none."""
+    run = tmp_path / "run"
+    assert main(["prefs", "train", *TINY_MUJOCO, "--steps", "1024", "--eval-episodes", "0",
+                 "--run-dir", str(run)]) == 0  # fmt: skip
+    assert main(["prefs", "train", "--run-dir", str(run), "--resume", "--steps", "1"]) == 2
+    assert main(["prefs", "train", "--run-dir", str(run), "--resume", "--steps", "1536"]) == 0
+    lines = [json.loads(line) for line in (run / "provenance.jsonl").read_text().splitlines()]
+    assert [line["argv"][-2:] for line in lines] == [["--run-dir", str(run)], ["--steps", "1536"]]
+    import mujoco
+    import torch
+
+    for line in lines:
+        assert line["versions"]["torch"] == torch.__version__  # e.g. 2.13.0+cpu
+        assert line["versions"]["mujoco"] == mujoco.__version__
+        assert line["cores"] >= 1 and line["cpu"] and line["python"].startswith("3.")
+        assert line["commit"] is None or len(line["commit"].split("+")[0]) == 40

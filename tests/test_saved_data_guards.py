@@ -48,9 +48,10 @@ def _one_error_line(capsys) -> str:
 
 def test_label_export_never_writes_over_the_runs_own_files(finished_run, tmp_path, capsys):
     run = _copy(finished_run, tmp_path)
+    (run / "summary.json").unlink()  # as in a run not finished yet: written at its end
     before = _snapshot(run)
     for target in ("store.sqlite", "config.json", "checkpoints/latest", "store.sqlite-wal",
-                   "segments/new.csv"):  # fmt: skip
+                   "segments/new.csv", "summary.json", "provenance.jsonl"):  # fmt: skip
         output = ["--output", str(run / target), "--force"]  # not even with --force
         assert main(["label", "export", str(run), *output]) == 2
         assert "would overwrite a file of the run" in _one_error_line(capsys)
@@ -394,7 +395,7 @@ class _Interrupted:
     def __init__(self, cfg, run_dir, console) -> None:
         pass
 
-    def run(self, resume: bool, stop=None) -> None:
+    def run(self, resume: bool, stop=None, on_begin=None) -> None:
         raise KeyboardInterrupt
 
     def close(self) -> None:

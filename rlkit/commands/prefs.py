@@ -21,6 +21,7 @@ from rlkit.commands.exit_watch import ExitWatch
 from rlkit.commands.stopped import interrupted_line, stopped_line
 from rlkit.core.checkpoint import CheckpointManager
 from rlkit.core.errors import RunStoppedError, UserError
+from rlkit.core.provenance import record_provenance
 from rlkit.core.rundir import (
     RESUME_FLAGS,
     changed_settings,
@@ -359,7 +360,10 @@ def _train(argv: list[str]) -> int:
     try:
         watch = _exit_watch(cfg, run_dir)
         with stop:
-            summary = loop.run(resume=cfg.resume, stop=stop)
+            summary = loop.run(
+                resume=cfg.resume, stop=stop,
+                on_begin=lambda: record_provenance(run_dir, ["rlkit", "prefs", "train", *argv]),
+            )  # fmt: skip
     except StopRequested as exc:
         print(interrupted_line(run_dir, f"stopped at step {exc.step:,}"), file=sys.stderr)
         return exc.exit_code

@@ -107,6 +107,8 @@ def _flock_holder(path: Path) -> int | None:
 
 #: The folders a run writes in its directory (a preference run's; a VPN run's are a subset).
 RUN_FOLDERS = ("checkpoints", "segments", "clips", "tb", "sb3")
+#: Files a run writes at its top level, some only later (at its end, or when it resumes).
+RUN_FILES = ("config.json", "metrics.csv", "progress.png", "summary.json", "provenance.jsonl")
 
 
 def check_output_file(
@@ -119,10 +121,13 @@ def check_output_file(
     output = Path(output)
     target, root = output.resolve(), Path(run_dir).resolve()
     # the run's own names, there or not: its store's SQLite companions (-wal, -shm, -journal)
-    # appear and vanish as the store is used, and its folders belong to the run
+    # appear and vanish as the store is used, its folders belong to the run, and some of its
+    # files are written only at its end
     inside = target.relative_to(root).parts if root in target.parents else ()
     owned = bool(inside) and (
-        inside[0].startswith("store.sqlite") or (len(inside) > 1 and inside[0] in RUN_FOLDERS)
+        inside[0].startswith("store.sqlite")
+        or (len(inside) > 1 and inside[0] in RUN_FOLDERS)
+        or (len(inside) == 1 and inside[0] in RUN_FILES)
     )
     if owned or (target.exists() and (target == root or root in target.parents)):
         raise UserError(

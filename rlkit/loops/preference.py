@@ -28,7 +28,9 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import gymnasium as gym
@@ -81,6 +83,34 @@ class RunSummary:
     steps: int
     plot: Path
     wall_seconds: float
+
+
+def write_summary(summary: RunSummary, cfg: PrefsConfig, reward_model: dict[str, float]) -> Path:
+    """Write ``summary.json`` in the run directory (atomically) and return its path: the
+    summary the run prints, and ``reward_model``, the final reward model's statistics on all
+    the labels (trained once more after the last round, so in no row of ``metrics.csv``).
+    NaN (nothing to measure) is written as null; ``wall_seconds`` is this invocation's."""
+    import json
+
+    def plain(x: float) -> float | None:
+        return None if math.isnan(x) else float(x)
+
+    doc = {
+        "env": cfg.env, "seed": cfg.seed, "steps": summary.steps, "labels": summary.labels,
+        "true_return_before": plain(summary.true_return_before),
+        "true_return_after": plain(summary.true_return_after),
+        "eval_episodes": cfg.eval_episodes,
+        "reward_model": {
+            ("l2_coefficient" if k == "losses/l2" else k.split("/", 1)[-1]): plain(v)
+            for k, v in reward_model.items()
+        },
+        "wall_seconds": round(summary.wall_seconds, 1), "plot": summary.plot.name,
+    }  # fmt: skip
+    path = summary.run_dir / "summary.json"
+    tmp = path.with_name(f".summary.json.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(doc, indent=2) + "\n")
+    os.replace(tmp, path)
+    return path
 
 
 ROUND_STEPS = 8192
@@ -646,20 +676,32 @@ class PreferenceLoop:
         return True
 
     # -- the whole run --------------------------------------------------------------------
-    def run(self, resume: bool = False, stop: GracefulStop | None = None) -> RunSummary:
+    def run(
+        self,
+        resume: bool = False,
+        stop: GracefulStop | None = None,
+        on_begin: Callable[[], object] | None = None,
+    ) -> RunSummary:
         """The whole run (or the rest of it, with ``resume``).
 
         With ``stop``, a stop asked for by a signal is honoured at the next checkpoint that
         comes anyway (the one right after the start, the one at the end) or at the end of the
         round it arrives in, which is then checkpointed: the run raises
         :class:`~rlkit.core.stop.StopRequested` there, and ``--resume`` continues from it.
+        ``on_begin`` is called once the checkpoint has loaded (a resume) or before the run
+        starts: what a run records of each invocation goes there, not written for one that a
+        damaged or unfitting checkpoint refuses.
         """
         t_start = time.perf_counter()
         stop = stop or GracefulStop()  # never entered: never requested
         if resume and self.checkpoints.any():
             self.restore()
             save_longer_steps(self.run_dir, self.cfg.steps)
+            if on_begin is not None:
+                on_begin()
         else:
+            if on_begin is not None:
+                on_begin()
             if resume:
                 self.console.print(
                     f"no checkpoint yet: the run starts again from step 0 with the"
@@ -700,18 +742,21 @@ class PreferenceLoop:
         after = evaluate_policy_true(self.agent, self.cfg, self.n_envs, self.cfg.eval_episodes)
         if not math.isnan(after) and not self._evaluated_at(self.steps_done):
             self.metrics.log(self.steps_done, **{"charts/true_return_eval": after})
-        val_acc = (
-            self.learner.evaluate()["charts/reward_val_accuracy"] if len(self.learner) else math.nan
-        )
+        final = self.learner.evaluate() if len(self.learner) else {}
         from rlkit.loops.plots import plot_run
 
-        plot = plot_run(self.run_dir)
+        title = f"{self.cfg.env}, seed {self.cfg.seed}, {self.store.count_labels()} labels"
+        plot = plot_run(self.run_dir, title=title)
         self.metrics.close()
-        return RunSummary(
+        summary = RunSummary(
             run_dir=self.run_dir, true_return_before=self.true_return_before,
-            true_return_after=after, val_accuracy=val_acc, labels=self.store.count_labels(),
-            steps=self.steps_done, plot=plot, wall_seconds=time.perf_counter() - t_start,
+            true_return_after=after,
+            val_accuracy=final.get("charts/reward_val_accuracy", math.nan),
+            labels=self.store.count_labels(), steps=self.steps_done, plot=plot,
+            wall_seconds=time.perf_counter() - t_start,
         )  # fmt: skip
+        write_summary(summary, self.cfg, final)
+        return summary
 
     def _evaluated_at(self, step: int) -> bool:
         """Whether the run's log has a final evaluation at ``step`` already (a finished run
