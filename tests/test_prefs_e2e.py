@@ -70,6 +70,10 @@ def test_mujoco_run_labels_trains_checkpoints_and_resumes(tmp_path, monkeypatch,
     assert [schedule.target(s) for s in (0, 1024, 2048)] == [6, 15, 24]
     assert dict(metrics["charts/labels"]) == {1024: 15, 2048: 24}
     assert dict(metrics["charts/queries_asked"]) == {1024: 9, 2048: 9}  # 6 before the first
+    assert dict(metrics["charts/labels_target"]) == {1024: 15, 2048: 24}
+    # the asked pairs' mean disagreement: a variance of preference probabilities, in (0, 0.25]
+    scores = dict(metrics["charts/query_score"])
+    assert scores.keys() == {1024, 2048} and all(0 < v <= 0.25 for v in scores.values())
     # each label's segments are saved, with MuJoCo qpos/qvel to render them later
     seg = store.load_segment(store.labels_after(0)[0].segment_a)
     assert seg.obs.shape == (25, 11) and seg.render_state.shape == (25, 12)

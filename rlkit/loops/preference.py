@@ -292,6 +292,7 @@ class PreferenceLoop:
         self.random_steps = 0
         self.last_checkpoint_step = 0
         self._finished_early: dict[str, float] = {}  # stats of training a save waited for
+        self.last_query_score = math.nan  # the mean score of the pairs ask() chose last
 
     # -- construction -------------------------------------------------------------------
     def _make_venv(self) -> VecEnv:
@@ -386,6 +387,8 @@ class PreferenceLoop:
             self.ensemble, self.pool, n, self.cfg.query_strategy, self.rng, self.cfg.oversample,
             exclude=self.store.asked_pairs(),
         )  # fmt: skip
+        scored = self.cfg.query_strategy != "uniform" and pairs
+        self.last_query_score = float(np.mean([c for _, _, c in pairs])) if scored else math.nan
         for a, b, _ in pairs:
             self.store.add_segment(self.pool[a])
             self.store.add_segment(self.pool[b])
@@ -532,6 +535,7 @@ class PreferenceLoop:
         step = self.steps_done
         stats = self.finish_reward_training()
         wait_seconds = time.perf_counter() - t0 - policy_seconds
+        self.last_query_score = math.nan
         asked = self.ask(self.schedule.target(step) - self.store.count_selected_queries())
         if self.ingest_labels():
             self.start_reward_training()
@@ -541,6 +545,9 @@ class PreferenceLoop:
             "charts/learned_reward": self.reward_callback.last_mean,
             "charts/labels": float(self.store.count_labels()),
             "charts/queries_asked": float(asked),
+            "charts/labels_target": float(self.schedule.target(step)),
+            # the asked pairs' mean score: disagreement's variance across members (entropy's)
+            "charts/query_score": self.last_query_score,
             "charts/pool_size": float(len(self.pool)),
             "time/policy_seconds": policy_seconds,
             "time/reward_wait_seconds": wait_seconds,
