@@ -15,9 +15,11 @@ fi
 pip() { .venv/bin/python -m pip --disable-pip-version-check -q "$@"; }
 # Exactly 2.13.0, the CPU build: PyTorch's CPU index offers 2.13.0+cpu, which pip prefers to
 # PyPI's 2.13.0 (on Linux, a multi-GB CUDA build), as it does a local wheel of it where pip is
-# configured with one. Where that index cannot be reached, pip gives up on it within seconds.
-pip install --timeout 10 --retries 1 --extra-index-url https://download.pytorch.org/whl/cpu \
-  torch==2.13.0
+# configured with one. Where that index cannot be reached, pip gives up on it in about a
+# second. Torch alone first (one lookup there), then its dependencies from the usual index.
+pip install --timeout 10 --retries 0 --no-deps \
+  --extra-index-url https://download.pytorch.org/whl/cpu torch==2.13.0
+pip install torch==2.13.0
 # The simulator and RL libraries at the versions the benchmarks were measured with.
 pins=(-c scripts/constraints.txt)
 if [ "${1:-}" = "--dev" ]; then

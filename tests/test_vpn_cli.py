@@ -281,6 +281,12 @@ def test_dqn_baseline_trains_resumes_and_evaluates(tmp_path: Path) -> None:
     assert (run / "model_dqn.zip").is_file()
     assert main(["vpn", "train", "--run-dir", str(run), "--resume", "--steps", "160", *TINY]) == 0
     assert (run / "checkpoints/latest").read_text() == "step_0000000160"
+    # each invocation recorded what it ran with (the command, the versions, the machine)
+    lines = [json.loads(line) for line in (run / "provenance.jsonl").read_text().splitlines()]
+    assert [line["argv"][:5] for line in lines] == [
+        ["rlkit", "vpn", "train", "--algo", "dqn"], ["rlkit", "vpn", "train", "--run-dir", str(run)],
+    ]  # fmt: skip
+    assert all(line["versions"]["torch"] and line["cores"] >= 1 for line in lines)
     out = tmp_path / "e.json"
     assert (
         main(["vpn", "eval", str(run), "--episodes", "6", "--n-envs", "3", "--output", str(out)])

@@ -200,10 +200,15 @@ def dqn_greedy(model: DQN) -> Callable[[np.ndarray], np.ndarray]:
     return policy
 
 
-def train_dqn(cfg: VPNConfig, stop: GracefulStop | None = None) -> Path:
+def train_dqn(
+    cfg: VPNConfig,
+    stop: GracefulStop | None = None,
+    on_begin: Callable[[Path], object] | None = None,
+) -> Path:
     """Train (or resume) the DQN baseline in a run directory; returns it. A stop asked for
     through ``stop`` checkpoints the step it arrives at and raises
-    :class:`~rlkit.core.stop.StopRequested`."""
+    :class:`~rlkit.core.stop.StopRequested`. ``on_begin``: see
+    :func:`agents.vpn.trainer.start_run`."""
     stop = stop or GracefulStop()  # never entered: never requested
     cfg, run_dir = resolve_run(cfg)
     seed_everything(cfg.seed)
@@ -222,7 +227,7 @@ def train_dqn(cfg: VPNConfig, stop: GracefulStop | None = None) -> Path:
         venv.seed(cfg.seed + model.num_timesteps)
     else:
         model = make_dqn(cfg, venv)
-    start_run(cfg, run_dir)
+    start_run(cfg, run_dir, on_begin)
     logger = MetricsLogger(run_dir)
     try:
         with make_progress() as progress:

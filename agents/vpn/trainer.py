@@ -12,6 +12,7 @@ episodes in flight at the checkpoint are restarted) and ``model.pt`` at the end.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -143,25 +144,34 @@ def resolve_run(cfg: VPNConfig) -> tuple[VPNConfig, Path]:
     return cfg, run_dir
 
 
-def start_run(cfg: VPNConfig, run_dir: Path) -> None:
+def start_run(
+    cfg: VPNConfig, run_dir: Path, on_begin: Callable[[Path], object] | None = None
+) -> None:
     """Save a fresh run's config once its envs and network are built: a setting that fails
     there leaves the directory as empty as it was, free for a corrected run. A resumed run,
     once its checkpoint has loaded, saves a longer ``--steps`` (a later ``--resume`` goes on
-    to it, and a shorter one is refused)."""
+    to it, and a shorter one is refused). Then ``on_begin(run_dir)``: what a run records of
+    each invocation (the CLI's ``provenance.jsonl``)."""
     if cfg.resume:
         save_longer_steps(run_dir, cfg.steps)
     else:
         save_config(run_dir, cfg)
+    if on_begin is not None:
+        on_begin(run_dir)
 
 
 def _crossed(before: int, after: int, every: int) -> bool:
     return every > 0 and after // every > before // every
 
 
-def train_vpn(cfg: VPNConfig, stop: GracefulStop | None = None) -> Path:
+def train_vpn(
+    cfg: VPNConfig,
+    stop: GracefulStop | None = None,
+    on_begin: Callable[[Path], object] | None = None,
+) -> Path:
     """Train (or resume) a VPN run; returns the run directory. A stop asked for through
     ``stop`` checkpoints the step it arrives at and raises
-    :class:`~rlkit.core.stop.StopRequested`."""
+    :class:`~rlkit.core.stop.StopRequested`. ``on_begin``: see :func:`start_run`."""
     cfg, run_dir = resolve_run(cfg)
     rng = seed_everything(cfg.seed)
     torch.manual_seed(cfg.seed)
@@ -186,7 +196,7 @@ def train_vpn(cfg: VPNConfig, stop: GracefulStop | None = None) -> Path:
             ) from exc
         # A fresh layout stream after a resume; episodes in flight at the checkpoint restart.
         venv.seed(cfg.seed + step)
-    start_run(cfg, run_dir)
+    start_run(cfg, run_dir, on_begin)
     total = cfg.total_steps()
     logger = MetricsLogger(run_dir)
     stop = stop or GracefulStop()  # never entered: never requested

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from rlkit.cli import run_tyro
 from rlkit.core.errors import UserError
+from rlkit.core.provenance import record_provenance
 from rlkit.core.rundir import (
     RESUME_FLAGS,
     given_flags,
@@ -46,7 +47,9 @@ def train(argv: list[str]) -> int:
     made = cfg.run_dir is not None and not Path(cfg.run_dir).exists()
     try:
         with stop:
-            run_dir = train_run(cfg, stop)
+            run_dir = train_run(
+                cfg, stop, lambda run: record_provenance(run, ["rlkit", "vpn", "train", *argv])
+            )
     except UserError:  # refused before its config was saved: leave no empty run directory
         if made and Path(cfg.run_dir).is_dir() and not any(Path(cfg.run_dir).iterdir()):
             Path(cfg.run_dir).rmdir()

@@ -153,9 +153,10 @@ FIRST_GCS_PORT_WAIT_S = 10
 _GCS_PORT_WAIT = "RAY_gcs_server_port_wait_time_s"
 
 
-def start_local(attempts: int = 2, worker_niceness: int = WORKER_NICENESS) -> None:
+def start_local(attempts: int = 3, worker_niceness: int = WORKER_NICENESS) -> None:
     """Start the local Ray instance ``connect(None)`` uses; on a small machine a start can time
-    out, and is tried again (``attempts`` in all; the first waits
+    out (its GCS silent, or its node not up in time while other processes hold the cores), and
+    is tried again (``attempts`` in all; the first waits
     :data:`FIRST_GCS_PORT_WAIT_S` for the GCS server unless ``RAY_gcs_server_port_wait_time_s``
     is set). ``worker_niceness``: Ray's setting (benchmarks compare Ray's 15)."""
     user_wait = os.environ.get(_GCS_PORT_WAIT)
