@@ -117,3 +117,21 @@ def test_pack_round_trips_large_arrays_and_compresses_frames():
     assert back["n"] == 7 and np.array_equal(back["frames"], frames)
     assert np.array_equal(back["view"], obj["view"])
     assert len(blob) < frames.nbytes / 50
+
+
+def test_a_save_whose_writer_fails_leaves_nothing_behind(tmp_path):
+    """A writer that raises (a full disk) or makes no file: the error goes through, the
+    previous checkpoint stays the latest, and no half-written folder is left."""
+    manager = CheckpointManager(tmp_path)
+    _save(manager, 0)
+
+    def failing(path):
+        path.write_bytes(b"half")
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError, match="No space left"):
+        manager.save(512, {"step": 512}, {"policy.zip": failing})
+    with pytest.raises(FileNotFoundError):
+        manager.save(512, {"step": 512}, {"policy.zip": lambda path: None})
+    assert sorted(p.name for p in manager.root.iterdir()) == ["latest", "step_0000000000"]
+    assert manager.load_latest()[1] == {"step": 0}

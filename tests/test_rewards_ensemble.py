@@ -252,6 +252,12 @@ def test_output_normalization_needs_two_rows():
     assert torch.isfinite(ens.reward(torch.randn(4, 11), torch.randn(4, 3))).all()
 
 
+def test_dropout_outside_0_1_is_refused():
+    for dropout in (-0.1, 1.0):
+        with pytest.raises(ValueError, match=r"^dropout must be in \[0, 1\)"):
+            RewardEnsemble(VEC_OBS, VEC_ACT, n_members=2, dropout=dropout)
+
+
 def test_input_normalization_refuses_observations_of_another_width():
     """(11, 5) has 55 elements, which reshape to five 11-wide rows: no longer accepted."""
     ens = RewardEnsemble(VEC_OBS, VEC_ACT, n_members=2, normalize_inputs=True)

@@ -105,12 +105,16 @@ class CheckpointManager:
         tmp = self.root / f".step_{step:010d}.tmp{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
-        save_checkpoint(tmp / "state.pt", state)
-        for name, write in (writers or {}).items():
-            write(tmp / name)
-            with open(tmp / name, "rb") as f:
-                os.fsync(f.fileno())
-        _fsync_dir(tmp)
+        try:
+            save_checkpoint(tmp / "state.pt", state)
+            for name, write in (writers or {}).items():
+                write(tmp / name)
+                with open(tmp / name, "rb") as f:  # (a writer that made no file: an error)
+                    os.fsync(f.fileno())
+            _fsync_dir(tmp)
+        except BaseException:  # a failed save leaves nothing half-written behind
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         replaced = None
         if final.exists():  # a re-save at the same step (after a resume) replaces it:
             # renamed aside and deleted once the new one is in place, so that only the instant

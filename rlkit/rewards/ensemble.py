@@ -124,6 +124,8 @@ class RewardEnsemble(nn.Module):
         super().__init__()
         if n_members < 1:
             raise ValueError(f"n_members must be >= 1, got {n_members}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         self.n_members = n_members
         # Trailing shapes of the input batches, checked at the entry points. Actions may also
         # come flattened as SB3's buffers hold them: ``(act_dim,)`` for Box, ``(1,)`` for
