@@ -202,6 +202,7 @@ def _refuse_unused_flags(cfg: PrefsConfig, given: set[str], kind: str) -> None:
     ends on the other, the candidates per query of uniform queries, the MLP's hidden layers
     under another backbone, observation normalization for A2C (TRPO's alone)."""
     from agents.presets import resolve_algo
+    from rlkit.loops.preference import resolved_backbone
 
     teacher_flags = sorted(f for f in given if f.startswith("--teacher-model."))
     if cfg.teacher == "human" and teacher_flags:
@@ -226,19 +227,18 @@ def _refuse_unused_flags(cfg: PrefsConfig, given: set[str], kind: str) -> None:
             f"--early-termination sets MuJoCo episodes; {cfg.env}'s end with the game (a life"
             " lost ends a training episode)"
         )
-    backbone = (
-        cfg.backbone if cfg.backbone != "auto" else "nature_cnn" if kind == "atari" else "mlp"
-    )
+    backbone = resolved_backbone(cfg, kind)
     if backbone != "mlp" and "--reward-hidden" in given:
         raise UserError(
             f"--reward-hidden sets the mlp backbone's layers; this run's is {backbone} (its"
             " settings go in --backbone-kwargs)"
         )
     normalize = {"--policy.normalize-obs", "--policy.no-normalize-obs"}
-    if resolve_algo(cfg.policy, kind) != "trpo" and given & normalize:
+    algo = resolve_algo(cfg.policy, kind)
+    if algo != "trpo" and given & normalize:
         raise UserError(
             "--policy.normalize-obs sets TRPO's observation normalization; this run's policy is"
-            f" {resolve_algo(cfg.policy, kind).upper()}"
+            f" {algo.upper()}"
         )
     if cfg.teacher != "mixed" and "--synthetic-share" in given:
         raise UserError(

@@ -28,7 +28,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -48,7 +47,13 @@ from agents.worker_rollouts import RandomRolloutPolicy, rollout_source
 from envs import env_dt, env_kind, make_vec_env
 from envs.env_state import set_vec_env_state, vec_env_state
 from rlkit.core.buffers import SegmentPool
-from rlkit.core.checkpoint import CheckpointError, CheckpointManager, pack, unpack
+from rlkit.core.checkpoint import (
+    CheckpointError,
+    CheckpointManager,
+    atomic_write_bytes,
+    pack,
+    unpack,
+)
 from rlkit.core.errors import UserError
 from rlkit.core.memory import check_fits_in_memory
 from rlkit.core.metrics import MetricsLogger, read_metrics
@@ -107,9 +112,7 @@ def write_summary(summary: RunSummary, cfg: PrefsConfig, reward_model: dict[str,
         "wall_seconds": round(summary.wall_seconds, 1), "plot": summary.plot.name,
     }  # fmt: skip
     path = summary.run_dir / "summary.json"
-    tmp = path.with_name(f".summary.json.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(doc, indent=2) + "\n")
-    os.replace(tmp, path)
+    atomic_write_bytes(path, (json.dumps(doc, indent=2) + "\n").encode())
     return path
 
 
@@ -175,11 +178,17 @@ def check_batch_memory(cfg: PrefsConfig, kind: str, venv: VecEnv) -> None:
     )
 
 
+def resolved_backbone(cfg: PrefsConfig, kind: str) -> str:
+    """The reward model's backbone: ``--backbone``, or for ``auto`` nature_cnn on Atari
+    (``kind == "atari"``) and mlp otherwise."""
+    if cfg.backbone != "auto":
+        return cfg.backbone
+    return "nature_cnn" if kind == "atari" else "mlp"
+
+
 def reward_ensemble(cfg: PrefsConfig, kind: str, venv: VecEnv) -> RewardEnsemble:
     """The run's reward ensemble, untrained, for ``venv``'s spaces (``auto``: mlp or nature_cnn)."""
-    backbone = cfg.backbone
-    if backbone == "auto":
-        backbone = "nature_cnn" if kind == "atari" else "mlp"
+    backbone = resolved_backbone(cfg, kind)
     check_batch_memory(cfg, kind, venv)
     # --reward-normalize-inputs standardizes vector observations; pixels keep their scaling
     normalize = cfg.reward_normalize_inputs and normalizable(venv.observation_space)
