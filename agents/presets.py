@@ -13,7 +13,7 @@ from stable_baselines3.common.vec_env import VecEnv
 from agents.obs_norm import RunningObsNorm
 from agents.trpo_entropy import EntropyTRPO
 from agents.worker_rollouts import WorkerRolloutsMixin
-from rlkit.core.errors import check_settings
+from rlkit.core.errors import check_settings, check_types
 
 Algo = Literal["trpo", "a2c"]
 
@@ -47,6 +47,7 @@ class PolicyConfig:
     default since 2026-12-02; A2C does not use it. --policy.no-normalize-obs turns it off."""
 
     def __post_init__(self) -> None:
+        check_types(self, "--policy.")
         checks = {
             "gamma": self.gamma is None or 0.0 < self.gamma <= 1.0,
             "gae_lambda": self.gae_lambda is None or 0.0 <= self.gae_lambda <= 1.0,

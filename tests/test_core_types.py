@@ -66,6 +66,18 @@ def test_a_pool_loaded_from_a_bigger_one_keeps_its_newest_capacity():
     assert small.ids().tolist() == [2, 3, 4] and small.next_id == 5
 
 
+def test_a_pool_refuses_a_segment_of_another_length_or_space_and_stays_as_it_was():
+    pool = SegmentPool(capacity=3)
+    pool.add(_segment(length=5))
+    with pytest.raises(ValueError, match=r"obs \(4, 3\) and acts \(4, 2\) does not fit a pool"):
+        pool.add(_segment(length=4))
+    wider = Segment(obs=np.zeros((5, 4)), acts=np.zeros((5, 2)), true_rews=np.zeros(5))
+    with pytest.raises(ValueError, match="same length and spaces"):
+        pool.add(wider)
+    assert pool.ids().tolist() == [0] and pool.next_id == 1
+    assert pool.add(_segment(length=5)).id == 1
+
+
 def test_segment_pool_evicts_oldest_and_samples_distinct_pairs():
     pool = SegmentPool(capacity=4)
     ids = [pool.add(_segment()).id for _ in range(6)]

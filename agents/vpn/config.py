@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from rlkit.core.errors import UserError, check_settings
+from rlkit.core.errors import UserError, check_settings, check_types
 
 
 @dataclasses.dataclass
@@ -77,6 +77,7 @@ class VPNConfig:
 
     def validate(self) -> None:
         """Raise a one-line UserError for values that cannot work."""
+        check_types(self)
         positive = {
             "steps": self.total_steps(), "n_envs": self.n_envs, "n_step": self.n_step,
             "prediction_steps": self.prediction_steps, "batch_sequences": self.batch_sequences,

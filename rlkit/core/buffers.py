@@ -34,13 +34,31 @@ class SegmentPool:
         return self._segments[segment_id]
 
     def add(self, segment: Segment) -> Segment:
-        """Store ``segment`` under a fresh id (evicting the oldest when full); return it with its id."""
+        """Store ``segment`` under a fresh id (evicting the oldest when full); return it with its id.
+
+        Raises:
+            ValueError: its observations or actions are shaped unlike the pool's segments
+                (another length or env): pairs are scored and trained on stacked together.
+        """
+        self._check_layout(segment)
         segment = segment.with_id(self.next_id)
         self.next_id += 1
         self._segments[segment.id] = segment
         while len(self._segments) > self.capacity:
             self._segments.popitem(last=False)
         return segment
+
+    def _check_layout(self, segment: Segment) -> None:
+        """Refuse ``segment`` if its obs/acts shapes differ from the pool's (its newest)."""
+        if not self._segments:
+            return
+        held = next(reversed(self._segments.values()))
+        if segment.obs.shape != held.obs.shape or segment.acts.shape != held.acts.shape:
+            raise ValueError(
+                f"segment of obs {segment.obs.shape} and acts {segment.acts.shape} does not"
+                f" fit a pool of obs {held.obs.shape} and acts {held.acts.shape}: every"
+                " segment of a pool must have the same length and spaces"
+            )
 
     def ids(self) -> np.ndarray:
         """The ids of the segments held, oldest first: ``(len(self),)`` int64."""

@@ -37,17 +37,36 @@ class ConfigError(UserError):
     """
 
 
+def check_types(config: object, prefix: str = "--") -> None:
+    """Raise a :class:`ConfigError` naming the flag of the first field of the dataclass
+    ``config`` whose value does not fit its annotation (``--trainer.batch-size must be int,
+    got 2.5``). The CLI's parser gives every field its type; a config built in Python may not.
+    Call it before checks that compare values (a string would fail them with a TypeError)."""
+    import dataclasses
+
+    from rlkit.core.typecheck import describe, field_hints, fits
+
+    hints = field_hints(type(config))
+    for field in dataclasses.fields(config):  # type: ignore[arg-type]
+        value, hint = getattr(config, field.name), hints[field.name]
+        if not fits(value, hint):
+            flag = prefix + field.name.replace("_", "-")
+            raise ConfigError(f"{flag} must be {describe(hint)}, got {value!r}")
+
+
 def check_settings(config: object, checks: dict[str, bool], prefix: str = "--") -> None:
     """Raise a :class:`ConfigError` naming the flag of the first setting whose check failed.
 
     ``checks`` maps field names of ``config`` to whether their values are valid; the flag is
-    ``prefix`` plus the name with dashes (``--trainer.batch-size``). Every float field of a
-    dataclass ``config`` must also be finite: no setting means anything at nan or inf.
+    ``prefix`` plus the name with dashes (``--trainer.batch-size``). Every field of a
+    dataclass ``config`` must also fit its annotation (:func:`check_types`), and every float
+    field be finite: no setting means anything at nan or inf.
     """
     import dataclasses
     import math
 
     if dataclasses.is_dataclass(config):
+        check_types(config, prefix)
         for field in dataclasses.fields(config):
             value = getattr(config, field.name)
             if isinstance(value, float) and not math.isfinite(value):

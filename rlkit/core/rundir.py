@@ -237,7 +237,9 @@ def dataclass_from_dict(cls: type, data: dict[str, Any]) -> Any:
     """
     import typing
 
-    hints = typing.get_type_hints(cls)
+    from rlkit.core.typecheck import describe, field_hints, fits
+
+    hints = field_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = set(data) - names
     if unknown:
@@ -245,9 +247,9 @@ def dataclass_from_dict(cls: type, data: dict[str, Any]) -> Any:
     kwargs = {}
     for name, value in data.items():
         hint = hints[name]
-        if not _fits(value, hint):
+        if not fits(value, hint, from_json=True):
             raise UserError(
-                f"config field {name!r} of {cls.__name__} is {value!r}, not {_describe(hint)}"
+                f"config field {name!r} of {cls.__name__} is {value!r}, not {describe(hint)}"
             )
         candidates = [hint, *typing.get_args(hint)]
         sub = next((c for c in candidates if dataclasses.is_dataclass(c)), None)
@@ -259,46 +261,6 @@ def dataclass_from_dict(cls: type, data: dict[str, Any]) -> Any:
             value = tuple(value)
         kwargs[name] = value
     return cls(**kwargs)
-
-
-def _fits(value: Any, hint: Any) -> bool:
-    """Whether a JSON value can stand for a field typed ``hint`` (its dataclass, a number,
-    a string, a Literal's choice, a tuple of them, or None where optional)."""
-    import types
-    import typing
-
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        return any(_fits(value, arg) for arg in args)
-    if origin is typing.Literal:
-        return value in args
-    if origin in (tuple, list):
-        items = [a for a in args if a is not Ellipsis]
-        return isinstance(value, list | tuple) and all(
-            not items or _fits(v, items[0]) for v in value
-        )
-    if dataclasses.is_dataclass(hint):
-        return isinstance(value, dict)
-    if hint is type(None):
-        return value is None
-    if hint is bool:
-        return isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if hint is float:
-        return isinstance(value, int | float) and not isinstance(value, bool)
-    if hint in (str, Path):
-        return isinstance(value, str)
-    return True
-
-
-def _describe(hint: Any) -> str:
-    """A field's type for an error message: ``int``, ``int | None``, ..."""
-    import typing
-
-    if typing.get_origin(hint) is None and hasattr(hint, "__name__"):
-        return hint.__name__
-    return str(hint).replace("typing.", "")
 
 
 def first_unused(path: Path, start: int = 2) -> Path:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from agents.presets import PolicyConfig
-from rlkit.core.errors import ConfigError, UserError, check_settings
+from rlkit.core.errors import ConfigError, UserError, check_settings, check_types
 from rlkit.rewards.teachers import TeacherConfig
 from rlkit.rewards.trainer import TrainerConfig
 
@@ -220,6 +220,7 @@ class PrefsConfig:
         return json.loads(self.backbone_kwargs) if self.backbone_kwargs.strip() else {}
 
     def __post_init__(self) -> None:
+        check_types(self)
         try:
             settings = self.backbone_settings()
         except json.JSONDecodeError as exc:

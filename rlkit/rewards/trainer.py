@@ -19,7 +19,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from rlkit.core.errors import ConfigError, UserError, check_settings
+from rlkit.core.errors import ConfigError, UserError, check_settings, check_types
 from rlkit.core.types import Comparison, Segment
 from rlkit.rewards.ensemble import RewardEnsemble
 from rlkit.rewards.preference import preference_loss, preference_probs
@@ -113,6 +113,7 @@ class TrainerConfig:
     """Gradient steps over which the consistency weight ramps up (sigmoid)."""
 
     def __post_init__(self) -> None:
+        check_types(self, "--trainer.")
         # Limits against the cap apply once it is known: unset, it depends on the env (the
         # preference loop's trainer_config sets it; RewardTrainer falls back to L2_MAX).
         cap = math.inf if self.l2_max is None else self.l2_max
