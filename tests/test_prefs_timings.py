@@ -27,3 +27,7 @@ def test_start_up_phases_and_rounds_log_their_times(tmp_path):
     # one entry per round, at the round's last step
     assert [s for s, _ in metrics["time/policy_seconds"]] == [256, 512]
     assert all(v >= 0 for _, v in metrics["time/reward_wait_seconds"])
+    # the round's steps over its whole wall-clock time, which the policy's part is only part of
+    policy = dict(metrics["time/policy_seconds"])
+    for step, sps in metrics["time/steps_per_second"]:
+        assert 0 < sps <= 256 / policy[step]

@@ -562,6 +562,8 @@ class PreferenceLoop:
             "time/reward_wait_seconds": wait_seconds,
             "charts/ray_worker_restarts": self.worker_restarts(),
         })  # fmt: skip
+        # Env steps per wall-clock second over the whole round (policy, reward model, queries).
+        stats["time/steps_per_second"] = (step - before) / (time.perf_counter() - t0)
         self.metrics.log_dict(step, {k: v for k, v in stats.items() if not math.isnan(v)})
         reset_step = round(self.cfg.policy_reset_at * self.cfg.steps)
         if self.cfg.policy_reset_at > 0 and before < reset_step <= step:
