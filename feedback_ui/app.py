@@ -8,6 +8,11 @@ Routes:
 - ``POST /api/labels``: store a label (idempotent on its key).
 - ``GET /api/clips/{segment_id}``: a segment's clip, rendered first if needed.
 - ``GET /api/status``: the status page's numbers.
+- ``GET /openapi.json``: the API's OpenAPI spec. No ``/docs`` or ``/redoc`` pages: they load
+  their scripts from a CDN, which an offline machine lacks and which would learn the
+  labelers' addresses.
+
+Every GET route answers HEAD too (see :mod:`feedback_ui.head`).
 
 Request handlers are plain functions run in the server's thread pool; each thread has
 its own store connection, and write transactions take one process-wide lock (see
@@ -38,6 +43,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from feedback_ui.auth import TokenGuard
 from feedback_ui.clips import MEDIA_TYPE, ClipError, ClipOptions
+from feedback_ui.head import HeadAsGet
 from feedback_ui.limits import BodyLimit
 from feedback_ui.queue import LabelQueue, Lease, QueueError, open_queries
 from feedback_ui.render_worker import RenderWorker
@@ -230,7 +236,8 @@ def create_app(
     seed: int = 0,
     model_every_seconds: float = 15.0,
 ) -> Any:
-    """The ASGI app for ``run_dir``'s store (FastAPI wrapped in the token guard).
+    """The ASGI app for ``run_dir``'s store (FastAPI wrapped in the token guard, the body
+    limit and HEAD support).
 
     Args:
         run_dir: the run directory the trainer writes queries to.
@@ -258,7 +265,9 @@ def create_app(
         service.render.stop()
         service.model.stop()
 
-    app = FastAPI(title="rlkit labeling", version="1", lifespan=lifespan)
+    app = FastAPI(
+        title="rlkit labeling", version="1", lifespan=lifespan, docs_url=None, redoc_url=None
+    )
     app.state.service = service
     errors: dict[int | str, dict[str, Any]] = {
         404: {"model": Error},
@@ -352,7 +361,7 @@ def create_app(
         return out
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    return TokenGuard(BodyLimit(app), token)
+    return HeadAsGet(TokenGuard(BodyLimit(app), token))
 
 
 def _plain(error: dict[str, Any]) -> dict[str, Any]:

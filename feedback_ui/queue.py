@@ -10,8 +10,12 @@ and processes):
   else holds a live lease on, and leases it to them for ``lease_seconds``. A labeler
   holds at most one lease: asking again returns the same query until it is answered or
   the lease runs out, after which it goes back to the queue.
-- ``submit`` stores a label if the query is open for that labeler and not leased to
-  someone else, then clears the lease. A repeated idempotency key stores nothing and
+- ``submit`` stores a label if the query is open for that labeler and leased to them,
+  then clears the lease. A lease that ran out still counts while nobody else has been
+  handed the query since: a labeler who watched the clips past ``lease_seconds`` keeps
+  their answer. A query never leased to them, handed on to someone else, or given up
+  (asking for the next query drops a lapsed lease) is refused with 409, so that a client
+  cannot pick the queries it labels. A repeated idempotency key stores nothing and
   returns the first label, so a retried POST is harmless.
 - Gold queries (``queries.gold = 1``) are pairs of stored segments whose true returns
   differ clearly, so the synthetic teacher's answer is known. Every ``gold_every``-th
@@ -289,8 +293,13 @@ class LabelQueue:
             args = {"n": self.labels_per_query, "who": labeler, "now": now, "qid": query_id}
             if not self._is_open_for(conn, query_id, bool(gold), args):
                 raise QueueError(409, f"query {query_id} needs no more labels from {labeler}")
-            if owner is not None and owner != labeler and until is not None and until >= now:
-                raise QueueError(409, f"query {query_id} is leased to another labeler")
+            if owner != labeler:
+                if owner is not None and until is not None and until >= now:
+                    raise QueueError(409, f"query {query_id} is leased to another labeler")
+                raise QueueError(
+                    409, f"query {query_id} is not leased to {labeler} (POST /api/queries/next"
+                    " leases one)",
+                )  # fmt: skip
             cur = conn.execute(
                 "INSERT INTO labels(query_id, choice, labeler, source, created, watch_seconds,"
                 " idempotency_key) VALUES (?, ?, ?, ?, ?, ?, ?)",

@@ -74,6 +74,30 @@ def test_idempotency_labels_per_query_and_refusals(tmp_path):
     assert watch.fetchone()[0] == 3.5
 
 
+def test_a_label_needs_the_labelers_lease_though_a_late_one_counts(tmp_path):
+    """A query never leased to the labeler, or handed on to someone else, takes no label
+    from them; one whose lease ran out while nobody else took it still does."""
+    by_score = make_run(tmp_path, fake_segments(8), n_queries=4)
+    q = _queue(tmp_path, lease_seconds=60)
+    t = 1000.0
+    with pytest.raises(QueueError, match=f"query {by_score[0]} is not leased to mal") as err:
+        q.submit(by_score[0], "left", "mal", "key-mal-1", now=t)  # never asked for it
+    assert err.value.status == 409
+    a = q.next("ann", now=t)
+    b = q.next("bob", now=t)
+    assert q.submit(a.query_id, "left", "ann", "key-ann-1", now=t + 90).created  # late: kept
+    assert q.next("cat", now=t + 70).query_id == b.query_id  # bob's lapsed lease: handed on
+    with pytest.raises(QueueError, match="leased to another labeler"):
+        q.submit(b.query_id, "left", "bob", "key-bob-1", now=t + 71)
+    with pytest.raises(QueueError, match=f"query {b.query_id} is not leased to bob"):
+        q.submit(b.query_id, "left", "bob", "key-bob-2", now=t + 140)  # cat's lapsed too
+    with pytest.raises(QueueError, match="not leased to mal"):
+        q.submit(by_score[2], "right", "mal", "key-mal-2", now=t + 140)
+    assert q.submit(b.query_id, "right", "cat", "key-cat-1", now=t + 140).created
+    rows = q.store.labels_after(0)
+    assert [(r.query_id, r.labeler) for r in rows] == [(a.query_id, "ann"), (b.query_id, "cat")]
+
+
 def test_synthetic_labels_close_queries_for_people(tmp_path):
     ids = make_run(tmp_path, fake_segments(6), n_queries=2)
     store = Store(tmp_path)
@@ -120,6 +144,7 @@ def test_export_jsonl_and_csv_carry_provenance(tmp_path):
     segs = fake_segments(4)
     ids = make_run(tmp_path, segs, n_queries=2, seed=7)
     q = _queue(tmp_path)
+    assert q.next("ann").query_id == ids[0]
     q.submit(ids[0], "right", "ann", "key-export-1", watch_seconds=2.0)
     q.store.add_label(ids[1], "skip", "synthetic", "synthetic")
     out = io.StringIO()

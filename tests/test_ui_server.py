@@ -153,6 +153,45 @@ def test_next_submit_round_trip_is_idempotent(server):
     assert [(r.query_id, r.choice, r.source) for r in rows] == [(qid, "equal", "human")]
 
 
+def test_head_answers_wherever_get_does_with_the_same_headers(server):
+    """Uptime monitors and ``curl -I`` ask with HEAD: the GET's status and headers, no body."""
+    paths = ["/", "/status", "/static/app.js", "/api/auth", "/api/status", "/api/clips/0",
+             "/api/clips/99999", "/nowhere", "/api/labels"]  # fmt: skip
+    with server.client() as c:
+        for path in paths:
+            get, head = c.get(path), c.head(path)
+            assert head.status_code == get.status_code, (path, head.status_code)
+            assert head.content == b"", path
+            assert head.headers["content-type"] == get.headers["content-type"], path
+        for path in ("/", "/static/app.js"):  # a file: every header the same but the date
+            get, head = c.get(path), c.head(path)
+            assert {**head.headers, "date": ""} == {**get.headers, "date": ""}, path
+        assert c.head("/api/labels").status_code == 405  # POST only, as for GET
+
+
+def test_a_label_for_a_query_not_leased_to_the_labeler_is_refused(server):
+    with server.client() as c:
+        held = c.post("/api/queries/next", json={"labeler": "holder"}).json()["query"]["id"]
+        store = Store(server.run_dir)
+        (free,) = store.conn.execute(
+            "SELECT id FROM queries WHERE lease_owner IS NULL AND id NOT IN"
+            " (SELECT query_id FROM labels) LIMIT 1"
+        ).fetchone()  # open, and leased to nobody
+        for qid, says in [(free, f"query {free} is not leased to mal"),
+                          (held, "leased to another labeler")]:  # fmt: skip
+            r = c.post("/api/labels", json={"query_id": qid, "choice": "left", "labeler": "mal",
+                                            "idempotency_key": uuid.uuid4().hex})  # fmt: skip
+            assert r.status_code == 409 and says in r.json()["detail"], r.text
+    assert not [r for r in store.labels_after(0) if r.labeler == "mal"]
+
+
+def test_no_docs_pages_that_load_scripts_from_a_cdn(server):
+    with server.client() as c:
+        assert c.get("/docs").status_code == 404 and c.get("/redoc").status_code == 404
+        assert c.get("/docs/oauth2-redirect").status_code == 404
+        assert "/api/labels" in c.get("/openapi.json").json()["paths"]  # the spec stays
+
+
 def test_non_loopback_bind_needs_the_printed_token(tmp_path):
     make_run(tmp_path, fake_segments(4), n_queries=2)
     srv = Server(tmp_path, "--host", "0.0.0.0", *QUIET)

@@ -133,6 +133,7 @@ def serve(argv: list[str]) -> int:
     import uvicorn
 
     from feedback_ui.app import create_app
+    from feedback_ui.serving import uvicorn_config
 
     app = create_app(
         cfg.run_dir, token=token, lease_seconds=cfg.lease_seconds,
@@ -143,9 +144,7 @@ def serve(argv: list[str]) -> int:
     url = f"http://{shown}:{port}/" + (f"?token={token}" if token else "")
     print(f"rlkit label: serving {cfg.run_dir} at {url}", flush=True)
     print(f"rlkit label: status page at http://{shown}:{port}/status", flush=True)
-    server = uvicorn.Server(
-        uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=5)
-    )
+    server = uvicorn.Server(uvicorn_config(app))  # with deadlines for slow clients
     server.run(sockets=[sock])
     return 0
 
