@@ -144,9 +144,27 @@ def test_normalized_reward_is_mean_of_standardized_members():
     ens.update_normalization(obs, acts)
     raw = ens.member_rewards(obs, acts).detach()
     z = (raw - raw.mean(1, keepdim=True)) / raw.std(1, keepdim=True)
-    torch.testing.assert_close(ens.reward(obs, acts), z.mean(0), atol=1e-5, rtol=0)
-    # each member standardized on its own: the mean of the combined reward is ~0
+    # members correlate imperfectly: their mean alone has std < 1, so it is divided by it
+    assert 0.5 < float(z.mean(0).std()) < 0.95
+    torch.testing.assert_close(
+        ens.reward(obs, acts), z.mean(0) / z.mean(0).std(), atol=1e-5, rtol=0
+    )
+    # the policy's reward over the sample: mean 0 and std 1 (the paper's normalized r-hat)
     assert abs(float(ens.reward(obs, acts).mean())) < 1e-5
+    assert abs(float(ens.reward(obs, acts).std()) - 1.0) < 1e-5
+
+
+def test_an_ensemble_saved_before_the_mean_was_rescaled_loads_with_its_old_reward():
+    ens = RewardEnsemble(VEC_OBS, VEC_ACT, n_members=3, seed=0)
+    obs, acts = torch.randn(200, 11), torch.randn(200, 3)
+    ens.update_normalization(obs, acts)
+    old = {k: v for k, v in ens.state_dict().items() if k != "out_scale"}
+    loaded = RewardEnsemble(VEC_OBS, VEC_ACT, n_members=3, seed=1)
+    loaded.load_state_dict(old)
+    assert float(loaded.out_scale) == 1.0 and "out_scale" not in old
+    torch.testing.assert_close(loaded.reward(obs, acts), ens.reward(obs, acts) * ens.out_scale)
+    loaded.update_normalization(obs, acts)
+    torch.testing.assert_close(loaded.reward(obs, acts), ens.reward(obs, acts))
 
 
 def test_segment_returns_sum_over_steps():

@@ -91,7 +91,7 @@ class PrefsConfig:
     synthetic_share: float = 0.5
     """With --teacher mixed: the share of queries the synthetic teacher answers."""
     reward_scale: float | None = None
-    """Scale of the learned reward handed to the policy, each normalized member's std in it (their mean's is a little less); default 1 (MuJoCo), 0.05 (Atari)."""
+    """Std of the learned reward handed to the policy (over recent segments' steps); default 1 (MuJoCo), 0.05 (Atari)."""
     round_steps: int | None = None
     """Policy steps between reward-learning rounds; default whole rollouts adding up to at least 8192 steps
     (two TRPO updates; 205 A2C updates on Atari)."""

@@ -13,7 +13,10 @@ selection always evaluate in eval mode without touching the flag, so they can ru
 background thread trains the same ensemble.
 
 The reward handed to the policy is each member's output normalized on its own (zero mean,
-unit std over recent data, Christiano et al. 2017, sec. 2.2.1), then averaged.
+unit std over recent data, Christiano et al. 2017, sec. 2.2.1), then averaged, and the
+average divided by its own std over the same data: the paper normalizes r-hat itself to a
+constant std (appendix A), and an average of K unit-std members has std
+sqrt(mean correlation) < 1 (~0.9 trained, ~0.77 untrained with K = 3).
 """
 
 from __future__ import annotations
@@ -161,6 +164,8 @@ class RewardEnsemble(nn.Module):
         self._fast = stackable(template.backbone, template.head)
         self.register_buffer("out_mean", torch.zeros(n_members))
         self.register_buffer("out_std", torch.ones(n_members))
+        # The std of the members' mean of normalized outputs, which reward() divides by.
+        self.register_buffer("out_scale", torch.ones(()))
         self.normalize_inputs = normalize_inputs
         if normalize_inputs:
             if not normalizable(observation_space):
@@ -368,8 +373,10 @@ class RewardEnsemble(nn.Module):
 
     @torch.no_grad()
     def update_normalization(self, obs: torch.Tensor, acts: torch.Tensor) -> None:
-        """Set each member's output mean/std from a sample of recent inputs (eval mode): obs
-        ``(B, *obs_shape)``, acts ``(B, *act_shape)``, B >= 2 (the std of one row is NaN)."""
+        """Set each member's output mean/std from a sample of recent inputs (eval mode), then
+        the std of their normalized mean (``out_scale``), so that :meth:`reward` has zero mean
+        and unit std over the sample: obs ``(B, *obs_shape)``, acts ``(B, *act_shape)``,
+        B >= 2 (the std of one row is NaN)."""
         self._check_inputs(obs, acts, "B")
         if obs.shape[0] < 2:
             raise ValueError(
@@ -378,15 +385,27 @@ class RewardEnsemble(nn.Module):
         raw = self.member_rewards(obs, acts, train=False)
         self.out_mean.copy_(raw.mean(dim=1))
         self.out_std.copy_(raw.std(dim=1).clamp_min(1e-6))
+        normalized = (raw - self.out_mean[:, None]) / self.out_std[:, None]
+        self.out_scale.copy_(normalized.mean(dim=0).std().clamp_min(1e-6))
 
     @torch.no_grad()
     def reward(self, obs: torch.Tensor, acts: torch.Tensor) -> torch.Tensor:
-        """The policy's reward: mean over members of normalized outputs, ``(B, ...) -> (B,)``.
+        """The policy's reward: mean over members of normalized outputs, divided by the std
+        of that mean (both as of :meth:`update_normalization`), ``(B, ...) -> (B,)``.
 
         Always in eval mode (no dropout, running statistics), whatever ``self.training`` is.
         """
         raw = self.member_rewards(obs, acts, train=False)
-        return ((raw - self.out_mean[:, None]) / self.out_std[:, None]).mean(dim=0)
+        mean = ((raw - self.out_mean[:, None]) / self.out_std[:, None]).mean(dim=0)
+        return mean / self.out_scale
+
+    def _load_from_state_dict(
+        self, state_dict: dict, prefix: str, *args: object, **kwargs: object
+    ) -> None:
+        """Load ``state_dict``; one saved before ``out_scale`` existed (2026-12-06) gets 1, the
+        reward it was trained with, until the next :meth:`update_normalization`."""
+        state_dict.setdefault(prefix + "out_scale", torch.ones(()))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def parameter_l2(self) -> torch.Tensor:
         """Sum of squared parameters, per member: ``(K,)``."""

@@ -42,7 +42,7 @@ LearnerKind = Literal["thread", "process"]
 ALREADY_STARTED = "reward training already started; call finish() first"
 #: What both learners raise when used after :meth:`close`.
 CLOSED = "the reward learner is closed"
-NORMALIZATION = ("out_mean", "out_std")
+NORMALIZATION = ("out_mean", "out_std", "out_scale")
 """The ensemble's output normalization: set by the loop in this process, never by training."""
 
 

@@ -20,11 +20,10 @@ class LearnedRewardVecEnv(VecEnvWrapper):
     """Hands the policy ``scale * r_hat(o_t, a_t)`` and keeps the true reward in ``info["true_reward"]``.
 
     ``r_hat`` is the mean of the ensemble's members, each normalized to zero mean and unit
-    std over recent data, and ``scale`` (1 for MuJoCo, 0.05 for Atari in the paper) is each
-    member's std in the policy's reward: the mean's own std is ``scale`` times the square
-    root of the members' mean correlation (about 0.77 for an untrained ensemble of 3, 0.9
-    for a trained one). The ensemble keeps training while the policy runs (a non-stationary
-    reward), which this wrapper sees at the next step.
+    std over recent data, divided by that mean's own std over the same data
+    (:meth:`RewardEnsemble.reward`), and ``scale`` (1 for MuJoCo, 0.05 for Atari in the
+    paper) is the std of the policy's reward. The ensemble keeps training while the policy
+    runs (a non-stationary reward), which this wrapper sees at the next step.
 
     ``prior`` (optional) is a fixed reward ``r0(obs_batch, act_batch) -> (B,)`` added to the
     learned one, weighted by ``prior_weight``: for instance the posterior mean or a
