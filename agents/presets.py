@@ -84,33 +84,47 @@ def silent_logger() -> Logger:
     return Logger(folder=None, output_formats=[])
 
 
+def resolve_policy(config: PolicyConfig, kind: str) -> PolicyConfig:
+    """``config`` as the agent for ``kind`` (``"mujoco"`` or ``"atari"``) is built with: the
+    algorithm (:func:`resolve_algo`), and its discount, GAE lambda, steps per update and
+    learning rate where unset; A2C's entropy bonus on Atari (0.01 where left at 0); whether it
+    normalizes observations (:func:`normalizes_obs`)."""
+    algo = resolve_algo(config, kind)
+    trpo = algo == "trpo"
+    gamma, gae_lambda, learning_rate = (0.995, 0.97, 1e-3) if trpo else (0.99, 1.0, 7e-4)
+    return dataclasses.replace(
+        config, algo=algo,
+        gamma=gamma if config.gamma is None else config.gamma,
+        gae_lambda=gae_lambda if config.gae_lambda is None else config.gae_lambda,
+        n_steps=steps_per_env(config, algo),
+        learning_rate=learning_rate if config.learning_rate is None else config.learning_rate,
+        ent_coef=config.ent_coef or (0.01 if not trpo and kind == "atari" else 0.0),
+        normalize_obs=normalizes_obs(config, algo),
+    )  # fmt: skip
+
+
 def make_agent(
     config: PolicyConfig, env: VecEnv, kind: str, seed: int, tensorboard_log: str | None = None
 ) -> BaseAlgorithm:
-    """Build the agent for ``env`` (already wrapped with the learned reward)."""
-    algo = resolve_algo(config, kind)
-    if algo == "trpo":
-        net = {"pi": list(config.hidden), "vf": list(config.hidden)}
+    """Build the agent for ``env`` (already wrapped with the learned reward), with
+    :func:`resolve_policy`'s settings."""
+    p = resolve_policy(config, kind)
+    settings = {
+        "gamma": p.gamma, "gae_lambda": p.gae_lambda, "n_steps": p.n_steps,
+        "learning_rate": p.learning_rate, "ent_coef": p.ent_coef,
+    }  # fmt: skip
+    if p.algo == "trpo":
+        net = {"pi": list(p.hidden), "vf": list(p.hidden)}
         policy_kwargs: dict = {"net_arch": net}
-        if normalizes_obs(config, algo):
+        if p.normalize_obs:
             policy_kwargs["features_extractor_class"] = RunningObsNorm
         agent: BaseAlgorithm = EntropyTRPO(
-            "MlpPolicy", env,
-            gamma=0.995 if config.gamma is None else config.gamma,
-            gae_lambda=0.97 if config.gae_lambda is None else config.gae_lambda,
-            n_steps=steps_per_env(config, algo),
-            learning_rate=1e-3 if config.learning_rate is None else config.learning_rate,
-            ent_coef=config.ent_coef, policy_kwargs=policy_kwargs,
+            "MlpPolicy", env, **settings, policy_kwargs=policy_kwargs,
             seed=seed, tensorboard_log=tensorboard_log, device="cpu", verbose=0,
         )  # fmt: skip
     else:
         agent = WorkerA2C(
-            "CnnPolicy" if kind == "atari" else "MlpPolicy", env,
-            gamma=0.99 if config.gamma is None else config.gamma,
-            gae_lambda=1.0 if config.gae_lambda is None else config.gae_lambda,
-            n_steps=steps_per_env(config, algo),
-            learning_rate=7e-4 if config.learning_rate is None else config.learning_rate,
-            ent_coef=config.ent_coef or (0.01 if kind == "atari" else 0.0), vf_coef=0.25,
+            "CnnPolicy" if kind == "atari" else "MlpPolicy", env, **settings, vf_coef=0.25,
             seed=seed, tensorboard_log=tensorboard_log, device="cpu", verbose=0,
         )  # fmt: skip
     if tensorboard_log is None:

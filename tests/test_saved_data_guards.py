@@ -395,7 +395,7 @@ class _Interrupted:
     def __init__(self, cfg, run_dir, console) -> None:
         pass
 
-    def run(self, resume: bool, stop=None, on_begin=None) -> None:
+    def run(self, resume: bool, stop=None, on_begin=None, checkpoint=None) -> None:
         raise KeyboardInterrupt
 
     def close(self) -> None:
@@ -595,3 +595,39 @@ def test_a_finished_run_resumed_evaluates_and_logs_its_final_step_once(
     evals = read_metrics(run)["charts/true_return_eval"]
     assert [step for step, _ in evals] == [1024]
     assert sorted(p.name for p in (run / "sb3").iterdir()) == sb3_before
+
+
+def test_a_run_resumes_alike_with_its_resolved_settings_or_without(finished_run, tmp_path):
+    """config.json's "resolved" section (what the settings left to the env came to) is a
+    record, not a setting: a flag that repeats a saved "auto" is still no change, and a run
+    saved before the section existed resumes as well, with its config.json left so."""
+    run = _copy(finished_run, tmp_path)
+    config = json.loads((run / "config.json").read_text())
+    assert config["backbone"] == "auto" and config["resolved"]["backbone"] == "mlp"
+    repeated = ["--backbone", "auto", "--policy.algo", "auto", "--seed", "0"]
+    assert main(["prefs", "train", "--run-dir", str(run), "--resume", *repeated]) == 0
+    assert json.loads((run / "config.json").read_text()) == config
+    old = _copy(finished_run, tmp_path / "old")
+    del config["resolved"]  # as config.json was written before it had the section
+    (old / "config.json").write_text(json.dumps(config))
+    assert main(["prefs", "train", "--run-dir", str(old), "--resume", "--steps", "1536"]) == 0
+    assert CheckpointManager(old).load_latest()[1]["step"] == 1536
+    assert json.loads((old / "config.json").read_text()) == {**config, "steps": 1536}
+
+
+def test_a_resume_reads_its_checkpoint_once(finished_run, tmp_path, monkeypatch):
+    """The checkpoint that --resume checks before it writes anything is the one it restores:
+    its state.pt (the segment pool and the envs of a stop's, 100s of MB on Atari) is read
+    and unpickled once."""
+    run = _copy(finished_run, tmp_path)
+    real_load, loads = torch.load, []
+
+    def counting_load(f, *args, **kwargs):
+        if isinstance(f, str | os.PathLike) and Path(f).name == "state.pt":
+            loads.append(Path(f).parent.name)
+        return real_load(f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", counting_load)
+    assert main(["prefs", "train", "--run-dir", str(run), "--resume", "--steps", "1536"]) == 0
+    assert loads == ["step_0000001024"]
+    assert CheckpointManager(run).load_latest()[1]["step"] == 1536

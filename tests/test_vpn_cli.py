@@ -281,10 +281,16 @@ def test_dqn_baseline_trains_resumes_and_evaluates(tmp_path: Path) -> None:
     assert (run / "model_dqn.zip").is_file()
     assert main(["vpn", "train", "--run-dir", str(run), "--resume", "--steps", "160", *TINY]) == 0
     assert (run / "checkpoints/latest").read_text() == "step_0000000160"
+    # a finished run resumed has nothing left to train: it says so and keeps its checkpoint
+    state = (run / "checkpoints/step_0000000160/dqn.zip").read_bytes()
+    assert main(["vpn", "train", "--run-dir", str(run), "--resume", *TINY]) == 0
+    assert (run / "checkpoints/step_0000000160/dqn.zip").read_bytes() == state
+    assert json.loads((run / "summary.json").read_text())["steps"] == 160
     # each invocation recorded what it ran with (the command, the versions, the machine)
     lines = [json.loads(line) for line in (run / "provenance.jsonl").read_text().splitlines()]
     assert [line["argv"][:5] for line in lines] == [
         ["rlkit", "vpn", "train", "--algo", "dqn"], ["rlkit", "vpn", "train", "--run-dir", str(run)],
+        ["rlkit", "vpn", "train", "--run-dir", str(run)],
     ]  # fmt: skip
     assert all(line["versions"]["torch"] and line["cores"] >= 1 for line in lines)
     out = tmp_path / "e.json"
@@ -398,3 +404,49 @@ def test_sigterm_stops_the_dqn_baseline_checkpointed(
     assert main(["vpn", "train", "--run-dir", str(run), "--resume"]) == 0
     assert (run / "checkpoints/latest").read_text() == "step_0000000400"
     assert (run / "model_dqn.zip").is_file()
+
+
+@pytest.mark.parametrize(
+    ("algo", "extra"),
+    [("vpn", ["--eval-every", "80", "--eval-episodes", "4"]), ("dqn", [])],
+)
+def test_train_ends_with_a_summary(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    algo: str,
+    extra: list[str],
+) -> None:
+    """Like `rlkit prefs train`, a finished run leaves summary.json (written whole or not at
+    all) with the final metrics it prints: the last evaluation (none without --eval-every),
+    the steps and updates, the run directory."""
+    import agents.vpn.trainer as trainer
+
+    written = []
+
+    def spy(path, data):
+        written.append(Path(path).name)
+        real(path, data)
+
+    real = trainer.atomic_write_bytes
+    monkeypatch.setattr(trainer, "atomic_write_bytes", spy)
+    run = tmp_path / "run"
+    assert train(run, "--algo", algo, "--steps", "160", *extra) == 0
+    assert "summary.json" in written
+    summary = json.loads((run / "summary.json").read_text())
+    assert (summary["algo"], summary["env"], summary["steps"]) == (algo, "rlkit/Collect-v0", 160)
+    assert summary["run_dir"] == str(run) and (run / summary["model"]).is_file()
+    assert summary["updates"] > 0
+    evals = read_metrics(run).get("charts/eval_reward", [])
+    if algo == "vpn":
+        state = CheckpointManager(run).load_latest()[1]
+        assert (summary["updates"], summary["episodes"]) == (state["updates"], state["episodes"])
+        assert summary["plan"] == "4,1"
+        assert evals[-1] == (160, summary["eval_reward"]) and summary["eval_step"] == 160
+        assert summary["eval_episodes"] == 4
+    else:
+        assert evals == [] and summary["eval_reward"] is None and summary["eval_step"] is None
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[-2:] == [f"run finished: {run}", out[-1]]
+    assert out[-1].startswith(f"final: 160 steps, {summary['updates']} updates")
+    assert ("greedy eval reward" in out[-1]) == (algo == "vpn")

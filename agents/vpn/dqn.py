@@ -9,6 +9,7 @@ Collect the Q-network uses the same conv encoder as VPN; on Atari SB3's Nature C
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,13 @@ from agents.presets import silent_logger
 from agents.vpn.config import VPNConfig, check_memory
 from agents.vpn.evaluation import evaluate_episodes, step_score
 from agents.vpn.modules import CollectEncoder
-from agents.vpn.trainer import LOG_EVERY, discrete_options, resolve_run, start_run
+from agents.vpn.trainer import (
+    LOG_EVERY,
+    discrete_options,
+    resolve_run,
+    start_run,
+    write_summary,
+)
 from envs import EnvSpec, make_vec_env
 from rlkit.core.checkpoint import CheckpointError, CheckpointManager
 from rlkit.core.metrics import MetricsLogger
@@ -209,6 +216,7 @@ def train_dqn(
     through ``stop`` checkpoints the step it arrives at and raises
     :class:`~rlkit.core.stop.StopRequested`. ``on_begin``: see
     :func:`agents.vpn.trainer.start_run`."""
+    t_start = time.perf_counter()
     stop = stop or GracefulStop()  # never entered: never requested
     cfg, run_dir = resolve_run(cfg)
     seed_everything(cfg.seed)
@@ -239,13 +247,16 @@ def train_dqn(
             )
             callback = _RunCallback(cfg, run_dir, logger, progress, task, stop)
             remaining = cfg.total_steps() - model.num_timesteps
-            if remaining > 0:
+            if remaining > 0:  # (a finished run resumed: its last checkpoint is this step's)
                 model.set_logger(silent_logger())  # metrics go to the run's own logs
                 model.learn(remaining, callback=callback, reset_num_timesteps=False)
-            callback.save()
+                callback.save()
             stop.check(model.num_timesteps, run_dir)
         model.save(run_dir / "model_dqn.zip")
     finally:
         logger.close()
         venv.close()
+    updates = int(model._n_updates)  # noqa: SLF001  (SB3 keeps no public count)
+    wall = time.perf_counter() - t_start
+    write_summary(run_dir, cfg, model.num_timesteps, wall, updates=updates)
     return run_dir

@@ -6,12 +6,16 @@ every ``train_freq`` vector steps one Adam step is taken on ``batch_sequences`` 
 sequences of ``n_step`` options (see :mod:`agents.vpn.agent` for the loss). The target
 network is a copy synchronized every ``target_sync`` env steps. The run directory gets the
 config, TensorBoard + CSV logs, atomic checkpoints (``--resume`` continues from the latest;
-episodes in flight at the checkpoint are restarted) and ``model.pt`` at the end.
+episodes in flight at the checkpoint are restarted), and at the end ``model.pt`` and
+``summary.json`` (:func:`write_summary`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -29,11 +33,12 @@ from envs import EnvSpec, check_env_id, make_vec_env
 from rlkit.core.checkpoint import (
     CheckpointError,
     CheckpointManager,
+    atomic_write_bytes,
     load_checkpoint,
     save_checkpoint,
 )
 from rlkit.core.errors import UserError, message_line
-from rlkit.core.metrics import MetricsLogger
+from rlkit.core.metrics import MetricsLogger, read_metrics
 from rlkit.core.progress import make_progress
 from rlkit.core.rundir import (
     default_run_name,
@@ -160,6 +165,37 @@ def start_run(
         on_begin(run_dir)
 
 
+def write_summary(
+    run_dir: Path, cfg: VPNConfig, steps: int, wall_seconds: float, **counts: int
+) -> dict[str, object]:
+    """Write ``summary.json`` in the run directory (atomically) and return it: what a finished
+    run ends with. ``eval_reward`` is the mean greedy score of the run's last learning-curve
+    evaluation (at ``eval_step``, the final step where ``--eval-every`` is on; null where it
+    is off), ``episode_reward`` the mean score of the last training episodes logged, both read
+    from ``metrics.csv`` (so a finished run resumed has them too); ``counts`` are the run's
+    totals (updates, episodes); ``wall_seconds`` is this invocation's. NaN is written as null."""
+    metrics = read_metrics(run_dir)
+
+    def last(name: str) -> tuple[int | None, float | None]:
+        rows = metrics.get(name, [])
+        if not rows:
+            return None, None
+        step, value = rows[-1]
+        return step, None if math.isnan(value) else value
+
+    eval_step, eval_reward = last("charts/eval_reward")
+    doc: dict[str, object] = {
+        "algo": cfg.algo, "env": cfg.env, **({"plan": cfg.plan} if cfg.algo == "vpn" else {}),
+        "seed": cfg.seed, "steps": steps, **counts,
+        "eval_reward": eval_reward, "eval_step": eval_step, "eval_episodes": cfg.eval_episodes,
+        "episode_reward": last("charts/episode_reward")[1],
+        "run_dir": str(run_dir), "model": "model.pt" if cfg.algo == "vpn" else "model_dqn.zip",
+        "wall_seconds": round(wall_seconds, 1),
+    }  # fmt: skip
+    atomic_write_bytes(run_dir / "summary.json", (json.dumps(doc, indent=2) + "\n").encode())
+    return doc
+
+
 def _crossed(before: int, after: int, every: int) -> bool:
     return every > 0 and after // every > before // every
 
@@ -172,6 +208,7 @@ def train_vpn(
     """Train (or resume) a VPN run; returns the run directory. A stop asked for through
     ``stop`` checkpoints the step it arrives at and raises
     :class:`~rlkit.core.stop.StopRequested`. ``on_begin``: see :func:`start_run`."""
+    t_start = time.perf_counter()
     cfg, run_dir = resolve_run(cfg)
     rng = seed_everything(cfg.seed)
     torch.manual_seed(cfg.seed)
@@ -273,6 +310,8 @@ def train_vpn(
     finally:
         logger.close()
         venv.close()
+    wall = time.perf_counter() - t_start
+    write_summary(run_dir, cfg, step, wall, updates=updates, episodes=episodes)
     return run_dir
 
 

@@ -10,7 +10,7 @@ import signal
 import sys
 import zipfile
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import tyro
 from rich.console import Console
@@ -34,7 +34,7 @@ from rlkit.core.rundir import (
     save_config,
 )
 from rlkit.core.stop import GracefulStop, StopRequested
-from rlkit.loops.preference_config import PrefsConfig
+from rlkit.loops.preference_config import RESOLVED, PrefsConfig
 
 # How a run executes, not what it learns: a resumed run may change these (a restarted Ray
 # cluster has a new address; the two reward learners train alike, tested).
@@ -69,11 +69,15 @@ def _fmt(x: float, spec: str = ".1f") -> str:
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
 
 
-def check_resumable(run_dir: Path) -> None:
+def check_resumable(run_dir: Path) -> tuple[Path, dict[str, Any]] | None:
     """One-line errors, before anything is written, for a run that cannot be resumed: a
     damaged checkpoint (state or policy), or a missing or damaged label store. A run that
     stopped before its first checkpoint starts again from step 0 with the labels it stored
-    (its store, if it got as far as making one, must be readable)."""
+    (its store, if it got as far as making one, must be readable).
+
+    Returns the latest checkpoint's directory and loaded state, for the run to restore
+    (:meth:`~rlkit.loops.preference.PreferenceLoop.restore`) without reading it again; None
+    for a run with no checkpoint."""
     from rlkit.store import check_segment_files, check_store
 
     for name in ("checkpoints", "segments"):
@@ -85,11 +89,12 @@ def check_resumable(run_dir: Path) -> None:
     if not checkpoints.any():
         check_store(run_dir, required=False)
         check_segment_files(run_dir)
-        return
-    path, _ = checkpoints.load_latest()
+        return None
+    path, state = checkpoints.load_latest()
     _check_policy_file(path / "policy.zip")
     check_store(run_dir, required=True)
     check_segment_files(run_dir)
+    return path, state
 
 
 def _resume_settings(
@@ -140,6 +145,14 @@ def _restart_settings(
     _check_one_rollout(cfg, kind)
     cfg = dataclasses.replace(cfg, trainer=trainer_config(cfg.trainer, kind, cfg.env))
     return cfg, list(changed.values())
+
+
+def _save_config(run_dir: Path, cfg: PrefsConfig) -> None:
+    """``config.json``: the settings as given (what ``--resume`` compares its flags with and
+    reads back), and under ``resolved`` what those left to the env came to."""
+    from rlkit.loops.preference import resolved_settings
+
+    save_config(run_dir, {**dataclasses.asdict(cfg), RESOLVED: resolved_settings(cfg)})
 
 
 def _check_policy_file(path: Path) -> None:
@@ -274,6 +287,7 @@ def _train(argv: list[str]) -> int:
             f"rlkit prefs trains on MuJoCo v5 tasks and ALE Atari games; {cfg.env} is neither"
         )
     restart_changes: list[str] = []  # settings changed by resuming a run with no checkpoint
+    checkpoint = None  # the latest checkpoint, loaded once, for a resumed run to restore
     if cfg.resume:
         if cfg.run_dir is None:
             raise UserError("--resume needs --run-dir: the run to continue")
@@ -284,7 +298,7 @@ def _train(argv: list[str]) -> int:
         else:
             cfg, restart_changes = _restart_settings(argv, saved, run_dir)
         # A missing or corrupt checkpoint or store stops us here, before anything is written.
-        check_resumable(run_dir)
+        checkpoint = check_resumable(run_dir)
     # On the settings the run will use: a resumed Ray run takes a new --ray-address alone.
     if cfg.ray_workers == 0 and (
         cfg.ray_address is not None
@@ -330,7 +344,7 @@ def _train(argv: list[str]) -> int:
         made_dir = not run_dir.exists()
         run_dir = prepare_run_dir(run_dir, resume=False)
         cfg = dataclasses.replace(cfg, run_dir=run_dir)
-        save_config(run_dir, cfg)
+        _save_config(run_dir, cfg)
 
     from rlkit.loops.preference import PreferenceLoop
 
@@ -345,7 +359,7 @@ def _train(argv: list[str]) -> int:
             raise UserError(f"cannot set up the run: {first}") from None
         raise
     if restart_changes:  # (saved once the run is set up: a setting refused there is not)
-        save_config(run_dir, dataclasses.replace(cfg, resume=False))
+        _save_config(run_dir, dataclasses.replace(cfg, resume=False))
         print(f"no checkpoint yet: the run starts again with {', '.join(restart_changes)}",
               file=sys.stderr)  # fmt: skip
     # (once the run is set up: a setting refused there is the only line printed)
@@ -361,7 +375,7 @@ def _train(argv: list[str]) -> int:
         watch = _exit_watch(cfg, run_dir)
         with stop:
             summary = loop.run(
-                resume=cfg.resume, stop=stop,
+                resume=cfg.resume, stop=stop, checkpoint=checkpoint,
                 on_begin=lambda: record_provenance(run_dir, ["rlkit", "prefs", "train", *argv]),
             )  # fmt: skip
     except StopRequested as exc:

@@ -7,6 +7,7 @@ import json
 import shlex
 import sys
 from pathlib import Path
+from typing import Any
 
 from rlkit.cli import run_tyro
 from rlkit.core.errors import UserError
@@ -64,7 +65,22 @@ def train(argv: list[str]) -> int:
     finally:  # the run directory is free for the next trainer (a kill -9 frees it too)
         release_run_dirs()
     print(f"run finished: {run_dir}")
+    print(final_line(json.loads((Path(run_dir) / "summary.json").read_text())))
     return 0
+
+
+def final_line(summary: dict[str, Any]) -> str:
+    """The line ``rlkit vpn train`` ends with: its ``summary.json`` (written by the trainer,
+    :func:`agents.vpn.trainer.write_summary`) in words."""
+    parts = [f"{summary['steps']:,} steps", f"{summary['updates']:,} updates"]
+    if summary["eval_reward"] is not None:
+        parts.append(
+            f"greedy eval reward {summary['eval_reward']:.2f} over"
+            f" {summary['eval_episodes']} episodes at step {summary['eval_step']:,}"
+        )
+    if summary["episode_reward"] is not None:
+        parts.append(f"training episode reward {summary['episode_reward']:.2f}")
+    return f"final: {', '.join(parts)} (summary.json)"
 
 
 def evaluate(argv: list[str]) -> int:

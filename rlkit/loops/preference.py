@@ -42,7 +42,14 @@ from stable_baselines3.common.logger import Logger, make_output_format
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 
 from agents.obs_norm import obs_norm_state
-from agents.presets import load_agent, make_agent, resolve_algo, silent_logger
+from agents.presets import (
+    load_agent,
+    make_agent,
+    resolve_algo,
+    resolve_policy,
+    silent_logger,
+    steps_per_env,
+)
 from agents.worker_rollouts import RandomRolloutPolicy, rollout_source
 from envs import env_dt, env_kind, make_vec_env
 from envs.env_state import set_vec_env_state, vec_env_state
@@ -223,6 +230,55 @@ def trainer_config(config: TrainerConfig, kind: str, env_id: str) -> TrainerConf
     return config
 
 
+def label_schedule(cfg: PrefsConfig, kind: str) -> LabelSchedule:
+    """The run's label schedule: the paper's for ``kind``, with ``--initial-labels`` and
+    ``--label-decay`` where set."""
+    return LabelSchedule.for_kind(kind, cfg.labels, cfg.steps, cfg.initial_labels, cfg.label_decay)
+
+
+def steps_per_round(cfg: PrefsConfig, kind: str) -> int:
+    """Policy steps per round: ``--round-steps`` if set, else :data:`ROUND_STEPS` rounded up
+    to whole rollouts (of the policy's steps per env per update, on every env)."""
+    if cfg.round_steps:
+        return cfg.round_steps
+    rollout = steps_per_env(cfg.policy, resolve_algo(cfg.policy, kind)) * cfg.vec_envs(kind)
+    # About 8k steps: two TRPO updates. With one, reward training (>= min_steps gradient
+    # steps) outlasted the round on 2 cores and the policy waited for it.
+    return rollout * max(1, math.ceil(ROUND_STEPS / rollout))
+
+
+RESOLVED_POLICY = (
+    "algo", "gamma", "gae_lambda", "n_steps", "learning_rate", "ent_coef", "normalize_obs",
+)  # fmt: skip
+"""The policy's settings whose defaults depend on the env or the algorithm
+(:func:`agents.presets.resolve_policy`)."""
+
+
+def resolved_settings(cfg: PrefsConfig) -> dict[str, object]:
+    """What the run uses for each setting whose default depends on the env or on other
+    settings (left at None or ``auto``, or set), as JSON: the ``resolved`` section of the
+    run's ``config.json``, for people to read. The run resolves them from ``cfg`` itself, with
+    the same functions, so a resume is the same whether the section is there or not."""
+    kind = env_kind(cfg.env)
+    schedule = label_schedule(cfg, kind)
+    trainer = trainer_config(cfg.trainer, kind, cfg.env)
+    policy = resolve_policy(cfg.policy, kind)
+    return {
+        "backbone": resolved_backbone(cfg, kind),
+        "n_envs": cfg.vec_envs(kind),
+        "pool_size": cfg.segment_pool_size(kind),
+        "initial_labels": schedule.initial_labels,
+        "label_decay": schedule.decay,
+        "reward_scale": cfg.policy_reward_scale(kind),
+        "round_steps": steps_per_round(cfg, kind),
+        "trainer": {
+            "min_steps": trainer.step_floor,
+            "l2_max": trainer.l2_cap,
+        },
+        "policy": {name: getattr(policy, name) for name in RESOLVED_POLICY},
+    }
+
+
 def sb3_logger(folder: Path) -> Logger:
     """SB3's CSV and TensorBoard logger into ``folder``. Each policy of a run (the first, one
     loaded by a resume, one made by a reset) gets its own ``progress.csv``,
@@ -258,7 +314,7 @@ class PreferenceLoop:
         self.seg_len = check_segments_fit(cfg)
         self.scale = cfg.policy_reward_scale(self.kind)
         self.spec = cfg.env_spec(render_state=True)
-        self.pool = SegmentPool(cfg.pool_size or (300 if self.kind == "atari" else 1000))
+        self.pool = SegmentPool(cfg.segment_pool_size(self.kind))
         venv = self._make_venv()
         self.recorder = SegmentRecorder(venv, self.seg_len, self.pool.add, env_id=cfg.env)
         try:
@@ -289,9 +345,7 @@ class PreferenceLoop:
         self.teacher = SyntheticTeacherAdapter(
             SyntheticTeacher(cfg.teacher_model, self.rng), share=share
         )
-        self.schedule = LabelSchedule.for_kind(
-            self.kind, cfg.labels, cfg.steps, cfg.initial_labels, cfg.label_decay
-        )
+        self.schedule = label_schedule(cfg, self.kind)
         self.checkpoints = CheckpointManager(self.run_dir)
         self.metrics = MetricsLogger(self.run_dir)
         self.algo = resolve_algo(cfg.policy, self.kind)
@@ -344,15 +398,8 @@ class PreferenceLoop:
 
     @property
     def round_steps(self) -> int:
-        """Policy steps per round: ``--round-steps`` if set, else :data:`ROUND_STEPS` rounded up
-        to whole rollouts."""
-        if self.cfg.round_steps:
-            return self.cfg.round_steps
-        assert self.agent is not None
-        rollout = int(self.agent.n_steps) * self.n_envs
-        # About 8k steps: two TRPO updates. With one, reward training (>= min_steps gradient
-        # steps) outlasted the round on 2 cores and the policy waited for it.
-        return rollout * max(1, math.ceil(ROUND_STEPS / rollout))
+        """Policy steps per round (:func:`steps_per_round`)."""
+        return steps_per_round(self.cfg, self.kind)
 
     # -- the phases -----------------------------------------------------------------------
     def collect_random_segments(self, n_segments: int) -> None:
@@ -615,8 +662,11 @@ class PreferenceLoop:
         self.last_checkpoint_step = self.steps_done
         return path
 
-    def restore(self) -> None:
+    def restore(self, checkpoint: tuple[Path, dict] | None = None) -> None:
         """Continue from the latest checkpoint; labels stored after it are ingested too.
+        ``checkpoint``: its directory and ``state.pt`` where the caller has loaded them
+        already (``rlkit prefs train`` checks them before it writes anything), so that a
+        large checkpoint is not read and unpickled twice.
 
         A run stopped by Ctrl-C or SIGTERM (whose checkpoint is ``whole``, see :meth:`save`)
         goes on exactly as if it had not stopped: the same queries, labels, reward model and
@@ -630,7 +680,7 @@ class PreferenceLoop:
         From a regular checkpoint (after a crash) the envs start new episodes and the pool
         starts empty; from one older than 2026-12-05, the reward model is also retrained at
         once."""
-        path, state = self.checkpoints.load_latest()
+        path, state = checkpoint or self.checkpoints.load_latest()
         exact = state.get("envs") is not None and self._restore_envs(unpack(state["envs"]))
         try:
             self.learner.load_ensemble(state["ensemble"])
@@ -699,8 +749,10 @@ class PreferenceLoop:
         resume: bool = False,
         stop: GracefulStop | None = None,
         on_begin: Callable[[], object] | None = None,
+        checkpoint: tuple[Path, dict] | None = None,
     ) -> RunSummary:
-        """The whole run (or the rest of it, with ``resume``).
+        """The whole run (or the rest of it, with ``resume``, from ``checkpoint`` where the
+        caller has loaded the latest one already: see :meth:`restore`).
 
         With ``stop``, a stop asked for by a signal is honoured at the next checkpoint that
         comes anyway (the one right after the start, the one at the end) or at the end of the
@@ -713,7 +765,7 @@ class PreferenceLoop:
         t_start = time.perf_counter()
         stop = stop or GracefulStop()  # never entered: never requested
         if resume and self.checkpoints.any():
-            self.restore()
+            self.restore(checkpoint)
             save_longer_steps(self.run_dir, self.cfg.steps)
             if on_begin is not None:
                 on_begin()

@@ -26,6 +26,10 @@ SAVED_POLICY_BEFORE: dict[str, object] = {"normalize_obs": False}
 """The same for the policy's settings (``--policy.*``)."""
 
 
+RESOLVED = "resolved"
+"""The section of a preference run's ``config.json`` that holds what its settings left to the
+env (None or ``auto``) came to (:func:`rlkit.loops.preference.resolved_settings`)."""
+
 #: The fields of :class:`PrefsConfig` that are groups of settings (config dataclasses).
 SETTINGS_GROUPS = ("teacher_model", "trainer", "policy")
 
@@ -186,12 +190,19 @@ class PrefsConfig:
         """``reward_scale``, or its default for ``kind`` (``"mujoco"`` or ``"atari"``)."""
         return self.reward_scale or (0.05 if kind == "atari" else 1.0)
 
+    def segment_pool_size(self, kind: str) -> int:
+        """``pool_size``, or its default for ``kind`` (``"mujoco"`` or ``"atari"``)."""
+        return self.pool_size or (300 if kind == "atari" else 1000)
+
     @classmethod
     def from_saved(cls, data: dict) -> PrefsConfig:
         """A run's saved ``config.json``; settings added since it was written take the values
-        that run used (SAVED_BEFORE), so its checkpoints still fit."""
+        that run used (SAVED_BEFORE), so its checkpoints still fit. Its ``resolved`` section
+        (what the settings left to the env came to, for people to read) is not read back: a
+        resumed run resolves them again from the settings, as it did before it was saved."""
         from rlkit.core.rundir import dataclass_from_dict
 
+        data = {name: value for name, value in data.items() if name != RESOLVED}
         if "plan" in data and "labels" not in data:
             raise UserError(
                 "the run's config.json is a VPN run's (rlkit vpn train), not a preference run's"

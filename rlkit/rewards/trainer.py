@@ -149,6 +149,11 @@ class TrainerConfig:
         """``l2_max``, or :data:`L2_MAX` when it is left unset."""
         return L2_MAX if self.l2_max is None else self.l2_max
 
+    @property
+    def step_floor(self) -> int:
+        """``min_steps``, or :data:`MIN_STEPS` when it is left unset."""
+        return MIN_STEPS if self.min_steps is None else self.min_steps
+
 
 class RewardTrainingDiverged(UserError):
     """The ensemble's loss became nan or inf (a far too high learning rate): the run stops
@@ -336,8 +341,7 @@ class RewardTrainer:
             return {}
         epochs = cfg.epochs if epochs is None else epochs
         steps_per_epoch = max(1, math.ceil(len(train_idx) / cfg.batch_size))
-        min_steps = MIN_STEPS if cfg.min_steps is None else cfg.min_steps
-        total = max(min_steps, math.ceil(epochs * steps_per_epoch))
+        total = max(cfg.step_floor, math.ceil(epochs * steps_per_epoch))
         k = self.ensemble.n_members
         if self.n_initial is None:
             self.n_initial = len(self)
