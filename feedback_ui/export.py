@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from rlkit.core.errors import UserError
 from rlkit.core.types import mu_for_choice
 from rlkit.store import Store
 
@@ -59,6 +60,11 @@ def export_rows(store: Store) -> Iterator[dict[str, Any]]:
                 " FROM segments WHERE id = ?",
                 (segment_id,),
             ).fetchone()
+            if r is None:  # a row deleted by hand: the database itself reads fine
+                raise UserError(
+                    f"{store.run_dir / Store.DB_NAME} has a query of segment {segment_id} but no"
+                    " row for that segment: damaged; left as it is"
+                )
             env_id, env_index, step, start, length, ret = r
             segments[segment_id] = {
                 "segment": segment_id, "env_id": env_id, "seed": seed, "env_index": env_index,

@@ -250,6 +250,35 @@ def test_cli_refuses_bad_input_in_one_line(tmp_path, capsys):
     assert row["labeler"] == "ann" and row["left"]["env_id"] == "HalfCheetah-v5"
 
 
+def test_a_run_damaged_by_hand_is_named_in_one_line(tmp_path, capsys):
+    """A store whose labelled query names a segment row deleted by hand (SQLite reads it
+    fine) fails the export in one line, exit 2, writing nothing; a file where the server keeps
+    segments or clips is named as such (it was "error: File exists", exit 1)."""
+    import shutil
+    import sqlite3
+
+    make_run(tmp_path, fake_segments(4), n_queries=1)
+    Store(tmp_path).add_label(1, "left", "ann", "human")
+    with sqlite3.connect(tmp_path / "store.sqlite") as conn:  # foreign keys are off here
+        conn.execute("DELETE FROM segments")
+    out = tmp_path / "labels.jsonl"
+    assert main(["label", "export", str(tmp_path), "--output", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1
+    assert "has a query of segment" in err and "no row for that segment: damaged" in err
+    assert not out.exists()
+    for name in ("segments", "clips"):
+        shutil.rmtree(tmp_path / name, ignore_errors=True)
+        (tmp_path / name).write_text("not a folder")
+        assert main(["label", "serve", str(tmp_path), "--port", "0"]) == 2
+        assert capsys.readouterr().err == (
+            f"error: {tmp_path / name} is not a directory: the run is damaged; left as it is\n"
+        )
+        assert (tmp_path / name).read_text() == "not a folder"
+        (tmp_path / name).unlink()
+        (tmp_path / name).mkdir()
+
+
 @pytest.mark.slow
 def test_20_clients_50_labels_each_exactly_1000_stored(tmp_path):
     make_run(tmp_path, fake_segments(60), n_queries=1000)

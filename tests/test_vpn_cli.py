@@ -273,6 +273,46 @@ def test_run_dir_protection_and_resume_errors(
             )
 
 
+def test_a_config_json_cut_short_and_eval_flags_it_would_ignore_are_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """A setting cut out of a run's config.json is refused, not filled in with a default (a
+    plan other than the run's) nor a crash (steps null: TypeError, exit 1); eval refuses an
+    --env "" (it evaluated on the run's env) and a --plan on a DQN run (ignored), and names a
+    file given as the run. Nothing trains: every check comes before a checkpoint is read."""
+    import dataclasses
+
+    from agents.vpn.config import VPNConfig
+
+    run = tmp_path / "run"
+    run.mkdir()
+    saved = dataclasses.asdict(VPNConfig(plan="4,1", steps=80, run_dir=str(run)))
+    for config, says in [
+        ({k: v for k, v in saved.items() if k != "plan"}, "config.json lacks plan: it is incomplete"),
+        ({k: v for k, v in saved.items() if k != "steps"}, "config.json lacks steps: it is"),
+        ({**saved, "steps": None}, "no run can have: --steps must be int, got None"),
+    ]:  # fmt: skip
+        (run / "config.json").write_text(json.dumps(config))
+        for command in (
+            ["vpn", "train", "--run-dir", str(run), "--resume", "--steps", "160"],
+            ["vpn", "eval", str(run)],
+        ):
+            assert main(command) == 2
+            err = capsys.readouterr().err
+            assert err.startswith("error: ") and says in err and err.count("\n") == 1, err
+    (run / "config.json").write_text(json.dumps(saved))
+    assert main(["vpn", "eval", str(run), "--env", ""]) == 2
+    assert capsys.readouterr().err.startswith("error: unknown env id ''")
+    (run / "config.json").write_text(json.dumps({**saved, "algo": "dqn"}))
+    assert main(["vpn", "eval", str(run), "--plan", "4"]) == 2
+    assert capsys.readouterr().err == (
+        f"error: --plan sets a VPN's planning; {run} is a DQN run, which does not plan\n"
+    )
+    (tmp_path / "file").write_text("not a run")
+    assert main(["vpn", "eval", str(tmp_path / "file")]) == 2
+    assert "file is a file, not a run directory of `rlkit vpn train`" in capsys.readouterr().err
+
+
 def test_dqn_baseline_trains_resumes_and_evaluates(tmp_path: Path) -> None:
     run = tmp_path / "dqn"
     assert (

@@ -20,6 +20,8 @@ from rlkit.core.progress import make_progress
 
 def load_run_config(run_dir: Path) -> VPNConfig:
     """The run's saved VPNConfig; UserError if the directory holds no VPN/DQN run."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UserError(f"{run_dir} is a file, not a run directory of `rlkit vpn train`")
     if not run_dir.is_dir():
         raise UserError(f"run directory {run_dir} does not exist")
     cfg = saved_config(run_dir)
@@ -83,8 +85,12 @@ def evaluate_run(cfg: EvalConfig) -> dict[str, Any]:
     """Mean greedy score over ``cfg.episodes`` episodes, with what was evaluated."""
     run_dir = Path(cfg.run_dir)
     run_cfg = load_run_config(run_dir)
-    env_id = cfg.env or run_cfg.env
+    env_id = run_cfg.env if cfg.env is None else cfg.env  # --env "" is no env, not a default
     check_env_id(env_id)
+    if cfg.plan is not None and run_cfg.algo != "vpn":  # it would be ignored
+        raise UserError(
+            f"--plan sets a VPN's planning; {run_dir} is a DQN run, which does not plan"
+        )
     if cfg.plan is not None:
         parse_branching(cfg.plan)
     policy = greedy_policy(run_dir, run_cfg, env_id, cfg.plan)

@@ -112,7 +112,14 @@ def saved_config(run_dir: Path) -> VPNConfig:
         cfg = VPNConfig(**data)
     except TypeError as exc:
         raise UserError(f"{run_dir}/config.json is not a VPN run config ({exc})") from exc
+    # Every run saved every setting, steps resolved to a number: a default filled in for one
+    # cut out would silently change the run (its plan), or fail later (steps null).
+    missing = [f.name for f in dataclasses.fields(VPNConfig) if f.name not in data]
+    if missing:
+        raise UserError(f"{run_dir}/config.json lacks {', '.join(missing)}: it is incomplete")
     try:  # values edited since the run began: no flag of this call is at fault
+        if cfg.steps is None:
+            raise UserError("--steps must be int, got None")
         dataclasses.replace(cfg, device="cpu").validate()  # (a GPU run may go on on a CPU)
         check_env_id(cfg.env)
         parse_branching(cfg.plan)

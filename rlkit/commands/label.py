@@ -110,6 +110,9 @@ def serve(argv: list[str]) -> int:
     except ValueError as exc:
         raise UserError(f"--clip: {exc}") from None
     _check_run_dir(cfg.run_dir)
+    for folder in (cfg.run_dir / "segments", cfg.run_dir / "clips"):  # the server writes there
+        if folder.exists() and not folder.is_dir():
+            raise UserError(f"{folder} is not a directory: the run is damaged; left as it is")
     if not 0 <= cfg.port <= 65535:
         raise UserError(f"--port must be 0..65535, got {cfg.port}")
     if cfg.lease_seconds <= 0 or cfg.labels_per_query < 1 or cfg.gold_every < 0:
