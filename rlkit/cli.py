@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import signal
 import sys
 from difflib import get_close_matches
 from typing import TypeVar
@@ -91,6 +92,11 @@ def main(argv: list[str] | None = None) -> int:
         result = func(argv[2:])
     except UserError as exc:
         return _fail(str(exc), exc.exit_code)
+    except BrokenPipeError as exc:
+        if _stdout_closed_by_reader():  # `rlkit ... | head`: as any Unix tool, stop quietly
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # (exit's flush)
+            return 128 + signal.SIGPIPE
+        return _fail(f"{exc.strerror or exc}", 1)
     except OSError as exc:  # the machine said no (disk full, no permission, ...): one line
         where = f": {exc.filename}" if exc.filename else ""
         return _fail(f"{exc.strerror or exc}{where}", 1)
@@ -104,6 +110,19 @@ def main(argv: list[str] | None = None) -> int:
             raise
         return _fail(unexpected_error_line(exc, argv), 1)
     return int(result or 0)
+
+
+def _stdout_closed_by_reader() -> bool:
+    """Whether stdout is a pipe whose reading end is closed (``rlkit ... | head`` once head
+    has its lines): the write end then polls as an error."""
+    import select
+
+    try:
+        poll = select.poll()
+        poll.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poll.poll(0))
+    except (OSError, ValueError, AttributeError):  # no real stdout (captured, closed)
+        return False
 
 
 def unexpected_error_line(exc: BaseException, argv: list[str]) -> str:

@@ -2,6 +2,8 @@
 command (tyro's own error screen is a multi-line box)."""
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -182,3 +184,41 @@ def test_a_dot_is_still_the_current_directory(capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert main(["prefs", "eval", "."]) == 2
     assert "holds no run" in capsys.readouterr().err
+
+
+SPAM = """
+import sys
+sys.path.insert(0, {folder!r})
+import rlkit.cli as cli
+cli.COMMANDS[("spam", "lines")] = ("spam_command:lines", "print lines for ever")
+sys.exit(cli.main(["spam", "lines"]))
+"""
+
+
+def test_output_cut_off_by_its_reader_ends_quietly_as_a_unix_tool_does(tmp_path):
+    """`rlkit label export RUN | head -1`: once the reader has gone, the command stops with
+    SIGPIPE's exit code (141, as `yes | head` gives) and says nothing: no error line, no
+    traceback, no "Exception ignored" at exit."""
+    (tmp_path / "spam_command.py").write_text(
+        "def lines(argv):\n    while True:\n        print('a line of output')\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SPAM.format(folder=str(tmp_path))],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stdout.readline() == b"a line of output\n"
+    proc.stdout.close()  # as head does once it has its line
+    assert proc.wait(timeout=60) == 141
+    assert proc.stderr.read() == b""
+
+
+def test_a_broken_pipe_that_is_not_stdout_is_still_an_error_line(monkeypatch, capsys):
+    """A pipe to a child process that died is a real failure, not a reader that had enough."""
+    import rlkit.commands.prefs as prefs
+
+    def child_gone(argv):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(prefs, "train", child_gone)
+    assert main(["prefs", "train"]) == 1
+    assert capsys.readouterr().err.splitlines() == ["error: Broken pipe"]
