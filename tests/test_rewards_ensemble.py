@@ -165,6 +165,12 @@ def test_an_ensemble_saved_before_the_mean_was_rescaled_loads_with_its_old_rewar
     torch.testing.assert_close(loaded.reward(obs, acts), ens.reward(obs, acts) * ens.out_scale)
     loaded.update_normalization(obs, acts)
     torch.testing.assert_close(loaded.reward(obs, acts), ens.reward(obs, acts))
+    # weights alone (the reward learner's, strict=False) leave the normalization as it is
+    from rlkit.rewards.learner import NORMALIZATION
+
+    scale = float(loaded.out_scale)
+    loaded.load_state_dict({k: v for k, v in old.items() if k not in NORMALIZATION}, strict=False)
+    assert float(loaded.out_scale) == scale != 1.0
 
 
 def test_segment_returns_sum_over_steps():

@@ -399,13 +399,14 @@ class RewardEnsemble(nn.Module):
         mean = ((raw - self.out_mean[:, None]) / self.out_std[:, None]).mean(dim=0)
         return mean / self.out_scale
 
-    def _load_from_state_dict(
-        self, state_dict: dict, prefix: str, *args: object, **kwargs: object
-    ) -> None:
-        """Load ``state_dict``; one saved before ``out_scale`` existed (2026-12-06) gets 1, the
-        reward it was trained with, until the next :meth:`update_normalization`."""
-        state_dict.setdefault(prefix + "out_scale", torch.ones(()))
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: object) -> None:
+        """Load ``state_dict``; one with the output normalization saved before ``out_scale``
+        existed (2026-12-06) gets 1, the reward it was trained with, until the next
+        :meth:`update_normalization`. Weights alone (the reward learner's, loaded with
+        ``strict=False``) leave the normalization as it is."""
+        if prefix + "out_mean" in state_dict:
+            state_dict.setdefault(prefix + "out_scale", torch.ones(()))
+        super()._load_from_state_dict(state_dict, prefix, *args)
 
     def parameter_l2(self) -> torch.Tensor:
         """Sum of squared parameters, per member: ``(K,)``."""
