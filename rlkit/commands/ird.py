@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from rlkit.core.errors import UserError, check_settings
+from rlkit.core.errors import UserError, check_settings, check_types
 from rlkit.core.rundir import first_unused, takes_new_files
 
 if TYPE_CHECKING:
@@ -91,6 +91,7 @@ def _validate(cfg: LavalandConfig) -> None:
             raise UserError(
                 f"{flag} {value:,} is over {cap:,}, hours of work (the default is {usual:,})"
             )
+    check_types(cfg)
     check_settings(cfg, {})  # every float setting finite (--beta inf is no rationality)
 
 

@@ -14,7 +14,7 @@ import tyro
 
 from feedback_ui.clips import ClipOptions
 from rlkit.cli import run_tyro
-from rlkit.core.errors import UserError, check_settings
+from rlkit.core.errors import UserError, check_settings, check_types
 from rlkit.core.rundir import atomic_output, check_output_file
 
 
@@ -103,6 +103,8 @@ def serve(argv: list[str]) -> int:
     until stopped; returns 0. Off loopback without ``--token`` a token is made up and printed
     in the URL."""
     cfg = run_tyro(ServeConfig, argv, prog="rlkit label serve")
+    check_types(cfg.clip, "--clip.")
+    check_types(cfg)
     check_settings(cfg.clip, {}, "--clip.")  # every float setting finite
     check_settings(cfg, {"host": bool(cfg.host.strip()), "seed": 0 <= cfg.seed < 2**32})
     try:

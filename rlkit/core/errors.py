@@ -58,15 +58,14 @@ def check_settings(config: object, checks: dict[str, bool], prefix: str = "--") 
     """Raise a :class:`ConfigError` naming the flag of the first setting whose check failed.
 
     ``checks`` maps field names of ``config`` to whether their values are valid; the flag is
-    ``prefix`` plus the name with dashes (``--trainer.batch-size``). Every field of a
-    dataclass ``config`` must also fit its annotation (:func:`check_types`), and every float
-    field be finite: no setting means anything at nan or inf.
+    ``prefix`` plus the name with dashes (``--trainer.batch-size``). Every float field of a
+    dataclass ``config`` must also be finite: no setting means anything at nan or inf. Call
+    :func:`check_types` first, before ``checks`` are worked out from the values.
     """
     import dataclasses
     import math
 
     if dataclasses.is_dataclass(config):
-        check_types(config, prefix)
         for field in dataclasses.fields(config):
             value = getattr(config, field.name)
             if isinstance(value, float) and not math.isfinite(value):

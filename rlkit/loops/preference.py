@@ -48,7 +48,6 @@ from agents.presets import (
     resolve_algo,
     resolve_policy,
     silent_logger,
-    steps_per_env,
 )
 from agents.worker_rollouts import RandomRolloutPolicy, rollout_source
 from envs import env_dt, env_kind, make_vec_env
@@ -241,7 +240,7 @@ def steps_per_round(cfg: PrefsConfig, kind: str) -> int:
     to whole rollouts (of the policy's steps per env per update, on every env)."""
     if cfg.round_steps:
         return cfg.round_steps
-    rollout = steps_per_env(cfg.policy, resolve_algo(cfg.policy, kind)) * cfg.vec_envs(kind)
+    rollout = resolve_policy(cfg.policy, kind).n_steps * cfg.vec_envs(kind)
     # About 8k steps: two TRPO updates. With one, reward training (>= min_steps gradient
     # steps) outlasted the round on 2 cores and the policy waited for it.
     return rollout * max(1, math.ceil(ROUND_STEPS / rollout))

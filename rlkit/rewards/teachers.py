@@ -24,7 +24,7 @@ from typing import Literal, Protocol
 
 import numpy as np
 
-from rlkit.core.errors import ConfigError, check_settings
+from rlkit.core.errors import ConfigError, check_settings, check_types
 from rlkit.core.types import Segment
 
 NoiseModel = Literal["rational", "bradley_terry", "mistake", "skip", "equal", "myopic"]
@@ -48,6 +48,7 @@ class TeacherConfig:
     """myopic: per-step discount applied to earlier steps of the segment."""
 
     def __post_init__(self) -> None:
+        check_types(self, "--teacher-model.")
         check_settings(self, {}, "--teacher-model.")
         if not 0.0 <= self.eps <= 1.0:
             raise ConfigError(f"teacher eps must be in [0, 1], got {self.eps}")
