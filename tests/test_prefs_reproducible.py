@@ -3,6 +3,7 @@ reward model and policy, even though the reward model trains in a process of its
 often it is checkpointed, or a stop and resume, changes none of them."""
 
 import dataclasses
+import math
 import signal
 from pathlib import Path
 
@@ -74,7 +75,8 @@ def stopped_and_resumed_run(run_dir: Path, name: str, stop_after: int | None, **
             "actor": {k: v.clone() for k, v in loop.actor.state_dict().items()},
             "policy": {k: v.clone() for k, v in loop.agent.policy.state_dict().items()},
             "curves": {k: metrics.get(k) for k in ("charts/true_return", "charts/learned_reward",
-                                                   "losses/reward_train", "charts/pool_size")},
+                                                   "charts/learned_return", "losses/reward_train",
+                                                   "charts/pool_size")},
         }  # fmt: skip
     finally:
         loop.close()
@@ -84,6 +86,8 @@ def assert_same_run(a: dict, b: dict) -> None:
     assert len(a["labels"]) > 10 and a["labels"] == b["labels"]
     assert (a["clip"] == b["clip"]).all()
     assert len(a["curves"]["charts/learned_reward"]) >= 3  # rounds: 2 before the stop
+    # episodes ended, and each one's learned return was summed across the stop alike
+    assert any(math.isfinite(v) for _, v in a["curves"]["charts/learned_return"])
     assert a["curves"] == b["curves"]
     for part in ("reward", "actor", "policy"):
         assert same_tensors(a[part], b[part]), part

@@ -80,3 +80,35 @@ def test_build_ensemble_picks_the_nature_cnn_for_images_and_the_mlp_for_vectors(
         assert isinstance(ens._templates[True].backbone, kind)
         obs = torch.as_tensor(np.stack([space.sample() for _ in range(3)]))
         assert ens.reward(obs, torch.zeros(3, dtype=torch.long)).shape == (3,)
+
+
+def test_learned_episode_returns_are_summed_across_rollouts_and_restart_after_a_reset():
+    venv = make_vec_env(EnvSpec("CartPole-v1"), 2, seed=0)
+    ens = build_ensemble(venv.observation_space, venv.action_space, 2, "mlp", seed=0)
+    env = LearnedRewardVecEnv(venv, ens, deferred=True)
+    cb = RolloutRewardCallback(env, keep=3)
+    assert np.isnan(cb.mean_episode_return)
+    # rollout 1, 3 steps x 2 envs: env 1's episode ends at step 1, env 0's at the last step
+    cb._add_episodes(np.array([[1.0, 10], [2, 20], [3, 30]]),
+                     np.array([[1, 1], [0, 0], [0, 1]]), np.array([1, 0]))  # fmt: skip
+    assert list(cb.episode_returns) == [30.0, 6.0]
+    saved = cb.state_dict()
+    # rollout 2: env 1's second episode (30 so far) ends at its last step; env 0's goes on
+    cb._add_episodes(np.array([[4.0, 40], [5, 50]]), np.array([[1, 0], [0, 0]]), np.array([0, 1]))
+    assert list(cb.episode_returns) == [30.0, 6.0, 120.0]
+    # rollout 3 after a reset (a new learn): env 0's unfinished 9 is dropped; only 3 are kept
+    cb._add_episodes(np.array([[7.0, 70]]), np.array([[1, 1]]), np.array([1, 0]))
+    assert list(cb.episode_returns) == [6.0, 120.0, 7.0]
+    assert cb.mean_episode_return == pytest.approx(133 / 3)
+    # a checkpoint's state goes on alike; with the envs not kept, the unfinished sums go
+    again = RolloutRewardCallback(env, keep=3)
+    again.load_state_dict(saved)
+    again._add_episodes(
+        np.array([[4.0, 40], [5, 50]]), np.array([[1, 0], [0, 0]]), np.array([0, 1])
+    )
+    assert list(again.episode_returns) == [30.0, 6.0, 120.0]
+    again.load_state_dict(saved, envs_kept=False)
+    again._add_episodes(
+        np.array([[4.0, 40], [5, 50]]), np.array([[1, 0], [0, 0]]), np.array([0, 1])
+    )
+    assert list(again.episode_returns) == [30.0, 6.0, 90.0]

@@ -598,6 +598,8 @@ class PreferenceLoop:
         stats.update({
             "charts/true_return": float(np.mean(episodes)) if episodes else math.nan,
             "charts/learned_reward": self.reward_callback.last_mean,
+            # the policy's own measure of the last 100 episodes, beside their true return
+            "charts/learned_return": self.reward_callback.mean_episode_return,
             "charts/labels": float(self.store.count_labels()),
             "charts/queries_asked": float(asked),
             "charts/labels_target": float(self.schedule.target(step)),
@@ -654,6 +656,7 @@ class PreferenceLoop:
             "finished_early": dict(self._finished_early),
             "pool": pack(self.pool.state_dict()) if whole else None,
             "envs": pack(envs) if envs is not None else None,
+            "learned_returns": self.reward_callback.state_dict(),
         }
         path = self.checkpoints.save(
             self.steps_done, state, {"policy.zip": lambda p: self.agent.save(str(p))}
@@ -724,6 +727,8 @@ class PreferenceLoop:
             self._finished_early = dict(state["finished_early"])
             if state["pool"] is not None:
                 self.pool.load_state_dict(unpack(state["pool"]))
+        if "learned_returns" in state:  # since 2026-12-07
+            self.reward_callback.load_state_dict(state["learned_returns"], envs_kept=exact)
         # Labels that came after the checkpoint (people's, or a crash's) train at once; the
         # next round takes the result, as it takes the pending one otherwise.
         self.answer_pending_synthetic()
