@@ -53,6 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     """Run ``rlkit GROUP COMMAND [options]`` (``argv``: the arguments after ``rlkit``, default
     ``sys.argv[1:]``); returns the exit code. A :class:`~rlkit.core.errors.UserError`, an
     OSError or an unforeseen exception is one line on stderr, not a traceback."""
+    from rlkit.core.streams import fill_closed_streams
+
+    fill_closed_streams()
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):  # asked for: stdout, exit 0; missing: stderr, 2
         print(usage(), file=sys.stdout if argv else sys.stderr)

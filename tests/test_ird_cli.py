@@ -85,6 +85,8 @@ def test_table_output_and_one_condition(tmp_path, capsys):
         ["--samples", "1000000000"],
         ["--maps", "1000000000"],
         ["--proxy-samples", "2000000"],
+        ["--beta", "1e308"],  # finite, but beta w^T phi overflows float64
+        ["--prior-std", "1e200"],
     ],
 )
 def test_invalid_numbers_give_one_line_and_exit_code_2(tmp_path, capsys, bad):

@@ -4,6 +4,8 @@ line and a non-zero exit, and leaves every file of an existing run byte for byte
 import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -44,6 +46,31 @@ def _one_error_line(capsys) -> str:
     assert "Traceback" not in "\n".join(lines)
     assert lines and lines[-1].startswith("error: "), lines
     return lines[-1]
+
+
+def test_label_export_with_stdout_closed_asks_for_a_file_and_prints_into_nothing_else(
+    finished_run, tmp_path
+):
+    """`rlkit label export RUN >&-`: one line asking for --output (it was an AttributeError).
+    With --output, the export works; stdout's number goes to /dev/null, not to a file the
+    command opens, so its prints land in no file of the run."""
+    run = _copy(finished_run, tmp_path)
+    before = _snapshot(run)
+    cmd = [sys.executable, "-m", "rlkit.cli", "label", "export", str(run)]
+    proc = subprocess.run(
+        cmd, preexec_fn=lambda: os.close(1), stderr=subprocess.PIPE, text=True, timeout=120
+    )
+    assert proc.returncode == 2
+    assert proc.stderr == "error: standard output is closed: give --output FILE for the labels\n"
+    out = tmp_path / "labels.jsonl"
+    proc = subprocess.run(
+        [*cmd, "--output", str(out)], preexec_fn=lambda: os.close(1), stderr=subprocess.PIPE,
+        text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.strip() == f"exported {len(out.read_text().splitlines())} labels"
+    assert len(out.read_text().splitlines()) >= 5
+    assert _snapshot(run) == before
 
 
 def test_label_export_never_writes_over_the_runs_own_files(finished_run, tmp_path, capsys):
@@ -160,6 +187,11 @@ def _lose_a_segment(run: Path) -> None:
     sorted((run / "segments").iterdir())[3].unlink()
 
 
+def _summary_as_a_folder(run: Path) -> None:  # summary.json is written again at the end
+    (run / "summary.json").unlink()
+    (run / "summary.json").mkdir()
+
+
 def _checkpoints_as_a_file(run: Path) -> None:
     shutil.rmtree(run / "checkpoints")
     (run / "checkpoints").write_text("x")
@@ -232,7 +264,7 @@ def _vpn_config(run: Path) -> None:  # another kind of run's config.json
 #: Damage `prefs eval` does not see (it reads no store) or names in its own words ("no checkpoint").
 NOT_FOR_EVAL = (
     _damage_store, _drop_store, _drop_segments_table, _lose_a_segment, _other_env,
-    _checkpoints_as_a_file, _cut_a_segment,
+    _checkpoints_as_a_file, _cut_a_segment, _summary_as_a_folder,
 )  # fmt: skip
 
 
@@ -242,6 +274,7 @@ NOT_FOR_EVAL = (
      (_drop_segments_table, "store.sqlite lacks its segments table: damaged; left as it is"),
      (_lose_a_segment, "segments the store lists have no file in"),
      (_checkpoints_as_a_file, "checkpoints is not a directory: the run is damaged"),
+     (_summary_as_a_folder, "summary.json is a directory where the run writes a file"),
      (_damage_policy, "policy.zip is missing or not a zip archive"),
      (_mistype_config, "config field 'steps' of PrefsConfig is 'abc', not int"),
      (_list_config, "holds a JSON list, not a config object"),

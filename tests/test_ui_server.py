@@ -3,6 +3,7 @@
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -190,6 +191,27 @@ def test_no_docs_pages_that_load_scripts_from_a_cdn(server):
         assert c.get("/docs").status_code == 404 and c.get("/redoc").status_code == 404
         assert c.get("/docs/oauth2-redirect").status_code == 404
         assert "/api/labels" in c.get("/openapi.json").json()["paths"]  # the spec stays
+
+
+def _ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as sock:
+            sock.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback on this machine")
+def test_an_ipv6_loopback_in_brackets_as_in_a_url_is_served_without_a_token(tmp_path):
+    make_run(tmp_path, fake_segments(4), n_queries=2)
+    srv = Server(tmp_path, "--host", "[::1]", *QUIET)
+    try:
+        assert srv.base.startswith("http://[::1]:") and srv.token is None
+        with httpx.Client(base_url=srv.base, timeout=30) as c:
+            assert c.get("/api/status").status_code == 200
+    finally:
+        srv.stop()
 
 
 def test_non_loopback_bind_needs_the_printed_token(tmp_path):

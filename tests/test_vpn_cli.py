@@ -238,6 +238,18 @@ def test_run_dir_protection_and_resume_errors(
     assert train(tmp_path / "orphan", "--steps", "80") == 2
     assert "is not empty" in capsys.readouterr().err
     assert (tmp_path / "orphan" / "model.pt").read_bytes() == b"weights"
+    # model.pt (written at the end) a folder: refused before the work, not after it
+    model = (run / "model.pt").read_bytes()
+    (run / "model.pt").unlink()
+    (run / "model.pt").mkdir()
+    assert main(["vpn", "train", "--run-dir", str(run), "--resume", "--steps", "160"]) == 2
+    assert capsys.readouterr().err == (
+        f"error: {run / 'model.pt'} is a directory where the run writes a file: the run is"
+        " damaged; left as it is\n"
+    )
+    assert (run / "checkpoints/latest").read_text() == "step_0000000080"
+    (run / "model.pt").rmdir()
+    (run / "model.pt").write_bytes(model)
     # A corrupt checkpoint: one-line error, and the file is left as it was.
     state = run / "checkpoints" / (run / "checkpoints/latest").read_text() / "state.pt"
     state.write_bytes(b"not a checkpoint")

@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 CONDITION_CHOICES = ("onehot", "latent")
 MAX_MAPS = 100_000
 MAX_SAMPLES = 1_000_000
+MAX_SCALE = 1e100
+"""Largest --beta and --prior-std: their product stays far below float64's maximum."""
 
 
 @dataclasses.dataclass
@@ -93,6 +95,14 @@ def _validate(cfg: LavalandConfig) -> None:
             )
     check_types(cfg)
     check_settings(cfg, {})  # every float setting finite (--beta inf is no rationality)
+    # beta w^T phi with w ~ N(0, prior_std^2) must stay far inside float64 (~1.8e308): past
+    # ~1e150 each, the likelihoods overflow to inf and NaN and the results mean nothing.
+    for flag, value, usual in (("--beta", cfg.beta, 3.0), ("--prior-std", cfg.prior_std, 1.0)):
+        if value > MAX_SCALE:
+            raise UserError(
+                f"{flag} {value:g} is over {MAX_SCALE:g}: the likelihoods would overflow"
+                f" float64 (the default is {usual:g})"
+            )
 
 
 def lavaland(argv: list[str]) -> int:

@@ -107,6 +107,8 @@ def serve(argv: list[str]) -> int:
     check_types(cfg)
     check_settings(cfg.clip, {}, "--clip.")  # every float setting finite
     check_settings(cfg, {"host": bool(cfg.host.strip()), "seed": 0 <= cfg.seed < 2**32})
+    if cfg.host.startswith("[") and cfg.host.endswith("]"):  # [::1], as in a URL
+        cfg = dataclasses.replace(cfg, host=cfg.host[1:-1])
     try:
         cfg.clip.validate()
     except ValueError as exc:
@@ -157,8 +159,12 @@ def serve(argv: list[str]) -> int:
 def export(argv: list[str]) -> int:
     """``rlkit label export DIR``: write the run's labels (jsonl or csv) to ``--output`` or
     stdout, reading the store only; returns 0."""
+    from rlkit.core.streams import CLOSED_STREAMS
+
     cfg = run_tyro(ExportConfig, argv, prog="rlkit label export")
     _check_run_dir(cfg.run_dir)
+    if cfg.output is None and "stdout" in CLOSED_STREAMS:
+        raise UserError("standard output is closed: give --output FILE for the labels")
     if cfg.output is not None:
         check_output_file(cfg.output, cfg.run_dir, force=cfg.force)
     if not (cfg.run_dir / "store.sqlite").is_file():

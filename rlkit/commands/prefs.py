@@ -80,11 +80,6 @@ def check_resumable(run_dir: Path) -> tuple[Path, dict[str, Any]] | None:
     for a run with no checkpoint."""
     from rlkit.store import check_segment_files, check_store
 
-    for name in ("checkpoints", "segments"):
-        if (run_dir / name).exists() and not (run_dir / name).is_dir():
-            raise UserError(
-                f"{run_dir / name} is not a directory: the run is damaged; left as it is"
-            )
     checkpoints = CheckpointManager(run_dir)
     if not checkpoints.any():
         check_store(run_dir, required=False)

@@ -44,6 +44,18 @@ def prepare_run_dir(run_dir: str | Path, resume: bool) -> Path:
         )
     if not resume and path.is_dir() and any(path.iterdir()):
         raise UserError(f"--run-dir {path} is not empty; a new run needs a new or empty directory")
+    if resume:  # else it fails at its first save, or at its end, after all the work
+        for name in RUN_FILES:
+            if (path / name).is_dir():
+                raise UserError(
+                    f"{path / name} is a directory where the run writes a file: the run is"
+                    " damaged; left as it is"
+                )
+        for name in RUN_FOLDERS:
+            if (path / name).exists() and not (path / name).is_dir():
+                raise UserError(
+                    f"{path / name} is not a directory: the run is damaged; left as it is"
+                )
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -108,7 +120,15 @@ def _flock_holder(path: Path) -> int | None:
 #: The folders a run writes in its directory (a preference run's; a VPN run's are a subset).
 RUN_FOLDERS = ("checkpoints", "segments", "clips", "tb", "sb3")
 #: Files a run writes at its top level, some only later (at its end, or when it resumes).
-RUN_FILES = ("config.json", "metrics.csv", "progress.png", "summary.json", "provenance.jsonl")
+RUN_FILES = (
+    "config.json",
+    "metrics.csv",
+    "progress.png",
+    "summary.json",
+    "provenance.jsonl",
+    "model.pt",  # a VPN run's network, at its end
+    "model_dqn.zip",
+)
 
 
 def check_output_file(
