@@ -1,9 +1,14 @@
 """One reward-ensemble training step with K members: batched (rlkit) vs a Python loop over members.
 
 Both do the same work: K members, each on its own minibatch of segment pairs, the
-preference loss, backward and one Adam step. Timed side by side, interleaved, median of
-repeats, with the same ensemble through ``torch.func.vmap`` as a third path where the
-backbone has a stacked one (MLP, Nature CNN). Prints one JSON line per setting.
+preference loss, backward and one Adam step. "batched" is the step as the reward trainer
+takes it: for stacked MLP members in parts of ``RewardEnsemble.pairs_per_pass`` pairs, each
+part gathered from the segment store and its loss backward at once
+(``rlkit.rewards.trainer.preference_backward_in_parts``); "one_pass" puts the whole
+minibatch, gathered beforehand as the loop's is, through one forward and backward. Timed side
+by side, interleaved, median of repeats, with the same ensemble through ``torch.func.vmap``
+as a further path where the backbone has a stacked one (MLP, Nature CNN). Prints one JSON
+line per setting.
 
     .venv/bin/python benchmarks/bench_ensemble.py [--members 5] [--repeats 30] [--settings mujoco_mlp]
 """
@@ -25,6 +30,7 @@ import torch
 from rlkit.core.allocator import keep_freed_memory
 from rlkit.rewards.ensemble import RewardEnsemble, RewardNet
 from rlkit.rewards.preference import preference_loss
+from rlkit.rewards.trainer import preference_backward_in_parts
 
 SETTINGS = {
     # Hopper-v5: 11-d observations, 3-d actions, 1.5 s segments = 187 steps, 64 pairs.
@@ -59,7 +65,31 @@ def batch(s: dict, k: int, gen: torch.Generator):
     return oa, aa, ob, ab, mu
 
 
+def as_store(data) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``batch``'s segments as the trainer holds them: obs ``(S, L, ...)``, acts alike, and
+    the rows of member k's segments a and b ``(K, P)`` each."""
+    oa, aa, ob, ab, _ = data
+    k, p = oa.shape[:2]
+    obs = torch.cat([oa, ob]).reshape(2 * k * p, *oa.shape[2:])
+    acts = torch.cat([aa, ab]).reshape(2 * k * p, *aa.shape[2:])
+    rows = torch.arange(2 * k * p).reshape(2, k, p)
+    return obs, acts, rows[0], rows[1]
+
+
+def step_trainer(ens: RewardEnsemble, opt, data, store) -> None:
+    """The reward trainer's step: in parts where ``pairs_per_pass`` says so."""
+    obs, acts, rows_a, rows_b = store
+    pairs = ens.pairs_per_pass(obs.shape[1])
+    if pairs is None or pairs >= rows_a.shape[1]:
+        step_batched(ens, opt, data)
+        return
+    opt.zero_grad()
+    preference_backward_in_parts(ens, obs, acts, rows_a, rows_b, data[4], 0.1, pairs)
+    opt.step()
+
+
 def step_batched(ens: RewardEnsemble, opt, data) -> None:
+    """One forward and backward of the whole minibatch (gathered beforehand)."""
     oa, aa, ob, ab, mu = data
     ra = ens.segment_returns(oa, aa, per_member=True)
     rb = ens.segment_returns(ob, ab, per_member=True)
@@ -148,8 +178,9 @@ def main() -> None:
         data = batch(s, k, gen)
         repeats = args.repeats if name.startswith("mujoco") else max(5, args.repeats // 3)
         fast = ens._fast
-        paths = {"batched": partial(step_batched, ens, opt_b, data),
-                 "loop": partial(step_loop, members, opt_l, data)}  # fmt: skip
+        paths = {"batched": partial(step_trainer, ens, opt_b, data, as_store(data)),
+                 "loop": partial(step_loop, members, opt_l, data),
+                 "one_pass": partial(step_batched, ens, opt_b, data)}  # fmt: skip
         if fast and not args.no_vmap:
             paths["vmap"] = partial(step_vmap, ens, opt_b, data)
         report(name, "ensemble_train_step", paths, repeats, k, fast, args)
@@ -182,6 +213,8 @@ def report(name: str, bench: str, paths: dict, repeats: int, k: int, fast: bool,
         "speedup": round(ms["loop"] / ms["batched"], 2),
         **({"vmap_ms": round(ms["vmap"], 2), "speedup_vs_vmap": round(ms["vmap"] / ms["batched"], 2)}
            if "vmap" in ms else {}),
+        **({"one_pass_ms": round(ms["one_pass"], 2),
+            "one_pass_speedup": round(ms["loop"] / ms["one_pass"], 2)} if "one_pass" in ms else {}),
         "repeats": repeats, "threads": torch.get_num_threads(), "malloc": args.malloc,
         "date": time.strftime("%Y-%m-%d"),
     }), flush=True)  # fmt: skip

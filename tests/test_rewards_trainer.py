@@ -8,7 +8,13 @@ import torch
 
 from rlkit.core import Comparison, Segment
 from rlkit.rewards.ensemble import RewardEnsemble
-from rlkit.rewards.trainer import RewardTrainer, TrainerConfig, initial_weights
+from rlkit.rewards.preference import preference_loss
+from rlkit.rewards.trainer import (
+    RewardTrainer,
+    TrainerConfig,
+    initial_weights,
+    preference_backward_in_parts,
+)
 
 W = np.array([1.0, -2.0, 0.5, 0.0])
 
@@ -508,3 +514,60 @@ def test_segments_with_other_action_shapes_are_refused_before_anything_is_cached
     with pytest.raises(ValueError, match=r"^segment 2 has shape \(10, 5\), expected \(10, 4\)"):
         trainer.add(Comparison(2, 0, (1, 0)), wide, None)
     _assert_same(before, _snapshot(trainer))
+
+
+def test_a_minibatch_backward_in_parts_gives_the_gradients_of_one_pass():
+    """Each part's segments a and b in one pass, its loss backward at once: the gradients in
+    .grad and the loss are those of one backward of the whole minibatch."""
+    rng = np.random.default_rng(4)
+    ens = RewardEnsemble(
+        gym.spaces.Box(-9, 9, (4,)), gym.spaces.Box(-9, 9, (1,)), n_members=3, seed=0
+    )
+    gen = torch.Generator().manual_seed(4)
+    obs, acts = torch.randn(30, 10, 4, generator=gen), torch.randn(30, 10, 1, generator=gen)
+    rows_a, rows_b = (torch.as_tensor(rng.integers(0, 30, (3, 16))) for _ in range(2))
+    mu = torch.as_tensor(rng.choice([0.0, 0.5, 1.0], (3, 16)), dtype=torch.float32)
+    ret_a = ens.segment_returns(obs[rows_a], acts[rows_a], per_member=True)
+    ret_b = ens.segment_returns(obs[rows_b], acts[rows_b], per_member=True)
+    whole = preference_loss(ret_a, ret_b, mu, 0.1).mean(1)
+    whole.sum().backward()
+    grads = [p.grad.clone() for p in ens.parameters()]
+    ens.zero_grad()
+    parts = preference_backward_in_parts(ens, obs, acts, rows_a, rows_b, mu, 0.1, pairs=5)
+    torch.testing.assert_close(parts, whole.detach(), rtol=1e-6, atol=1e-6)
+    assert sum(int((g != 0).sum()) for g in grads) > 0.9 * sum(g.numel() for g in grads)
+    for p, g in zip(ens.parameters(), grads, strict=True):  # (the output bias's is 0: a - b)
+        torch.testing.assert_close(p.grad, g, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("regularized", [False, True])
+def test_a_trainer_takes_long_segments_in_parts_and_learns_as_with_one_pass(
+    monkeypatch, regularized
+):
+    """Stacked MLP members take a minibatch of long segments in parts (``pairs_per_pass``),
+    the cross-Lipschitz penalty and a custom loss beside them: they learn as with one pass
+    (the same losses but for float rounding, which training amplifies)."""
+    import rlkit.rewards.ensemble as ensemble_module
+
+    def extra(ens, obs_a, acts_a, obs_b, acts_b):
+        return 1e-2 * ens.segment_returns(obs_a[0], acts_a[0]).pow(2).mean()
+
+    def trained(pass_rows: int) -> tuple[int | None, dict]:
+        monkeypatch.setattr(ensemble_module, "PASS_ROWS", pass_rows)
+        rng = np.random.default_rng(3)
+        segs = make_data(60, rng)
+        ens = RewardEnsemble(
+            gym.spaces.Box(-9, 9, (4,)), gym.spaces.Box(-9, 9, (1,)), n_members=3, seed=0
+        )
+        cfg = TrainerConfig(lr=3e-3, batch_size=16, cross_lipschitz=0.1 if regularized else 0.0)
+        trainer = RewardTrainer(ens, cfg, rng, extra_loss=extra if regularized else None)
+        for _ in range(80):
+            a, b = rng.choice(60, size=2, replace=False)
+            mu = (1, 0) if segs[a].true_return > segs[b].true_return else (0, 1)
+            trainer.add(Comparison(int(a), int(b), mu), segs[a], segs[b])
+        return ens.pairs_per_pass(10), trainer.train(epochs=4)
+
+    whole, parts = trained(10**9), trained(60)
+    assert whole[0] >= 16 and parts[0] == 3  # 16 pairs: one pass, or 6 parts (the last of 1)
+    assert parts[1] == pytest.approx(whole[1], rel=1e-2, abs=1e-6)
+    assert parts[1]["losses/reward_train"] < 0.6  # it learned: not two untrained models alike

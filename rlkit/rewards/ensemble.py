@@ -31,7 +31,12 @@ from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from rlkit.nn import make_backbone
+from rlkit.nn.basic import MLP
 from rlkit.rewards.stacked import affine, stackable, stacked_features, stacked_layers
+
+PASS_ROWS = 4096
+"""Rows (steps) per member that one training pass of stacked MLP members aims at: see
+:meth:`RewardEnsemble.pairs_per_pass`."""
 
 
 def normalizable(observation_space: gym.spaces.Space) -> bool:
@@ -329,6 +334,22 @@ class RewardEnsemble(nn.Module):
         return net
 
     # -- segment returns and normalized reward ----------------------------------------------
+    def pairs_per_pass(self, length: int) -> int | None:
+        """How many pairs of ``length``-step segments a training step should put through one
+        forward and backward pass (both segments of each pair together), or None: the whole
+        minibatch in one.
+
+        Stacked MLP members take a minibatch in parts of about :data:`PASS_ROWS` steps per
+        member, each part's loss backward at once: its activations (K x 4096 x 64 floats,
+        5 MB for K = 5) are then still in cache for the backward, where the whole of Hopper's
+        64 pairs x 187 steps (30 MB a layer) are not (BENCHMARKS.md, "Reward ensemble").
+        Other members keep one pass: batch statistics (batch renorm) need the whole
+        minibatch, and the Nature CNN's grouped convolutions gained nothing from parts.
+        """
+        if not self._fast or type(self._templates[True].backbone) is not MLP:
+            return None
+        return max(1, PASS_ROWS // (2 * length))
+
     def segment_returns(
         self,
         obs: torch.Tensor,

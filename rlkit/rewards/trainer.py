@@ -219,6 +219,40 @@ class _SegmentCache:
             self.size += 1
 
 
+def preference_backward_in_parts(
+    ensemble: RewardEnsemble,
+    obs: torch.Tensor,
+    acts: torch.Tensor,
+    rows_a: torch.Tensor,
+    rows_b: torch.Tensor,
+    mu: torch.Tensor,
+    random_response: float,
+    pairs: int,
+) -> torch.Tensor:
+    """Backward of each member's mean preference loss over its minibatch, ``pairs`` pairs at
+    a time (:meth:`RewardEnsemble.pairs_per_pass`): the gradients one backward of the whole
+    would give, accumulated in ``.grad``.
+
+    ``obs`` ``(S, L, *obs_shape)`` and ``acts`` ``(S, L, *act_shape)`` hold the segments;
+    ``rows_a``, ``rows_b`` ``(K, B)`` are the rows of member k's pairs, ``mu`` ``(K, B)``
+    their labels. A part's segments a and b go through the members in one pass, gathered
+    straight from ``obs``. Returns the loss ``(K,)``, detached.
+    """
+    k, n = rows_a.shape
+    total = torch.zeros(k)
+    for i in range(0, n, pairs):
+        rows = torch.cat([rows_a[:, i : i + pairs], rows_b[:, i : i + pairs]], dim=1)
+        returns = ensemble.segment_returns(obs[rows], acts[rows], per_member=True)
+        m = rows.shape[1] // 2
+        part = preference_loss(
+            returns[:, :m], returns[:, m:], mu[:, i : i + pairs], random_response
+        )
+        part = part.sum(1) / n
+        part.sum().backward()
+        total += part.detach()
+    return total
+
+
 def initial_weights(n_labels: int, n_initial: int) -> np.ndarray:
     """Sampling weight per label ``(n_labels,)`` under ``rebalance_initial``: the first
     ``n_initial`` labels weigh ``min(1, n_initial / n_later)``, the later ones 1."""
@@ -320,11 +354,14 @@ class RewardTrainer:
         """Gather ``idx`` (``(K, B)`` label indices) into per-member segment tensors: obs_a
         ``(K, B, L, *obs_shape)``, acts_a ``(K, B, L, *act_shape)``, obs_b, acts_b alike, and
         mu ``(K, B)``."""
-        a = torch.as_tensor(self.seg_a)[idx]
-        b = torch.as_tensor(self.seg_b)[idx]
+        a, b = self._rows(idx)
         mu = torch.as_tensor(self.mu_a, dtype=torch.float32)[idx]
         c = self.cache
         return c.obs[a], c.acts[a], c.obs[b], c.acts[b], mu
+
+    def _rows(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The cache rows of labels ``idx``'s segments a and b, each like ``idx``."""
+        return torch.as_tensor(self.seg_a)[idx], torch.as_tensor(self.seg_b)[idx]
 
     # -- training -----------------------------------------------------------------------
     def train(self, epochs: float | None = None) -> dict[str, float]:
@@ -356,22 +393,37 @@ class RewardTrainer:
             self.ensemble.set_input_normalization(self.cache.obs[: self.cache.size])
             self.input_stats_from = self.cache.size
         self.ensemble.train()
+        chunk = self.ensemble.pairs_per_pass(self.cache.obs.shape[1])  # pairs per pass
         epoch_losses: list[float] = []
         for step in range(total):
             idx = np.stack(
                 [self.rng.choice(train_idx, size=cfg.batch_size, p=probs[m]) for m in range(k)]
             )
-            obs_a, acts_a, obs_b, acts_b, mu = self._batch(torch.as_tensor(idx))
-            ret_a = self.ensemble.segment_returns(obs_a, acts_a, per_member=True)
-            ret_b = self.ensemble.segment_returns(obs_b, acts_b, per_member=True)
-            data_loss = preference_loss(ret_a, ret_b, mu, cfg.random_response).mean(1)  # (K,)
-            epoch_losses.append(float(data_loss.detach().mean()))
+            idx = torch.as_tensor(idx)
+            self.optimizer.zero_grad(set_to_none=True)
+            if chunk is None or chunk >= cfg.batch_size:
+                obs_a, acts_a, obs_b, acts_b, mu = self._batch(idx)
+                ret_a = self.ensemble.segment_returns(obs_a, acts_a, per_member=True)
+                ret_b = self.ensemble.segment_returns(obs_b, acts_b, per_member=True)
+                data_loss = preference_loss(ret_a, ret_b, mu, cfg.random_response).mean(1)
+                loss = data_loss.sum()
+            else:  # the data loss's gradients are in .grad already, taken in parts
+                rows_a, rows_b = self._rows(idx)
+                mu = torch.as_tensor(self.mu_a, dtype=torch.float32)[idx]
+                data_loss = preference_backward_in_parts(
+                    self.ensemble, self.cache.obs, self.cache.acts, rows_a, rows_b, mu,
+                    cfg.random_response, chunk,
+                )  # fmt: skip
+                loss = torch.zeros(())
+                if cfg.cross_lipschitz > 0 or self.extra_loss is not None:
+                    obs_a, acts_a, obs_b, acts_b, mu = self._batch(idx)
+            epoch_losses.append(float(data_loss.detach().mean()))  # data_loss: (K,)
             if not math.isfinite(epoch_losses[-1]):
                 raise RewardTrainingDiverged(
                     f"the reward model's loss became {epoch_losses[-1]} at training step"
                     f" {self.steps:,}: its learning rate --trainer.lr {cfg.lr:g} is too high"
                 )
-            loss = data_loss.sum() + self.l2 * self.ensemble.parameter_l2().sum()
+            loss = loss + self.l2 * self.ensemble.parameter_l2().sum()
             if cfg.cross_lipschitz > 0:
                 penalty = cross_lipschitz_preference(self.ensemble, obs_a, acts_a, obs_b, acts_b)
                 loss = loss + cfg.cross_lipschitz * penalty
@@ -379,7 +431,6 @@ class RewardTrainer:
                 loss = loss + self.mean_teacher.loss(self.steps, self.rng)
             if self.extra_loss is not None:
                 loss = loss + self.extra_loss(self.ensemble, obs_a, acts_a, obs_b, acts_b)
-            self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
             if self.mean_teacher is not None:
