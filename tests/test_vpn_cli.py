@@ -76,6 +76,10 @@ def test_train_eval_and_resume(tmp_path: Path, capsys: pytest.CaptureFixture) ->
     assert (run / "checkpoints/latest").read_text() == "step_0000000320"
     assert json.loads((run / "config.json").read_text())["plan"] == "4,1"
     assert_went_on_in_full(run, 320)
+    # what the settings left to the env came to, saved beside them (not read back as settings)
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["gamma"] is None and saved["lr"] is None and saved["backbone"] == "auto"
+    assert saved["resolved"] == {"gamma": 0.98, "lr": 2e-3, "backbone": "collect_conv"}
     # the longer run is saved: a plain --resume has nothing left to do, a shorter one is refused
     assert json.loads((run / "config.json").read_text())["steps"] == 320
     capsys.readouterr()
@@ -116,6 +120,8 @@ def test_train_eval_and_resume(tmp_path: Path, capsys: pytest.CaptureFixture) ->
         (["--backbone", "resnet"], "--backbone must be one of auto, collect_conv"),
         (["--plan", "4,,4"], "--plan must be comma-separated integers"),
         (["--device", "gpu0"], "--device must be a torch device like cpu or cuda:0"),
+        # the DQN baseline has its own encoder: the flag was silently ignored
+        (["--algo", "dqn", "--backbone", "mlp"], "--backbone mlp is the VPN's encoder; the DQN"),
     ],
 )
 def test_bad_input_is_one_line_error(
@@ -331,6 +337,8 @@ def test_dqn_baseline_trains_resumes_and_evaluates(tmp_path: Path) -> None:
         main(["vpn", "train", "--algo", "dqn", "--steps", "80", "--run-dir", str(run), *TINY]) == 0
     )
     assert (run / "model_dqn.zip").is_file()
+    resolved = {"gamma": 0.98, "lr": 5e-4, "backbone": "collect_conv"}
+    assert json.loads((run / "config.json").read_text())["resolved"] == resolved
     assert main(["vpn", "train", "--run-dir", str(run), "--resume", "--steps", "160", *TINY]) == 0
     assert (run / "checkpoints/latest").read_text() == "step_0000000160"
     # a finished run resumed has nothing left to train: it says so and keeps its checkpoint

@@ -235,7 +235,7 @@ def train_dqn(
         venv.seed(cfg.seed + model.num_timesteps)
     else:
         model = make_dqn(cfg, venv)
-    start_run(cfg, run_dir, on_begin)
+    start_run(cfg, run_dir, venv.observation_space, on_begin)
     logger = MetricsLogger(run_dir)
     try:
         with make_progress() as progress:

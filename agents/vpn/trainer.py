@@ -27,6 +27,7 @@ import torch
 from agents.vpn.agent import VPNAgent
 from agents.vpn.config import VPNConfig, check_memory
 from agents.vpn.evaluation import evaluate_episodes, step_score
+from agents.vpn.modules import auto_backbone
 from agents.vpn.planner import parse_branching
 from agents.vpn.replay import SequenceReplay
 from envs import EnvSpec, check_env_id, make_vec_env
@@ -41,6 +42,7 @@ from rlkit.core.errors import UserError, message_line
 from rlkit.core.metrics import MetricsLogger, read_metrics
 from rlkit.core.progress import make_progress
 from rlkit.core.rundir import (
+    RESOLVED,
     default_run_name,
     load_config,
     prepare_run_dir,
@@ -108,6 +110,7 @@ def saved_config(run_dir: Path) -> VPNConfig:
         raise UserError(
             f"{run_dir}/config.json is a preference run's (rlkit prefs train), not a VPN run's"
         )
+    data = {name: value for name, value in data.items() if name != RESOLVED}  # derived
     try:
         cfg = VPNConfig(**data)
     except TypeError as exc:
@@ -136,6 +139,11 @@ def resolve_run(cfg: VPNConfig) -> tuple[VPNConfig, Path]:
     parse_branching(cfg.plan)
     if cfg.resume and cfg.run_dir is None:
         raise UserError("--resume needs --run-dir naming the run to continue")
+    if cfg.algo == "dqn" and cfg.backbone != "auto" and not cfg.resume:  # (it was ignored)
+        raise UserError(
+            f"--backbone {cfg.backbone} is the VPN's encoder; the DQN baseline has its own (the"
+            " VPN's Collect encoder on grids, SB3's Nature CNN on images): leave it auto"
+        )
     run_dir = Path(cfg.run_dir or Path("runs") / default_run_name(cfg.env, cfg.algo, cfg.seed))
     prepare_run_dir(run_dir, cfg.resume)
     if cfg.resume:
@@ -156,18 +164,35 @@ def resolve_run(cfg: VPNConfig) -> tuple[VPNConfig, Path]:
     return cfg, run_dir
 
 
+def resolved_settings(cfg: VPNConfig, observation_space: Any) -> dict[str, object]:
+    """What the settings left to the env or algorithm (None, ``auto``) came to: the
+    ``resolved`` section of ``config.json``, from the functions the run is built with."""
+    if cfg.algo == "dqn":  # (make_dqn: the VPN's Collect encoder on grids, SB3's CNN else)
+        grid = observation_space.dtype != np.uint8
+        encoder = "collect_conv" if grid else "nature_cnn (SB3 CnnPolicy)"
+    else:
+        encoder = auto_backbone(observation_space) if cfg.backbone == "auto" else cfg.backbone
+    return {"gamma": cfg.discount(), "lr": cfg.learning_rate(), "backbone": encoder}
+
+
 def start_run(
-    cfg: VPNConfig, run_dir: Path, on_begin: Callable[[Path], object] | None = None
+    cfg: VPNConfig,
+    run_dir: Path,
+    observation_space: Any,
+    on_begin: Callable[[Path], object] | None = None,
 ) -> None:
     """Save a fresh run's config once its envs and network are built: a setting that fails
-    there leaves the directory as empty as it was, free for a corrected run. A resumed run,
-    once its checkpoint has loaded, saves a longer ``--steps`` (a later ``--resume`` goes on
-    to it, and a shorter one is refused). Then ``on_begin(run_dir)``: what a run records of
-    each invocation (the CLI's ``provenance.jsonl``)."""
+    there leaves the directory as empty as it was, free for a corrected run. Under
+    ``resolved`` it also records what the env's defaults came to (:func:`resolved_settings`;
+    loading drops it). A resumed run, once its checkpoint has loaded, saves a longer
+    ``--steps`` (a later ``--resume`` goes on to it, and a shorter one is refused). Then
+    ``on_begin(run_dir)``: what a run records of each invocation (the CLI's
+    ``provenance.jsonl``)."""
     if cfg.resume:
         save_longer_steps(run_dir, cfg.steps)
     else:
-        save_config(run_dir, cfg)
+        resolved = resolved_settings(cfg, observation_space)
+        save_config(run_dir, {**dataclasses.asdict(cfg), RESOLVED: resolved})
     if on_begin is not None:
         on_begin(run_dir)
 
@@ -240,7 +265,7 @@ def train_vpn(
             ) from exc
         # A fresh layout stream after a resume; episodes in flight at the checkpoint restart.
         venv.seed(cfg.seed + step)
-    start_run(cfg, run_dir, on_begin)
+    start_run(cfg, run_dir, space, on_begin)
     total = cfg.total_steps()
     logger = MetricsLogger(run_dir)
     stop = stop or GracefulStop()  # never entered: never requested

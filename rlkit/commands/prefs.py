@@ -23,6 +23,7 @@ from rlkit.core.checkpoint import CheckpointManager
 from rlkit.core.errors import RunStoppedError, UserError
 from rlkit.core.provenance import record_provenance
 from rlkit.core.rundir import (
+    RESOLVED,
     RESUME_FLAGS,
     changed_settings,
     default_run_name,
@@ -34,7 +35,7 @@ from rlkit.core.rundir import (
     save_config,
 )
 from rlkit.core.stop import GracefulStop, StopRequested
-from rlkit.loops.preference_config import RESOLVED, PrefsConfig
+from rlkit.loops.preference_config import PrefsConfig
 
 # How a run executes, not what it learns: a resumed run may change these (a restarted Ray
 # cluster has a new address; the two reward learners train alike, tested).

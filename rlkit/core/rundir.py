@@ -210,6 +210,12 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
+RESOLVED = "resolved"
+"""The section of a run's ``config.json`` that holds what its settings left to the env
+(None or ``auto``) came to: :func:`rlkit.loops.preference.resolved_settings` for a preference
+run, :func:`agents.vpn.trainer.resolved_settings` for a VPN one. Derived, so loading drops it."""
+
+
 def save_config(run_dir: Path, config: Any) -> None:
     """``run_dir/config.json``, written whole or not at all (a temporary file renamed)."""
     from rlkit.core.checkpoint import atomic_write_bytes

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Literal
 
 from agents.presets import PolicyConfig
 from rlkit.core.errors import ConfigError, UserError, check_settings, check_types
+from rlkit.core.rundir import RESOLVED
 from rlkit.rewards.teachers import TeacherConfig
 from rlkit.rewards.trainer import TrainerConfig
 
@@ -25,10 +26,6 @@ SAVED_BEFORE: dict[str, object] = {
 SAVED_POLICY_BEFORE: dict[str, object] = {"normalize_obs": False}
 """The same for the policy's settings (``--policy.*``)."""
 
-
-RESOLVED = "resolved"
-"""The section of a preference run's ``config.json`` that holds what its settings left to the
-env (None or ``auto``) came to (:func:`rlkit.loops.preference.resolved_settings`)."""
 
 #: The fields of :class:`PrefsConfig` that are groups of settings (config dataclasses).
 SETTINGS_GROUPS = ("teacher_model", "trainer", "policy")
