@@ -1383,3 +1383,48 @@ def test_workers_spread_over_a_two_node_cluster(ray_head, caplog):
         while node2 in _alive_nodes() and time.monotonic() < deadline:
             time.sleep(0.5)
         shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def test_a_cluster_with_token_authentication_refuses_a_driver_without_its_token_at_once(
+    tmp_path,
+):
+    """A head with Ray's token authentication, given HOST:PORT: without RAY_AUTH_MODE=token,
+    with another token, or with the mode and no token, `rlkit prefs train` stops within
+    seconds in one line saying which, before it writes anything (Ray's own ray.init retried
+    for 20 s, a warning a second, then said "Failed to connect"). With the head's token the
+    address passes the check."""
+    rlkit = str(Path(sys.executable).with_name("rlkit"))
+    token = "rlkit-test-token-0123456789abcdef"
+    temp_dir = tempfile.mkdtemp(prefix="rltok")
+    auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token, "HOME": temp_dir}
+    head, port = _start_head(temp_dir, extra_env=auth)
+    address = f"127.0.0.1:{port}"
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_AUTH", "RAY_ADDRESS"))}
+    base["HOME"] = str(tmp_path)  # no ~/.ray/auth_token
+    no_token = "RAY_AUTH_MODE=token, but this machine has no auth token; put the cluster's in"
+    try:
+        for env, says in [
+            ({}, "the cluster uses token authentication; set RAY_AUTH_MODE=token, with its"),
+            ({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "another-token-0123456789abcdef0"},
+             "the cluster refused this machine's auth token (RAY_AUTH_TOKEN,"),
+            ({"RAY_AUTH_MODE": "token"}, no_token),
+        ]:  # fmt: skip
+            run = tmp_path / "run"
+            t0 = time.monotonic()
+            proc = subprocess.run(
+                [rlkit, *_tiny_ray_prefs(address, run)], env={**base, **env}, text=True,
+                capture_output=True, timeout=120,
+            )  # fmt: skip
+            assert proc.returncode == 2, proc.stderr
+            assert proc.stderr.startswith(f"error: cannot reach Ray cluster at {address}: {says}")
+            assert proc.stderr.count("\n") == 1 and "gcs_client" not in proc.stderr
+            assert time.monotonic() - t0 < 15 and not run.exists()
+        check = f"from rlkit.distributed import check_address; check_address({address!r})"
+        ok = subprocess.run(
+            [sys.executable, "-c", check], env={**base, **auth, "HOME": str(tmp_path)},
+            text=True, capture_output=True, timeout=120,
+        )  # fmt: skip
+        assert ok.returncode == 0, ok.stderr
+    finally:
+        _stop(head)
+        shutil.rmtree(temp_dir, ignore_errors=True)

@@ -100,35 +100,51 @@ def _grpc_channel(target: str) -> grpc.Channel:
     return init_grpc_channel(target)
 
 
-def _probe_gcs(address: str, target: str, timeout_s: float) -> None:
+def _probe_gcs(address: str, target: str, timeout_s: float, found: bool = False) -> None:
     """One ``GetClusterId`` call (the first request ``ray.init`` makes) to ``target``,
     bounded by ``timeout_s``.
 
-    For ``HOST:PORT``, any answer that only a Ray GCS gives passes (including a refusal for
-    a missing auth token: ``ray.init`` then says what is wrong). For ``ray://HOST:PORT``,
-    a Ray Client server is a gRPC server without that method; a GCS there is the wrong
-    port. Anything else is a UserError naming ``address``.
+    For ``HOST:PORT``, any answer that only a Ray GCS gives passes, but a refused auth token:
+    the channel carries the token as ``ray.init``'s would, which would then retry for 20 s,
+    logging a warning a second, before failing. ``found`` (``auto``'s address): Ray sends
+    its token to a cluster it found itself whatever ``RAY_AUTH_MODE`` says, so a refusal
+    passes there. For ``ray://HOST:PORT``, a Ray Client server is a gRPC server without that
+    method; a GCS there is the wrong port. Anything else is a UserError naming ``address``.
     """
     from ray.core.generated import gcs_service_pb2, gcs_service_pb2_grpc
 
-    client = target.startswith("ray://")
-    channel = _grpc_channel(target.removeprefix("ray://"))
     try:
+        from ray.exceptions import AuthenticationError
+
+        no_token: tuple[type[Exception], ...] = (AuthenticationError,)
+    except ImportError:  # a Ray without token authentication
+        no_token = ()
+
+    client = target.startswith("ray://")
+    channel = None
+    try:
+        channel = _grpc_channel(target.removeprefix("ray://"))
         stub = gcs_service_pb2_grpc.NodeInfoGcsServiceStub(channel)
         stub.GetClusterId(gcs_service_pb2.GetClusterIdRequest(), timeout=timeout_s)
         code = grpc.StatusCode.OK
     except grpc.RpcError as exc:
         code = exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNKNOWN
+    except no_token:  # RAY_AUTH_MODE=token, and no token here
+        why = "RAY_AUTH_MODE=token, but this machine has no auth token; put the cluster's in"
+        raise _fail(address, f"{why} RAY_AUTH_TOKEN or ~/.ray/auth_token") from None
     finally:
-        channel.close()
+        if channel is not None:
+            channel.close()
     auth = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         why = "the port accepts connections but does not answer Ray's requests"
     else:
         why = "the port answers, but not as a Ray cluster"
     if not client:
-        if code == grpc.StatusCode.OK or code in auth:
+        if code == grpc.StatusCode.OK or (code in auth and found):
             return
+        if code in auth:
+            raise _fail(address, _auth_refused())
         raise _fail(address, f"{why}; {_NOT_RAY_HINT}")
     if code == grpc.StatusCode.UNIMPLEMENTED or code in auth:
         return
@@ -136,6 +152,19 @@ def _probe_gcs(address: str, target: str, timeout_s: float) -> None:
         why = "this is the GCS port; Ray Client listens on the head's port 10001 by default"
         raise _fail(address, why)
     raise _fail(address, f"{why}; {_NOT_RAY_HINT_CLIENT}")
+
+
+def _auth_refused() -> str:
+    """Why a cluster with token authentication refused this driver, and what to do."""
+    if os.environ.get("RAY_AUTH_MODE") != "token":
+        return (
+            "the cluster uses token authentication; set RAY_AUTH_MODE=token, with its token in"
+            " RAY_AUTH_TOKEN or ~/.ray/auth_token"
+        )
+    return (
+        "the cluster refused this machine's auth token (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or"
+        " ~/.ray/auth_token); give the head's"
+    )
 
 
 # How Ray says a local start timed out: the node as a whole, or the GCS server never publishing
@@ -289,7 +318,7 @@ def check_address(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> str:
     shown = f"auto ({target})" if address == "auto" else address
     host, port = _host_port(shown, target)
     _probe_tcp(shown, host, port, timeout_s)
-    _probe_gcs(shown, target, max(deadline - time.monotonic(), 1.0))
+    _probe_gcs(shown, target, max(deadline - time.monotonic(), 1.0), found=address == "auto")
     return target
 
 
