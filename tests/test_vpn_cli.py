@@ -32,20 +32,12 @@ def assert_went_on_in_full(run_dir: Path, steps: int) -> None:
 
 
 def train(run_dir: Path, *extra: str) -> int:
+    """A TINY run on Collect; a VPN's plans 4,1 (the DQN baseline takes no --plan)."""
+    plan = [] if "dqn" in extra else ["--plan", "4,1"]
     return main(
-        [
-            "vpn",
-            "train",
-            "--env",
-            "rlkit/Collect-v0",
-            "--plan",
-            "4,1",
-            "--run-dir",
-            str(run_dir),
-            *TINY,
-            *extra,
-        ]
-    )
+        ["vpn", "train", "--env", "rlkit/Collect-v0", *plan, "--run-dir", str(run_dir), *TINY,
+         *extra]
+    )  # fmt: skip
 
 
 def test_train_eval_and_resume(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -122,6 +114,11 @@ def test_train_eval_and_resume(tmp_path: Path, capsys: pytest.CaptureFixture) ->
         (["--device", "gpu0"], "--device must be a torch device like cpu or cuda:0"),
         # the DQN baseline has its own encoder: the flag was silently ignored
         (["--algo", "dqn", "--backbone", "mlp"], "--backbone mlp is the VPN's encoder; the DQN"),
+        (["--algo", "dqn", "--plan", "4,1"], "--plan is for the VPN's planning; the DQN baseline"),
+        (
+            ["--algo", "dqn", "--plan=4", "--prediction-steps", "2"],
+            "--plan and --prediction-steps are for the VPN's planning; the DQN baseline does not",
+        ),
     ],
 )
 def test_bad_input_is_one_line_error(

@@ -36,6 +36,13 @@ def train(argv: list[str]) -> int:
         refuse_changes_on_resume(argv, cfg, saved, allowed=RESUME_FLAGS | {"--device"})
         if "--device" not in given_flags(argv):
             cfg = dataclasses.replace(cfg, device=saved.device)
+    vpn_only = sorted(given_flags(argv) & {"--plan", "--prediction-steps"})
+    if algo == "dqn" and vpn_only and not cfg.resume:  # (else silently ignored)
+        one = len(vpn_only) == 1
+        raise UserError(
+            f"{' and '.join(vpn_only)} {'is' if one else 'are'} for the VPN's planning; the DQN"
+            f" baseline does not plan: drop {'it' if one else 'them'}, or use --algo vpn"
+        )
     if algo == "dqn":
         from agents.vpn.dqn import train_dqn as train_run
     else:
