@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 AGENTS = {
-    "DQN": ("dqn", "4"),
+    "DQN": ("dqn", None),  # the baseline does not plan
     "VPN(1)": ("vpn", "4"),
     "VPN(3)": ("vpn", "4,4,4"),
     "VPN(5)": ("vpn", "4,4,4,1,1"),
@@ -60,7 +60,8 @@ def train(name: str, env_id: str, run_dir: Path, steps: int, seed: int, extra: l
 
         shutil.rmtree(run_dir)  # a run killed before its first checkpoint: start it again
     start = time.time()
-    run_cli(["vpn", "train", "--algo", algo, "--env", env_id, "--plan", plan, "--steps", str(steps),
+    planning = ["--plan", plan] if plan is not None else []
+    run_cli(["vpn", "train", "--algo", algo, "--env", env_id, *planning, "--steps", str(steps),
              "--seed", str(seed), "--run-dir", str(run_dir), *resume, *extra])  # fmt: skip
     return time.time() - start
 
