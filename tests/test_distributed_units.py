@@ -355,12 +355,15 @@ def test_local_instance_is_started_on_demand_past_a_silent_gcs_with_a_small_foot
     try:
         with caplog.at_level(logging.WARNING, logger="rlkit.distributed"):
             connect(None)
-        assert len(starts) == 2
+        # (a third start: the second, a real one, timed out too on a loaded machine, as one
+        # did in a CI run, and was tried once more, as designed)
+        assert len(starts) in (2, 3)
         assert FIRST_GCS_PORT_WAIT_S <= starts[1] - starts[0] < 25  # Ray alone waits 30 s
         assert "Ray's local start timed out" in caplog.text and "trying again" in caplog.text
         assert silent[0].poll() is not None  # the silent GCS was stopped, not left running
+        n_starts = len(starts)
         connect(None)  # reuses the running instance
-        assert len(starts) == 2
+        assert len(starts) == n_starts
         resources = ray.cluster_resources()
         assert resources["CPU"] == len(os.sched_getaffinity(0))
         assert resources["object_store_memory"] == pytest.approx(512 * 1024**2, rel=0.01)
