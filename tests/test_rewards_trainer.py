@@ -552,6 +552,17 @@ def test_a_trainer_takes_long_segments_in_parts_and_learns_as_with_one_pass(
     def extra(ens, obs_a, acts_a, obs_b, acts_b):
         return 1e-2 * ens.segment_returns(obs_a[0], acts_a[0]).pow(2).mean()
 
+    import rlkit.rewards.trainer as trainer_module
+
+    in_parts = trainer_module.preference_backward_in_parts
+    calls: list[int] = []
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return in_parts(*args, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "preference_backward_in_parts", counted)
+
     def trained(pass_rows: int) -> tuple[int | None, dict]:
         monkeypatch.setattr(ensemble_module, "PASS_ROWS", pass_rows)
         rng = np.random.default_rng(3)
@@ -567,7 +578,10 @@ def test_a_trainer_takes_long_segments_in_parts_and_learns_as_with_one_pass(
             trainer.add(Comparison(int(a), int(b), mu), segs[a], segs[b])
         return ens.pairs_per_pass(10), trainer.train(epochs=4)
 
-    whole, parts = trained(10**9), trained(60)
+    whole = trained(10**9)
+    assert not calls  # one pass: the parts path was not taken
+    parts = trained(60)
+    assert calls  # ... and here it was
     assert whole[0] >= 16 and parts[0] == 3  # 16 pairs: one pass, or 6 parts (the last of 1)
     assert parts[1] == pytest.approx(whole[1], rel=1e-2, abs=1e-6)
     assert parts[1]["losses/reward_train"] < 0.6  # it learned: not two untrained models alike

@@ -15,7 +15,7 @@ import tyro
 from feedback_ui.clips import ClipOptions
 from rlkit.cli import run_tyro
 from rlkit.core.errors import UserError, check_settings, check_types
-from rlkit.core.rundir import atomic_output, check_output_file
+from rlkit.core.rundir import atomic_output, check_output_file, check_run_folders
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,9 +114,7 @@ def serve(argv: list[str]) -> int:
     except ValueError as exc:
         raise UserError(f"--clip: {exc}") from None
     _check_run_dir(cfg.run_dir)
-    for folder in (cfg.run_dir / "segments", cfg.run_dir / "clips"):  # the server writes there
-        if folder.exists() and not folder.is_dir():
-            raise UserError(f"{folder} is not a directory: the run is damaged; left as it is")
+    check_run_folders(cfg.run_dir, ("segments", "clips"))  # the server writes there
     if not 0 <= cfg.port <= 65535:
         raise UserError(f"--port must be 0..65535, got {cfg.port}")
     if cfg.lease_seconds <= 0 or cfg.labels_per_query < 1 or cfg.gold_every < 0:

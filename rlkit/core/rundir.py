@@ -51,11 +51,7 @@ def prepare_run_dir(run_dir: str | Path, resume: bool) -> Path:
                     f"{path / name} is a directory where the run writes a file: the run is"
                     " damaged; left as it is"
                 )
-        for name in RUN_FOLDERS:
-            if (path / name).exists() and not (path / name).is_dir():
-                raise UserError(
-                    f"{path / name} is not a directory: the run is damaged; left as it is"
-                )
+        check_run_folders(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -129,6 +125,15 @@ RUN_FILES = (
     "model.pt",  # a VPN run's network, at its end
     "model_dqn.zip",
 )
+
+
+def check_run_folders(run_dir: Path, names: tuple[str, ...] = RUN_FOLDERS) -> None:
+    """Refuse, in one line, a run directory where one of the folders ``names`` is a file."""
+    for name in names:
+        if (run_dir / name).exists() and not (run_dir / name).is_dir():
+            raise UserError(
+                f"{run_dir / name} is not a directory: the run is damaged; left as it is"
+            )
 
 
 def check_output_file(

@@ -354,14 +354,14 @@ class RewardTrainer:
         """Gather ``idx`` (``(K, B)`` label indices) into per-member segment tensors: obs_a
         ``(K, B, L, *obs_shape)``, acts_a ``(K, B, L, *act_shape)``, obs_b, acts_b alike, and
         mu ``(K, B)``."""
-        a, b = self._rows(idx)
-        mu = torch.as_tensor(self.mu_a, dtype=torch.float32)[idx]
+        a, b, mu = self._pairs(idx)
         c = self.cache
         return c.obs[a], c.acts[a], c.obs[b], c.acts[b], mu
 
-    def _rows(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The cache rows of labels ``idx``'s segments a and b, each like ``idx``."""
-        return torch.as_tensor(self.seg_a)[idx], torch.as_tensor(self.seg_b)[idx]
+    def _pairs(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Labels ``idx``'s cache rows of segments a and b, and mu, each like ``idx``."""
+        mu = torch.as_tensor(self.mu_a, dtype=torch.float32)[idx]
+        return torch.as_tensor(self.seg_a)[idx], torch.as_tensor(self.seg_b)[idx], mu
 
     # -- training -----------------------------------------------------------------------
     def train(self, epochs: float | None = None) -> dict[str, float]:
@@ -408,8 +408,7 @@ class RewardTrainer:
                 data_loss = preference_loss(ret_a, ret_b, mu, cfg.random_response).mean(1)
                 loss = data_loss.sum()
             else:  # the data loss's gradients are in .grad already, taken in parts
-                rows_a, rows_b = self._rows(idx)
-                mu = torch.as_tensor(self.mu_a, dtype=torch.float32)[idx]
+                rows_a, rows_b, mu = self._pairs(idx)
                 data_loss = preference_backward_in_parts(
                     self.ensemble, self.cache.obs, self.cache.acts, rows_a, rows_b, mu,
                     cfg.random_response, chunk,
