@@ -3,11 +3,12 @@
 Trains each agent on deterministic and stochastic Collect with ``rlkit vpn train``, then
 evaluates it with ``rlkit vpn eval`` on the training variant and on the two generalization
 splits (fewer goals, more walls), and draws learning curves (greedy evaluation during
-training) to ``benchmarks/results/vpn_curves_<variant>.png``. Runs live in ``--runs-dir``
-(default ``runs/bench_vpn``); finished trainings and evaluations are reused, so an
+training) to ``vpn_curves_<variant>.png`` in ``--curves-dir`` (default: ``--runs-dir``, so a
+trial run leaves the committed curves alone; the recorded ones pass ``benchmarks/results``).
+Runs live in ``--runs-dir`` (default ``runs/bench_vpn``); finished trainings and evaluations are reused, so an
 interrupted benchmark picks up where it stopped. Prints one JSON line of results.
 
-    nice -n 10 .venv/bin/python benchmarks/bench_vpn_collect.py --steps 20000
+    nice -n 10 .venv/bin/python benchmarks/bench_vpn_collect.py --steps 20000 --curves-dir benchmarks/results
 """
 
 from __future__ import annotations
@@ -38,7 +39,6 @@ VARIANTS = {
         "rlkit/CollectStochasticMoreWalls-v0",
     ),
 }
-RESULTS = Path(__file__).parent / "results"
 
 
 def run_cli(args: list[str]) -> None:
@@ -98,7 +98,7 @@ def random_score(env_id: str, episodes: int) -> dict:
     return {k: round(score[k], 3) for k in ("mean", "stderr")} | {"episodes": score["episodes"]}
 
 
-def plot_curves(variant: str, run_dirs: dict[str, Path], steps: int) -> Path:
+def plot_curves(out: Path, variant: str, run_dirs: dict[str, Path], steps: int) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -121,7 +121,7 @@ def plot_curves(variant: str, run_dirs: dict[str, Path], steps: int) -> Path:
         ax.legend()
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    path = RESULTS / f"vpn_curves_{variant}.png"
+    path = out / f"vpn_curves_{variant}.png"
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
@@ -151,11 +151,18 @@ def main() -> None:
     parser.add_argument("--agents", default=",".join(AGENTS))
     parser.add_argument("--runs-dir", default="runs/bench_vpn")
     parser.add_argument(
+        "--curves-dir",
+        type=Path,
+        default=None,
+        help="where the curve PNGs go (default: --runs-dir; benchmarks/results for the record)",
+    )
+    parser.add_argument(
         "--extra", default="", help="further `rlkit vpn train` flags, space-separated"
     )
     args = parser.parse_args()
     torch.set_num_threads(1)
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    curves_dir = args.curves_dir or Path(args.runs_dir)
+    curves_dir.mkdir(parents=True, exist_ok=True)
     extra = args.extra.split() + [
         "--eval-every", str(max(1, args.steps // args.curve_points)),
         "--eval-episodes", str(args.curve_episodes),
@@ -184,7 +191,7 @@ def main() -> None:
         # Curves of every agent trained so far for this variant (also from earlier invocations).
         all_runs = {name: run_dir_for(args, variant, name) for name in AGENTS}
         all_runs = {k: v for k, v in all_runs.items() if (v / "metrics.csv").is_file()}
-        results["curves"][variant] = str(plot_curves(variant, all_runs, args.steps))
+        results["curves"][variant] = str(plot_curves(curves_dir, variant, all_runs, args.steps))
     print(json.dumps(results))
 
 
