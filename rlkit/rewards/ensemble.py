@@ -308,21 +308,27 @@ class RewardEnsemble(nn.Module):
         train-mode behaviour (dropout, batch statistics); default ``self.training``.
         """
         self._check_inputs(obs, acts, "B")
-        if self._fast:
-            k = self.n_members
-            return self._stacked_forward(
-                obs.expand(k, *obs.shape), acts.expand(k, *acts.shape), train=train
-            )
-        return self._vmapped(train, (0, 0, None, None))(*self._stacked(), obs, acts)
+        return self._raw_rewards(obs, acts, False, train)
 
     def member_rewards_per_member(
         self, obs: torch.Tensor, acts: torch.Tensor, train: bool | None = None
     ) -> torch.Tensor:
         """Raw rewards where member k sees its own inputs: ``(K, B, ...) -> (K, B)``."""
         self._check_inputs(obs, acts, "K, B", self.n_members)
+        return self._raw_rewards(obs, acts, True, train)
+
+    def _raw_rewards(
+        self, obs: torch.Tensor, acts: torch.Tensor, per_member: bool, train: bool | None
+    ) -> torch.Tensor:
+        """:meth:`member_rewards` (``per_member`` False) or :meth:`member_rewards_per_member`
+        on inputs already checked: ``(K, B)``."""
         if self._fast:
+            if not per_member:
+                k = self.n_members
+                obs, acts = obs.expand(k, *obs.shape), acts.expand(k, *acts.shape)
             return self._stacked_forward(obs, acts, train=train)
-        return self._vmapped(train, (0, 0, 0, 0))(*self._stacked(), obs, acts)
+        dims = (0, 0, 0, 0) if per_member else (0, 0, None, None)
+        return self._vmapped(train, dims)(*self._stacked(), obs, acts)
 
     def member(self, k: int) -> RewardNet:
         """Member ``k`` as an ordinary module (a copy; for tests and inspection)."""
@@ -375,7 +381,7 @@ class RewardEnsemble(nn.Module):
             flat_acts = acts.reshape(k, n * length, *acts.shape[3:])
             if self._fast:
                 return self._stacked_forward(flat_obs, flat_acts, length, train)
-            raw = self.member_rewards_per_member(flat_obs, flat_acts, train)
+            raw = self._raw_rewards(flat_obs, flat_acts, True, train)
             return raw.reshape(k, n, length).sum(-1)
         self._check_inputs(obs, acts, "N, L")
         n, length = obs.shape[:2]
@@ -389,7 +395,7 @@ class RewardEnsemble(nn.Module):
                 length,
                 train,
             )
-        raw = self.member_rewards(flat_obs, flat_acts, train)
+        raw = self._raw_rewards(flat_obs, flat_acts, False, train)
         return raw.reshape(self.n_members, n, length).sum(-1)
 
     @torch.no_grad()
@@ -403,7 +409,7 @@ class RewardEnsemble(nn.Module):
             raise ValueError(
                 f"output normalization needs at least two rows, got obs {tuple(obs.shape)}"
             )
-        raw = self.member_rewards(obs, acts, train=False)
+        raw = self._raw_rewards(obs, acts, False, train=False)
         self.out_mean.copy_(raw.mean(dim=1))
         self.out_std.copy_(raw.std(dim=1).clamp_min(1e-6))
         normalized = (raw - self.out_mean[:, None]) / self.out_std[:, None]
