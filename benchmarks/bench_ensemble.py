@@ -10,6 +10,12 @@ by side, interleaved, median of repeats, with the same ensemble through ``torch.
 as a further path where the backbone has a stacked one (MLP, Nature CNN). Prints one JSON
 line per setting.
 
+The MLP members are the network ``rlkit prefs`` trains by default: ``--reward-hidden`` layers
+on the observation (default :class:`PrefsConfig`'s, one of 64), then the head's 64 on those
+features and the action: the paper's two layers of 64. ``--reward-hidden 64 64`` gives the
+three-layer network that was the default before 2026-12-01 (and that this benchmark built
+until 2026-12-07).
+
     .venv/bin/python benchmarks/bench_ensemble.py [--members 5] [--repeats 30] [--settings mujoco_mlp]
 """
 
@@ -28,7 +34,8 @@ import numpy as np
 import torch
 
 from rlkit.core.allocator import keep_freed_memory
-from rlkit.rewards.ensemble import RewardEnsemble, RewardNet
+from rlkit.loops.preference_config import PrefsConfig
+from rlkit.rewards.ensemble import RewardEnsemble, RewardNet, build_ensemble
 from rlkit.rewards.preference import preference_loss
 from rlkit.rewards.trainer import preference_backward_in_parts
 
@@ -41,6 +48,10 @@ SETTINGS = {
     "mujoco_mlp_small": dict(obs=gym.spaces.Box(-9, 9, (17,), np.float32),
                              act=gym.spaces.Box(-1, 1, (6,), np.float32), length=30, pairs=16,
                              backbone="mlp"),
+    # HalfCheetah-v5 at the trainer's minibatch (64 pairs): 64 x 30 steps per member.
+    "halfcheetah_mlp": dict(obs=gym.spaces.Box(-9, 9, (17,), np.float32),
+                            act=gym.spaces.Box(-1, 1, (6,), np.float32), length=30, pairs=64,
+                            backbone="mlp"),
     # Atari: 84x84x4 frames, 25-step segments, 8 pairs.
     "atari_cnn": dict(obs=gym.spaces.Box(0, 255, (84, 84, 4), np.uint8),
                       act=gym.spaces.Discrete(6), length=25, pairs=8, backbone="nature_cnn"),
@@ -161,6 +172,13 @@ def main() -> None:
         help="tuned: as the rlkit command runs (rlkit.core.allocator); glibc: its defaults",
     )
     p.add_argument("--no-vmap", action="store_true", help="skip timing the vmap path")
+    p.add_argument(
+        "--reward-hidden",
+        type=int,
+        nargs="+",
+        default=list(PrefsConfig.reward_hidden),
+        help="the MLP members' layers on the observation, as `rlkit prefs --reward-hidden`",
+    )
     p.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=list(SETTINGS))
     args = p.parse_args()
     if args.malloc == "tuned":
@@ -170,13 +188,15 @@ def main() -> None:
     for name in args.settings:
         s = SETTINGS[name]
         k = args.members
-        ens = RewardEnsemble(s["obs"], s["act"], n_members=k, backbone=s["backbone"], seed=0)
+        ens = build_ensemble(
+            s["obs"], s["act"], k, s["backbone"], hidden=args.reward_hidden, seed=0
+        )
         members = [ens.member(i) for i in range(k)]
         opt_b = torch.optim.Adam(ens.parameters(), lr=1e-4)
         opt_l = torch.optim.Adam([q for m in members for q in m.parameters()], lr=1e-4)
         gen = torch.Generator().manual_seed(0)
         data = batch(s, k, gen)
-        repeats = args.repeats if name.startswith("mujoco") else max(5, args.repeats // 3)
+        repeats = args.repeats if SETTINGS[name]["backbone"] == "mlp" else max(5, args.repeats // 3)
         fast = ens._fast
         paths = {"batched": partial(step_trainer, ens, opt_b, data, as_store(data)),
                  "loop": partial(step_loop, members, opt_l, data),
@@ -215,6 +235,7 @@ def report(name: str, bench: str, paths: dict, repeats: int, k: int, fast: bool,
            if "vmap" in ms else {}),
         **({"one_pass_ms": round(ms["one_pass"], 2),
             "one_pass_speedup": round(ms["loop"] / ms["one_pass"], 2)} if "one_pass" in ms else {}),
+        **({"reward_hidden": args.reward_hidden} if SETTINGS[name]["backbone"] == "mlp" else {}),
         "repeats": repeats, "threads": torch.get_num_threads(), "malloc": args.malloc,
         "date": time.strftime("%Y-%m-%d"),
     }), flush=True)  # fmt: skip
