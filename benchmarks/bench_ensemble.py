@@ -12,7 +12,9 @@ line per setting.
 
 The MLP members are the network ``rlkit prefs`` trains by default: ``--reward-hidden`` layers
 on the observation (default :class:`PrefsConfig`'s, one of 64), then the head's 64 on those
-features and the action: the paper's two layers of 64. ``--reward-hidden 64 64`` gives the
+features and the action: the paper's two layers of 64. Input normalization
+(``--reward-normalize-inputs``, on by default) is left out: an elementwise op on the 11 or 17
+input columns that both paths would take alike. ``--reward-hidden 64 64`` gives the
 three-layer network that was the default before 2026-12-01 (and that this benchmark built
 until 2026-12-07).
 
