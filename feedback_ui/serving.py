@@ -7,15 +7,22 @@ and then (slowloris) holds a file descriptor each, and the server runs out of th
 :class:`RequestDeadline` closes a connection whose request (headers and body) has not fully
 arrived ``REQUEST_SECONDS`` after the connection opened or the previous response ended; the
 app's own time to answer is not limited.
+
+The deadline reads three attributes of uvicorn's h11 protocol that are not public API
+(``H11Protocol.cycle``, and the cycle's ``response_complete`` and ``more_body``); the
+versions in ``scripts/constraints.txt`` have them. :func:`uvicorn_config` checks that the
+installed uvicorn still does, and where it does not serves with its plain h11 protocol (no
+deadline, a warning saying so) rather than failing on every connection.
 """
 
 from __future__ import annotations
 
 import asyncio
+import sys
 from typing import Any
 
 import uvicorn
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.h11_impl import H11Protocol, RequestResponseCycle
 
 #: Seconds a client has to send a whole request: on a new connection, or after a response
 #: on a kept-alive one. The API's requests are a few hundred bytes (the body limit is 64 KiB).
@@ -80,12 +87,35 @@ class RequestDeadline(H11Protocol):
             self.transport.close()  # the app, if it waits on the body, hears a disconnect
 
 
+def deadline_supported(protocol: type = H11Protocol, cycle: type = RequestResponseCycle) -> bool:
+    """Whether uvicorn's h11 ``protocol`` and its request ``cycle`` still set the attributes
+    :class:`RequestDeadline` reads (names their ``__init__`` assigns)."""
+    try:
+        protocol_sets = set(protocol.__init__.__code__.co_names)
+        cycle_sets = set(cycle.__init__.__code__.co_names)
+    except AttributeError:  # not plain Python functions any more
+        return False
+    return "cycle" in protocol_sets and {"response_complete", "more_body"} <= cycle_sets
+
+
 def uvicorn_config(app: Any, request_seconds: float = REQUEST_SECONDS) -> uvicorn.Config:
     """The uvicorn settings ``rlkit label serve`` runs ``app`` with: h11 with a deadline of
     ``request_seconds`` per request (see the module docstring), no WebSockets (the app
     has none, and an upgraded connection would leave the deadline behind), and the limits
-    above."""
-    protocol = type("RequestDeadline", (RequestDeadline,), {"deadline_seconds": request_seconds})
+    above. Where the installed uvicorn lacks what the deadline reads
+    (:func:`deadline_supported`), plain h11 and a warning on stderr."""
+    if deadline_supported():
+        protocol: type | str = type(
+            "RequestDeadline", (RequestDeadline,), {"deadline_seconds": request_seconds}
+        )
+    else:
+        print(
+            f"warning: uvicorn {uvicorn.__version__} changed the internals rlkit's request"
+            " deadline reads; serving without it (a client that sends its request slowly is"
+            " not cut off). scripts/constraints.txt names the uvicorn it is tested with.",
+            file=sys.stderr,
+        )
+        protocol = "h11"
     return uvicorn.Config(
         app, http=protocol, ws="none", log_level="warning", access_log=False,
         timeout_graceful_shutdown=5, timeout_keep_alive=KEEP_ALIVE_SECONDS,

@@ -15,12 +15,14 @@ import httpx
 import uvicorn
 from test_ui_helpers import fake_segments, make_run
 
+import feedback_ui.serving as serving_module
 from feedback_ui.app import create_app
 from feedback_ui.serving import (
     KEEP_ALIVE_SECONDS,
     MAX_CONCURRENCY,
     REQUEST_SECONDS,
     RequestDeadline,
+    deadline_supported,
     uvicorn_config,
 )
 from rlkit.cli import main
@@ -147,3 +149,42 @@ def test_the_deadline_does_not_cut_off_a_quick_keep_alive_client(tmp_path):
             time.sleep(DEADLINE / 2)  # under the deadline each time, over it in all
             conn.sendall(b"GET /api/auth HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
             assert _status(conn) == 200
+
+
+def test_the_installed_uvicorn_has_what_the_deadline_reads():
+    # Fails when an upgraded uvicorn drops an attribute RequestDeadline reads, rather than
+    # the server quietly serving without its deadline.
+    assert deadline_supported()
+
+
+def test_a_uvicorn_without_those_internals_is_recognized():
+    class Protocol:
+        def __init__(self) -> None:
+            self.state = None  # no ``cycle``
+
+    class Cycle:
+        def __init__(self) -> None:
+            self.response_complete = False  # no ``more_body``
+
+    class FullCycle(Cycle):
+        def __init__(self) -> None:
+            self.response_complete = False
+            self.more_body = True
+
+    class FullProtocol:
+        def __init__(self) -> None:
+            self.cycle = None
+
+    assert not deadline_supported(Protocol, FullCycle)
+    assert not deadline_supported(FullProtocol, Cycle)
+    assert deadline_supported(FullProtocol, FullCycle)
+    assert not deadline_supported(object, FullCycle)  # a C-level __init__
+
+
+def test_without_them_the_server_runs_plain_h11_and_says_so(monkeypatch, capsys):
+    monkeypatch.setattr(serving_module, "deadline_supported", lambda: False)
+    config = uvicorn_config(create_app, request_seconds=DEADLINE)
+    assert config.http == "h11"
+    assert config.limit_concurrency == MAX_CONCURRENCY  # the other limits stay
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "serving without it" in err and uvicorn.__version__ in err
