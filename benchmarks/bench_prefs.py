@@ -14,8 +14,13 @@ policy may never press FIRE to serve again.
 On Atari the true-reward baseline gets sign-clipped rewards, as A2C is usually run.
 ``--baseline-from`` reuses the true-reward side of earlier lines of this script (same env, seed
 and steps) for runs that change only the preference side; each line records the TRPO setup it
-ran with (``true_reward_setup``) and its library versions (``versions``), and a reused line
-must match this run's.
+ran with (``true_reward_setup``), its library versions (``versions``) and the CPU (``cpu``),
+and a reused line must match this run's in all three: TRPO's floating point differs from one
+CPU model to another, and 1M steps turn that into other returns (HalfCheetah seed 19: 3150.9
+on the CPU of 2026-12-05, 1776.9 on an Intel Xeon VM on 2026-12-07, same code and versions).
+``--true-reward-only`` runs the true-reward side alone (``"bench": "true_reward_baseline"``
+lines, which ``--baseline-from`` and ``summarize_prefs.py --baseline-from`` take): for
+learned-reward lines whose baseline ran elsewhere.
 
     .venv/bin/python benchmarks/bench_prefs.py --envs Hopper-v5 --steps 1000000 --labels 700 --seeds 0
     .venv/bin/python benchmarks/bench_prefs.py --envs ALE/Breakout-v5 --steps 250000 --labels 700 \
@@ -28,6 +33,7 @@ import argparse
 import dataclasses
 import importlib.metadata
 import json
+import platform
 import shlex
 import sys
 import tempfile
@@ -91,17 +97,34 @@ def rounded(x: float | None, digits: int) -> float | None:
     return None if x is None else round(x, digits)
 
 
+#: Lines that hold a true-reward side: a whole comparison, or ``--true-reward-only``'s.
+BASELINE_BENCHES = ("prefs_vs_true_reward", "true_reward_baseline")
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``; elsewhere ``platform.processor()``): runs on
+    two models need not reproduce each other's returns."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def load_baselines(paths: list[Path]) -> dict[tuple[str, int, int], dict]:
     """(env, seed, steps) -> the true-reward fields and wall time of the last matching line."""
     found: dict[tuple[str, int, int], dict] = {}
     for path in paths:
         for row in read_lines([path]):
-            if row.get("bench") == "prefs_vs_true_reward" and row.get("return_true_reward"):
+            if row.get("bench") in BASELINE_BENCHES and row.get("return_true_reward"):
                 key = (row["env"], row["seed"], row["steps"])
-                # lines older than the stochastic evaluation lack its field: None
+                # lines older than the stochastic evaluation (or the cpu record) lack its field
                 found[key] = {
                     k: row.get(k)
-                    for k in (*BASELINE_KEYS, "wall_trpo_s", "true_reward_setup", "versions")
+                    for k in (*BASELINE_KEYS, "wall_trpo_s", "true_reward_setup", "versions", "cpu")
                 }
                 found[key]["baseline_from"] = str(path)
     return found
@@ -131,9 +154,11 @@ def flatten(setup: dict) -> dict:
     return {**setup.get("policy", {}), **SETUP_BEFORE, **top}
 
 
-def mismatch(recorded: dict, current: dict) -> str | None:
-    """The fields where a reused baseline's record (setup or versions) differs from this run's,
-    or None."""
+def mismatch(recorded: dict | str, current: dict | str) -> str | None:
+    """The fields where a reused baseline's record (setup, versions or CPU) differs from this
+    run's, or None."""
+    if not isinstance(current, dict):
+        return None if recorded == current else f"{recorded!r} there, {current!r} here"
     was, now = flatten(recorded), flatten(current)
     diff = [f"{k} {was.get(k)!r} there, {v!r} here" for k, v in now.items() if was.get(k) != v]
     return "; ".join(diff) or None
@@ -150,6 +175,22 @@ def library_versions() -> dict[str, str | None]:
         except importlib.metadata.PackageNotFoundError:
             found[name] = None
     return found
+
+
+def true_reward_line(
+    cfg: PrefsConfig, n_envs: int, args: argparse.Namespace, setup: dict, versions: dict, cpu: str
+) -> dict:
+    """``--true-reward-only``: train and evaluate the true-reward side of ``cfg``'s env and
+    seed alone, as a whole comparison does; its line."""
+    agent, wall = run_true_reward(cfg, n_envs)
+    ret = evaluate_policy_true(agent, cfg, n_envs, args.eval_episodes)
+    sto = evaluate_policy_true(agent, cfg, n_envs, args.eval_episodes, deterministic=False)
+    return {
+        "bench": "true_reward_baseline", "env": cfg.env, "seed": cfg.seed, "steps": cfg.steps,
+        "true_reward_setup": setup, "versions": versions, "cpu": cpu,
+        "return_true_reward": round(ret, 1), "return_true_reward_stochastic": round(sto, 1),
+        "train_return_true_reward": round(train_return(agent), 1), "wall_trpo_s": round(wall, 1),
+    }  # fmt: skip
 
 
 def joined_prefs_args(argv: list[str]) -> list[str]:
@@ -197,12 +238,20 @@ def main() -> None:
         metavar="JSONL",
         help="take the true-reward (TRPO) side of each (env, seed, steps) from earlier result "
         "lines of this script instead of training it again (the last matching line wins; the "
-        "preset is deterministic per seed): for runs that change only the preference side. A "
-        "line that records another TRPO setup (policy preset, envs, early termination) than "
-        "this run's, or other library versions, is refused; older lines without the record are "
-        "used with a warning",
+        "preset is deterministic per seed on one CPU model): for runs that change only the "
+        "preference side. A line that records another TRPO setup (policy preset, envs, early "
+        "termination) than this run's, other library versions or another CPU model is refused; "
+        "older lines without the record are used with a warning",
+    )
+    p.add_argument(
+        "--true-reward-only",
+        action="store_true",
+        help="run only the true-reward (TRPO) side of each env and seed: one "
+        "true_reward_baseline line each, for --baseline-from here or in summarize_prefs.py",
     )
     args = p.parse_args(joined_prefs_args(sys.argv[1:]))
+    if args.true_reward_only and args.baseline_from:
+        p.error("--true-reward-only runs the true-reward side that --baseline-from would reuse")
     try:
         baselines = load_baselines(args.baseline_from) if args.baseline_from else None
     except (OSError, ValueError, KeyError) as exc:  # unreadable, not JSON, or not this script's
@@ -223,6 +272,7 @@ def main() -> None:
     except UserError as exc:  # a flag rlkit prefs train does not know, or an invalid value
         p.error(f"--prefs-args: {exc}")
     versions = library_versions()
+    cpu = cpu_model()
     # the true-reward side's setup depends on the env's kind only through its number of envs
     setups = {env: true_reward_setup(base, base.vec_envs(env_kind(env))) for env in args.envs}
     if baselines is not None:
@@ -232,6 +282,7 @@ def main() -> None:
                 checks = (
                     ("true_reward_setup", "another TRPO setup", setups[env]),
                     ("versions", "other library versions", versions),
+                    ("cpu", "another CPU model", cpu),
                 )
                 for field, what, current in checks:
                     if row[field] is None:
@@ -262,6 +313,10 @@ def main() -> None:
             )
             kind = env_kind(env)
             n_envs = cfg.vec_envs(kind)
+            if args.true_reward_only:
+                print(json.dumps(true_reward_line(cfg, n_envs, args, setups[env], versions, cpu)),
+                      flush=True)  # fmt: skip
+                continue
             with tempfile.TemporaryDirectory() as tmp:
                 keep = args.keep / f"{env.replace('/', '-')}_seed{seed}" if args.keep else None
                 run_dir = (keep or Path(tmp)) / "run"
@@ -311,6 +366,7 @@ def main() -> None:
                 if baselines is not None
                 else setups[env],
                 "versions": versions,
+                "cpu": cpu,
                 "return_learned": round(learned, 1),
                 "return_true_reward": round(true_ret, 1),
                 "ratio": round(learned / true_ret, 3) if true_ret else None,

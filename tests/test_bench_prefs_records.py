@@ -1,6 +1,6 @@
 """benchmarks/bench_prefs.py: what each result line records about its true-reward (TRPO) side,
-and ``--baseline-from`` refusing a line recorded with another setup or other library versions
-(before any training starts)."""
+``--baseline-from`` refusing a line recorded with another setup, other library versions or on
+another CPU model (before any training starts), and ``--true-reward-only``'s lines."""
 
 import json
 import subprocess
@@ -34,6 +34,7 @@ def line(bench, **fields) -> dict:
             PrefsConfig(), PrefsConfig().vec_envs("mujoco")
         ),
         "versions": bench.library_versions(),
+        "cpu": bench.cpu_model(),
     }
     row.update(fields)
     return row
@@ -81,6 +82,7 @@ def test_load_baselines_keeps_the_last_line_per_env_seed_steps(bench, tmp_path):
     assert found[("Hopper-v5", 0, 1000)]["baseline_from"] == str(second)
     assert found[("Hopper-v5", 1, 1000)]["return_true_reward"] == 5.0
     assert found[("Hopper-v5", 2, 1000)]["versions"] is None  # predates the record
+    assert found[("Hopper-v5", 1, 1000)]["cpu"] == bench.cpu_model()
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps(line(bench)) + "\n{not json\n")
     with pytest.raises(ValueError, match="bad.jsonl line 2 is not JSON"):
@@ -112,13 +114,20 @@ def run_script(*args: str) -> subprocess.CompletedProcess:
     [
         ({"n_envs": 16}, "ran with another TRPO setup (n_envs 16 there, "),
         ({"mujoco": "2.3.7"}, "ran with other library versions (mujoco '2.3.7' there, "),
-    ],
-    ids=["setup", "versions"],
+        (
+            {"cpu": "AMD EPYC 9R14 96-Core Processor"},
+            "ran with another CPU model ('AMD EPYC 9R14 96-Core Processor' there, ",
+        ),
+    ],  # fmt: skip
+    ids=["setup", "versions", "cpu"],
 )
 def test_baseline_from_refuses_a_line_from_another_setup(bench, tmp_path, change, expected):
     row = line(bench)
-    field = "versions" if "mujoco" in change else "true_reward_setup"
-    row[field] = {**row[field], **change}
+    if "cpu" in change:
+        row.update(change)
+    else:
+        field = "versions" if "mujoco" in change else "true_reward_setup"
+        row[field] = {**row[field], **change}
     out = tmp_path / "out"
     proc = run_script(
         "--baseline-from", str(write(tmp_path / "base.jsonl", row)), "--out", str(out)
@@ -190,4 +199,45 @@ def test_a_tiny_walker2d_line_records_what_ran(tmp_path):
         ends = [(learned + a) / (true + b) for a in (-0.05, 0.05) for b in (-0.05, 0.05)]
         assert min(ends) - 5e-4 <= row["ratio"] <= max(ends) + 5e-4
     assert row["true_reward_setup"]["n_envs"] == 2 and "baseline_from" not in row  # trained here
+    assert row["cpu"] == load_benchmark("bench_prefs").cpu_model()
     assert (tmp_path / "prefs_Walker2d-v5_seed0.png").stat().st_size > 1000
+
+
+def test_cpu_model_names_this_machines_cpu(bench):
+    cpu = bench.cpu_model()
+    assert isinstance(cpu, str) and cpu.strip() == cpu and cpu
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        assert f": {cpu}\n" in cpuinfo.read_text()
+
+
+def test_a_true_reward_only_line_is_a_baseline(bench, tmp_path):
+    only = {**line(bench, seed=4, return_true_reward=321.0), "bench": "true_reward_baseline"}
+    found = bench.load_baselines([write(tmp_path / "only.jsonl", only)])
+    assert found[("Hopper-v5", 4, 1000)]["return_true_reward"] == 321.0
+    proc = run_script("--true-reward-only", "--baseline-from", str(tmp_path / "only.jsonl"))
+    assert proc.returncode == 2 and proc.stdout == "" and "Traceback" not in proc.stderr
+    assert "--true-reward-only runs the true-reward side that --baseline-from" in proc.stderr
+
+
+@pytest.mark.slow
+def test_true_reward_only_trains_and_records_that_side_alone(bench, tmp_path):
+    proc = run_script(
+        "--true-reward-only", "--seeds", "0", "1", "--eval-episodes", "1", "--out", str(tmp_path),
+        "--prefs-args", "--n-envs 2 --policy.n-steps 256",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    rows = [json.loads(r) for r in proc.stdout.strip().splitlines()]
+    assert [(r["bench"], r["env"], r["seed"], r["steps"]) for r in rows] == [
+        ("true_reward_baseline", "Hopper-v5", s, 1000) for s in (0, 1)
+    ]
+    for r in rows:
+        assert r["cpu"] == bench.cpu_model() and r["versions"] == bench.library_versions()
+        assert r["true_reward_setup"]["n_envs"] == 2
+        assert r["true_reward_setup"]["policy"]["n_steps"] == 256
+        assert r["wall_trpo_s"] > 0 and "return_learned" not in r
+    # a seed's own episodes: the two seeds' policies and evaluations differ
+    assert rows[0]["return_true_reward"] != rows[1]["return_true_reward"]
+    found = bench.load_baselines([write(tmp_path / "b.jsonl", *rows)])
+    assert found[("Hopper-v5", 1, 1000)]["return_true_reward"] == rows[1]["return_true_reward"]
+    assert not list(tmp_path.glob("*.png"))  # no preference run, no plot
