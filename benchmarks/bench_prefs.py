@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 from rich.console import Console
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
-from summarize_prefs import read_lines
+from summarize_prefs import BASELINE_KEYS, baseline_lines, read_lines
 
 from agents.presets import make_agent
 from envs import env_kind, make_vec_env
@@ -89,16 +89,9 @@ def run_true_reward(cfg: PrefsConfig, n_envs: int) -> tuple[object, float]:
     return agent, time.perf_counter() - t0
 
 
-BASELINE_KEYS = ("return_true_reward", "return_true_reward_stochastic", "train_return_true_reward")
-
-
 def rounded(x: float | None, digits: int) -> float | None:
     """``round`` that passes None through (a field older result lines lack)."""
     return None if x is None else round(x, digits)
-
-
-#: Lines that hold a true-reward side: a whole comparison, or ``--true-reward-only``'s.
-BASELINE_BENCHES = ("prefs_vs_true_reward", "true_reward_baseline")
 
 
 def cpu_model() -> str:
@@ -118,15 +111,13 @@ def load_baselines(paths: list[Path]) -> dict[tuple[str, int, int], dict]:
     """(env, seed, steps) -> the true-reward fields and wall time of the last matching line."""
     found: dict[tuple[str, int, int], dict] = {}
     for path in paths:
-        for row in read_lines([path]):
-            if row.get("bench") in BASELINE_BENCHES and row.get("return_true_reward"):
-                key = (row["env"], row["seed"], row["steps"])
-                # lines older than the stochastic evaluation (or the cpu record) lack its field
-                found[key] = {
-                    k: row.get(k)
-                    for k in (*BASELINE_KEYS, "wall_trpo_s", "true_reward_setup", "versions", "cpu")
-                }
-                found[key]["baseline_from"] = str(path)
+        for key, row in baseline_lines(read_lines([path])).items():
+            # lines older than the stochastic evaluation (or the cpu record) lack its field
+            found[key] = {
+                k: row.get(k)
+                for k in (*BASELINE_KEYS, "wall_trpo_s", "true_reward_setup", "versions", "cpu")
+            }
+            found[key]["baseline_from"] = str(path)
     return found
 
 

@@ -27,6 +27,12 @@ learned-reward return is the higher.
 
     .venv/bin/python benchmarks/summarize_prefs.py VARIANT.jsonl DEFAULT.jsonl \
         --variant "--initial-labels 70" --against ""
+
+``--baseline-from JSONL`` gives every selected line the true-reward side of these files' line
+for its env, seed and steps (a whole comparison's or ``bench_prefs.py --true-reward-only``'s;
+the last one read wins) in place of its own: for learned-reward lines whose true-reward side
+was reused from a run on another CPU model, where TRPO's returns differ. A line without one,
+or whose TRPO setup, library versions or CPU differ from it, is refused.
 """
 
 from __future__ import annotations
@@ -170,6 +176,38 @@ def versions_seen(by_seed: dict[int, dict]) -> list[str]:
     return sorted("unrecorded" if v == "null" else v for v in seen)
 
 
+#: Lines that hold a true-reward side: a whole comparison, or ``--true-reward-only``'s.
+BASELINE_BENCHES = ("prefs_vs_true_reward", "true_reward_baseline")
+#: A true-reward side's returns.
+BASELINE_KEYS = ("return_true_reward", "return_true_reward_stochastic", "train_return_true_reward")
+
+
+def baseline_lines(rows: Iterable[dict]) -> dict[tuple[str, int, int], dict]:
+    """(env, seed, steps) -> the last line among ``rows`` that holds a true-reward side."""
+    return {
+        (row["env"], row["seed"], row["steps"]): row
+        for row in rows
+        if row.get("bench") in BASELINE_BENCHES and row.get("return_true_reward")
+    }
+
+
+def rebased(row: dict, base: dict) -> dict:
+    """``row`` with ``base``'s true-reward returns (and ``true_reward_cpu``, the CPU they ran
+    on), its ratios recomputed; ValueError where the two lines record a different TRPO setup,
+    library versions or CPU (a record either lacks is not compared)."""
+    for field in ("true_reward_setup", "versions", "cpu"):
+        if None not in (row.get(field), base.get(field)) and row[field] != base[field]:
+            raise ValueError(
+                f"{row['env']} seed {row['seed']}: its line and its --baseline-from line ran "
+                f"with different {field} ({row[field]!r} / {base[field]!r})"
+            )
+    out = {**row, **{k: base.get(k) for k in BASELINE_KEYS}, "true_reward_cpu": base.get("cpu")}
+    for name, (learned, true) in PAIRS.items():
+        a, b = out.get(learned), out.get(true)
+        out[name] = round(a / b, 3) if a is not None and b else None
+    return out
+
+
 def read_lines(paths: list[Path]) -> list[dict]:
     """Every JSON line of the files (blank lines skipped); ValueError naming the file and line
     number of one that is not JSON."""
@@ -211,6 +249,14 @@ def main(argv: list[str] | None = None) -> int:
         help="only --variant lines whose reward trainer ran with this L2 cap (Walker2d's "
         "default is 3e-2 since 2026-12-04, 1e-2 before: '' alone selects both)",
     )
+    p.add_argument(
+        "--baseline-from",
+        type=Path,
+        nargs="+",
+        default=None,
+        metavar="JSONL",
+        help="take each line's true-reward side from these files' lines (see above)",
+    )
     p.add_argument("--draws", type=int, default=10_000)
     p.add_argument("--seed", type=int, default=0, help="of the bootstrap draws")
     args = p.parse_args(argv)
@@ -224,6 +270,16 @@ def main(argv: list[str] | None = None) -> int:
     if not found:
         cap = "" if args.l2_max is None else f" and L2 cap {args.l2_max:g}"
         p.error(f"no bench_prefs line at {args.steps} steps with --variant {args.variant}{cap}")
+    if args.baseline_from is not None:
+        try:
+            bases = baseline_lines(read_lines(args.baseline_from))
+            for env, by_seed in found.items():
+                for seed, row in by_seed.items():
+                    if (env, seed, args.steps) not in bases:
+                        raise ValueError(f"no true-reward line for {env} seed {seed}")
+                    by_seed[seed] = rebased(row, bases[(env, seed, args.steps)])
+        except (OSError, ValueError) as exc:
+            p.error(f"--baseline-from: {exc}")
     against = select(rows, args.steps, set(args.against)) if args.against is not None else {}
     for env in sorted(found):
         seen = versions_seen(found[env])

@@ -172,3 +172,59 @@ def test_a_broken_line_names_its_file_and_number(summ, tmp_path, capsys):
     with pytest.raises(SystemExit):
         summ.main([str(path)])
     assert "r.jsonl line 3 is not JSON" in capsys.readouterr().err
+
+
+def baseline(seed: int, true: float, **fields) -> dict:
+    """A ``bench_prefs.py --true-reward-only`` line for Hopper-v5 at 1000 steps."""
+    row = {"bench": "true_reward_baseline", "env": "Hopper-v5", "seed": seed, "steps": 1000,
+           "return_true_reward": true, "return_true_reward_stochastic": true / 4,
+           "train_return_true_reward": true / 2, "versions": {"mujoco": "4.0.0"},
+           "cpu": "Intel(R) Xeon(R) Processor"}  # fmt: skip
+    row.update(fields)
+    return row
+
+
+def test_baseline_from_gives_each_line_the_true_reward_side_of_another_run(summ, tmp_path, capsys):
+    results = write(tmp_path / "r.jsonl", ROWS)
+    bases = write(tmp_path / "b.jsonl", [baseline(0, 1.0), baseline(0, 300.0), baseline(1, 300.0),
+                                         baseline(2, 400.0)])  # fmt: skip
+    assert summ.main([str(results), "--steps", "1000", "--baseline-from", str(bases)]) == 0
+    (out,) = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert out["seeds"] == [0, 1, 2]
+    assert out["ratio"] == 1.0  # (600 + 300 + 100) / (300 + 300 + 400): seed 0's last line
+    assert out["median_seed_ratio"] == 1.0  # of 2.0, 1.0, 0.25
+    assert out["ratio_stochastic"] == 2.0  # (300 + 150 + 50) / (75 + 75 + 100)
+    # each line's own ratios follow
+    rebased = summ.rebased(ROWS[1], baseline(1, 300.0))
+    assert rebased["ratio"] == 1.0 and rebased["train_ratio"] == 2.0
+    assert (
+        rebased["return_learned"] == 300.0
+        and rebased["true_reward_cpu"] == "Intel(R) Xeon(R) Processor"
+    )
+
+
+@pytest.mark.parametrize(
+    ("base", "message"),
+    [
+        ([baseline(0, 1.0), baseline(1, 1.0)], "no true-reward line for Hopper-v5 seed 2"),
+        (
+            [baseline(s, 1.0, versions={"mujoco": "3.1.0"}) for s in range(3)],
+            "Hopper-v5 seed 0: its line and its --baseline-from line ran with different versions",
+        ),
+    ],  # fmt: skip
+    ids=["missing", "versions"],
+)
+def test_baseline_from_refuses_a_missing_or_mismatched_line(summ, tmp_path, capsys, base, message):
+    results = write(tmp_path / "r.jsonl", ROWS)
+    bases = write(tmp_path / "b.jsonl", base)
+    with pytest.raises(SystemExit) as exit_:
+        summ.main([str(results), "--steps", "1000", "--baseline-from", str(bases)])
+    assert exit_.value.code == 2
+    assert message in capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def test_rebased_compares_the_cpu_where_both_lines_record_it(summ):
+    row = line(0, 10.0, 10.0, cpu="AMD EPYC 9R14 96-Core Processor")
+    with pytest.raises(ValueError, match="different cpu"):
+        summ.rebased(row, baseline(0, 5.0))
+    assert summ.rebased(line(0, 10.0, 10.0), baseline(0, 5.0))["ratio"] == 2.0  # unrecorded
