@@ -33,7 +33,6 @@ import argparse
 import dataclasses
 import importlib.metadata
 import json
-import platform
 import shlex
 import sys
 import tempfile
@@ -50,6 +49,7 @@ from envs import env_kind, make_vec_env
 from rlkit.cli import run_tyro
 from rlkit.core.allocator import keep_freed_memory
 from rlkit.core.errors import UserError
+from rlkit.core.provenance import cpu_model
 from rlkit.core.rundir import first_unused, save_config
 from rlkit.core.seeding import seed_everything
 from rlkit.loops.evaluation import evaluate_policy_true
@@ -92,19 +92,6 @@ def run_true_reward(cfg: PrefsConfig, n_envs: int) -> tuple[object, float]:
 def rounded(x: float | None, digits: int) -> float | None:
     """``round`` that passes None through (a field older result lines lack)."""
     return None if x is None else round(x, digits)
-
-
-def cpu_model() -> str:
-    """The CPU's model name (``/proc/cpuinfo``; elsewhere ``platform.processor()``): runs on
-    two models need not reproduce each other's returns."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def load_baselines(paths: list[Path]) -> dict[tuple[str, int, int], dict]:

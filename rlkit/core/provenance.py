@@ -51,7 +51,9 @@ def _git_commit(folder: Path) -> str | None:
     return head + ("+dirty" if dirty else "") if head else None
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``; elsewhere ``platform.processor()``): runs on
+    two models need not reproduce each other's floating point, nor the returns built on it."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
@@ -72,7 +74,7 @@ def provenance(argv: list[str]) -> dict[str, Any]:
         "commit": _git_commit(source),
         "versions": {name: _version(name) for name in PACKAGES},
         "python": sys.version.split()[0],
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "cores": len(os.sched_getaffinity(0)),
     }
 
