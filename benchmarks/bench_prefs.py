@@ -17,7 +17,8 @@ and steps) for runs that change only the preference side; each line records the 
 ran with (``true_reward_setup``), its library versions (``versions``) and the CPU (``cpu``),
 and a reused line must match this run's in all three: TRPO's floating point differs from one
 CPU model to another, and 1M steps turn that into other returns (HalfCheetah seed 19: 3150.9
-on the CPU of 2026-12-05, 1776.9 on an Intel Xeon VM on 2026-12-07, same code and versions).
+on 2026-12-05's VM, whose CPU went unrecorded, 1776.9 twice on an Intel Xeon VM on 2026-12-07,
+same code and library versions).
 ``--true-reward-only`` runs the true-reward side alone (``"bench": "true_reward_baseline"``
 lines, which ``--baseline-from`` and ``summarize_prefs.py --baseline-from`` take): for
 learned-reward lines whose baseline ran elsewhere.
