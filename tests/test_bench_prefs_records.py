@@ -207,7 +207,7 @@ def test_cpu_model_names_this_machines_cpu(bench):
     cpu = bench.cpu_model()
     assert isinstance(cpu, str) and cpu.strip() == cpu and cpu
     cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
+    if cpuinfo.exists() and "model name" in cpuinfo.read_text():  # x86 Linux
         assert f": {cpu}\n" in cpuinfo.read_text()
 
 
