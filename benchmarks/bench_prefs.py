@@ -157,13 +157,13 @@ def library_versions() -> dict[str, str | None]:
 
 
 def true_reward_line(
-    cfg: PrefsConfig, n_envs: int, args: argparse.Namespace, setup: dict, versions: dict, cpu: str
+    cfg: PrefsConfig, n_envs: int, episodes: int, setup: dict, versions: dict, cpu: str
 ) -> dict:
     """``--true-reward-only``: train and evaluate the true-reward side of ``cfg``'s env and
     seed alone, as a whole comparison does; its line."""
     agent, wall = run_true_reward(cfg, n_envs)
-    ret = evaluate_policy_true(agent, cfg, n_envs, args.eval_episodes)
-    sto = evaluate_policy_true(agent, cfg, n_envs, args.eval_episodes, deterministic=False)
+    ret = evaluate_policy_true(agent, cfg, n_envs, episodes)
+    sto = evaluate_policy_true(agent, cfg, n_envs, episodes, deterministic=False)
     return {
         "bench": "true_reward_baseline", "env": cfg.env, "seed": cfg.seed, "steps": cfg.steps,
         "true_reward_setup": setup, "versions": versions, "cpu": cpu,
@@ -293,8 +293,8 @@ def main() -> None:
             kind = env_kind(env)
             n_envs = cfg.vec_envs(kind)
             if args.true_reward_only:
-                print(json.dumps(true_reward_line(cfg, n_envs, args, setups[env], versions, cpu)),
-                      flush=True)  # fmt: skip
+                line = true_reward_line(cfg, n_envs, args.eval_episodes, setups[env], versions, cpu)
+                print(json.dumps(line), flush=True)
                 continue
             with tempfile.TemporaryDirectory() as tmp:
                 keep = args.keep / f"{env.replace('/', '-')}_seed{seed}" if args.keep else None

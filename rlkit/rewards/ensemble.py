@@ -318,17 +318,24 @@ class RewardEnsemble(nn.Module):
         return self._raw_rewards(obs, acts, True, train)
 
     def _raw_rewards(
-        self, obs: torch.Tensor, acts: torch.Tensor, per_member: bool, train: bool | None
+        self,
+        obs: torch.Tensor,
+        acts: torch.Tensor,
+        per_member: bool,
+        train: bool | None,
+        length: int | None = None,
     ) -> torch.Tensor:
         """:meth:`member_rewards` (``per_member`` False) or :meth:`member_rewards_per_member`
-        on inputs already checked: ``(K, B)``."""
+        on inputs already checked: ``(K, B)``; with ``length``, the ``(K, B // length)`` sums
+        over consecutive runs of ``length`` rows (segment returns)."""
         if self._fast:
             if not per_member:
                 k = self.n_members
                 obs, acts = obs.expand(k, *obs.shape), acts.expand(k, *acts.shape)
-            return self._stacked_forward(obs, acts, train=train)
+            return self._stacked_forward(obs, acts, length, train)
         dims = (0, 0, 0, 0) if per_member else (0, 0, None, None)
-        return self._vmapped(train, dims)(*self._stacked(), obs, acts)
+        raw = self._vmapped(train, dims)(*self._stacked(), obs, acts)
+        return raw if length is None else raw.reshape(self.n_members, -1, length).sum(-1)
 
     def member(self, k: int) -> RewardNet:
         """Member ``k`` as an ordinary module (a copy; for tests and inspection)."""
@@ -376,27 +383,15 @@ class RewardEnsemble(nn.Module):
         """
         if per_member:
             self._check_inputs(obs, acts, "K, N, L", self.n_members)
-            k, n, length = obs.shape[:3]
-            flat_obs = obs.reshape(k, n * length, *obs.shape[3:])
-            flat_acts = acts.reshape(k, n * length, *acts.shape[3:])
-            if self._fast:
-                return self._stacked_forward(flat_obs, flat_acts, length, train)
-            raw = self._raw_rewards(flat_obs, flat_acts, True, train)
-            return raw.reshape(k, n, length).sum(-1)
-        self._check_inputs(obs, acts, "N, L")
-        n, length = obs.shape[:2]
-        flat_obs = obs.reshape(n * length, *obs.shape[2:])
-        flat_acts = acts.reshape(n * length, *acts.shape[2:])
-        if self._fast:
-            k = self.n_members
-            return self._stacked_forward(
-                flat_obs.expand(k, *flat_obs.shape),
-                flat_acts.expand(k, *flat_acts.shape),
-                length,
-                train,
-            )
-        raw = self._raw_rewards(flat_obs, flat_acts, False, train)
-        return raw.reshape(self.n_members, n, length).sum(-1)
+        else:
+            self._check_inputs(obs, acts, "N, L")
+        lead = int(per_member)  # the member dim, where each member has its own segments
+        n, length = obs.shape[lead : lead + 2]
+
+        def flat(x: torch.Tensor) -> torch.Tensor:
+            return x.reshape(*x.shape[:lead], n * length, *x.shape[lead + 2 :])
+
+        return self._raw_rewards(flat(obs), flat(acts), per_member, train, length)
 
     @torch.no_grad()
     def update_normalization(self, obs: torch.Tensor, acts: torch.Tensor) -> None:
