@@ -157,11 +157,21 @@ def library_versions() -> dict[str, str | None]:
 
 
 def true_reward_line(
-    cfg: PrefsConfig, n_envs: int, episodes: int, setup: dict, versions: dict, cpu: str
+    cfg: PrefsConfig,
+    n_envs: int,
+    episodes: int,
+    setup: dict,
+    versions: dict,
+    cpu: str,
+    keep: Path | None = None,
 ) -> dict:
     """``--true-reward-only``: train and evaluate the true-reward side of ``cfg``'s env and
-    seed alone, as a whole comparison does; its line."""
+    seed alone, as a whole comparison does; its line. With ``keep``, the agent is saved there
+    as ``true_reward_agent.zip``, as a whole comparison's ``--keep`` does."""
     agent, wall = run_true_reward(cfg, n_envs)
+    if keep is not None:
+        keep.mkdir(parents=True, exist_ok=True)
+        agent.save(keep / "true_reward_agent.zip")
     ret = evaluate_policy_true(agent, cfg, n_envs, episodes)
     sto = evaluate_policy_true(agent, cfg, n_envs, episodes, deterministic=False)
     return {
@@ -200,8 +210,8 @@ def main() -> None:
         type=Path,
         default=None,
         help="keep each preference run directory and the true-reward agent under this folder "
-        "(KEEP/ENV_seedS/run, KEEP/ENV_seedS/true_reward_agent.zip), e.g. for "
-        "benchmarks/diagnose_reward.py",
+        "(KEEP/ENV_seedS/run, KEEP/ENV_seedS/true_reward_agent.zip; with --true-reward-only, "
+        "the agent alone), e.g. for benchmarks/diagnose_reward.py",
     )
     p.add_argument(
         "--malloc",
@@ -292,12 +302,14 @@ def main() -> None:
             )
             kind = env_kind(env)
             n_envs = cfg.vec_envs(kind)
+            keep = args.keep / f"{env.replace('/', '-')}_seed{seed}" if args.keep else None
             if args.true_reward_only:
-                line = true_reward_line(cfg, n_envs, args.eval_episodes, setups[env], versions, cpu)
+                line = true_reward_line(
+                    cfg, n_envs, args.eval_episodes, setups[env], versions, cpu, keep
+                )
                 print(json.dumps(line), flush=True)
                 continue
             with tempfile.TemporaryDirectory() as tmp:
-                keep = args.keep / f"{env.replace('/', '-')}_seed{seed}" if args.keep else None
                 run_dir = (keep or Path(tmp)) / "run"
                 run_dir.mkdir(parents=True)
                 if keep is not None:

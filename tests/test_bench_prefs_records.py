@@ -7,9 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from benchmark_scripts import BENCHMARKS, load_benchmark
 
+from agents.trpo_entropy import EntropyTRPO
 from rlkit.loops.preference_config import PrefsConfig
 
 
@@ -224,7 +226,7 @@ def test_a_true_reward_only_line_is_a_baseline(bench, tmp_path):
 def test_true_reward_only_trains_and_records_that_side_alone(bench, tmp_path):
     proc = run_script(
         "--true-reward-only", "--seeds", "0", "1", "--eval-episodes", "1", "--out", str(tmp_path),
-        "--prefs-args", "--n-envs 2 --policy.n-steps 256",
+        "--keep", str(tmp_path / "keep"), "--prefs-args", "--n-envs 2 --policy.n-steps 256",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     rows = [json.loads(r) for r in proc.stdout.strip().splitlines()]
@@ -241,3 +243,11 @@ def test_true_reward_only_trains_and_records_that_side_alone(bench, tmp_path):
     found = bench.load_baselines([write(tmp_path / "b.jsonl", *rows)])
     assert found[("Hopper-v5", 1, 1000)]["return_true_reward"] == rows[1]["return_true_reward"]
     assert not list(tmp_path.glob("*.png"))  # no preference run, no plot
+    # --keep saves each seed's agent alone, and it loads and acts in Hopper's action space
+    kept = tmp_path / "keep"
+    assert sorted(p.relative_to(kept).as_posix() for p in kept.rglob("*") if p.is_file()) == [
+        f"Hopper-v5_seed{s}/true_reward_agent.zip" for s in (0, 1)
+    ]
+    agent = EntropyTRPO.load(kept / "Hopper-v5_seed1" / "true_reward_agent.zip", device="cpu")
+    action, _ = agent.predict(np.zeros((1, 11), dtype=np.float32), deterministic=True)
+    assert action.shape == (1, 3)
