@@ -28,6 +28,13 @@ learned-reward return is the higher.
     .venv/bin/python benchmarks/summarize_prefs.py VARIANT.jsonl DEFAULT.jsonl \
         --variant "--initial-labels 70" --against ""
 
+It also compares the two over each one's every seed (``unpaired``): both ratios of sums, the
+difference, and its bootstrap 90% interval with each side's seeds drawn on their own. With
+``--against-from JSONL`` the ``--against`` lines (default ``""``) come from these files instead:
+another code version's runs with the same flags, say.
+
+    .venv/bin/python benchmarks/summarize_prefs.py CURRENT.jsonl --against-from OLDER.jsonl
+
 ``--baseline-from JSONL`` gives every selected line the true-reward side of these files' line
 for its env, seed and steps (a whole comparison's or ``bench_prefs.py --true-reward-only``'s;
 the last one read wins) in place of its own: for learned-reward lines whose true-reward side
@@ -170,6 +177,28 @@ def paired(
     }
 
 
+def unpaired(
+    variant: dict[int, dict], against: dict[int, dict], draws: int, seed: int
+) -> dict | None:
+    """The variant against other lines over each one's every seed (see the module docstring);
+    None if either has none. Each side's seeds are drawn on their own."""
+    if not variant or not against:
+        return None
+    a, ta = returns([variant[s] for s in sorted(variant)])
+    b, tb = returns([against[s] for s in sorted(against)])
+    # independent draws: the two sides' seeds are not pairs here
+    diff = bootstrap(a, ta, draws, seed) - bootstrap(b, tb, draws, seed + 1)
+    ratio, ratio_against = float(a.sum() / ta.sum()), float(b.sum() / tb.sum())
+    return {
+        "n": len(variant),
+        "n_against": len(against),
+        "ratio": round(ratio, 3),
+        "ratio_against": round(ratio_against, 3),
+        "difference": round(ratio - ratio_against, 3),
+        "difference_90": [round(float(q), 3) for q in np.quantile(diff, [0.05, 0.95])],
+    }
+
+
 def versions_seen(by_seed: dict[int, dict]) -> list[str]:
     """The distinct library-version records of an env's lines ("unrecorded" for older ones)."""
     seen = {json.dumps(r.get("versions"), sort_keys=True) for r in by_seed.values()}
@@ -240,7 +269,16 @@ def main(argv: list[str] | None = None) -> int:
         nargs="+",
         default=None,
         metavar="PREFS_ARGS",
-        help="compare with the lines of these prefs_args on the seeds both ran (see above)",
+        help="compare with the lines of these prefs_args, on the seeds both ran and over "
+        "each one's every seed (see above)",
+    )
+    p.add_argument(
+        "--against-from",
+        type=Path,
+        nargs="+",
+        default=None,
+        metavar="JSONL",
+        help="take the --against lines (default: '') from these files instead of JSONL",
     )
     p.add_argument(
         "--l2-max",
@@ -280,7 +318,19 @@ def main(argv: list[str] | None = None) -> int:
                     by_seed[seed] = rebased(row, bases[(env, seed, args.steps)])
         except (OSError, ValueError) as exc:
             p.error(f"--baseline-from: {exc}")
-    against = select(rows, args.steps, set(args.against)) if args.against is not None else {}
+    if args.against_from is not None:
+        try:
+            against_rows = read_lines(args.against_from)
+        except (OSError, ValueError) as exc:
+            p.error(f"--against-from: {exc}")
+        args.against = [""] if args.against is None else args.against
+    else:
+        against_rows = rows
+    against = {}
+    if args.against is not None:
+        against = select(against_rows, args.steps, set(args.against))
+        if not against:
+            p.error(f"no bench_prefs line at {args.steps} steps with --against {args.against}")
     for env in sorted(found):
         seen = versions_seen(found[env])
         if len(seen) > 1:
@@ -292,6 +342,7 @@ def main(argv: list[str] | None = None) -> int:
         out = summarize(found[env], args.draws, args.seed)
         if args.against is not None:
             out["paired"] = paired(found[env], against.get(env, {}), args.draws, args.seed)
+            out["unpaired"] = unpaired(found[env], against.get(env, {}), args.draws, args.seed)
         print(json.dumps(out), flush=True)
     return 0
 

@@ -127,6 +127,37 @@ def test_against_compares_on_the_seeds_both_ran(summ, tmp_path, capsys):
     assert summ.paired({5: line(5, 1.0, 1.0)}, ref, draws=10, seed=0) is None
 
 
+def test_unpaired_compares_each_sides_every_seed(summ):
+    # every seed's learned return is 1.5x (variant) and 1.0x (reference) its TRPO one, so any
+    # resample gives those ratios: no spread in the difference
+    variant = {s: line(s, 1.5 * t, t) for s, t in ((0, 100.0), (1, 300.0), (7, 50.0))}
+    ref = {s: line(s, t, t) for s, t in ((0, 200.0), (2, 400.0))}
+    got = summ.unpaired(variant, ref, draws=500, seed=0)
+    assert (got["n"], got["n_against"], got["ratio"], got["ratio_against"]) == (3, 2, 1.5, 1.0)
+    assert got["difference"] == 0.5 and got["difference_90"] == [0.5, 0.5]
+    spread = {0: line(0, 100.0, 100.0), 1: line(1, 900.0, 300.0), 2: line(2, 10.0, 100.0)}
+    got = summ.unpaired(spread, ref, draws=2000, seed=0)  # (100 + 900 + 10) / 500 = 2.02
+    lo, hi = got["difference_90"]
+    assert got["difference"] == 1.02 and lo < 1.02 < hi and hi - lo > 0.5
+    assert summ.unpaired({}, ref, draws=10, seed=0) is None
+
+
+def test_against_from_takes_the_reference_lines_from_other_files(summ, tmp_path, capsys):
+    current = write(tmp_path / "current.jsonl", [line(0, 300.0, 300.0), line(1, 100.0, 200.0)])
+    older = write(tmp_path / "older.jsonl", [line(1, 400.0, 200.0), line(2, 100.0, 100.0)])
+    assert summ.main([str(current), "--steps", "1000", "--against-from", str(older)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["seeds"] == [0, 1] and out["ratio"] == 0.8  # 400 / 500
+    assert out["paired"]["seeds"] == [1] and out["paired"]["ratio_against"] == 2.0
+    assert out["unpaired"]["ratio_against"] == pytest.approx(5 / 3, abs=1e-3)  # 500 / 300
+    assert out["unpaired"]["difference"] == pytest.approx(0.8 - 5 / 3, abs=1e-3)
+    # the reference lines come from those files alone; none there with the flags is an error
+    with pytest.raises(SystemExit) as exit_:
+        summ.main([str(current), "--steps", "1000", "--against-from", str(older), "--against=--x"])
+    assert exit_.value.code == 2
+    assert "no bench_prefs line at 1000 steps with --against ['--x']" in capsys.readouterr().err
+
+
 def test_l2_max_keeps_the_lines_that_ran_with_that_cap(summ, tmp_path, capsys):
     w = {"env": "Walker2d-v5"}
     rows = [
