@@ -146,8 +146,8 @@ def test_bad_input_is_one_line_error(
         ("vpn", ["--batch-sequences", str(10**9)], "--batch-sequences 1,000,000,000 x 5 steps"),
         (
             "vpn",
-            ["--channels", str(10**6)],
-            "the network (--channels 1000000, --hidden 16) does not fit",
+            ["--channels", str(10**5)],
+            "the network (--channels 100000, --hidden 16) does not fit",
         ),
     ],
 )
