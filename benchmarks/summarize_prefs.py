@@ -31,7 +31,9 @@ learned-reward return is the higher.
 It also compares the two over each one's every seed (``unpaired``): both ratios of sums, the
 difference, and its bootstrap 90% interval with each side's seeds drawn on their own. With
 ``--against-from JSONL`` the ``--against`` lines (default ``""``) come from these files instead:
-another code version's runs with the same flags, say.
+another code version's runs with the same flags, say. The ``--against`` lines keep their own
+true-reward side: ``--baseline-from`` (below) re-bases the ``--variant`` lines only, so to set
+two code versions against the same TRPO runs, summarize each with ``--baseline-from``.
 
     .venv/bin/python benchmarks/summarize_prefs.py CURRENT.jsonl --against-from OLDER.jsonl
 
@@ -278,7 +280,8 @@ def main(argv: list[str] | None = None) -> int:
         nargs="+",
         default=None,
         metavar="JSONL",
-        help="take the --against lines (default: '') from these files instead of JSONL",
+        help="take the --against lines (default: '') from these files instead of JSONL; they "
+        "keep their own true-reward side (--baseline-from re-bases the --variant lines only)",
     )
     p.add_argument(
         "--l2-max",
