@@ -156,6 +156,21 @@ def library_versions() -> dict[str, str | None]:
     return found
 
 
+def true_reward_side(
+    cfg: PrefsConfig, n_envs: int, episodes: int, keep: Path | None
+) -> tuple[float, float, float, float]:
+    """Train and evaluate TRPO on ``cfg``'s true reward: its mean-action and sampled-action
+    returns over ``episodes``, its last training episodes' return, and its training wall time.
+    With ``keep``, the agent is saved there as ``true_reward_agent.zip``."""
+    agent, wall = run_true_reward(cfg, n_envs)
+    if keep is not None:
+        keep.mkdir(parents=True, exist_ok=True)
+        agent.save(keep / "true_reward_agent.zip")
+    ret = evaluate_policy_true(agent, cfg, n_envs, episodes)
+    sto = evaluate_policy_true(agent, cfg, n_envs, episodes, deterministic=False)
+    return ret, sto, train_return(agent), wall
+
+
 def true_reward_line(
     cfg: PrefsConfig,
     n_envs: int,
@@ -165,20 +180,14 @@ def true_reward_line(
     cpu: str,
     keep: Path | None = None,
 ) -> dict:
-    """``--true-reward-only``: train and evaluate the true-reward side of ``cfg``'s env and
-    seed alone, as a whole comparison does; its line. With ``keep``, the agent is saved there
-    as ``true_reward_agent.zip``, as a whole comparison's ``--keep`` does."""
-    agent, wall = run_true_reward(cfg, n_envs)
-    if keep is not None:
-        keep.mkdir(parents=True, exist_ok=True)
-        agent.save(keep / "true_reward_agent.zip")
-    ret = evaluate_policy_true(agent, cfg, n_envs, episodes)
-    sto = evaluate_policy_true(agent, cfg, n_envs, episodes, deterministic=False)
+    """``--true-reward-only``: the true-reward side of ``cfg``'s env and seed alone, as a
+    whole comparison runs it (:func:`true_reward_side`); its line."""
+    ret, sto, train, wall = true_reward_side(cfg, n_envs, episodes, keep)
     return {
         "bench": "true_reward_baseline", "env": cfg.env, "seed": cfg.seed, "steps": cfg.steps,
         "true_reward_setup": setup, "versions": versions, "cpu": cpu,
         "return_true_reward": round(ret, 1), "return_true_reward_stochastic": round(sto, 1),
-        "train_return_true_reward": round(train_return(agent), 1), "wall_trpo_s": round(wall, 1),
+        "train_return_true_reward": round(train, 1), "wall_trpo_s": round(wall, 1),
     }  # fmt: skip
 
 
@@ -332,14 +341,9 @@ def main() -> None:
                 true_ret, true_sto, true_train = (base_row[k] for k in BASELINE_KEYS)
                 true_wall = base_row["wall_trpo_s"]
             else:
-                agent, true_wall = run_true_reward(cfg, n_envs)
-                true_ret = evaluate_policy_true(agent, cfg, n_envs, args.eval_episodes)
-                true_sto = evaluate_policy_true(
-                    agent, cfg, n_envs, args.eval_episodes, deterministic=False
+                true_ret, true_sto, true_train, true_wall = true_reward_side(
+                    cfg, n_envs, args.eval_episodes, keep
                 )
-                true_train = train_return(agent)
-                if keep is not None:
-                    agent.save(keep / "true_reward_agent.zip")
             row = {
                 "bench": "prefs_vs_true_reward",
                 "env": env,

@@ -156,6 +156,21 @@ def summarize(by_seed: dict[int, dict], draws: int, seed: int) -> dict:
     return out
 
 
+def difference(
+    a: np.ndarray, ta: np.ndarray, b: np.ndarray, tb: np.ndarray, diff: np.ndarray
+) -> dict:
+    """Two sets of lines' ratios of sums (learned ``a`` over TRPO ``ta``, ``b`` over ``tb``,
+    returns per seed), their difference, and its 90% interval from the bootstrap differences
+    ``diff`` ``(draws,)``."""
+    ratio, ratio_against = float(a.sum() / ta.sum()), float(b.sum() / tb.sum())
+    return {
+        "ratio": round(ratio, 3),
+        "ratio_against": round(ratio_against, 3),
+        "difference": round(ratio - ratio_against, 3),
+        "difference_90": [round(float(q), 3) for q in np.quantile(diff, [0.05, 0.95])],
+    }
+
+
 def paired(
     variant: dict[int, dict], against: dict[int, dict], draws: int, seed: int
 ) -> dict | None:
@@ -168,13 +183,9 @@ def paired(
     b, tb = returns([against[s] for s in seeds])
     # one seed for both: bootstrap() draws the same seeds for both sides
     diff = bootstrap(a, ta, draws, seed) - bootstrap(b, tb, draws, seed)
-    ratio, ratio_against = float(a.sum() / ta.sum()), float(b.sum() / tb.sum())
     return {
         "seeds": seeds,
-        "ratio": round(ratio, 3),
-        "ratio_against": round(ratio_against, 3),
-        "difference": round(ratio - ratio_against, 3),
-        "difference_90": [round(float(q), 3) for q in np.quantile(diff, [0.05, 0.95])],
+        **difference(a, ta, b, tb, diff),
         "variant_higher": int((a > b).sum()),
     }
 
@@ -190,15 +201,7 @@ def unpaired(
     b, tb = returns([against[s] for s in sorted(against)])
     # independent draws: the two sides' seeds are not pairs here
     diff = bootstrap(a, ta, draws, seed) - bootstrap(b, tb, draws, seed + 1)
-    ratio, ratio_against = float(a.sum() / ta.sum()), float(b.sum() / tb.sum())
-    return {
-        "n": len(variant),
-        "n_against": len(against),
-        "ratio": round(ratio, 3),
-        "ratio_against": round(ratio_against, 3),
-        "difference": round(ratio - ratio_against, 3),
-        "difference_90": [round(float(q), 3) for q in np.quantile(diff, [0.05, 0.95])],
-    }
+    return {"n": len(variant), "n_against": len(against), **difference(a, ta, b, tb, diff)}
 
 
 def versions_seen(by_seed: dict[int, dict]) -> list[str]:
