@@ -191,12 +191,22 @@ def true_reward_line(
     }  # fmt: skip
 
 
+def parse_prefs_flags(p: argparse.ArgumentParser, option: str, flags: str) -> PrefsConfig:
+    """``flags`` (one string of `rlkit prefs train` flags) as a config; one that rlkit does
+    not know, or an invalid value, is ``p``'s one-line error naming ``option``."""
+    try:
+        return run_tyro(PrefsConfig, shlex.split(flags), prog=f"bench_prefs {option}")
+    except UserError as exc:
+        p.error(f"{option}: {exc}")
+
+
 def joined_prefs_args(argv: list[str]) -> list[str]:
-    """``argv`` with ``--prefs-args VALUE`` as ``--prefs-args=VALUE``: argparse takes a lone
+    """``argv`` with ``--prefs-args VALUE`` as ``--prefs-args=VALUE`` (and
+    ``--true-reward-args``'s the same way): argparse takes a lone
     ``--flag`` after an option for another option, not for its value."""
     out, rest = [], iter(argv)
     for arg in rest:
-        value = next(rest, None) if arg == "--prefs-args" else None
+        value = next(rest, None) if arg in ("--prefs-args", "--true-reward-args") else None
         out.append(arg if value is None else f"{arg}={value}")
     return out
 
@@ -213,6 +223,14 @@ def main() -> None:
         "--prefs-args",
         default="",
         help="more `rlkit prefs train` flags, one string",
+    )
+    p.add_argument(
+        "--true-reward-args",
+        default="",
+        help="`rlkit prefs train` flags for the true-reward (TRPO) side only, one string, "
+        "applied after --prefs-args: e.g. --prefs-args '--policy.ent-coef 0.003' "
+        "--true-reward-args '--policy.ent-coef 0' gives the learned-reward policy the paper's "
+        "entropy bonus and leaves the baseline as it is",
     )
     p.add_argument(
         "--keep",
@@ -265,14 +283,19 @@ def main() -> None:
             p.error(
                 f"no true-reward line at {args.steps} steps in --baseline-from for {', '.join(missing)}"
             )
-    try:
-        base = run_tyro(PrefsConfig, shlex.split(args.prefs_args), prog="bench_prefs --prefs-args")
-    except UserError as exc:  # a flag rlkit prefs train does not know, or an invalid value
-        p.error(f"--prefs-args: {exc}")
+    base = parse_prefs_flags(p, "--prefs-args", args.prefs_args)
+    # the true-reward side: the same flags, then its own (the later of two values wins)
+    base_true = parse_prefs_flags(
+        p, "--true-reward-args", f"{args.prefs_args} {args.true_reward_args}"
+    )
+    if dataclasses.replace(base_true, policy=base.policy) != base:
+        p.error("--true-reward-args: only --policy.* flags (the rest is the same on both sides)")
     versions = library_versions()
     cpu = cpu_model()
     # the true-reward side's setup depends on the env's kind only through its number of envs
-    setups = {env: true_reward_setup(base, base.vec_envs(env_kind(env))) for env in args.envs}
+    setups = {
+        env: true_reward_setup(base_true, base_true.vec_envs(env_kind(env))) for env in args.envs
+    }
     if baselines is not None:
         for env in args.envs:
             for seed in args.seeds:
@@ -309,12 +332,13 @@ def main() -> None:
                 eval_episodes=0,
                 checkpoint_every=10**9,
             )
+            cfg_true = dataclasses.replace(cfg, policy=base_true.policy)
             kind = env_kind(env)
             n_envs = cfg.vec_envs(kind)
             keep = args.keep / f"{env.replace('/', '-')}_seed{seed}" if args.keep else None
             if args.true_reward_only:
                 line = true_reward_line(
-                    cfg, n_envs, args.eval_episodes, setups[env], versions, cpu, keep
+                    cfg_true, n_envs, args.eval_episodes, setups[env], versions, cpu, keep
                 )
                 print(json.dumps(line), flush=True)
                 continue
@@ -342,7 +366,7 @@ def main() -> None:
                 true_wall = base_row["wall_trpo_s"]
             else:
                 true_ret, true_sto, true_train, true_wall = true_reward_side(
-                    cfg, n_envs, args.eval_episodes, keep
+                    cfg_true, n_envs, args.eval_episodes, keep
                 )
             row = {
                 "bench": "prefs_vs_true_reward",
