@@ -180,6 +180,21 @@ def test_prefs_args_takes_a_lone_flag_as_its_value(bench):
     ), proc.stderr
 
 
+def test_true_reward_args_takes_policy_flags_only(bench):
+    argv = ["--true-reward-args", "--policy.no-normalize-obs", "--seeds", "1"]
+    assert bench.joined_prefs_args(argv) == [
+        "--true-reward-args=--policy.no-normalize-obs", "--seeds", "1"
+    ]  # fmt: skip
+    for flags, error in (
+        ("--early-termination", "only --policy.* flags (the rest is the same on both sides)"),
+        ("--policy.ent-coef -1", "--policy.ent-coef has an invalid value -1.0"),  # as rlkit says
+    ):
+        proc = run_script("--true-reward-args", flags)  # one line, before anything runs
+        assert proc.returncode == 2 and proc.stdout == "" and "Traceback" not in proc.stderr
+        last = proc.stderr.strip().splitlines()[-1]
+        assert last.startswith("bench_prefs.py: error: --true-reward-args: ") and error in last
+
+
 @pytest.mark.slow
 def test_a_tiny_walker2d_line_records_what_ran(tmp_path):
     tiny = "--n-envs 2 --segment-seconds 0.2 --pool-size 100 --trainer.pretrain-epochs 2"
@@ -226,7 +241,9 @@ def test_a_true_reward_only_line_is_a_baseline(bench, tmp_path):
 def test_true_reward_only_trains_and_records_that_side_alone(bench, tmp_path):
     proc = run_script(
         "--true-reward-only", "--seeds", "0", "1", "--eval-episodes", "1", "--out", str(tmp_path),
-        "--keep", str(tmp_path / "keep"), "--prefs-args", "--n-envs 2 --policy.n-steps 256",
+        "--keep", str(tmp_path / "keep"), "--prefs-args",
+        "--n-envs 2 --policy.n-steps 256 --policy.ent-coef 0.5",
+        "--true-reward-args", "--policy.ent-coef 0",  # the learned side's bonus, not this side's
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     rows = [json.loads(r) for r in proc.stdout.strip().splitlines()]
@@ -237,6 +254,7 @@ def test_true_reward_only_trains_and_records_that_side_alone(bench, tmp_path):
         assert r["cpu"] == bench.cpu_model() and r["versions"] == bench.library_versions()
         assert r["true_reward_setup"]["n_envs"] == 2
         assert r["true_reward_setup"]["policy"]["n_steps"] == 256
+        assert r["true_reward_setup"]["policy"]["ent_coef"] == 0.0
         assert r["wall_trpo_s"] > 0 and "return_learned" not in r
     # a seed's own episodes: the two seeds' policies and evaluations differ
     assert rows[0]["return_true_reward"] != rows[1]["return_true_reward"]
@@ -251,3 +269,4 @@ def test_true_reward_only_trains_and_records_that_side_alone(bench, tmp_path):
     agent = EntropyTRPO.load(kept / "Hopper-v5_seed1" / "true_reward_agent.zip", device="cpu")
     action, _ = agent.predict(np.zeros((1, 11), dtype=np.float32), deterministic=True)
     assert action.shape == (1, 3)
+    assert agent.entropy_coef == 0.0 and agent.n_steps == 256  # trained as recorded
