@@ -290,8 +290,8 @@ def main(argv: list[str] | None = None) -> int:
         "--l2-max",
         type=float,
         default=None,
-        help="only --variant lines whose reward trainer ran with this L2 cap (Walker2d's "
-        "default is 3e-2 since 2026-12-04, 1e-2 before: '' alone selects both)",
+        help="only lines (--variant's and --against's) whose reward trainer ran with this L2 "
+        "cap (Walker2d's default is 3e-2 since 2026-12-04, 1e-2 before: '' alone selects both)",
     )
     p.add_argument(
         "--baseline-from",
@@ -334,9 +334,10 @@ def main(argv: list[str] | None = None) -> int:
         against_rows = rows
     against = {}
     if args.against is not None:
-        against = select(against_rows, args.steps, set(args.against))
+        against = select(against_rows, args.steps, set(args.against), args.l2_max)
         if not against:
-            p.error(f"no bench_prefs line at {args.steps} steps with --against {args.against}")
+            cap = "" if args.l2_max is None else f" and L2 cap {args.l2_max:g}"
+            p.error(f"no bench_prefs line at {args.steps} steps with --against {args.against}{cap}")
     for env in sorted(found):
         seen = versions_seen(found[env])
         if len(seen) > 1:
