@@ -42,6 +42,7 @@ from pathlib import Path
 
 import numpy as np
 from rich.console import Console
+from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 from summarize_prefs import BASELINE_KEYS, baseline_lines, read_lines
 
@@ -78,13 +79,19 @@ def train_return(agent: object) -> float:
     return float(np.mean(episodes)) if episodes else float("nan")
 
 
-def run_true_reward(cfg: PrefsConfig, n_envs: int) -> tuple[object, float]:
+def run_true_reward(
+    cfg: PrefsConfig, n_envs: int, logger: Logger | None = None
+) -> tuple[object, float]:
+    """TRPO (the preset) trained on ``cfg``'s true reward, and its training wall time; with
+    ``logger``, SB3 logs its training there (silent otherwise)."""
     seed_everything(cfg.seed)
     kind = env_kind(cfg.env)
     venv = make_vec_env(cfg.env_spec(), n_envs, cfg.seed)
     if kind == "atari":
         venv = SignReward(venv)
     agent = make_agent(cfg.policy, venv, kind, cfg.seed)
+    if logger is not None:
+        agent.set_logger(logger)
     t0 = time.perf_counter()
     agent.learn(cfg.steps)
     return agent, time.perf_counter() - t0

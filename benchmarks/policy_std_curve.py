@@ -43,22 +43,16 @@ def curve(progress: Path, at: list[int]) -> dict[str, list]:
 
 
 def true_reward_progress(env: str, seed: int, steps: int, folder: Path) -> Path:
-    """Train the TRPO preset on ``env``'s true reward (``seed``, ``steps``) with a CSV log in
-    ``folder``; the log's path."""
+    """Train the TRPO preset on ``env``'s true reward (``seed``, ``steps``) as ``bench_prefs.py``
+    does, with a CSV log in ``folder``; the log's path."""
+    from bench_prefs import run_true_reward
     from stable_baselines3.common.logger import configure
 
-    from agents.presets import make_agent
-    from envs import env_kind, make_vec_env
-    from rlkit.core.seeding import seed_everything
+    from envs import env_kind
     from rlkit.loops.preference_config import PrefsConfig
 
     cfg = PrefsConfig(env=env, seed=seed, steps=steps)
-    kind = env_kind(env)
-    seed_everything(seed)
-    venv = make_vec_env(cfg.env_spec(), cfg.vec_envs(kind), seed)
-    agent = make_agent(cfg.policy, venv, kind, seed)
-    agent.set_logger(configure(str(folder), ["csv"]))
-    agent.learn(steps)
+    run_true_reward(cfg, cfg.vec_envs(env_kind(env)), configure(str(folder), ["csv"]))
     return folder / "progress.csv"
 
 

@@ -310,9 +310,9 @@ def main(argv: list[str] | None = None) -> int:
         rows = read_lines(args.results)
     except (OSError, ValueError) as exc:
         p.error(str(exc))
+    cap = "" if args.l2_max is None else f" and L2 cap {args.l2_max:g}"  # for the errors
     found = select(rows, args.steps, set(args.variant), args.l2_max)
     if not found:
-        cap = "" if args.l2_max is None else f" and L2 cap {args.l2_max:g}"
         p.error(f"no bench_prefs line at {args.steps} steps with --variant {args.variant}{cap}")
     if args.baseline_from is not None:
         try:
@@ -336,7 +336,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.against is not None:
         against = select(against_rows, args.steps, set(args.against), args.l2_max)
         if not against:
-            cap = "" if args.l2_max is None else f" and L2 cap {args.l2_max:g}"
             p.error(f"no bench_prefs line at {args.steps} steps with --against {args.against}{cap}")
     for env in sorted(found):
         seen = versions_seen(found[env])

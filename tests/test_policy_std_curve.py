@@ -3,6 +3,7 @@ reads from a run's SB3 log, at the first policy update at or after each step ask
 
 import csv
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -67,3 +68,16 @@ def test_a_run_directory_gives_one_line_and_a_wrong_one_one_error(tmp_path):
         .splitlines()[-1]
         .endswith(f"{tmp_path}: no sb3/progress.csv (a preference run directory?)")
     )
+
+
+def test_true_reward_trains_the_preset_and_reads_its_own_log():
+    script = str(BENCHMARKS / "policy_std_curve.py")
+    proc = subprocess.run(
+        [sys.executable, script, "--true-reward", "Hopper-v5", "0", "8192", "--at", "8192"],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    line = json.loads(proc.stdout)
+    assert (line["run"], line["env"], line["seed"]) == ("true_reward", "Hopper-v5", 0)
+    # two updates of 4 envs x 1024 steps; the policy's std starts at 1 and has moved
+    assert line["steps"] == [8192] and 0.5 < line["std"][0] < 1.5 and line["std"][0] != 1.0

@@ -176,8 +176,10 @@ def test_l2_max_keeps_the_lines_that_ran_with_that_cap(summ, tmp_path, capsys):
     assert summ.main([path, "--steps", "1000", "--l2-max", "0.01"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["seeds"] == [0] and out["ratio"] == 1.0 and out["l2_max"] == [0.01]
-    # the reference lines are held to the cap too: seed 0 at 3e-2 (200), not its 1e-2 line
+    # the reference lines are held to the cap too: seed 0 at 3e-2 (200), not the 1e-2 line
+    # that comes after it in the file (which the last-line rule would otherwise take)
     current = str(write(tmp_path / "c.jsonl", [line(0, 50.0, 100.0, l2_max=0.03, **w)]))
+    path = str(write(tmp_path / "a.jsonl", [*rows, line(0, 100.0, 100.0, **w)]))
     against = ["--against-from", path, "--against", *variants[1:]]
     assert summ.main([current, "--steps", "1000", "--l2-max", "3e-2", *against]) == 0
     out = json.loads(capsys.readouterr().out)
