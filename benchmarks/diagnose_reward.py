@@ -16,6 +16,16 @@ If the ensemble ranks the better policy's segments above the run's, the learned 
 right about it and the policy failed to find it (optimization); if it ranks them below, the
 learned reward is wrong off the queried distribution. (Used on MuJoCo runs so far.)
 
+Where the env reports reward terms, each policy's row also fits the learned per-step reward, by
+least squares with an intercept, to those terms (``fit_terms``: one coefficient per
+term and the R^2). The true reward is the terms' sum, so a right reward has equal
+coefficients and an R^2 near 1; a term whose coefficient stands apart is over- or under-weighted.
+
+``--ensemble-at CHECKPOINT`` judges with the ensemble of an earlier checkpoint of the run (a
+directory name under ``RUN/checkpoints``, e.g. ``step_0000000000``: the reward pretrained on the
+up-front labels, before RL), still on the latest policy's rollouts: how right the reward was
+early about the behaviour the run ended in. ``--retrain`` then trains on that ensemble.
+
 ``--retrain STEPS`` also trains a fresh policy (the run's preset and seed) for ``STEPS`` steps on
 the run's final learned reward, frozen, and reports its true return (``retrain_true_return``):
 if that matches RL on the true reward, the final reward is good enough and what held the run
@@ -39,7 +49,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 
 from agents.presets import make_agent
 from envs import EnvSpec, env_kind, make_vec_env
-from rlkit.core.checkpoint import CheckpointManager
+from rlkit.core.checkpoint import CheckpointManager, load_checkpoint
 from rlkit.core.errors import UserError
 from rlkit.core.rundir import load_config
 from rlkit.core.seeding import seed_everything
@@ -148,6 +158,37 @@ def retrain(
     return evaluate_policy_true(agent, cfg, n_envs, 5), curve.curve
 
 
+def fit_terms(learned: np.ndarray, terms: dict[str, np.ndarray]) -> dict | None:
+    """Least squares of the learned per-step reward ``(T,)`` on the env's reward terms (each
+    ``(T,)``) plus an intercept: ``{"coef": {term: c}, "intercept": c0, "r2": R^2}`` (R^2 None for a
+    constant learned reward); None without terms."""
+    if not terms:
+        return None
+    names = sorted(terms)
+    x = np.stack([terms[k] for k in names] + [np.ones_like(learned)], axis=1)
+    coef, *_ = np.linalg.lstsq(x, learned, rcond=None)
+    resid = learned - x @ coef
+    spread = float(((learned - learned.mean()) ** 2).sum())
+    r2 = round(1.0 - float((resid**2).sum()) / spread, 3) if spread > 0 else None
+    weights = {k: round(float(c), 3) for k, c in zip(names, coef[:-1], strict=True)}
+    return {"coef": weights, "intercept": round(float(coef[-1]), 3), "r2": r2}
+
+
+def ensemble_state(run_dir: Path, name: str | None, latest: tuple[Path, dict]) -> tuple[str, dict]:
+    """The name and state of the checkpoint whose ensemble is judged: ``name`` under
+    ``run_dir/checkpoints``, or the latest (``latest``: its path and state, already loaded).
+    A missing one is a one-line UserError."""
+    if name is None:
+        return latest[0].name, latest[1]
+    path = run_dir / "checkpoints" / name
+    if not name.startswith("step_") or "/" in name or not (path / "state.pt").is_file():
+        have = sorted(p.name for p in (run_dir / "checkpoints").glob("step_*"))
+        raise UserError(
+            f"--ensemble-at {name}: no such checkpoint in {run_dir} (has: {', '.join(have) or 'none'})"
+        )
+    return name, load_checkpoint(path / "state.pt")
+
+
 def compare(judged: dict[str, dict]) -> dict[str, float]:
     """How often the ensemble (and the truth) prefers the other policy's segment to the run's,
     and the rank correlation of predicted and true returns over all segments."""
@@ -181,6 +222,11 @@ def diagnose() -> None:
     p.add_argument(
         "--retrain", type=int, default=0, help="steps of a fresh policy on the frozen reward"
     )
+    p.add_argument(
+        "--ensemble-at",
+        metavar="CHECKPOINT",
+        help="judge with this checkpoint's ensemble (e.g. step_0000000000), on the latest policy",
+    )
     args = p.parse_args()
     if args.other is not None and not args.other.is_file():
         raise UserError(f"--other {args.other}: no such policy file")
@@ -195,10 +241,12 @@ def diagnose() -> None:
     probe = make_vec_env(spec, 1, 0)
     ensemble = reward_ensemble(cfg, kind, probe)
     probe.close()
-    ensemble.load_state_dict(state["ensemble"])
+    judged_at, judged_state = ensemble_state(args.run_dir, args.ensemble_at, (path, state))
+    ensemble.load_state_dict(judged_state["ensemble"])
     ensemble.eval()
     seg_len = segment_length(cfg, kind)
     row: dict = {"bench": "diagnose_reward", "env": cfg.env, "seed": cfg.seed, "checkpoint": path.name,
+                 "ensemble_at": judged_at,
                  "seg_len": seg_len, "episodes": args.episodes}  # fmt: skip
     judged = {}
     for name, agent in policies.items():
@@ -225,6 +273,7 @@ def diagnose() -> None:
             "corr_learned_true": corr(j["learned"], data["true"]),
             **{f"corr_learned_{k}": corr(j["learned"], v) for k, v in data["terms"].items()},
             **{f"mean_{k}": round(float(v.mean()), 3) for k, v in data["terms"].items()},
+            "fit_terms": fit_terms(j["learned"], data["terms"]),
             "segments": len(j["seg_pred"]),
         }
     row.update(compare(judged))

@@ -54,6 +54,18 @@ def test_judge_sums_the_learned_reward_over_each_segment():
     assert j["learned_zero_action"].tolist() == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
 
 
+def test_fit_terms_recovers_the_weights_of_each_reward_term():
+    rng = np.random.default_rng(0)
+    terms = {"reward_forward": rng.normal(size=200), "reward_ctrl": -rng.random(200)}
+    learned = 2.0 * terms["reward_forward"] + 0.5 * terms["reward_ctrl"] + 1.0
+    fit = diagnose.fit_terms(learned, terms)
+    assert fit == {"coef": {"reward_ctrl": 0.5, "reward_forward": 2.0}, "intercept": 1.0, "r2": 1.0}
+    noisy = diagnose.fit_terms(learned + rng.normal(size=200), terms)
+    assert 0.5 < noisy["r2"] < 0.95  # the forward term's variance is 4 against the noise's 1
+    assert diagnose.fit_terms(learned, {}) is None
+    assert diagnose.fit_terms(np.ones(200), terms)["r2"] is None  # nothing to explain
+
+
 def run_main(monkeypatch, capsys, *argv: str) -> tuple[int, str, str]:
     monkeypatch.setattr(sys, "argv", ["diagnose_reward.py", *argv])
     try:
@@ -98,6 +110,25 @@ def test_a_run_judged_against_its_own_policy(tmp_path, monkeypatch, capsys):
     assert -1 <= row["segment_rank_corr"] <= 1
     assert isinstance(row["retrain_true_return"], float)
     assert [step for step, _ in row["retrain_curve"]] == [2048]  # episodes end at 1000 steps
+    fit = row["run"]["fit_terms"]
+    assert {"reward_forward", "reward_ctrl", "reward_survive"} <= fit["coef"].keys()
+    assert row["ensemble_at"] == row["checkpoint"] != "step_0000000000"
+
+    # The pretrained ensemble (the step-0 checkpoint) judges the same rollouts differently.
+    first = sorted(p.name for p in (run_dir / "checkpoints").glob("step_*"))[0]
+    assert first == "step_0000000000"
+    code, out, _ = run_main(
+        monkeypatch, capsys, str(run_dir), "--episodes", "1", "--seed", "123",
+        "--ensemble-at", first,
+    )  # fmt: skip
+    early = json.loads(out.strip().splitlines()[-1])
+    assert code == 0 and early["ensemble_at"] == first and early["checkpoint"] == row["checkpoint"]
+    assert early["run"]["true_return"] == row["run"]["true_return"]  # the latest policy still
+    assert early["run"]["learned_reward_per_step"] != row["run"]["learned_reward_per_step"]
+
+    code, _, err = run_main(monkeypatch, capsys, str(run_dir), "--ensemble-at", "step_9")
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "--ensemble-at step_9: no such checkpoint" in err and first in err
 
 
 def test_a_missing_policy_or_run_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys):
