@@ -1082,9 +1082,10 @@ def test_a_worker_with_no_cpu_left_for_it_shares_the_others(ray_head, caplog):
     try:
         old_pid = pool.pid(1)
         os.kill(old_pid, signal.SIGKILL)
-        # A task takes the dead worker's CPU (by value: tests/ is not importable).
-        blocker = ray.remote(num_cpus=1)(lambda: time.sleep(60)).remote()
-        deadline = time.monotonic() + 30
+        # A task takes the dead worker's CPU (by value: tests/ is not importable). Starting its
+        # Ray worker process took over 30 s once on a VM with six busy processes on 2 cores.
+        blocker = ray.remote(num_cpus=1)(lambda: time.sleep(300)).remote()
+        deadline = time.monotonic() + 120
         while ray.available_resources().get("CPU", 0) > 0 and time.monotonic() < deadline:
             time.sleep(0.1)
         assert ray.available_resources().get("CPU", 0) == 0
