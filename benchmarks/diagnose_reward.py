@@ -180,9 +180,10 @@ def ensemble_state(run_dir: Path, name: str | None, latest: tuple[Path, dict]) -
     A missing one is a one-line UserError."""
     if name is None:
         return latest[0].name, latest[1]
-    path = run_dir / "checkpoints" / name
-    if not name.startswith("step_") or "/" in name or not (path / "state.pt").is_file():
-        have = sorted(p.name for p in (run_dir / "checkpoints").glob("step_*"))
+    checkpoints = CheckpointManager(run_dir)
+    path = checkpoints.named(name)
+    if path is None:
+        have = [p.name for p in checkpoints.complete()]
         raise UserError(
             f"--ensemble-at {name}: no such checkpoint in {run_dir} (has: {', '.join(have) or 'none'})"
         )

@@ -142,6 +142,17 @@ class CheckpointManager:
         """Whether a checkpoint was ever completed here (a damaged one counts)."""
         return self.latest_file.is_file() or any(p.is_dir() for p in self.root.glob("step_*"))
 
+    def complete(self) -> list[Path]:
+        """The complete checkpoint directories (those with a ``state.pt``), oldest first."""
+        return sorted(p for p in self.root.glob("step_*") if (p / "state.pt").is_file())
+
+    def named(self, name: str) -> Path | None:
+        """The checkpoint directory ``name`` (e.g. ``step_0000000000``) if it is a complete
+        checkpoint here, else None (a name with a path separator is never one)."""
+        path = self.root / name
+        ok = name.startswith("step_") and "/" not in name and (path / "state.pt").is_file()
+        return path if ok else None
+
     def latest(self) -> Path:
         """The newest complete checkpoint directory; CheckpointError if there is none.
 
@@ -149,15 +160,15 @@ class CheckpointManager:
         that rename and the pointer's first write, the newest such directory is the latest.
         """
         if not self.latest_file.is_file():
-            done = sorted(p for p in self.root.glob("step_*") if (p / "state.pt").is_file())
+            done = self.complete()
             if done:
                 return done[-1]
             raise CheckpointError(
                 f"no checkpoint in {self.root.parent}: the run stopped before writing its first"
             )
         name = self.latest_file.read_bytes().decode(errors="replace").strip()
-        path = self.root / name
-        if not name.startswith("step_") or "/" in name or not (path / "state.pt").is_file():
+        path = self.named(name)
+        if path is None:
             shown = name if len(name) <= 40 else name[:40] + "..."
             raise CheckpointError(
                 f"checkpoint pointer {self.latest_file} names a missing checkpoint {shown!r}"
