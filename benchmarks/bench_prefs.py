@@ -23,7 +23,8 @@ same code and library versions).
 lines, which ``--baseline-from`` and ``summarize_prefs.py --baseline-from`` take): for
 learned-reward lines whose baseline ran elsewhere.
 
-    .venv/bin/python benchmarks/bench_prefs.py --envs Hopper-v5 --steps 1000000 --labels 700 --seeds 0
+    .venv/bin/python benchmarks/bench_prefs.py --envs Hopper-v5 --steps 1000000 --labels 700 --seeds 0 \
+        --jsonl benchmarks/results/prefs_hopper.jsonl
     .venv/bin/python benchmarks/bench_prefs.py --envs ALE/Breakout-v5 --steps 250000 --labels 700 \
         --eval-episodes 0 --prefs-args "--backbone-kwargs '{\"channels\": [16, 16, 16]}' ..."
 """
@@ -218,6 +219,15 @@ def joined_prefs_args(argv: list[str]) -> list[str]:
     return out
 
 
+def emit(line: dict, jsonl: Path | None) -> None:
+    """Print one result line to stdout and, with ``--jsonl``, append it to that file."""
+    text = json.dumps(line)
+    print(text, flush=True)
+    if jsonl is not None:
+        with jsonl.open("a") as f:
+            f.write(text + "\n")
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--envs", nargs="+", default=["Hopper-v5"])
@@ -225,7 +235,20 @@ def main() -> None:
     p.add_argument("--labels", type=int, default=700)
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--eval-episodes", type=int, default=10)
-    p.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path("benchmarks/results"),
+        help="the folder for each run's PNG plot (the lines go to stdout, and to --jsonl)",
+    )
+    p.add_argument(
+        "--jsonl",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="also append each result line to FILE (created if missing; nothing in it is "
+        "overwritten), as it is printed",
+    )
     p.add_argument(
         "--prefs-args",
         default="",
@@ -273,6 +296,15 @@ def main() -> None:
         "true_reward_baseline line each, for --baseline-from here or in summarize_prefs.py",
     )
     args = p.parse_args(joined_prefs_args(sys.argv[1:]))
+    if args.out.suffix == ".jsonl":
+        p.error(
+            f"--out {args.out}: --out is the folder for the plots; --jsonl FILE takes the lines"
+        )
+    if args.jsonl is not None:
+        try:  # now, not after an hour of training
+            args.jsonl.open("a").close()
+        except OSError as exc:
+            p.error(f"--jsonl: {exc}")
     if args.true_reward_only and args.baseline_from:
         p.error("--true-reward-only runs the true-reward side that --baseline-from would reuse")
     try:
@@ -347,7 +379,7 @@ def main() -> None:
                 line = true_reward_line(
                     cfg_true, n_envs, args.eval_episodes, setups[env], versions, cpu, keep
                 )
-                print(json.dumps(line), flush=True)
+                emit(line, args.jsonl)
                 continue
             with tempfile.TemporaryDirectory() as tmp:
                 run_dir = (keep or Path(tmp)) / "run"
@@ -411,7 +443,7 @@ def main() -> None:
             }
             if baselines is not None:
                 row["baseline_from"] = base_row["baseline_from"]
-            print(json.dumps({k: None if v != v else v for k, v in row.items()}), flush=True)
+            emit({k: None if v != v else v for k, v in row.items()}, args.jsonl)
 
 
 if __name__ == "__main__":

@@ -237,10 +237,24 @@ def test_a_true_reward_only_line_is_a_baseline(bench, tmp_path):
     assert "--true-reward-only runs the true-reward side that --baseline-from" in proc.stderr
 
 
+def test_out_named_like_a_lines_file_and_an_unwritable_jsonl_are_refused(tmp_path):
+    proc = run_script("--out", str(tmp_path / "lines.jsonl"))
+    assert proc.returncode == 2 and proc.stdout == "" and "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert "--out is the folder for the plots; --jsonl FILE takes the lines" in last
+    assert not (tmp_path / "lines.jsonl").exists()  # no folder made under that name
+    proc = run_script("--jsonl", str(tmp_path / "missing" / "lines.jsonl"))
+    assert proc.returncode == 2 and proc.stdout == "" and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("bench_prefs.py: error: --jsonl: ")
+
+
 @pytest.mark.slow
 def test_true_reward_only_trains_and_records_that_side_alone(bench, tmp_path):
+    kept = json.dumps({"bench": "an earlier line"}) + "\n"
+    (tmp_path / "lines.jsonl").write_text(kept)
     proc = run_script(
         "--true-reward-only", "--seeds", "0", "1", "--eval-episodes", "1", "--out", str(tmp_path),
+        "--jsonl", str(tmp_path / "lines.jsonl"),
         "--keep", str(tmp_path / "keep"), "--prefs-args",
         "--n-envs 2 --policy.n-steps 256 --policy.ent-coef 0.5",
         "--true-reward-args", "--policy.ent-coef 0",  # the learned side's bonus, not this side's
@@ -250,6 +264,8 @@ def test_true_reward_only_trains_and_records_that_side_alone(bench, tmp_path):
     assert [(r["bench"], r["env"], r["seed"], r["steps"]) for r in rows] == [
         ("true_reward_baseline", "Hopper-v5", s, 1000) for s in (0, 1)
     ]
+    # --jsonl: the same lines appended after what the file held
+    assert (tmp_path / "lines.jsonl").read_text() == kept + proc.stdout
     for r in rows:
         assert r["cpu"] == bench.cpu_model() and r["versions"] == bench.library_versions()
         assert r["true_reward_setup"]["n_envs"] == 2
