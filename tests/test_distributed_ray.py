@@ -1405,17 +1405,17 @@ def test_a_cluster_with_token_authentication_refuses_a_driver_without_its_token_
     base = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_AUTH", "RAY_ADDRESS"))}
     base["HOME"] = str(tmp_path)  # no ~/.ray/auth_token
     no_token = "RAY_AUTH_MODE=token, but this machine has no auth token; put the cluster's in"
-    # What the same command takes to refuse a closed port at once (the imports, the parsing):
-    # the yardstick under this machine's load, where a fixed bound on the refusals flaked
-    # (16.7 s beside two 1M-step benchmark runs)
-    t0 = time.monotonic()
-    closed = subprocess.run(
-        [rlkit, *_tiny_ray_prefs(f"127.0.0.1:{_free_port()}", tmp_path / "closed")],
-        env=base, text=True, capture_output=True, timeout=120,
-    )  # fmt: skip
-    at_once = time.monotonic() - t0
-    assert closed.returncode == 2 and "cannot reach Ray cluster" in closed.stderr
     try:
+        # What the same command takes to refuse a closed port at once (the imports, the
+        # parsing): the yardstick under this machine's load, where a fixed bound on the
+        # refusals flaked (16.7 s beside two 1M-step benchmark runs)
+        t0 = time.monotonic()
+        closed = subprocess.run(
+            [rlkit, *_tiny_ray_prefs(f"127.0.0.1:{_free_port()}", tmp_path / "closed")],
+            env=base, text=True, capture_output=True, timeout=120,
+        )  # fmt: skip
+        at_once = time.monotonic() - t0
+        assert closed.returncode == 2 and "cannot reach Ray cluster" in closed.stderr
         for env, says in [
             ({}, "the cluster uses token authentication; set RAY_AUTH_MODE=token, with its"),
             ({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "another-token-0123456789abcdef0"},
