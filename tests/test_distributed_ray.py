@@ -1408,7 +1408,9 @@ def test_a_cluster_with_token_authentication_refuses_a_driver_without_its_token_
     try:
         # What the same command takes to refuse a closed port at once (the imports, the
         # parsing): the yardstick under this machine's load, where a fixed bound on the
-        # refusals flaked (16.7 s beside two 1M-step benchmark runs)
+        # refusals flaked (16.7 s beside two 1M-step benchmark runs). That the closed port
+        # itself is refused in seconds is test_distributed_units'
+        # test_bad_address_is_a_quick_one_line_error.
         t0 = time.monotonic()
         closed = subprocess.run(
             [rlkit, *_tiny_ray_prefs(f"127.0.0.1:{_free_port()}", tmp_path / "closed")],
