@@ -246,6 +246,10 @@ def test_out_named_like_a_lines_file_and_an_unwritable_jsonl_are_refused(tmp_pat
     proc = run_script("--jsonl", str(tmp_path / "missing" / "lines.jsonl"))
     assert proc.returncode == 2 and proc.stdout == "" and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith("bench_prefs.py: error: --jsonl: ")
+    proc = run_script("--steps", "1.5e3", "--labels", "7e-1")  # 1500 steps is whole; 0.7 is not
+    assert proc.returncode == 2 and proc.stdout == "" and "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last == "bench_prefs.py: error: argument --labels: '7e-1' is not a whole number"
 
 
 @pytest.mark.slow
@@ -253,7 +257,8 @@ def test_true_reward_only_trains_and_records_that_side_alone(bench, tmp_path):
     kept = json.dumps({"bench": "an earlier line"}) + "\n"
     (tmp_path / "lines.jsonl").write_text(kept)
     proc = run_script(
-        "--true-reward-only", "--seeds", "0", "1", "--eval-episodes", "1", "--out", str(tmp_path),
+        "--true-reward-only", "--seeds", "0", "1", "--steps", "1e3",  # 1000, as papers write it
+        "--eval-episodes", "1", "--out", str(tmp_path),
         "--jsonl", str(tmp_path / "lines.jsonl"),
         "--keep", str(tmp_path / "keep"), "--prefs-args",
         "--n-envs 2 --policy.n-steps 256 --policy.ent-coef 0.5",
