@@ -14,7 +14,8 @@ policy may never press FIRE to serve again.
 On Atari the true-reward baseline gets sign-clipped rewards, as A2C is usually run.
 ``--baseline-from`` reuses the true-reward side of earlier lines of this script (same env, seed
 and steps) for runs that change only the preference side; each line records the TRPO setup it
-ran with (``true_reward_setup``), its library versions (``versions``) and the CPU (``cpu``),
+ran with (``true_reward_setup``), its library versions (``versions``) and the CPU (``cpu``, with
+any variable that picks MKL's or oneDNN's kernels),
 and a reused line must match this run's in all three: TRPO's floating point differs from one
 CPU model to another, and 1M steps turn that into other returns (HalfCheetah seed 19: 3150.9
 on 2026-12-05's VM, whose CPU went unrecorded, 1776.9 twice on an Intel Xeon VM on 2026-12-07,

@@ -220,12 +220,22 @@ def test_a_tiny_walker2d_line_records_what_ran(tmp_path):
     assert (tmp_path / "prefs_Walker2d-v5_seed0.png").stat().st_size > 1000
 
 
-def test_cpu_model_names_this_machines_cpu(bench):
+def test_cpu_model_names_this_machines_cpu_and_the_kernels_picked(bench, monkeypatch):
+    from rlkit.core.provenance import KERNEL_VARIABLES
+
+    for name in KERNEL_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
     cpu = bench.cpu_model()
     assert isinstance(cpu, str) and cpu.strip() == cpu and cpu
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.exists() and "model name" in cpuinfo.read_text():  # x86 Linux
         assert f": {cpu}\n" in cpuinfo.read_text()
+    # MKL held to other kernels computes as another CPU would: the record says so, and a
+    # baseline recorded without it is another CPU's
+    monkeypatch.setenv("MKL_ENABLE_INSTRUCTIONS", "AVX2")
+    monkeypatch.setenv("MKL_CBWR", "")  # set but empty: MKL's default, not recorded
+    assert bench.cpu_model() == f"{cpu} (MKL_ENABLE_INSTRUCTIONS=AVX2)"
+    assert bench.mismatch(cpu, bench.cpu_model()) is not None
 
 
 def test_a_true_reward_only_line_is_a_baseline(bench, tmp_path):
