@@ -96,13 +96,13 @@ def test_counts_take_the_ways_papers_and_scripts_write_them():
 
     config = run_tyro(
         PrefsConfig,
-        ["--steps", "1e6", "--labels", "1_400", "--n-envs", "8", "--reward-hidden", "6.4e1", "32",
+        ["--steps", "1e6", "--labels", "1_400", "--n-envs", "1e1", "--reward-hidden", "6.4e1", "32",
          "--checkpoint-every", "2.5e4"],
         prog="rlkit prefs train",
     )  # fmt: skip
     assert config.steps == 1_000_000 and isinstance(config.steps, int)
     assert config.labels == 1400
-    assert config.n_envs == 8  # an optional int
+    assert config.n_envs == 10  # an optional int
     assert config.reward_hidden == (64, 32)  # a tuple of ints
     assert config.checkpoint_every == 25_000
 
