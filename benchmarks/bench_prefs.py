@@ -50,7 +50,7 @@ from summarize_prefs import BASELINE_KEYS, baseline_lines, read_lines
 
 from agents.presets import make_agent
 from envs import env_kind, make_vec_env
-from rlkit.cli import parse_whole_number, run_tyro
+from rlkit.cli import run_tyro, whole_number_arg
 from rlkit.core.allocator import keep_freed_memory
 from rlkit.core.errors import UserError
 from rlkit.core.provenance import cpu_model
@@ -229,19 +229,11 @@ def emit(line: dict, jsonl: Path | None) -> None:
             f.write(text + "\n")
 
 
-def whole_number(text: str) -> int:
-    """1e6 and 1_000_000 as well as 1000000, as `rlkit prefs train` takes them."""
-    try:
-        return parse_whole_number(text)
-    except ValueError as exc:  # argparse: "argument --steps: '1.5' is not a whole number"
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--envs", nargs="+", default=["Hopper-v5"])
-    p.add_argument("--steps", type=whole_number, default=1_000_000)
-    p.add_argument("--labels", type=whole_number, default=700)
+    p.add_argument("--steps", type=whole_number_arg, default=1_000_000)
+    p.add_argument("--labels", type=whole_number_arg, default=700)
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--eval-episodes", type=int, default=10)
     p.add_argument(

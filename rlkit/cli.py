@@ -213,6 +213,17 @@ def parse_whole_number(text: str) -> int:
     return int(value)
 
 
+def whole_number_arg(text: str) -> int:
+    """:func:`parse_whole_number` as an argparse ``type`` (the benchmark scripts' counts):
+    argparse then says ``argument --steps: '1.5' is not a whole number``."""
+    import argparse
+
+    try:
+        return parse_whole_number(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _whole_numbers_registry() -> ConstructorRegistry:
     """A tyro registry whose ``int`` options go through :func:`parse_whole_number`."""
     from tyro.constructors import (
