@@ -547,6 +547,46 @@ def test_killed_worker_truncates_its_episodes_then_too_many_deaths_stop(ray_head
         venv.close()
 
 
+#: A driver whose compiled-graph step loses a worker, then ends (``sys.argv``: the head's
+#: address, and how it ends). The cycle collector is off, as in a long-lived process whose
+#: oldest generation is rarely collected (a CI worker lost this way: Ray's failed read left
+#: views of a channel's memory in garbage, freed after the core had shut down).
+_GRAPH_DRIVER = """
+import gc, os, signal, sys
+import numpy as np
+gc.disable()
+from envs import EnvSpec
+from rlkit.distributed import connect, make_ray_vec_env, shutdown
+connect(sys.argv[1])
+venv = make_ray_vec_env(EnvSpec("CartPole-v1"), n_envs=2, n_workers=2, seed=0, compiled=True)
+venv.reset()
+venv.step(np.array([0, 1]))
+assert venv.compiled and venv._graph is not None
+os.kill(venv.worker_pid(1), signal.SIGKILL)
+venv.step(np.array([1, 0]))
+assert venv.restarts == 1
+venv.close()
+del venv
+if sys.argv[2] == "shutdown":
+    shutdown()
+    gc.collect()
+print("done", flush=True)
+"""
+
+
+@pytest.mark.parametrize("end", ["shutdown", "exit"])
+def test_a_driver_whose_graph_step_lost_a_worker_ends_cleanly(ray_head, end):
+    """After a compiled-graph step that lost a worker, the driver outlives Ray: through
+    :func:`shutdown` and a later collection, or by just exiting (Ray's exit hook shuts it
+    down). Before the garbage was collected first, both ended in a SIGSEGV."""
+    proc = subprocess.run(
+        [sys.executable, "-c", _GRAPH_DRIVER, ray_head, end],
+        capture_output=True, text=True, timeout=240, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.splitlines()[-1] == "done"  # (Ray's raylet lines come before it)
+
+
 @pytest.mark.parametrize("compiled", [False, True], ids=["actor_calls", "compiled_graph"])
 def test_a_hung_worker_is_restarted_as_a_dead_one(ray_head, caplog, monkeypatch, compiled):
     """A worker that stops answering (busy for ever, as with an env that never returns; or,

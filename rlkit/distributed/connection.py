@@ -9,6 +9,9 @@ call to the cluster's GCS (the first call ``ray.init`` makes), so a wrong
 
 from __future__ import annotations
 
+import atexit
+import functools
+import gc
 import logging
 import os
 import signal
@@ -322,6 +325,13 @@ def check_address(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> str:
     return target
 
 
+@functools.cache
+def _shut_down_at_exit() -> None:
+    """Register :func:`shutdown` to run at exit, once: before Ray's own exit hook (``atexit``
+    runs the last registered first), so that the garbage is collected while Ray is up."""
+    atexit.register(shutdown)
+
+
 def connect(address: str | None = None, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
     """Connect this process to Ray, once.
 
@@ -369,6 +379,7 @@ def connect(address: str | None = None, timeout_s: float = CONNECT_TIMEOUT_S) ->
             # Ray sends its auth token only to clusters it found itself ("auto").
             why += " (if the cluster uses token authentication, set RAY_AUTH_MODE=token)"
         raise _fail(address, why) from None
+    _shut_down_at_exit()
     logger.info("connected to Ray: %s", ray.cluster_resources())
 
 
@@ -386,6 +397,16 @@ def head_address() -> str | None:
 
 
 def shutdown() -> None:
-    """Disconnect from Ray (and stop the local instance if :func:`connect` started one)."""
+    """Disconnect from Ray (and stop the local instance if :func:`connect` started one).
+
+    Unreachable objects are collected first: an array read from a compiled graph's channel
+    is a view of memory that Ray's core manages, and one freed after the core has shut down
+    crashes the process (SIGSEGV, or an abort on a failed check). Such arrays end up in
+    garbage when a step fails (a worker killed mid-step): the error's traceback holds the
+    frames of Ray's read, and Python's cycle collector may reach them long after this call,
+    or at exit: :func:`connect` registers this function to run at exit, before Ray's own
+    ``ray.shutdown``.
+    """
     if ray.is_initialized():
+        gc.collect()
         ray.shutdown()
