@@ -31,6 +31,7 @@ from stable_baselines3.common.monitor import Monitor  # noqa: E402
 
 import envs  # noqa: E402,F401  (registers the ALE envs)
 from envs.atari_preprocessing import atari_preprocessing  # noqa: E402
+from rlkit.cli import whole_number_arg  # noqa: E402
 
 
 def build(env_id: str, ours: bool) -> gym.Env:
@@ -54,7 +55,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--envs", nargs="+", default=["ALE/Pong-v5", "ALE/Breakout-v5"])
     parser.add_argument("--repeats", type=int, default=20)
-    parser.add_argument("--steps", type=int, default=500, help="agent steps per repeat")
+    parser.add_argument(
+        "--steps", type=whole_number_arg, default=500, help="agent steps per repeat"
+    )
     args = parser.parse_args()
     commit = subprocess.run(
         ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True

@@ -14,7 +14,8 @@ policy may never press FIRE to serve again.
 On Atari the true-reward baseline gets sign-clipped rewards, as A2C is usually run.
 ``--baseline-from`` reuses the true-reward side of earlier lines of this script (same env, seed
 and steps) for runs that change only the preference side; each line records the TRPO setup it
-ran with (``true_reward_setup``), its library versions (``versions``) and the CPU (``cpu``),
+ran with (``true_reward_setup``), its library versions (``versions``) and the CPU (``cpu``, with
+any variable that picks MKL's or oneDNN's kernels),
 and a reused line must match this run's in all three: TRPO's floating point differs from one
 CPU model to another, and 1M steps turn that into other returns (HalfCheetah seed 19: 3150.9
 on 2026-12-05's VM, whose CPU went unrecorded, 1776.9 twice on an Intel Xeon VM on 2026-12-07,
@@ -49,7 +50,7 @@ from summarize_prefs import BASELINE_KEYS, baseline_lines, read_lines
 
 from agents.presets import make_agent
 from envs import env_kind, make_vec_env
-from rlkit.cli import run_tyro
+from rlkit.cli import run_tyro, whole_number_arg
 from rlkit.core.allocator import keep_freed_memory
 from rlkit.core.errors import UserError
 from rlkit.core.provenance import cpu_model
@@ -231,8 +232,8 @@ def emit(line: dict, jsonl: Path | None) -> None:
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--envs", nargs="+", default=["Hopper-v5"])
-    p.add_argument("--steps", type=int, default=1_000_000)
-    p.add_argument("--labels", type=int, default=700)
+    p.add_argument("--steps", type=whole_number_arg, default=1_000_000)
+    p.add_argument("--labels", type=whole_number_arg, default=700)
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--eval-episodes", type=int, default=10)
     p.add_argument(

@@ -30,6 +30,7 @@ from pathlib import Path
 from bench_prefs import run_true_reward
 from rich.console import Console
 
+from rlkit.cli import whole_number_arg
 from rlkit.core.allocator import keep_freed_memory
 from rlkit.core.metrics import read_metrics
 from rlkit.loops.preference import PreferenceLoop
@@ -43,8 +44,8 @@ def total(metrics: dict[str, list[tuple[int, float]]], name: str) -> float:
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--env", default="Hopper-v5")
-    p.add_argument("--steps", type=int, default=131_072)
-    p.add_argument("--labels", type=int, default=700)
+    p.add_argument("--steps", type=whole_number_arg, default=131_072)
+    p.add_argument("--labels", type=whole_number_arg, default=700)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--reward-learner", choices=["process", "thread"], default="process")
     p.add_argument(

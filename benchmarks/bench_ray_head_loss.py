@@ -31,6 +31,7 @@ from pathlib import Path
 
 from bench_ray_two_nodes import RAY_BIN, _free_port, cluster
 
+from rlkit.cli import whole_number_arg
 from rlkit.core.port import port_answers
 
 RLKIT = str(RAY_BIN.with_name("rlkit"))
@@ -99,7 +100,7 @@ def lose_head(env_id: str, steps: int, checkpoint_every: int, at: float, client:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--env", default="Hopper-v5")
-    parser.add_argument("--steps", type=int, default=40960)
+    parser.add_argument("--steps", type=whole_number_arg, default=40960)
     parser.add_argument("--checkpoint-every", type=int, default=8192)
     parser.add_argument("--lose-head-at", type=float, nargs="+", default=[10, 15, 20, 25, 30])
     parser.add_argument(

@@ -31,6 +31,7 @@ from sb3_contrib import TRPO  # noqa: E402
 
 from agents.presets import make_agent  # noqa: E402
 from envs import make_vec_env  # noqa: E402
+from rlkit.cli import whole_number_arg  # noqa: E402
 from rlkit.loops.preference_config import PrefsConfig  # noqa: E402
 
 
@@ -38,7 +39,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--env", default="Hopper-v5")
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--steps", type=int, default=16384, help="env steps per repeat")
+    parser.add_argument(
+        "--steps", type=whole_number_arg, default=16384, help="env steps per repeat"
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     cfg = PrefsConfig(env=args.env)

@@ -29,6 +29,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from rlkit.cli import whole_number_arg
 from rlkit.core.rundir import save_config
 from rlkit.core.types import Segment
 from rlkit.loops.preference_config import PrefsConfig
@@ -68,7 +69,7 @@ def start_server(run_dir: Path, gold_every: int) -> tuple[subprocess.Popen, str]
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--labelers", type=int, default=20)
-    ap.add_argument("--labels", type=int, default=50, help="labels per labeler")
+    ap.add_argument("--labels", type=whole_number_arg, default=50, help="labels per labeler")
     ap.add_argument("--gold-every", type=int, default=10)
     ap.add_argument(
         "--think-seconds",

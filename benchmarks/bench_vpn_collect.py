@@ -21,6 +21,8 @@ from pathlib import Path
 
 import torch
 
+from rlkit.cli import whole_number_arg
+
 AGENTS = {
     "DQN": ("dqn", None),  # the baseline does not plan
     "VPN(1)": ("vpn", "4"),
@@ -133,7 +135,9 @@ def run_dir_for(args: argparse.Namespace, variant: str, name: str) -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=20_000, help="env steps per training run")
+    parser.add_argument(
+        "--steps", type=whole_number_arg, default=20_000, help="env steps per training run"
+    )
     parser.add_argument(
         "--episodes", type=int, default=2000, help="greedy episodes on the training variant"
     )

@@ -57,6 +57,8 @@ from pathlib import Path
 
 import numpy as np
 
+from rlkit.cli import whole_number_arg
+
 PAIRS = {
     "ratio": ("return_learned", "return_true_reward"),
     "ratio_stochastic": ("return_learned_stochastic", "return_true_reward_stochastic"),
@@ -260,7 +262,7 @@ def read_lines(paths: list[Path]) -> list[dict]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="summarize_prefs.py", description=__doc__.split("\n\n")[0])
     p.add_argument("results", type=Path, nargs="+", metavar="JSONL")
-    p.add_argument("--steps", type=int, default=1_000_000)
+    p.add_argument("--steps", type=whole_number_arg, default=1_000_000)
     p.add_argument(
         "--variant",
         nargs="+",

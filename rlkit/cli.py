@@ -13,7 +13,10 @@ import os
 import signal
 import sys
 from difflib import get_close_matches
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
+
+if TYPE_CHECKING:
+    from tyro.constructors import ConstructorRegistry
 
 _Config = TypeVar("_Config")
 
@@ -173,7 +176,12 @@ def run_tyro(
     try:
         with contextlib.redirect_stderr(captured):
             return tyro.cli(
-                config_type, args=argv, prog=prog, description=description, default=default
+                config_type,
+                args=argv,
+                prog=prog,
+                description=description,
+                default=default,
+                registry=_whole_numbers_registry(),
             )
     except SystemExit as exc:
         if not exc.code:  # --help
@@ -182,6 +190,63 @@ def run_tyro(
         raise UserError(
             f"{tyro_error_line(captured.getvalue())} ({prog} --help lists the options)"
         ) from None
+
+
+def parse_whole_number(text: str) -> int:
+    """An integer option's value: ``1000000``, ``1_000_000`` or ``1e6`` (step and label counts
+    are written that way in papers and scripts); ``2.5e5`` is 250000. A value that is not a
+    whole number (``1e-3``, ``1.5``, ``abc``) raises ValueError naming it."""
+    from decimal import Decimal, InvalidOperation
+
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        raise ValueError(f"{text!r} is not a whole number") from None
+    if value.is_finite() and value.adjusted() >= 18:  # 1e999999999: a billion-digit int
+        raise ValueError(f"{text!r} is out of range")
+    if not value.is_finite() or value != value.to_integral_value():
+        raise ValueError(f"{text!r} is not a whole number")
+    return int(value)
+
+
+def whole_number_arg(text: str) -> int:
+    """:func:`parse_whole_number` as an argparse ``type`` (the benchmark scripts' counts):
+    argparse then says ``argument --steps: '1.5' is not a whole number``."""
+    import argparse
+
+    try:
+        return parse_whole_number(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _whole_numbers_registry() -> ConstructorRegistry:
+    """A tyro registry whose ``int`` options go through :func:`parse_whole_number`."""
+    from tyro.constructors import (
+        ConstructorRegistry,
+        PrimitiveConstructorSpec,
+        PrimitiveTypeInfo,
+    )
+
+    registry = ConstructorRegistry()
+
+    @registry.primitive_rule
+    def whole_numbers(info: PrimitiveTypeInfo) -> PrimitiveConstructorSpec | None:
+        if info.type is not int:
+            return None
+        return PrimitiveConstructorSpec(
+            nargs=1,
+            metavar="INT",
+            instance_from_str=lambda args: parse_whole_number(args[0]),
+            is_instance=lambda x: isinstance(x, int) and not isinstance(x, bool),
+            str_from_instance=lambda instance: [str(instance)],
+        )
+
+    return registry
 
 
 def empty_path_argument(config_type: type, argv: list[str]) -> str | None:

@@ -220,12 +220,22 @@ def test_a_tiny_walker2d_line_records_what_ran(tmp_path):
     assert (tmp_path / "prefs_Walker2d-v5_seed0.png").stat().st_size > 1000
 
 
-def test_cpu_model_names_this_machines_cpu(bench):
+def test_cpu_model_names_this_machines_cpu_and_the_kernels_picked(bench, monkeypatch):
+    from rlkit.core.provenance import KERNEL_VARIABLES
+
+    for name in KERNEL_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
     cpu = bench.cpu_model()
     assert isinstance(cpu, str) and cpu.strip() == cpu and cpu
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.exists() and "model name" in cpuinfo.read_text():  # x86 Linux
         assert f": {cpu}\n" in cpuinfo.read_text()
+    # MKL held to other kernels computes as another CPU would: the record says so, and a
+    # baseline recorded without it is another CPU's
+    monkeypatch.setenv("MKL_ENABLE_INSTRUCTIONS", "AVX2")
+    monkeypatch.setenv("MKL_CBWR", "")  # set but empty: MKL's default, not recorded
+    assert bench.cpu_model() == f"{cpu} (MKL_ENABLE_INSTRUCTIONS=AVX2)"
+    assert bench.mismatch(cpu, bench.cpu_model()) is not None
 
 
 def test_a_true_reward_only_line_is_a_baseline(bench, tmp_path):
@@ -246,6 +256,10 @@ def test_out_named_like_a_lines_file_and_an_unwritable_jsonl_are_refused(tmp_pat
     proc = run_script("--jsonl", str(tmp_path / "missing" / "lines.jsonl"))
     assert proc.returncode == 2 and proc.stdout == "" and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith("bench_prefs.py: error: --jsonl: ")
+    proc = run_script("--steps", "1.5e3", "--labels", "7e-1")  # 1500 steps is whole; 0.7 is not
+    assert proc.returncode == 2 and proc.stdout == "" and "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last == "bench_prefs.py: error: argument --labels: '7e-1' is not a whole number"
 
 
 @pytest.mark.slow
@@ -253,7 +267,8 @@ def test_true_reward_only_trains_and_records_that_side_alone(bench, tmp_path):
     kept = json.dumps({"bench": "an earlier line"}) + "\n"
     (tmp_path / "lines.jsonl").write_text(kept)
     proc = run_script(
-        "--true-reward-only", "--seeds", "0", "1", "--eval-episodes", "1", "--out", str(tmp_path),
+        "--true-reward-only", "--seeds", "0", "1", "--steps", "1e3",  # 1000, as papers write it
+        "--eval-episodes", "1", "--out", str(tmp_path),
         "--jsonl", str(tmp_path / "lines.jsonl"),
         "--keep", str(tmp_path / "keep"), "--prefs-args",
         "--n-envs 2 --policy.n-steps 256 --policy.ent-coef 0.5",

@@ -11,8 +11,12 @@ import pytest
 from rlkit.cli import main
 
 CASES = [
-    (["prefs", "train", "--steps", "1e6"],
-     "error: Error parsing --steps: invalid literal for int() with base 10: '1e6'"),
+    (["prefs", "train", "--steps", "2.5"], "error: Error parsing --steps: '2.5' is not a whole number"),
+    (["prefs", "train", "--labels", "1e-3"],
+     "error: Error parsing --labels: '1e-3' is not a whole number"),
+    (["prefs", "train", "--steps", "1e999999999"],  # not a billion-digit int
+     "error: Error parsing --steps: '1e999999999' is out of range"),
+    (["vpn", "train", "--n-envs", "ten"], "error: Error parsing --n-envs: 'ten' is not a whole number"),
     (["prefs", "train", "--query-strategy", "foo"],
      "error: invalid choice 'foo' for argument '--query-strategy'. Expected one of"
      " ('disagreement', 'uniform', 'entropy')."),
@@ -84,6 +88,23 @@ def test_bad_flag_is_one_line_and_exit_2(argv, start, capsys, tmp_path):
     assert err.startswith(start), err
     assert "╭" not in err and "Traceback" not in err
     assert not (tmp_path / "run").exists()  # nothing written
+
+
+def test_counts_take_the_ways_papers_and_scripts_write_them():
+    from rlkit.cli import run_tyro
+    from rlkit.loops.preference_config import PrefsConfig
+
+    config = run_tyro(
+        PrefsConfig,
+        ["--steps", "1e6", "--labels", "1_400", "--n-envs", "1e1", "--reward-hidden", "6.4e1", "32",
+         "--checkpoint-every", "2.5e4"],
+        prog="rlkit prefs train",
+    )  # fmt: skip
+    assert config.steps == 1_000_000 and isinstance(config.steps, int)
+    assert config.labels == 1400
+    assert config.n_envs == 10  # an optional int
+    assert config.reward_hidden == (64, 32)  # a tuple of ints
+    assert config.checkpoint_every == 25_000
 
 
 def test_help_still_prints_and_exits_0(capsys):

@@ -51,17 +51,33 @@ def _git_commit(folder: Path) -> str | None:
     return head + ("+dirty" if dirty else "") if head else None
 
 
+#: Environment variables that pick the float kernels torch's BLAS (MKL) and oneDNN run: set,
+#: they change a run's arithmetic on one CPU as another CPU model would.
+KERNEL_VARIABLES = (
+    "MKL_ENABLE_INSTRUCTIONS",
+    "MKL_CBWR",
+    "ATEN_CPU_CAPABILITY",
+    "DNNL_MAX_CPU_ISA",
+    "ONEDNN_MAX_CPU_ISA",
+)
+
+
 def cpu_model() -> str:
-    """The CPU's model name (``/proc/cpuinfo``; elsewhere ``platform.processor()``): runs on
-    two models need not reproduce each other's floating point, nor the returns built on it."""
+    """The CPU's model name (``/proc/cpuinfo``; elsewhere ``platform.processor()``), followed
+    by any of :data:`KERNEL_VARIABLES` set, e.g. ``Intel(R) Xeon(R) Processor
+    (MKL_ENABLE_INSTRUCTIONS=AVX2)``: runs on two models, or on one with other kernels, need
+    not reproduce each other's floating point, nor the returns built on it."""
+    name = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
                 if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+                    name = line.split(":", 1)[1].strip()
+                    break
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    kernels = [f"{k}={os.environ[k]}" for k in KERNEL_VARIABLES if os.environ.get(k)]
+    return f"{name} ({', '.join(kernels)})" if kernels else name
 
 
 def provenance(argv: list[str]) -> dict[str, Any]:
