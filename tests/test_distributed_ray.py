@@ -58,6 +58,8 @@ RAY_BIN = Path(sys.executable).with_name("ray")
 
 #: Ports of the module's head node besides its GCS port (``"client"``: Ray Client's).
 HEAD_PORTS: dict[str, int] = {}
+#: The module's head node's temp dir (its logs are under ``session_latest/logs``).
+HEAD_DIRS: dict[str, str] = {}
 
 
 def _free_port() -> int:
@@ -183,6 +185,7 @@ def ray_head():
     """The address ``127.0.0.1:PORT`` of a fresh head node, connected to this process."""
     HEAD_PORTS["client"] = _free_port()
     temp_dir = tempfile.mkdtemp(prefix="rlray")  # short: Ray's socket paths must fit 107 bytes
+    HEAD_DIRS["temp"] = temp_dir
     # The GCS declares a node dead after 3 failed health checks 1 s apart (Ray's default:
     # 5, 3 s apart), so that the two-node test's lost node is noticed in seconds.
     health = {"RAY_health_check_period_ms": "1000", "RAY_health_check_failure_threshold": "3"}
@@ -923,7 +926,11 @@ def test_a_failed_ray_client_session_is_retried_then_reported(ray_head, monkeypa
     shutdown()
     try:
         if failures == 1:
-            connect(address)
+            try:
+                connect(address)
+            except UserError:  # every real start failed too: say why, from the head's logs
+                _print_client_server_errors()
+                raise
             assert ray.util.client.ray.is_connected() and ray.get(ray.put(3)) == 3
         else:
             with pytest.raises(UserError) as info:
@@ -940,6 +947,14 @@ def test_a_failed_ray_client_session_is_retried_then_reported(ray_head, monkeypa
         shutdown()
         connect(ray_head)
     assert ray.cluster_resources()["CPU"] >= 2
+
+
+def _print_client_server_errors() -> None:
+    """The end of each Ray Client server's stderr on the module's head (shown by pytest with a
+    failure: a busy head failed three session starts in a row once, in a CI run beside two
+    benchmark processes, and the logs went with the head's temp dir)."""
+    for err in sorted(Path(HEAD_DIRS["temp"]).glob("session_*/logs/ray_client_server*.err")):
+        print(f"== {err.name}:", err.read_text(errors="replace")[-2000:])
 
 
 def _alive_nodes() -> dict[str, dict]:
